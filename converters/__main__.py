@@ -1,0 +1,29 @@
+"""Stage entry point: ``python -m converters run-job JOB.json``.
+
+The local runner starts it as a child process; the docker runner starts it inside a stage's
+image. Both run exactly this code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+USAGE = "usage: python -m converters run-job JOB.json"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "run-job":
+        print(USAGE, file=sys.stderr)
+        return 2
+    # Quieten TensorFlow's C++ logging before anything imports it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    from converters.executor import run_job_file
+
+    return run_job_file(Path(argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

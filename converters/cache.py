@@ -1,0 +1,221 @@
+"""Stage keys, stamps, the provenance manifest and the build-directory lock.
+
+A stage's key hashes everything its outputs are a function of: its kind and parameters, the
+content hashes of its external inputs, its upstream stages' keys, the versions of the tools it
+uses (or the image ID when it runs in a container) and this package's own source. Keys are
+computed on the host before anything runs, so a no-op build needs no TensorFlow.
+
+After a stage succeeds, ``<build>/<model>/.stages/<stage>.json`` (its stamp) records the key
+and its outputs' hashes; ``manifest.json`` is assembled from the stamps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from converters import console
+from converters.errors import LockError
+from converters.fsutil import read_json, sha256_text, sha256_tree, tree_size, write_json_atomic
+from converters.stages.base import StageSpec
+
+STAMP_DIR = ".stages"
+BUILD_INFO = "_build.json"
+MANIFEST = "manifest.json"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# A stage's tools are named by what they are; the first installed distribution gives the version.
+TOOL_DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow-cpu", "tensorflow"),
+    "keras": ("keras",),
+    "ai-edge-litert": ("ai-edge-litert",),
+    "numpy": ("numpy",),
+    "pillow": ("pillow",),
+}
+
+
+def tool_version(tool: str) -> str:
+    for distribution in TOOL_DISTRIBUTIONS.get(tool, (tool,)):
+        try:
+            return f"{distribution}=={metadata.version(distribution)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return f"{tool}: not installed"
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of this package's Python source: changing the converter code invalidates stages."""
+    files = sorted(PACKAGE_DIR.rglob("*.py"))
+    return sha256_text("".join(f"{p.relative_to(PACKAGE_DIR)}:{sha256_tree(p)}\n" for p in files))
+
+
+def stage_key(spec: StageSpec, input_hashes: dict[str, str], dep_keys: dict[str, str],
+              environment: dict[str, str]) -> str:
+    """The content-addressed key of one stage (see the module docstring)."""
+    material = {
+        "kind": spec.kind,
+        "params": spec.params,
+        "outputs": list(spec.outputs),
+        "inputs": {name: input_hashes[name] for name in spec.inputs},
+        "deps": {name: dep_keys[name] for name in spec.deps},
+        "environment": environment,
+        "code": code_fingerprint(),
+    }
+    return sha256_text(json.dumps(material, sort_keys=True))
+
+
+def stamp_path(build_dir: Path, stage: str) -> Path:
+    return build_dir / STAMP_DIR / f"{stage}.json"
+
+
+def read_stamp(build_dir: Path, stage: str) -> dict[str, Any] | None:
+    path = stamp_path(build_dir, stage)
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def output_record(build_dir: Path, relative: str) -> dict[str, Any]:
+    path = build_dir / relative
+    return {"sha256": sha256_tree(path), "size_bytes": tree_size(path)}
+
+
+def is_fresh(build_dir: Path, spec: StageSpec, key: str) -> bool:
+    """True when the stamp has ``key`` and every output still has its recorded hash."""
+    stamp = read_stamp(build_dir, spec.name)
+    if stamp is None or stamp.get("key") != key:
+        return False
+    recorded = stamp.get("outputs", {})
+    for relative in spec.outputs:
+        path = build_dir / relative
+        if relative not in recorded or not path.exists():
+            return False
+        if sha256_tree(path) != recorded[relative]["sha256"]:
+            return False
+    return True
+
+
+def remove_stamp(build_dir: Path, stage: str) -> None:
+    stamp_path(build_dir, stage).unlink(missing_ok=True)
+    write_manifest(build_dir)
+
+
+def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
+                environment: dict[str, str], runner: str) -> None:
+    stamp = {
+        "stage": spec.name,
+        "kind": spec.kind,
+        "image": spec.image,
+        "key": key,
+        "environment": environment,
+        "runner": runner,
+        "started": iso_time(started),
+        "finished": iso_time(time.time()),
+        "outputs": {relative: output_record(build_dir, relative) for relative in spec.outputs},
+    }
+    write_json_atomic(stamp_path(build_dir, spec.name), stamp)
+    write_manifest(build_dir)
+
+
+def write_build_info(build_dir: Path, info: dict[str, Any]) -> None:
+    write_json_atomic(build_dir / STAMP_DIR / BUILD_INFO, info)
+
+
+def write_manifest(build_dir: Path) -> None:
+    """Assemble manifest.json from the build info and every stamp (serialised by a lock)."""
+    stamp_dir = build_dir / STAMP_DIR
+    stamp_dir.mkdir(parents=True, exist_ok=True)
+    with _flock(stamp_dir / ".manifest.lock", blocking=True):
+        try:
+            info = read_json(stamp_dir / BUILD_INFO)
+        except (OSError, ValueError):
+            info = {}
+        stages: dict[str, Any] = {}
+        artifacts: dict[str, Any] = {}
+        for path in sorted(stamp_dir.glob("*.json")):
+            if path.name == BUILD_INFO:
+                continue
+            try:
+                stamp = read_json(path)
+            except (OSError, ValueError):
+                continue
+            stages[stamp["stage"]] = stamp
+            for relative, record in stamp["outputs"].items():
+                artifacts[relative] = {**record, "stage": stamp["stage"], "key": stamp["key"]}
+        manifest = {**info, "stages": stages, "artifacts": artifacts}
+        write_json_atomic(build_dir / MANIFEST, manifest)
+
+
+def verify_manifest(build_dir: Path) -> list[str]:
+    """Re-hash every artifact in the manifest; return one problem line per differing file."""
+    manifest = read_json(build_dir / MANIFEST)
+    problems = []
+    for relative, record in sorted(manifest.get("artifacts", {}).items()):
+        path = build_dir / relative
+        if not path.exists():
+            problems.append(f"{path}: missing (manifest expects sha256 {record['sha256'][:12]}…)")
+        elif (actual := sha256_tree(path)) != record["sha256"]:
+            problems.append(
+                f"{path}: sha256 {actual[:12]}… differs from the manifest's {record['sha256'][:12]}…"
+            )
+    return problems
+
+
+def iso_time(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+@contextmanager
+def _flock(path: Path, blocking: bool) -> Iterator[bool]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(handle, flags)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def build_lock(out_dir: Path, wait: bool = True) -> Iterator[None]:
+    """Hold ``<out>/.lock`` for a whole build: a second build waits (saying so) or fails."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = out_dir / ".lock"
+    with lock_file.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_file.read_text().strip() or "another process"
+            if not wait:
+                raise LockError(
+                    f"{out_dir} is locked by a running build ({holder}); wait for it to finish "
+                    "or use another --out directory"
+                ) from None
+            console.info(f"waiting for the build that holds {lock_file} ({holder}) to finish…")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)

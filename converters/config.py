@@ -1,0 +1,203 @@
+"""Frozen configuration: str Enums and dataclasses validated at construction.
+
+Values come from a flag, then invoke.yaml, then the defaults here; tasks.py does the merging
+and hands plain values to :func:`build_config`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TypeVar
+
+from converters.errors import ConfigError
+
+
+class Target(str, Enum):
+    TFLITE = "tflite"
+
+
+class Quantization(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"
+    INT8 = "int8"
+
+
+class IODType(str, Enum):
+    UINT8 = "uint8"
+    INT8 = "int8"
+    FLOAT32 = "float32"
+
+
+class Runner(str, Enum):
+    LOCAL = "local"
+
+
+class PreprocessingMode(str, Enum):
+    UNIT = "0..1"
+    SIGNED = "-1..1"
+    RAW = "0..255"
+    MEAN_STD = "mean-std"
+
+
+MODEL_SUFFIXES = (".h5", ".keras")
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum_list(enum: type[E], value: str | Sequence[str], what: str) -> tuple[E, ...]:
+    """Parse ``"a,b"`` (or a list) into enum members, in the order given, without repeats."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [item.strip() for item in items if item.strip()]
+    if "all" in names:
+        return tuple(enum)
+    allowed = ", ".join(member.value for member in enum)
+    parsed: list[E] = []
+    for name in names:
+        try:
+            member = enum(name)
+        except ValueError:
+            raise ConfigError(f"unknown {what} '{name}': expected one of {allowed} (or 'all')") from None
+        if member not in parsed:
+            parsed.append(member)
+    if not parsed:
+        raise ConfigError(f"no {what} given: expected one or more of {allowed}")
+    return tuple(parsed)
+
+
+def parse_enum(enum: type[E], value: str, what: str) -> E:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise ConfigError(f"unknown {what} '{value}': expected one of {allowed}") from None
+
+
+def parse_floats(value: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
+    if value is None or value == "":
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return tuple(float(item) for item in items)
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, got '{value}'") from None
+
+
+def parse_input_shape(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``"224,224,3"`` or ``"224x224x3"`` (without the batch dimension)."""
+    if value is None or value == "":
+        return None
+    items = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
+    try:
+        shape = tuple(int(item) for item in items)
+    except ValueError:
+        raise ConfigError(
+            f"--input-shape must look like 224,224,3 (height, width, channels), got '{value}'"
+        ) from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(
+            f"--input-shape must be three positive sizes (height, width, channels), got '{value}'"
+        )
+    return shape
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixel values 0..255 become model inputs."""
+
+    mode: PreprocessingMode = PreprocessingMode.UNIT
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is PreprocessingMode.MEAN_STD:
+            if self.mean is None or self.std is None:
+                raise ConfigError("preprocessing 'mean-std' needs --mean and --std (one value per channel)")
+            if len(self.mean) != len(self.std):
+                raise ConfigError(f"--mean has {len(self.mean)} values but --std has {len(self.std)}")
+            if any(value == 0 for value in self.std):
+                raise ConfigError("--std values must be non-zero")
+        elif self.mean is not None or self.std is not None:
+            raise ConfigError(
+                f"--mean/--std only apply to preprocessing 'mean-std', not '{self.mode.value}'"
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        return {"mode": self.mode.value, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Preprocessing:
+        mean = data.get("mean")
+        std = data.get("std")
+        return cls(
+            mode=PreprocessingMode(str(data["mode"])),
+            mean=tuple(float(v) for v in mean) if isinstance(mean, list | tuple) else None,
+            std=tuple(float(v) for v in std) if isinstance(std, list | tuple) else None,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    path: Path
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    calibration_size: int = 100
+    validation_size: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calibration_size < 1:
+            raise ConfigError(f"--calibration-size must be at least 1, got {self.calibration_size}")
+        if self.validation_size < 1:
+            raise ConfigError(f"--validation-size must be at least 1, got {self.validation_size}")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything one ``invoke convert`` needs, validated."""
+
+    models: tuple[Path, ...]
+    dataset: DatasetConfig
+    targets: tuple[Target, ...] = (Target.TFLITE,)
+    quantizations: tuple[Quantization, ...] = tuple(Quantization)
+    io_dtype: IODType = IODType.UINT8
+    allow_flex: bool = False
+    allow_float_fallback: bool = False
+    unsafe: bool = False
+    input_shape: tuple[int, ...] | None = None
+    out: Path = Path("build")
+    runner: Runner = Runner.LOCAL
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    latency_runs: int = 30
+    max_accuracy_drop: float = 0.01
+    force: bool = False
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("no model given: pass --model PATH or put a .h5/.keras file in model/")
+        stems = [model_stem(path) for path in self.models]
+        repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if repeated:
+            raise ConfigError(
+                f"several models share the name {', '.join(repeated)}: their outputs would collide "
+                f"in {self.out}/<name>/; rename one of them"
+            )
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        if self.latency_runs < 1:
+            raise ConfigError(f"--latency-runs must be at least 1, got {self.latency_runs}")
+        if not 0 <= self.max_accuracy_drop <= 1:
+            raise ConfigError(
+                f"--max-accuracy-drop is a fraction between 0 and 1, got {self.max_accuracy_drop}"
+            )
+        if self.jobs < 1:
+            raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
+
+
+def model_stem(path: Path) -> str:
+    """The name used for the build folder and artifact files: ``model/flowers.h5`` → ``flowers``."""
+    return path.name if path.is_dir() else path.stem

@@ -1,0 +1,170 @@
+"""Image discovery, preprocessing and the seeded calibration/validation split.
+
+Needs only Pillow and numpy. Labels follow Keras' ``image_dataset_from_directory``
+convention: one sub-folder per class, class index = position of the folder name in sorted order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converters import console
+from converters.config import Preprocessing, PreprocessingMode
+from converters.errors import DatasetError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+NO_LABEL = -1
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    path: Path
+    label: int  # NO_LABEL for a flat folder
+
+
+@dataclass(frozen=True)
+class Listing:
+    entries: tuple[ImageEntry, ...]
+    class_names: tuple[str, ...]
+    skipped_files: int  # files that are not images by their extension
+
+
+@dataclass(frozen=True)
+class Split:
+    calibration: tuple[ImageEntry, ...]
+    validation: tuple[ImageEntry, ...]
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def discover(root: Path) -> Listing:
+    """List the images below ``root``: flat, or one sub-folder per class."""
+    if not root.exists():
+        raise DatasetError(f"dataset folder {root} does not exist: pass --dataset DIR with images")
+    if not root.is_dir():
+        raise DatasetError(f"dataset {root} is not a folder: pass --dataset DIR with images")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    skipped = 0
+    entries: list[ImageEntry] = []
+    class_names: list[str] = []
+    labelled_dirs = [d for d in class_dirs if any(is_image_file(f) for f in d.rglob("*"))]
+    if labelled_dirs:
+        for label, class_dir in enumerate(labelled_dirs):
+            class_names.append(class_dir.name)
+            for file in sorted(p for p in class_dir.rglob("*") if p.is_file()):
+                if is_image_file(file):
+                    entries.append(ImageEntry(file, label))
+                else:
+                    skipped += 1
+        top_level = [p for p in root.iterdir() if p.is_file()]
+        skipped += len(top_level)
+        if any(is_image_file(p) for p in top_level):
+            console.warn(
+                f"{root}: images directly in the folder are ignored because class sub-folders exist"
+            )
+    else:
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            if is_image_file(file):
+                entries.append(ImageEntry(file, NO_LABEL))
+            else:
+                skipped += 1
+    if skipped:
+        console.info(f"dataset {root}: skipped {skipped} file(s) that are not images")
+    if not entries:
+        raise DatasetError(
+            f"dataset folder {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): "
+            "add images, flat or one sub-folder per class"
+        )
+    return Listing(tuple(entries), tuple(class_names), skipped)
+
+
+def split(entries: tuple[ImageEntry, ...], calibration_size: int, validation_size: int,
+          seed: int) -> Split:
+    """Disjoint, seeded calibration and validation sets.
+
+    With fewer images than asked for, both shrink in proportion (each keeps at least one).
+    """
+    total = len(entries)
+    if total < 2:
+        raise DatasetError(
+            f"the dataset has {total} usable image(s); at least 2 are needed "
+            "(one to calibrate, one to validate)"
+        )
+    if total < calibration_size + validation_size:
+        wanted = calibration_size + validation_size
+        validation_size = min(total - 1, max(1, round(total * validation_size / wanted)))
+        calibration_size = total - validation_size
+        console.warn(
+            f"the dataset has {total} usable images, fewer than the {wanted} asked for: "
+            f"using {calibration_size} to calibrate and {validation_size} to validate"
+        )
+    order = np.random.default_rng(seed).permutation(total)
+    validation = tuple(entries[i] for i in order[:validation_size])
+    calibration = tuple(entries[i] for i in order[validation_size:validation_size + calibration_size])
+    return Split(calibration, validation)
+
+
+def load_image(path: Path, height: int, width: int, channels: int) -> np.ndarray:
+    """Read one image as uint8 HxWxC, resized (bilinear) and converted to ``channels``."""
+    from PIL import Image
+
+    if channels not in CHANNEL_MODES:
+        raise DatasetError(
+            f"the model expects {channels} input channels; images can be read as 1, 3 or 4 channels"
+        )
+    with Image.open(path) as image:
+        image.seek(0)  # first frame of an animated GIF/WebP
+        converted = image.convert(CHANNEL_MODES[channels])
+        resized = converted.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(resized, dtype=np.uint8)
+    return array.reshape(height, width, channels)
+
+
+def load_images(entries: tuple[ImageEntry, ...], shape: tuple[int, int, int],
+                description: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load entries into (uint8 N×H×W×C, labels, unreadable paths). Unreadable ones are skipped."""
+    height, width, channels = shape
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    unreadable: list[str] = []
+    for entry in console.progress(entries, description, total=len(entries)):
+        try:
+            images.append(load_image(entry.path, height, width, channels))
+        except (OSError, ValueError, SyntaxError) as error:
+            console.warn(f"cannot read image {entry.path}: {error}; skipping it")
+            unreadable.append(str(entry.path))
+            continue
+        labels.append(entry.label)
+    if images:
+        batch = np.stack(images)
+    else:
+        batch = np.zeros((0, height, width, channels), np.uint8)
+    return batch, np.asarray(labels, dtype=np.int64), unreadable
+
+
+def preprocess(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """uint8 pixels (…×C) → float32 model inputs."""
+    values = pixels.astype(np.float32)
+    mode = preprocessing.mode
+    if mode is PreprocessingMode.UNIT:
+        return values / np.float32(255.0)
+    if mode is PreprocessingMode.SIGNED:
+        return values / np.float32(127.5) - np.float32(1.0)
+    if mode is PreprocessingMode.RAW:
+        return values
+    assert preprocessing.mean is not None and preprocessing.std is not None
+    channels = pixels.shape[-1]
+    if len(preprocessing.mean) != channels:
+        raise DatasetError(
+            f"--mean/--std give {len(preprocessing.mean)} values but the model has {channels} "
+            "input channels: give one value per channel"
+        )
+    mean = np.asarray(preprocessing.mean, np.float32)
+    std = np.asarray(preprocessing.std, np.float32)
+    return (values - mean) / std

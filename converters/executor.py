@@ -1,0 +1,79 @@
+"""Run a job file: the stages one runner process executes, in order, each atomically.
+
+Used identically by the local runner (a child Python process) and inside containers. A stage
+writes into a staging folder; only when it succeeds are its outputs moved into the build
+directory and its stamp written. A user error is written to ``<job>.error.json`` so the parent
+can show it as it is, and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from converters import cache, console
+from converters.errors import BuildError, ConverterError
+from converters.fsutil import remove, replace, write_json_atomic
+from converters.stages import StageContext, StageSpec, stage_function
+
+STAGING = ".staging"
+# Set by a parent build that reads the error file and shows the message itself.
+PARENT_SHOWS_ERRORS = "CONVERTERS_PARENT_SHOWS_ERRORS"
+
+
+def error_file(job_path: Path) -> Path:
+    return job_path.with_suffix(".error.json")
+
+
+def run_job_file(job_path: Path) -> int:
+    job = json.loads(job_path.read_text())
+    try:
+        run_job(job)
+    except ConverterError as error:
+        write_json_atomic(error_file(job_path),
+                          {"type": type(error).__name__, "message": str(error)})
+        if not os.environ.get(PARENT_SHOWS_ERRORS):
+            console.error(str(error))
+        return error.exit_code
+    except Exception:
+        write_json_atomic(error_file(job_path),
+                          {"type": "InternalError", "message": traceback.format_exc()})
+        raise
+    return 0
+
+
+def run_job(job: dict[str, Any]) -> None:
+    build_dir = Path(job["build_dir"])
+    # TensorFlow reads its thread pools' sizes once, when it starts: set them before any stage.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(job["threads"]))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(job["threads"]))
+    for entry in job["stages"]:
+        spec = StageSpec.from_dict(entry["spec"])
+        run_stage(spec, entry["key"], entry["environment"], job, build_dir)
+
+
+def run_stage(spec: StageSpec, key: str, environment: dict[str, str], job: dict[str, Any],
+              build_dir: Path) -> None:
+    console.info(f"▶ {job['model_name']}: {spec.name}")
+    started = time.time()
+    cache.remove_stamp(build_dir, spec.name)
+    staging = build_dir / STAGING / spec.name
+    remove(staging)
+    staging.mkdir(parents=True)
+    context = StageContext(spec, Path(job["model_path"]), Path(job["dataset_dir"]), build_dir,
+                           staging)
+    stage_function(spec.kind)(context)
+    missing = [relative for relative in spec.outputs if not (staging / relative).exists()]
+    if missing:
+        raise BuildError(f"stage {spec.name} finished without writing {', '.join(missing)}")
+    for relative in spec.outputs:
+        target = build_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace(staging / relative, target)
+    remove(staging)
+    cache.write_stamp(build_dir, spec, key, started, environment, job["runner"])
+    console.info(f"✔ {job['model_name']}: {spec.name} ({time.time() - started:.1f} s)")

@@ -1,0 +1,108 @@
+"""File helpers: content hashes and atomic writes (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """Hash of a file, or of a directory's relative paths and file contents (sorted)."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
+
+    Works for files and directories. A crash leaves the old ``target`` (or nothing) and a
+    ``.tmp-*`` sibling that :func:`remove_stale_temporaries` clears on the next run.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    os.close(fd)
+    temporary = Path(name)
+    temporary.unlink()
+    try:
+        yield temporary
+        replace(temporary, target)
+    finally:
+        remove(temporary)
+
+
+def replace(source: Path, target: Path) -> None:
+    """Move ``source`` onto ``target``; a directory target is removed first."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    os.replace(source, target)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    write_bytes_atomic(target, text.encode())
+
+
+def write_json_atomic(target: Path, data: object) -> None:
+    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict:  # type: ignore[type-arg]
+    with path.open() as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete ``.*.tmp-*`` leftovers of killed builds below ``root``; return how many."""
+    if not root.exists():
+        return 0
+    stale = [p for p in root.rglob(".*.tmp-*")]
+    for path in stale:
+        remove(path)
+    return len(stale)

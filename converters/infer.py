@@ -1,0 +1,67 @@
+"""Minimal inference: classify one image with a built artifact.
+
+>>> from converters.infer import classify
+>>> classify(Path("build/sample/tflite/sample_int8.tflite"), Path("dataset/circle/0001.png"))
+[('circle', 0.98), ...]
+
+Preprocessing and class names come from the build folder the artifact sits in
+(``data/dataset.json``), so an artifact is run exactly as it was validated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converters.config import Preprocessing
+from converters.dataset import is_image_file, load_image, preprocess
+from converters.errors import ConfigError, DatasetError, ModelError
+from converters.fsutil import read_json
+from converters.stages import data
+from converters.validate import TFLiteRunner
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
+    """Preprocessing and class names of the build ``artifact`` belongs to (defaults otherwise)."""
+    dataset_info = artifact.resolve().parent.parent / data.DATASET_INFO
+    if not dataset_info.exists():
+        return Preprocessing(), []
+    info = read_json(dataset_info)
+    return Preprocessing.from_dict(info["preprocessing"]), list(info["class_names"])
+
+
+def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
+             preprocessing: Preprocessing | None = None) -> list[Prediction]:
+    """The ``top_k`` classes for ``image`` according to ``artifact`` (a .tflite file)."""
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    if not artifact.is_file():
+        raise ModelError(f"artifact {artifact} does not exist: build it with invoke convert")
+    if artifact.suffix != ".tflite":
+        raise ModelError(
+            f"artifact {artifact} has the unsupported extension '{artifact.suffix}': infer runs "
+            ".tflite files"
+        )
+    if not is_image_file(image):
+        raise DatasetError(f"image {image} does not exist or is not a jpg/png/bmp/gif/webp file")
+    stored_preprocessing, class_names = build_metadata(artifact)
+    runner = TFLiteRunner(artifact, threads=threads)
+    _, height, width, channels = (int(v) for v in runner.input["shape"])
+    try:
+        pixels = load_image(image, height, width, channels)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise DatasetError(f"cannot read image {image}: {error}") from None
+    inputs = preprocess(pixels[None], preprocessing or stored_preprocessing)
+    scores = runner.predict(inputs)[0].reshape(-1)
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [Prediction(class_names[i] if i < len(class_names) else str(i), int(i),
+                       float(scores[i])) for i in order]

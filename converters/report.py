@@ -1,0 +1,214 @@
+"""report.json (the contract), report.md (a table) and report.html (table, plot, recommendation).
+
+The report stage runs on the host: it only reads the JSON records the other stages wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from converters import cache
+from converters.fsutil import read_json, sha256_tree, tree_size, write_json_atomic, write_text_atomic
+from converters.stages import data, export, reference
+from converters.stages.base import StageContext
+
+SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_HTML)
+
+
+def run(context: StageContext) -> None:
+    """Stage ``report``: assemble every validation record of this model into the reports."""
+    report = assemble(context.build_dir, context.params)
+    write_json_atomic(context.write(REPORT_JSON), report)
+    write_text_atomic(context.write(REPORT_MD), markdown(report))
+    write_text_atomic(context.write(REPORT_HTML), html_page(report))
+
+
+def assemble(build_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    model = read_json(build_dir / export.MODEL_INFO)
+    dataset = read_json(build_dir / data.DATASET_INFO)
+    keras = read_json(build_dir / reference.SUMMARY)
+    artifacts = [artifact_entry(build_dir, read_json(build_dir / record), keras)
+                 for record in params["records"]]
+    bound = params["max_accuracy_drop"]
+    inputs = read_json(build_dir / cache.STAMP_DIR / cache.BUILD_INFO)["inputs"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {**model, "sha256": inputs["model"]["sha256"]},
+        "dataset": {
+            "path": dataset["path"],
+            "sha256": inputs["dataset"]["sha256"],
+            "class_names": dataset["class_names"],
+            "labelled": dataset["labelled"],
+            "images_found": dataset["images_found"],
+            "skipped_files": dataset["skipped_files"],
+            "unreadable": dataset["unreadable"],
+            "calibration_count": dataset["calibration"]["count"],
+            "validation_count": dataset["validation"]["count"],
+            "preprocessing": dataset["preprocessing"],
+            "seed": dataset["seed"],
+        },
+        "reference": {
+            "accuracy": keras["accuracy"],
+            "latency_ms": keras["latency_ms"],
+            "latency_method": keras["latency_method"],
+            "threads": keras["threads"],
+        },
+        "artifacts": artifacts,
+        "recommendation": recommend(artifacts, bound),
+    }
+
+
+def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any]) -> dict[str, Any]:
+    path = build_dir / record["path"]
+    conversion = read_json(path.with_suffix(".json"))
+    metrics = record["metrics"]
+    if metrics["accuracy"] is not None and keras["accuracy"] is not None:
+        drop = keras["accuracy"] - metrics["accuracy"]
+        basis = "accuracy"
+    else:
+        drop = 1.0 - metrics["top1_agreement"]
+        basis = "top1_agreement"
+    return {
+        "target": record["target"],
+        "variant": record["variant"],
+        "path": record["path"],
+        "sha256": sha256_tree(path),
+        "size_bytes": tree_size(path),
+        "latency_ms": record["latency_ms"],
+        "threads": record["threads"],
+        "runtime": record["runtime"],
+        "metrics": metrics,
+        "accuracy_drop": drop,
+        "accuracy_drop_basis": basis,
+        "float_ops": conversion["float_ops"],
+        "io": {"input": conversion["input"], "output": conversion["output"]},
+        "conversion_seconds": conversion["conversion_seconds"],
+    }
+
+
+def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
+    """The smallest and the fastest artifact whose accuracy drop stays within ``bound``."""
+    eligible = [a for a in artifacts if a["accuracy_drop"] <= bound + 1e-12]
+    smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
+    fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
+    return {
+        "max_accuracy_drop": bound,
+        "smallest": smallest["path"] if smallest else None,
+        "fastest": fastest["path"] if fastest else None,
+        "rejected": sorted(a["path"] for a in artifacts if a not in eligible),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows shared by report.md, report.html and the console summary."""
+    keras = report["reference"]
+    rows = [["Keras (reference)", "-", "-", _percent(keras["accuracy"]), "-", "-", "-",
+             f"{keras['latency_ms']:.2f}", "-"]]
+    for a in report["artifacts"]:
+        m = a["metrics"]
+        float_ops = ", ".join(f"{o['op']}×{o['count']}" for o in a["float_ops"]) or "none"
+        rows.append([
+            f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
+            _percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
+            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", float_ops,
+        ])
+    return rows
+
+
+HEADERS = ["artifact", "path", "size KiB", "accuracy", "top-1 agree", "cosine", "max |err|",
+           "latency ms", "float ops"]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    model, dataset, rec = report["model"], report["dataset"], report["recommendation"]
+    lines = [
+        f"# Conversion report: {model['name']}",
+        "",
+        f"Model `{model['path']}` ({model['format']}, input {model['input_shape']}); "
+        f"{dataset['validation_count']} validation and {dataset['calibration_count']} calibration "
+        f"images from `{dataset['path']}`. Latency: median of single-image runs, "
+        f"{report['reference']['threads']} thread(s).",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "---|" * len(HEADERS),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += [
+        "",
+        f"Recommendation (accuracy drop at most {_percent(rec['max_accuracy_drop'])}): "
+        f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.",
+    ]
+    if rec["rejected"]:
+        lines.append(f"Over the bound: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
+    """Size and latency against accuracy (or top-1 agreement without labels), one run's numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labelled = report["reference"]["accuracy"] is not None
+    quality_name = "accuracy" if labelled else "top-1 agreement with Keras"
+    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for artifact in report["artifacts"]:
+        metrics = artifact["metrics"]
+        quality = metrics["accuracy"] if labelled else metrics["top1_agreement"]
+        label = f"{artifact['target']} {artifact['variant']}"
+        by_size.scatter(artifact["size_bytes"] / 1024, quality, s=60)
+        by_size.annotate(label, (artifact["size_bytes"] / 1024, quality), fontsize=8,
+                         xytext=(4, 4), textcoords="offset points")
+        by_latency.scatter(artifact["latency_ms"], quality, s=60)
+        by_latency.annotate(label, (artifact["latency_ms"], quality), fontsize=8,
+                            xytext=(4, 4), textcoords="offset points")
+    if labelled:
+        for axis in (by_size, by_latency):
+            axis.axhline(report["reference"]["accuracy"], color="grey", linestyle="--",
+                         label="Keras")
+            axis.legend(loc="lower right", fontsize=8)
+    by_latency.axvline(report["reference"]["latency_ms"], color="grey", linestyle=":")
+    by_size.set(xlabel="size (KiB)", ylabel=quality_name, title="size vs " + quality_name)
+    by_latency.set(xlabel="median latency (ms)", ylabel=quality_name,
+                   title="latency vs " + quality_name)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def html_page(report: dict[str, Any]) -> str:
+    escape = html.escape
+    header = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in table_rows(report))
+    plot = base64.b64encode(tradeoff_plot_png(report)).decode()
+    rec = report["recommendation"]
+    name = escape(report["model"]["name"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Conversion report: {name}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2){{text-align:left}}</style>
+</head><body>
+<h1>Conversion report: {name}</h1>
+<p>Recommendation (accuracy drop at most {escape(_percent(rec['max_accuracy_drop']))}):
+smallest <code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(rec['fastest']))}</code>.</p>
+<table><tr>{header}</tr>{body}</table>
+<h2>Trade-off</h2>
+<img alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
+</body></html>
+"""

@@ -1,0 +1,70 @@
+"""Runners start a job's stage process: locally (a child Python) or, later, in a container.
+
+Both run ``python -m converters run-job JOB`` and stream its output; they differ only in the
+command line and in what stands for the toolchain in stage keys (tool versions or image ID).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from converters.stages.base import StageSpec
+
+LOG_TAIL_LINES = 20
+
+
+class StageRunner(Protocol):
+    name: str
+
+    def environment(self, spec: StageSpec) -> dict[str, str]:
+        """What identifies the toolchain for ``spec`` (enters the stage key)."""
+
+    def command(self, job_path: Path) -> list[str]:
+        """The argv that runs the job."""
+
+
+def run_streaming(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Run ``argv``, copying its output live; return (exit code, last lines of output).
+
+    On Ctrl-C the child gets SIGINT, then SIGTERM, so no stage process outlives the build.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    assert process.stdout is not None
+    partial = b""
+    try:
+        while chunk := process.stdout.read1(65536):  # type: ignore[attr-defined]
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            partial += chunk
+            *lines, partial = partial.split(b"\n")
+            tail.extend(line.decode(errors="replace").rstrip("\r") for line in lines)
+        if partial:
+            tail.append(partial.decode(errors="replace"))
+        return process.wait(), list(tail)
+    except KeyboardInterrupt:
+        _stop(process)
+        raise
+    finally:
+        if process.poll() is None:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue

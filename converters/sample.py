@@ -1,0 +1,108 @@
+"""The bundled sample: procedurally drawn shape images and a small trained Conv2D + Dense model.
+
+Deterministic: images come from seeded numpy generators, training uses Keras' global seed and
+TensorFlow's op determinism. The model is trained on images that are *not* shipped (seed 1);
+dataset/ holds a separate held-out set (seed 2), so accuracy in the report is honest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from converters import console
+from converters.fsutil import atomic_path
+
+CLASSES = ("circle", "square", "stripes", "triangle")  # sorted: folder order = class index
+IMAGE_SIZE = 32
+TRAIN_SEED = 1
+DATASET_SEED = 2
+
+
+def draw(kind: str, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
+    """One RGB uint8 image of ``kind`` with random colours, placement and noise."""
+    background = rng.integers(0, 256, 3)
+    foreground = (background + rng.integers(80, 176, 3)) % 256
+    image = np.empty((size, size, 3), np.float64)
+    image[:] = background
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    centre_y, centre_x = rng.uniform(size * 0.35, size * 0.65, 2)
+    radius = rng.uniform(size * 0.18, size * 0.32)
+    if kind == "circle":
+        mask = (yy - centre_y) ** 2 + (xx - centre_x) ** 2 <= radius**2
+    elif kind == "square":
+        mask = (np.abs(yy - centre_y) <= radius * 0.85) & (np.abs(xx - centre_x) <= radius * 0.85)
+    elif kind == "triangle":
+        top = centre_y - radius
+        height = 2 * radius
+        half_width = (yy - top) / height * radius
+        mask = (yy >= top) & (yy <= top + height) & (np.abs(xx - centre_x) <= half_width)
+    elif kind == "stripes":
+        period = rng.uniform(5, 9)
+        angle = rng.uniform(0, np.pi)
+        phase = xx * np.cos(angle) + yy * np.sin(angle)
+        mask = (phase % period) < period / 2
+    else:
+        raise ValueError(f"unknown sample class {kind}")
+    image[mask] = foreground
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def generate(count_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for _ in range(count_per_class):
+        for label, kind in enumerate(CLASSES):
+            images.append(draw(kind, rng))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels)
+
+
+def write_dataset(root: Path, count_per_class: int = 80, seed: int = DATASET_SEED) -> int:
+    """Write PNGs into ``root/<class>/NNNN.png``; return how many."""
+    from PIL import Image
+
+    images, labels = generate(count_per_class, seed)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        path = root / CLASSES[label] / f"{index:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            Image.fromarray(image).save(temporary, format="PNG", optimize=False)
+    return len(images)
+
+
+def build_model() -> object:
+    import keras
+
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, activation="relu", padding="same")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, activation="relu", padding="same")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="sample_shapes")
+
+
+def train_model(path: Path, count_per_class: int = 400, epochs: int = 8) -> float:
+    """Train the sample model on fresh (unshipped) images; save it as .h5; return train accuracy."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(TRAIN_SEED)
+    tf.config.experimental.enable_op_determinism()
+    images, labels = generate(count_per_class, TRAIN_SEED)
+    model = build_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),  # type: ignore[attr-defined]
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(images.astype(np.float32) / 255.0, labels, epochs=epochs,  # type: ignore[attr-defined]
+                        batch_size=32, shuffle=True, verbose=0)
+    accuracy = float(history.history["accuracy"][-1])
+    with atomic_path(path) as temporary:
+        model.save(temporary.with_suffix(".h5"))  # type: ignore[attr-defined]
+        temporary.with_suffix(".h5").rename(temporary)
+    console.info(f"trained {path} (training accuracy {accuracy:.3f})")
+    return accuracy

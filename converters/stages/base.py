@@ -1,0 +1,82 @@
+"""What every stage is: a declared, hashable unit of work with outputs under the model's build dir."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as planned: pure data, serialisable into a job file.
+
+    ``inputs`` names external inputs (``model``, ``dataset``) whose content hashes enter the key;
+    ``deps`` names upstream stages whose keys enter it. ``outputs`` are paths relative to the
+    model's build directory. ``tools`` are the distributions whose versions enter the key when
+    the stage runs on the host (in a container the image ID stands for them).
+    """
+
+    name: str
+    kind: str
+    image: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "image": self.image,
+            "params": self.params,
+            "inputs": list(self.inputs),
+            "deps": list(self.deps),
+            "outputs": list(self.outputs),
+            "tools": list(self.tools),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageSpec:
+        return cls(
+            name=data["name"],
+            kind=data["kind"],
+            image=data["image"],
+            params=dict(data["params"]),
+            inputs=tuple(data["inputs"]),
+            deps=tuple(data["deps"]),
+            outputs=tuple(data["outputs"]),
+            tools=tuple(data["tools"]),
+        )
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Where a running stage reads and writes.
+
+    A stage reads upstream outputs from ``build_dir`` and writes its own outputs under
+    ``staging_dir`` with the same relative names; the executor moves them into place only when
+    the stage succeeded, so a killed stage never leaves a partial artifact.
+    """
+
+    spec: StageSpec
+    model_path: Path
+    dataset_dir: Path
+    build_dir: Path
+    staging_dir: Path
+
+    def read(self, relative: str) -> Path:
+        return self.build_dir / relative
+
+    def write(self, relative: str) -> Path:
+        if relative not in self.spec.outputs:
+            raise KeyError(f"stage {self.spec.name} does not declare output {relative}")
+        path = self.staging_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec.params

@@ -1,0 +1,82 @@
+"""Stage ``data``: discover the images, split them (seeded) and store them at the model's size.
+
+Stored as uint8 pixels; consumers apply the configured preprocessing, so the arrays are a
+quarter of the float size and ``infer`` uses the very same preprocessing function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import dataset
+from converters.errors import DatasetError
+from converters.fsutil import read_json, write_json_atomic
+from converters.stages import export
+from converters.stages.base import StageContext
+
+CALIBRATION = "data/calibration.npy"
+VALIDATION = "data/validation.npy"
+VALIDATION_LABELS = "data/validation_labels.npy"
+DATASET_INFO = "data/dataset.json"
+OUTPUTS = (CALIBRATION, VALIDATION, VALIDATION_LABELS, DATASET_INFO)
+
+
+def run(context: StageContext) -> None:
+    params = context.params
+    shape = export.input_shape(context.build_dir)
+    listing = dataset.discover(context.dataset_dir)
+    chosen = dataset.split(listing.entries, params["calibration_size"],
+                           params["validation_size"], params["seed"])
+    calibration, _, unreadable_calibration = dataset.load_images(
+        chosen.calibration, shape, "loading calibration images")
+    validation, labels, unreadable_validation = dataset.load_images(
+        chosen.validation, shape, "loading validation images")
+    if len(calibration) == 0 or len(validation) == 0:
+        raise DatasetError(
+            f"no usable image in {context.dataset_dir}: every image in the "
+            f"{'calibration' if len(calibration) == 0 else 'validation'} split was unreadable"
+        )
+    for relative, array in ((CALIBRATION, calibration), (VALIDATION, validation),
+                            (VALIDATION_LABELS, labels)):
+        np.save(context.write(relative), array, allow_pickle=False)
+
+    def relative_names(entries: tuple[dataset.ImageEntry, ...], unreadable: list[str]) -> list[str]:
+        return [e.path.relative_to(context.dataset_dir).as_posix() for e in entries
+                if str(e.path) not in unreadable]
+
+    info: dict[str, Any] = {
+        "path": str(context.dataset_dir),
+        "class_names": list(listing.class_names),
+        "labelled": bool(listing.class_names),
+        "images_found": len(listing.entries),
+        "skipped_files": listing.skipped_files,
+        "unreadable": sorted(unreadable_calibration + unreadable_validation),
+        "input_shape": list(shape),
+        "preprocessing": params["preprocessing"],
+        "seed": params["seed"],
+        "calibration": {"count": int(len(calibration)),
+                        "files": relative_names(chosen.calibration, unreadable_calibration)},
+        "validation": {"count": int(len(validation)),
+                       "files": relative_names(chosen.validation, unreadable_validation)},
+    }
+    write_json_atomic(context.write(DATASET_INFO), info)
+
+
+def load_split(build_dir: Path, relative: str) -> np.ndarray:
+    """Preprocessed float32 inputs of one split."""
+    from converters.config import Preprocessing
+
+    info = read_json(build_dir / DATASET_INFO)
+    pixels = np.load(build_dir / relative, allow_pickle=False)
+    return dataset.preprocess(pixels, Preprocessing.from_dict(info["preprocessing"]))
+
+
+def load_labels(build_dir: Path) -> np.ndarray | None:
+    info = read_json(build_dir / DATASET_INFO)
+    if not info["labelled"]:
+        return None
+    labels: np.ndarray = np.load(build_dir / VALIDATION_LABELS, allow_pickle=False)
+    return labels

@@ -1,0 +1,42 @@
+"""Stage ``reference``: the Keras model itself on the validation split (outputs, accuracy, latency)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converters import console, validate
+from converters.fsutil import write_json_atomic
+from converters.model import load
+from converters.stages import data
+from converters.stages.base import StageContext
+
+OUTPUTS = "reference/outputs.npy"
+SUMMARY = "reference/reference.json"
+BATCH = 32
+
+
+def run(context: StageContext) -> None:
+    import tensorflow as tf
+
+    params = context.params
+    threads = params["threads"]  # applied through TF_NUM_INTRAOP_THREADS by the executor
+    shape = params["input_shape"]
+    model = load(context.model_path, unsafe=params["unsafe"],
+                 input_shape=tuple(shape) if shape else None)
+    inputs = data.load_split(context.build_dir, data.VALIDATION)
+    batches = [model.predict(inputs[i:i + BATCH])
+               for i in console.progress(range(0, len(inputs), BATCH), "Keras reference",
+                                         total=(len(inputs) + BATCH - 1) // BATCH)]
+    outputs = np.concatenate(batches).astype(np.float32)
+    one = tf.constant(inputs[:1])
+    latency = validate.median_latency_ms(lambda: model.graph_function(one), params["latency_runs"])
+    np.save(context.write(OUTPUTS), outputs, allow_pickle=False)
+    summary = {
+        "accuracy": validate.accuracy(outputs, data.load_labels(context.build_dir)),
+        "latency_ms": latency,
+        "latency_method": "tf.function call, batch 1",
+        "threads": threads,
+        "latency_runs": params["latency_runs"],
+        "samples": int(len(inputs)),
+    }
+    write_json_atomic(context.write(SUMMARY), summary)

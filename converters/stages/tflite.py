@@ -1,0 +1,158 @@
+"""Stage ``tflite``: convert the exported SavedModel to one TFLite mode.
+
+fp32 (no optimisation), fp16 (float16 weights), dynamic (int8 weights, hybrid kernels) and
+int8 (full integer, calibrated on the representative split). Strict int8 allows only integer
+builtins; a failure names the ops that could not be quantized.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from converters import console, tflite_inspect
+from converters.config import IODType, Quantization
+from converters.errors import ConversionError
+from converters.fsutil import write_bytes_atomic, write_json_atomic
+from converters.stages import data, export
+from converters.stages.base import StageContext
+
+TF_OP_PATTERN = re.compile(r"\btf\.[A-Za-z0-9_]+")
+
+
+def run(context: StageContext) -> None:
+    params = context.params
+    mode = Quantization(params["mode"])
+    console.info(f"converting to TFLite {mode.value}")
+    started = time.perf_counter()
+    flatbuffer = convert(context, mode)
+    seconds = time.perf_counter() - started
+    graph = tflite_inspect.parse(flatbuffer)
+    write_bytes_atomic(context.write(params["artifact"]), flatbuffer)
+    info = {
+        "mode": mode.value,
+        "io_dtype": params.get("io_dtype"),
+        "allow_flex": params["allow_flex"],
+        "allow_float_fallback": params.get("allow_float_fallback", False),
+        "conversion_seconds": round(seconds, 3),
+        "float_ops": graph.float_ops(),
+        "op_counts": graph.op_counts(),
+        "input": {"type": graph.inputs[0].type, "shape": list(graph.inputs[0].shape),
+                  "scale": list(graph.inputs[0].scale),
+                  "zero_point": list(graph.inputs[0].zero_point)},
+        "output": {"type": graph.outputs[0].type, "shape": list(graph.outputs[0].shape),
+                   "scale": list(graph.outputs[0].scale),
+                   "zero_point": list(graph.outputs[0].zero_point)},
+    }
+    write_json_atomic(context.write(params["info"]), info)
+    console.info(f"TFLite {mode.value}: {len(flatbuffer) / 1024:.1f} KiB in {seconds:.1f} s")
+
+
+def convert(context: StageContext, mode: Quantization) -> bytes:
+    params = context.params
+    if mode is not Quantization.INT8:
+        return _convert_float(context, mode, params["allow_flex"])
+    calibration = data.load_split(context.build_dir, data.CALIBRATION)
+    io_dtype = IODType(params["io_dtype"])
+    if params["allow_float_fallback"]:
+        return _convert_int8(context, calibration, io_dtype, strict=False)
+    try:
+        return _convert_int8(context, calibration, io_dtype, strict=True)
+    except ConversionError as strict_error:
+        float_ops = _ops_left_in_float(context, calibration, io_dtype)
+        if not float_ops:
+            raise
+        listed = ", ".join(f"{item['op']} ({item['count']})" for item in float_ops)
+        raise ConversionError(
+            f"full-integer int8 conversion of {context.model_path} failed: these ops cannot be "
+            f"quantized to int8: {listed}. Re-run with --allow-float-fallback to keep them in "
+            "float (mixed int8/float; Edge TPU will run them on the CPU), or replace them in "
+            "the model"
+        ) from strict_error
+
+
+def _converter(context: StageContext) -> Any:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(str(context.read(export.SAVED_MODEL)))
+
+
+def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) -> bytes:
+    import tensorflow as tf
+
+    converter = _converter(context)
+    if mode is Quantization.FP16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode is Quantization.DYNAMIC:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if allow_flex:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    return _run_converter(converter, context, mode.value, allow_flex)
+
+
+def _convert_int8(context: StageContext, calibration: np.ndarray, io_dtype: IODType,
+                  strict: bool) -> bytes:
+    import tensorflow as tf
+
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for sample in console.progress(calibration, "calibrating int8", total=len(calibration)):
+            yield [sample[None].astype(np.float32)]
+
+    converter = _converter(context)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    if strict:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+    if io_dtype is not IODType.FLOAT32:
+        converter.inference_input_type = tf.as_dtype(io_dtype.value)
+        converter.inference_output_type = tf.as_dtype(io_dtype.value)
+    flatbuffer = _run_converter(converter, context, "int8", allow_flex=False)
+    if strict:
+        graph = tflite_inspect.parse(flatbuffer)
+        if graph.float_ops():
+            listed = ", ".join(f"{i['op']} ({i['count']})" for i in graph.float_ops())
+            raise ConversionError(f"strict int8 conversion left ops in float: {listed}")
+    return flatbuffer
+
+
+def _ops_left_in_float(context: StageContext, calibration: np.ndarray,
+                       io_dtype: IODType) -> list[dict[str, Any]]:
+    """Convert with float fallback to learn which ops stay float (for the error message)."""
+    try:
+        flatbuffer = _convert_int8(context, calibration, io_dtype, strict=False)
+    except ConversionError:
+        return []
+    return tflite_inspect.parse(flatbuffer).float_ops()
+
+
+def _run_converter(converter: Any, context: StageContext, mode: str, allow_flex: bool) -> bytes:
+    try:
+        result: bytes = converter.convert()
+    except Exception as error:  # the converter raises its own ConverterError and others
+        raise _conversion_error(context, mode, allow_flex, error) from None
+    return result
+
+
+def _conversion_error(context: StageContext, mode: str, allow_flex: bool,
+                      error: Exception) -> ConversionError:
+    text = str(error)
+    tf_ops = sorted(set(TF_OP_PATTERN.findall(text)))
+    if tf_ops and not allow_flex and mode != "int8":
+        return ConversionError(
+            f"TFLite {mode} conversion of {context.model_path} failed: the model uses TensorFlow "
+            f"ops with no TFLite builtin: {', '.join(tf_ops)}. Re-run with --allow-flex to keep "
+            "them as TensorFlow (Flex) ops; the device then needs the Flex delegate"
+        )
+    lines = [line.strip() for line in text.splitlines() if "error" in line.lower()]
+    detail = "; ".join(lines[:5]) or text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return ConversionError(f"TFLite {mode} conversion of {context.model_path} failed: {detail}")

@@ -1,0 +1,38 @@
+"""Stage ``validate``: run one artifact on the validation split against the Keras outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converters import console, validate
+from converters.fsutil import write_json_atomic
+from converters.stages import data, reference
+from converters.stages.base import StageContext
+
+
+def run(context: StageContext) -> None:
+    params = context.params
+    artifact = context.read(params["artifact"])
+    inputs = data.load_split(context.build_dir, data.VALIDATION)
+    labels = data.load_labels(context.build_dir)
+    keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
+    runner = validate.TFLiteRunner(artifact, threads=params["threads"])
+    outputs = runner.predict(inputs, f"validating {artifact.name}")
+    metrics = validate.compare(keras_outputs, outputs, labels)
+    latency = runner.latency_ms(inputs[0], params["latency_runs"])
+    console.info(
+        f"{artifact.name}: top-1 agreement {metrics['top1_agreement']:.3f}, "
+        f"max |error| {metrics['max_abs_error']:.4g}, {latency:.2f} ms"
+    )
+    result = {
+        "target": params["target"],
+        "variant": params["variant"],
+        "path": params["artifact"],
+        "metrics": metrics,
+        "latency_ms": latency,
+        "threads": params["threads"],
+        "latency_runs": params["latency_runs"],
+        "runtime": "ai-edge-litert",
+        "samples": int(len(inputs)),
+    }
+    write_json_atomic(context.write(params["output"]), result)

@@ -1,0 +1,42 @@
+"""The console summary table printed at the end of a build and by ``invoke report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from converters import console, report
+from converters.errors import ConfigError
+from converters.fsutil import read_json
+
+
+def built_models(out: Path, name: str | None = None) -> list[Path]:
+    """Build folders under ``out`` that hold a report (optionally only ``name``)."""
+    folders = sorted(p.parent for p in out.glob(f"*/{report.REPORT_JSON}"))
+    if name is not None:
+        folders = [p for p in folders if p.name == name]
+    if not folders:
+        what = f"model '{name}'" if name else "any model"
+        raise ConfigError(f"no report for {what} in {out}/: run invoke convert first")
+    return folders
+
+
+def print_summary(build_dir: Path) -> None:
+    data = read_json(build_dir / report.REPORT_JSON)
+    table = Table(title=f"{data['model']['name']}: {build_dir}/", title_justify="left")
+    # The console shows every column but the path; float ops as a count (report.md lists them).
+    shown = [i for i, header in enumerate(report.HEADERS) if header != "path"]
+    for i in shown:
+        table.add_column(report.HEADERS[i], justify="left" if i == 0 else "right")
+    float_counts = ["-"] + [str(sum(o["count"] for o in a["float_ops"])) or "0"
+                            for a in data["artifacts"]]
+    for row, floats in zip(report.table_rows(data), float_counts, strict=True):
+        table.add_row(*[row[i] for i in shown[:-1]], floats)
+    console.console.print(table, width=max(console.console.width, 110))
+    recommendation = data["recommendation"]
+    console.info(
+        f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
+        f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
+    )
+    console.info(f"report: {build_dir / report.REPORT_HTML}")

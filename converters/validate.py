@@ -1,0 +1,131 @@
+"""Run an artifact on the held-out split and compare it with the Keras model's outputs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import console
+from converters.errors import ToolMissingError, ValidationError
+
+WARMUP_RUNS = 3
+
+
+def compare(reference: np.ndarray, outputs: np.ndarray,
+            labels: np.ndarray | None) -> dict[str, float | None]:
+    """Agreement metrics between reference and artifact outputs (both float, same shape).
+
+    cosine_similarity is the mean over samples of the cosine between the flattened output
+    vectors; top1_agreement compares arg-max classes; accuracy needs labels.
+    """
+    if reference.shape != outputs.shape:
+        raise ValidationError(
+            f"artifact output shape {outputs.shape} differs from the Keras output shape "
+            f"{reference.shape}"
+        )
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    out = outputs.reshape(len(outputs), -1).astype(np.float64)
+    difference = np.abs(ref - out)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    dots = np.sum(ref * out, axis=1)
+    # Two zero vectors agree perfectly; one zero vector against a non-zero one does not.
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0),
+                      np.where((np.linalg.norm(ref, axis=1) == 0)
+                               & (np.linalg.norm(out, axis=1) == 0), 1.0, 0.0))
+    predicted = out.argmax(axis=1)
+    return {
+        "max_abs_error": float(difference.max()),
+        "mean_abs_error": float(difference.mean()),
+        "cosine_similarity": float(cosine.mean()),
+        "top1_agreement": float(np.mean(predicted == ref.argmax(axis=1))),
+        "accuracy": accuracy(outputs, labels),
+    }
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
+    if labels is None:
+        return None
+    predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
+    return float(np.mean(predicted == labels))
+
+
+def median_latency_ms(call: Callable[[], object], runs: int) -> float:
+    """Median wall time of ``call`` over ``runs`` calls, after a short warm-up."""
+    for _ in range(WARMUP_RUNS):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+class TFLiteRunner:
+    """One LiteRT interpreter; quantized inputs and outputs go through their scale/zero point."""
+
+    def __init__(self, path: Path, threads: int, delegates: list[Any] | None = None) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise ToolMissingError(
+                "the LiteRT interpreter is not installed: pip install ai-edge-litert "
+                "(or pip install '.[tflite]')"
+            ) from None
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                                           experimental_delegates=delegates)
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as error:
+            hint = ""
+            if "Flex" in str(error) or "Select TensorFlow op" in str(error):
+                hint = (" The model uses TensorFlow (Flex) ops, which need the Flex delegate; "
+                        "LiteRT's pip package does not include it.")
+            raise ValidationError(f"LiteRT cannot load {path}: {str(error).strip()}{hint}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self.input["dtype"])
+
+    def quantize_input(self, images: np.ndarray) -> np.ndarray:
+        dtype = self.input_dtype
+        if dtype == np.float32:
+            return images.astype(np.float32)
+        scale, zero_point = self.input["quantization"]
+        if scale == 0:
+            raise ValidationError(f"input tensor {self.input['name']} is {dtype} without a scale")
+        info = np.iinfo(dtype)
+        quantized = np.round(images / scale + zero_point)
+        return np.clip(quantized, info.min, info.max).astype(dtype)
+
+    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
+        if raw.dtype == np.float32:
+            return raw
+        scale, zero_point = self.output["quantization"]
+        if scale == 0:
+            return raw.astype(np.float32)
+        return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def invoke_raw(self, quantized_one: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input["index"], quantized_one)
+        self.interpreter.invoke()
+        output: np.ndarray = self.interpreter.get_tensor(self.output["index"])
+        return output
+
+    def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
+        """Run float32 images (N×H×W×C) one at a time; return dequantized float32 outputs."""
+        quantized = self.quantize_input(images)
+        results = [self.dequantize_output(self.invoke_raw(quantized[i:i + 1]))[0]
+                   for i in console.progress(range(len(images)), description, total=len(images))]
+        return np.stack(results)
+
+    def latency_ms(self, image: np.ndarray, runs: int) -> float:
+        one = self.quantize_input(image[None])
+        return median_latency_ms(lambda: self.invoke_raw(one), runs)

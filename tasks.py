@@ -1,0 +1,228 @@
+"""Invoke tasks: thin wrappers around the converters API. Run ``invoke --list``.
+
+Values come from a flag, then invoke.yaml (section ``convert``), then the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from invoke import Context, Exit, task
+
+from converters import console
+from converters.errors import ConfigError, ConverterError
+
+ROOT = Path(__file__).resolve().parent
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A ConverterError becomes a message and a non-zero exit, without a traceback."""
+    try:
+        yield
+    except ConverterError as error:
+        console.error(str(error))
+        raise Exit(code=error.exit_code) from None
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        raise Exit(code=130) from None
+
+
+def setting(c: Context, flag: Any, name: str) -> Any:
+    """The flag's value when given, else invoke.yaml's ``convert.<name>``."""
+    if flag not in (None, [], ""):
+        return flag
+    return c.config.get("convert", {}).get(name)
+
+
+def default_models(model_dir: Path) -> list[Path]:
+    """Every model file (.h5, .keras) and SavedModel folder in ``model_dir``."""
+    from converters.config import MODEL_SUFFIXES
+
+    if not model_dir.is_dir():
+        raise ConfigError(f"model folder {model_dir} does not exist: pass --model PATH")
+    found = sorted(p for p in model_dir.iterdir()
+                   if (p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)
+                   or (p.is_dir() and (p / "saved_model.pb").exists()))
+    if not found:
+        raise ConfigError(
+            f"no model in {model_dir}: put name.h5 (or .keras, or a SavedModel folder) there, "
+            "pass --model PATH, or run invoke sample"
+        )
+    return found
+
+
+def convert_config(c: Context, **flags: Any) -> Any:
+    from converters.config import (
+        ConvertConfig,
+        DatasetConfig,
+        IODType,
+        Preprocessing,
+        PreprocessingMode,
+        Quantization,
+        Runner,
+        Target,
+        parse_enum,
+        parse_enum_list,
+        parse_floats,
+        parse_input_shape,
+    )
+
+    def get(name: str) -> Any:
+        return setting(c, flags.get(name), name)
+
+    models = [Path(m) for m in (flags.get("model") or get("models") or [])]
+    if not models:
+        models = default_models(Path(get("model_dir")))
+    preprocessing = Preprocessing(
+        parse_enum(PreprocessingMode, str(get("preprocessing")), "preprocessing"),
+        parse_floats(get("mean"), "--mean"),
+        parse_floats(get("std"), "--std"),
+    )
+    try:
+        numbers = {name: int(get(name)) for name in
+                   ("calibration_size", "validation_size", "seed", "latency_runs", "jobs")}
+        threads = int(get("threads")) if get("threads") else os.cpu_count() or 1
+        max_drop = float(get("max_accuracy_drop"))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"a numeric setting is not a number: {error}") from None
+    return ConvertConfig(
+        models=tuple(models),
+        dataset=DatasetConfig(Path(get("dataset")), preprocessing, numbers["calibration_size"],
+                              numbers["validation_size"], numbers["seed"]),
+        targets=parse_enum_list(Target, get("target"), "target"),
+        quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
+        io_dtype=parse_enum(IODType, str(get("io_dtype")), "--io-dtype"),
+        allow_flex=bool(get("allow_flex")),
+        allow_float_fallback=bool(get("allow_float_fallback")),
+        unsafe=bool(get("unsafe")),
+        input_shape=parse_input_shape(get("input_shape")),
+        out=Path(get("out")),
+        runner=parse_enum(Runner, str(get("runner")), "--runner"),
+        threads=threads,
+        latency_runs=numbers["latency_runs"],
+        max_accuracy_drop=max_drop,
+        force=bool(flags.get("force")),
+        jobs=numbers["jobs"],
+    )
+
+
+@task(
+    iterable=["model"],
+    help={
+        "model": "model file (.h5, .keras) or SavedModel folder; repeat for several "
+                 "(default: every model in model/)",
+        "dataset": "image folder, flat or one sub-folder per class (default: dataset/)",
+        "target": "comma list of targets: tflite (default from invoke.yaml)",
+        "quant": "comma list of fp32,fp16,dynamic,int8 or all",
+        "io_dtype": "int8 model input/output type: uint8 (default), int8 or float32",
+        "out": "build folder (default: build)",
+        "runner": "where stages run: local",
+        "preprocessing": "0..1 (default), -1..1, 0..255 or mean-std",
+        "mean": "per-channel means for mean-std, e.g. 123.7,116.3,103.5",
+        "std": "per-channel standard deviations for mean-std",
+        "calibration_size": "images used to calibrate int8 (default 100)",
+        "validation_size": "held-out images used to validate (default 200)",
+        "seed": "seed of the calibration/validation split",
+        "threads": "interpreter threads for latency (default: all cores)",
+        "latency_runs": "runs per latency median (default 30)",
+        "max_accuracy_drop": "recommendation bound, a fraction (default 0.01)",
+        "allow_flex": "let fp32/fp16/dynamic keep TensorFlow (Flex) ops",
+        "allow_float_fallback": "let int8 keep ops that cannot be quantized in float",
+        "unsafe": "allow unsafe deserialisation (Lambda layers) of a trusted .keras/.h5",
+        "input_shape": "H,W,C for a model without a static input size",
+        "force": "rebuild every stage even when it is up to date",
+        "jobs": "independent jobs run in parallel (default 1)",
+    },
+)
+def convert(c: Context, model: list[str] | None = None, dataset: str = "", target: str = "",
+            quant: str = "", io_dtype: str = "", out: str = "", runner: str = "",
+            preprocessing: str = "", mean: str = "", std: str = "", calibration_size: str = "",
+            validation_size: str = "", seed: str = "", threads: str = "", latency_runs: str = "",
+            max_accuracy_drop: str = "", allow_flex: bool = False,
+            allow_float_fallback: bool = False, unsafe: bool = False, input_shape: str = "",
+            force: bool = False, jobs: str = "") -> None:
+    """Convert Keras models to TFLite (fp32, fp16, dynamic, int8), validate, and report.
+
+    Outputs go to build/<model>/ (never next to your inputs): tflite/<model>_<mode>.tflite,
+    report.json/.md/.html and manifest.json. Stages whose inputs did not change are skipped.
+    """
+    flags = {k: v for k, v in locals().items() if k != "c"}
+    with user_errors():
+        from converters.build import convert as run_build
+        from converters.summary import print_summary
+
+        config = convert_config(c, **flags)
+        result = run_build(config, sys.argv)
+        for plan in result.plans:
+            print_summary(plan.build_dir)
+
+
+@task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})
+def report(c: Context, out: str = "", model: str = "") -> None:
+    """Print the summary table of built models and where their reports are."""
+    with user_errors():
+        from converters.summary import built_models, print_summary
+
+        for build_dir in built_models(Path(setting(c, out, "out")), model or None):
+            print_summary(build_dir)
+
+
+@task(help={"artifact": "a built .tflite file", "image": "an image file",
+            "top_k": "how many classes to print (default 5)",
+            "threads": "interpreter threads (default 1)"})
+def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 1) -> None:
+    """Classify one image with a built artifact (minimal inference code)."""
+    with user_errors():
+        from converters.infer import classify
+
+        for prediction in classify(Path(artifact), Path(image), top_k=top_k, threads=threads):
+            print(f"{prediction.label}\t{prediction.score:.4f}")
+
+
+@task(help={"model_dir": "where to write sample.h5 (default: model)",
+            "dataset": "where to write the images (default: dataset)",
+            "per_class": "held-out images per class (default 80)"})
+def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
+           per_class: int = 80) -> None:
+    """Regenerate the bundled sample: procedural shape images and a trained model (deterministic)."""
+    with user_errors():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from converters.sample import train_model, write_dataset
+
+        dataset_dir = Path(dataset)
+        if dataset_dir.exists():
+            shutil.rmtree(dataset_dir)
+        count = write_dataset(dataset_dir, per_class)
+        console.info(f"wrote {count} images to {dataset_dir}/")
+        train_model(Path(model_dir) / "sample.h5")
+
+
+@task(help={"out": "build folder (default: build)"})
+def verify(c: Context, out: str = "") -> None:
+    """Re-hash every artifact against build/<model>/manifest.json; exit non-zero on a mismatch."""
+    with user_errors():
+        from converters.housekeeping import verify_build
+
+        verify_build(Path(setting(c, out, "out")))
+
+
+@task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
+def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
+    """Remove build outputs."""
+    with user_errors():
+        from converters.housekeeping import clean_build
+
+        clean_build(Path(setting(c, out, "out")), dry_run)
+
+
+@task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\""})
+def test(c: Context, pytest_args: str = "") -> None:
+    """Run the test suite (pytest)."""
+    c.run(f"{sys.executable} -m pytest {pytest_args}", pty=False)
