@@ -18,7 +18,7 @@ from typing import Any
 from converters import cache, console
 from converters.config import ConvertConfig, Runner
 from converters.dataset import discover
-from converters.errors import BuildError, ConverterError
+from converters.errors import BuildError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
 from converters.fsutil import read_json, remove, remove_stale_temporaries
 from converters.model import check_model_path
@@ -148,7 +148,7 @@ def run_job(plan: ModelPlan, image: str, specs: list[StageSpec], runner: StageRu
     if failure.exists():
         detail = read_json(failure)
         if detail["type"] != "InternalError":
-            raise ConverterError(detail["message"])
+            raise error_class(detail["type"])(detail["message"])
     log = "\n".join(f"  | {line}" for line in tail)
     raise BuildError(
         f"the {image} stage process for {plan.stem} failed with exit code {exit_code}.\n"

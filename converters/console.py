@@ -11,7 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 T = TypeVar("T")
 
-console = Console(stderr=False, highlight=False, soft_wrap=True)
+# Off a terminal (CI logs, pipes) rich would assume 80 columns; tables need more.
+console = Console(stderr=False, highlight=False, soft_wrap=True,
+                  width=None if sys.stdout.isatty() else 120)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

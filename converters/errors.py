@@ -47,3 +47,11 @@ class LockError(ConverterError):
 
 class VerifyError(ConverterError):
     """A file no longer matches the manifest."""
+
+
+def error_class(name: str) -> type[ConverterError]:
+    """The ConverterError subclass called ``name`` (errors cross process boundaries by name)."""
+    found = globals().get(name)
+    if isinstance(found, type) and issubclass(found, ConverterError):
+        return found
+    return ConverterError

@@ -33,7 +33,7 @@ def print_summary(build_dir: Path) -> None:
                             for a in data["artifacts"]]
     for row, floats in zip(report.table_rows(data), float_counts, strict=True):
         table.add_row(*[row[i] for i in shown[:-1]], floats)
-    console.console.print(table, width=max(console.console.width, 110))
+    console.console.print(table)
     recommendation = data["recommendation"]
     console.info(
         f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "

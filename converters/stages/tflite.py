@@ -21,7 +21,8 @@ from converters.fsutil import write_bytes_atomic, write_json_atomic
 from converters.stages import data, export
 from converters.stages.base import StageContext
 
-TF_OP_PATTERN = re.compile(r"\btf\.[A-Za-z0-9_]+")
+# TensorFlow ops in the converter's MLIR dump: "tf.Erfinv"(%4) ...
+TF_OP_PATTERN = re.compile(r'"(tf\.[A-Z][A-Za-z0-9_]*)"')
 
 
 def run(context: StageContext) -> None:
@@ -57,22 +58,8 @@ def convert(context: StageContext, mode: Quantization) -> bytes:
     if mode is not Quantization.INT8:
         return _convert_float(context, mode, params["allow_flex"])
     calibration = data.load_split(context.build_dir, data.CALIBRATION)
-    io_dtype = IODType(params["io_dtype"])
-    if params["allow_float_fallback"]:
-        return _convert_int8(context, calibration, io_dtype, strict=False)
-    try:
-        return _convert_int8(context, calibration, io_dtype, strict=True)
-    except ConversionError as strict_error:
-        float_ops = _ops_left_in_float(context, calibration, io_dtype)
-        if not float_ops:
-            raise
-        listed = ", ".join(f"{item['op']} ({item['count']})" for item in float_ops)
-        raise ConversionError(
-            f"full-integer int8 conversion of {context.model_path} failed: these ops cannot be "
-            f"quantized to int8: {listed}. Re-run with --allow-float-fallback to keep them in "
-            "float (mixed int8/float; Edge TPU will run them on the CPU), or replace them in "
-            "the model"
-        ) from strict_error
+    return _convert_int8(context, calibration, IODType(params["io_dtype"]),
+                         strict=not params["allow_float_fallback"])
 
 
 def _converter(context: StageContext) -> Any:
@@ -117,22 +104,18 @@ def _convert_int8(context: StageContext, calibration: np.ndarray, io_dtype: IODT
         converter.inference_input_type = tf.as_dtype(io_dtype.value)
         converter.inference_output_type = tf.as_dtype(io_dtype.value)
     flatbuffer = _run_converter(converter, context, "int8", allow_flex=False)
-    if strict:
-        graph = tflite_inspect.parse(flatbuffer)
-        if graph.float_ops():
-            listed = ", ".join(f"{i['op']} ({i['count']})" for i in graph.float_ops())
-            raise ConversionError(f"strict int8 conversion left ops in float: {listed}")
+    # TF 2.21 does not refuse unquantizable ops under TFLITE_BUILTINS_INT8: it wraps them in
+    # DEQUANTIZE/QUANTIZE and keeps them float. Strict mode checks the result itself.
+    float_ops = tflite_inspect.parse(flatbuffer).float_ops()
+    if strict and float_ops:
+        listed = ", ".join(f"{item['op']} ({item['count']})" for item in float_ops)
+        raise ConversionError(
+            f"full-integer int8 conversion of {context.model_path} failed: these ops cannot be "
+            f"quantized to int8: {listed}. Re-run with --allow-float-fallback to keep them in "
+            "float (mixed int8/float; an Edge TPU runs them on the CPU), or replace them in "
+            "the model"
+        )
     return flatbuffer
-
-
-def _ops_left_in_float(context: StageContext, calibration: np.ndarray,
-                       io_dtype: IODType) -> list[dict[str, Any]]:
-    """Convert with float fallback to learn which ops stay float (for the error message)."""
-    try:
-        flatbuffer = _convert_int8(context, calibration, io_dtype, strict=False)
-    except ConversionError:
-        return []
-    return tflite_inspect.parse(flatbuffer).float_ops()
 
 
 def _run_converter(converter: Any, context: StageContext, mode: str, allow_flex: bool) -> bytes:
@@ -153,6 +136,13 @@ def _conversion_error(context: StageContext, mode: str, allow_flex: bool,
             f"ops with no TFLite builtin: {', '.join(tf_ops)}. Re-run with --allow-flex to keep "
             "them as TensorFlow (Flex) ops; the device then needs the Flex delegate"
         )
+    if tf_ops:
+        return ConversionError(
+            f"TFLite {mode} conversion of {context.model_path} failed: the model uses TensorFlow "
+            f"ops with no TFLite builtin ({', '.join(tf_ops)}), and {mode} cannot keep them as "
+            "Flex ops; replace them in the model"
+        )
     lines = [line.strip() for line in text.splitlines() if "error" in line.lower()]
-    detail = "; ".join(lines[:5]) or text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    detail = "; ".join(lines[:5]) or first_line
     return ConversionError(f"TFLite {mode} conversion of {context.model_path} failed: {detail}")
