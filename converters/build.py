@@ -101,6 +101,7 @@ def prepare_build_dir(plan: ModelPlan, runner: StageRunner, command_line: list[s
 
 
 def finish_build_info(plan: ModelPlan, finished: float) -> None:
+    remove(plan.build_dir / STAGING)
     info_path = plan.build_dir / cache.STAMP_DIR / cache.BUILD_INFO
     info = read_json(info_path)
     info["finished"] = cache.iso_time(finished)

@@ -7,6 +7,7 @@ command line and in what stands for the toolchain in stage keys (tool versions o
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from typing import Protocol
 from converters.stages.base import StageSpec
 
 LOG_TAIL_LINES = 20
+PR_SET_PDEATHSIG = 1
 
 
 class StageRunner(Protocol):
@@ -36,7 +38,7 @@ def run_streaming(argv: list[str], env: dict[str, str] | None = None) -> tuple[i
     """
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_die_with_parent)
     assert process.stdout is not None
     partial = b""
     try:
@@ -55,6 +57,15 @@ def run_streaming(argv: list[str], env: dict[str, str] | None = None) -> tuple[i
     finally:
         if process.poll() is None:
             _stop(process)
+
+
+def _die_with_parent() -> None:
+    """Linux: the stage process gets SIGKILL when the build process dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux/glibc: Ctrl-C handling in run_streaming still applies
+        pass
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

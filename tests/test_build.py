@@ -1,0 +1,204 @@
+"""The build system: stage cache, manifest, verification, reproducibility, kill safety, lock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from converters import build, cache
+from converters.config import Quantization
+from converters.fsutil import read_json, sha256_file
+from tests.conftest import ROOT, make_config, quick_flags, run_invoke, tiny_model, write_images
+
+ALL_STAGES = ["export", "data", "reference", "tflite-fp32", "validate-tflite-fp32",
+              "tflite-fp16", "validate-tflite-fp16", "tflite-dynamic", "validate-tflite-dynamic",
+              "tflite-int8", "validate-tflite-int8", "report"]
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A private copy of a model and a dataset that a test may change."""
+    model = tmp_path / "m.h5"
+    tiny_model().save(model)  # type: ignore[attr-defined]
+    dataset = tmp_path / "images"
+    write_images(dataset, {"a": 8, "b": 8, "c": 8})
+    return model, dataset, tmp_path / "build"
+
+
+def test_rebuild_skips_fresh_stages_and_dataset_change_rebuilds_only_consumers(
+        workspace: tuple[Path, Path, Path]) -> None:
+    model, dataset, out = workspace
+    first = build.convert(make_config(model, dataset, out), ["test"])
+    assert first.ran["m"] == ALL_STAGES
+    noop = build.convert(make_config(model, dataset, out), ["test"])
+    assert noop.ran["m"] == [] and noop.skipped["m"] == ALL_STAGES
+
+    write_images(dataset, {"d": 3}, seed=7)  # a new class folder: the dataset changed
+    changed = build.convert(make_config(model, dataset, out), ["test"])
+    assert set(changed.skipped["m"]) == {"export", "tflite-fp32", "tflite-fp16", "tflite-dynamic"}
+    assert "tflite-int8" in changed.ran["m"] and "data" in changed.ran["m"]
+
+    tiny_model(seed=5).save(model)  # type: ignore[attr-defined]
+    remodelled = build.convert(make_config(model, dataset, out), ["test"])
+    assert remodelled.ran["m"] == ALL_STAGES
+    forced = build.convert(make_config(model, dataset, out, force=True), ["test"])
+    assert forced.ran["m"] == ALL_STAGES
+
+
+def test_noop_build_does_not_import_tensorflow(workspace: tuple[Path, Path, Path]) -> None:
+    model, dataset, out = workspace
+    flags = ["--model", str(model), *quick_flags(dataset, out)]
+    run_invoke("convert", *flags, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "invoke", "--search-root", str(ROOT),
+         "convert", *flags], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in probe.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "converters.build" in imported  # the probe does see our imports
+    assert not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras")}
+    assert "▶" not in probe.stdout and probe.stdout.count("is up to date") == len(ALL_STAGES)
+
+
+def test_manifest_records_provenance_and_verify_names_a_changed_file(
+        workspace: tuple[Path, Path, Path]) -> None:
+    model, dataset, out = workspace
+    run_invoke("convert", "--model", str(model), *quick_flags(dataset, out), check=True)
+    manifest = read_json(out / "m" / "manifest.json")
+    artifact = manifest["artifacts"]["tflite/m_int8.tflite"]
+    assert artifact["sha256"] == sha256_file(out / "m" / "tflite" / "m_int8.tflite")
+    assert artifact["stage"] == "tflite-int8" and len(artifact["key"]) == 64
+    assert manifest["inputs"]["model"]["sha256"] == sha256_file(model)
+    assert manifest["command"][-1] == "1" and "convert" in manifest["command"]
+    assert manifest["started"] and manifest["finished"]
+    stage = manifest["stages"]["tflite-int8"]
+    assert stage["environment"]["tensorflow"].startswith("tensorflow")
+    assert stage["runner"] == "local" and stage["started"] <= stage["finished"]
+    assert run_invoke("verify", "--out", str(out)).returncode == 0
+
+    target = out / "m" / "tflite" / "m_fp16.tflite"
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    result = run_invoke("verify", "--out", str(out))
+    assert result.returncode != 0 and "m_fp16.tflite" in result.stderr
+    assert "m_int8" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_same_inputs_give_byte_identical_artifacts(workspace: tuple[Path, Path, Path]) -> None:
+    model, dataset, out = workspace
+    for name in ("one", "two"):  # each build converts in its own stage process
+        build.convert(make_config(model, dataset, out / name), ["test"])
+    differing = []
+    for mode in Quantization:
+        relative = f"m/tflite/m_{mode.value}.tflite"
+        if sha256_file(out / "one" / relative) != sha256_file(out / "two" / relative):
+            differing.append(relative)
+    assert differing == [], f"not deterministic: {differing}"
+
+
+def _wait_for(process: subprocess.Popen[str], text: str, seen: list[str]) -> None:
+    assert process.stdout is not None
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"process ended before printing {text!r}:\n{''.join(seen)}")
+        seen.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"timed out waiting for {text!r}")
+
+
+def _start_convert(model: Path, dataset: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert", "--model",
+         str(model), *quick_flags(dataset, out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _mobilenet(path: Path) -> Path:
+    """A MobileNetV2-shaped model: conversions take long enough to be killed mid-stage."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
+                                   classes=3).save(path)
+    return path
+
+
+def test_sigkill_mid_stage_leaves_no_partial_artifact_and_next_run_completes(
+        workspace: tuple[Path, Path, Path]) -> None:
+    _, dataset, out = workspace
+    model = _mobilenet(out.parent / "mobile.keras")
+    process = _start_convert(model, dataset, out)
+    seen: list[str] = []
+    _wait_for(process, "▶ mobile: tflite-int8", seen)
+    time.sleep(1.0)  # int8 calibration and conversion of this model take several seconds
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    folder = out / "mobile"
+    assert (folder / ".staging" / "tflite-int8").exists(), "the kill did not land mid-stage"
+    assert not (folder / "tflite" / "mobile_int8.tflite").exists()
+    manifest = read_json(folder / "manifest.json")
+    assert "tflite/mobile_int8.tflite" not in manifest["artifacts"]
+    assert cache.verify_manifest(folder) == []  # what the manifest lists is intact
+    time.sleep(0.5)
+    orphans = subprocess.run(["pgrep", "-f", str(folder / ".jobs")], capture_output=True)
+    assert orphans.returncode == 1, "the stage process outlived the killed build"
+
+    rerun = run_invoke("convert", "--model", str(model), *quick_flags(dataset, out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "export is up to date" in rerun.stdout  # finished stages were kept
+    assert not (folder / ".staging").exists()
+    assert run_invoke("verify", "--out", str(out)).returncode == 0
+
+
+def test_concurrent_builds_on_one_directory_wait_for_the_lock(
+        workspace: tuple[Path, Path, Path]) -> None:
+    model, dataset, out = workspace
+    first = _start_convert(model, dataset, out)
+    seen: list[str] = []
+    _wait_for(first, "▶ m: export", seen)
+    second = _start_convert(model, dataset, out)
+    second_output, _ = second.communicate(timeout=600)
+    first_output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, first_output + second_output
+    assert "waiting for the build that holds" in second_output
+    # The second build started after the first finished, so it found everything up to date.
+    assert "▶" not in second_output
+    assert cache.verify_manifest(out / "m") == []
+
+
+def test_several_models_in_parallel_and_models_list_in_config(
+        workspace: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    model, dataset, out = workspace
+    other = tmp_path / "other.keras"
+    tiny_model(seed=3).save(other)  # type: ignore[attr-defined]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(f"convert:\n  models: ['{model}', '{other}']\n  quant: fp32,int8\n")
+    result = run_invoke("-f", str(config_file), "convert", *quick_flags(dataset, out), "--jobs",
+                        "2")
+    assert result.returncode == 0, result.stderr
+    for stem in ("m", "other"):
+        report = read_json(out / stem / "report.json")
+        assert [a["variant"] for a in report["artifacts"]] == ["fp32", "int8"]
+
+
+def test_clean_dry_run_lists_and_clean_removes(workspace: tuple[Path, Path, Path]) -> None:
+    model, dataset, out = workspace
+    shutil.rmtree(out, ignore_errors=True)
+    build.convert(make_config(model, dataset, out, quantizations=(Quantization.FP32,)), ["test"])
+    dry = run_invoke("clean", "--out", str(out), "--dry-run")
+    assert dry.returncode == 0 and f"would remove {out / 'm'}" in dry.stdout
+    assert (out / "m" / "tflite" / "m_fp32.tflite").exists()
+    assert run_invoke("clean", "--out", str(out)).returncode == 0
+    assert not out.exists()
+    assert os.path.exists(model)

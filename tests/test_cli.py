@@ -1,0 +1,90 @@
+"""Bad inputs and a full build through the real ``invoke`` command line."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, quick_flags, run_invoke
+
+
+def assert_user_error(result: object, *fragments: str) -> None:
+    assert result.returncode != 0  # type: ignore[attr-defined]
+    stderr = result.stderr  # type: ignore[attr-defined]
+    for fragment in fragments:
+        assert fragment in stderr, stderr
+    assert "Traceback" not in stderr + result.stdout  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("setup,flags,fragments", [
+    ("missing", ["--model", "{tmp}/missing.h5"], ["missing.h5 does not exist"]),
+    ("extension", ["--model", "{tmp}/weights.pt"], ["unsupported extension '.pt'"]),
+    ("none", ["--model", "{h5}", "--dataset", "{tmp}/nothing"], ["nothing does not exist"]),
+    ("empty", ["--model", "{h5}", "--dataset", "{tmp}/empty"], ["holds no images"]),
+    ("none", ["--model", "{h5}", "--quant", "int4"], ["unknown quantization mode 'int4'"]),
+    ("none", ["--model", "{h5}", "--io-dtype", "int16"], ["unknown --io-dtype 'int16'"]),
+    ("none", ["--model", "{h5}", "--preprocessing", "mean-std"], ["needs --mean and --std"]),
+    ("none", ["--model", "{h5}", "--input-shape", "12"], ["three positive sizes"]),
+])
+def test_bad_input_gives_message_and_nonzero_exit_before_writing(
+        tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, setup: str, flags: list[str],
+        fragments: list[str]) -> None:
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    out = tmp_path / "build"
+    args = [f.format(tmp=tmp_path, h5=tiny_h5) for f in flags]
+    if "--dataset" not in args:
+        args += ["--dataset", str(tiny_dataset)]
+    result = run_invoke("convert", *args, "--out", str(out))
+    assert_user_error(result, *fragments)
+    assert not any(out.rglob("*.tflite"))
+
+
+def test_corrupt_model_and_lambda_without_unsafe(tmp_path: Path, tiny_dataset: Path) -> None:
+    import keras
+
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    result = run_invoke("convert", "--model", str(corrupt), *quick_flags(tiny_dataset, tmp_path))
+    assert_user_error(result, f"cannot load model {corrupt}")
+
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t)(inputs)))
+    path = tmp_path / "lam.keras"
+    keras.Model(inputs, outputs).save(path)
+    result = run_invoke("convert", "--model", str(path), *quick_flags(tiny_dataset, tmp_path))
+    assert_user_error(result, "needs unsafe deserialisation", "--unsafe")
+    assert not any(tmp_path.rglob("*.tflite"))
+    result = run_invoke("convert", "--model", str(path), "--unsafe", "--quant", "fp32",
+                        *quick_flags(tiny_dataset, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "lam" / "tflite" / "lam_fp32.tflite").is_file()
+
+
+def test_convert_report_and_infer_from_the_command_line(tmp_path: Path, tiny_keras: Path,
+                                                        tiny_dataset: Path) -> None:
+    out = tmp_path / "build"
+    result = run_invoke("convert", "--model", str(tiny_keras), *quick_flags(tiny_dataset, out))
+    assert result.returncode == 0, result.stderr
+    assert "recommended" in result.stdout
+    report = json.loads((out / "tiny" / "report.json").read_text())
+    assert [a["variant"] for a in report["artifacts"]] == ["fp32", "fp16", "dynamic", "int8"]
+    again = run_invoke("report", "--out", str(out))
+    assert again.returncode == 0 and "tflite int8" in again.stdout
+    image = next((tiny_dataset / "b").iterdir())
+    inferred = run_invoke("infer", "--artifact", str(out / "tiny/tflite/tiny_int8.tflite"),
+                          "--image", str(image), "--top-k", "2")
+    assert inferred.returncode == 0, inferred.stderr
+    lines = inferred.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split("\t")[0] in {"a", "b", "c"}
+    missing = run_invoke("infer", "--artifact", str(out / "nope.tflite"), "--image", str(image))
+    assert_user_error(missing, "nope.tflite does not exist")
+
+
+def test_every_task_has_help() -> None:
+    for task in ("convert", "report", "infer", "sample", "test", "verify", "clean"):
+        result = run_invoke("--help", task)
+        assert result.returncode == 0 and "Docstring:" in result.stdout, task
+    listing = run_invoke("--list", cwd=ROOT).stdout
+    assert "convert" in listing and "sample" in listing

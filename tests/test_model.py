@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters import model
+from converters.errors import ModelError
+
+
+def test_missing_wrong_extension_and_non_savedmodel_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        model.check_model_path(tmp_path / "nope.h5")
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"unsupported extension '\.pt': expected \.h5, \.keras"):
+        model.check_model_path(tmp_path / "weights.pt")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ModelError, match="not a SavedModel"):
+        model.check_model_path(tmp_path / "folder")
+
+
+@pytest.mark.parametrize("name", ["broken.h5", "broken.keras"])
+def test_corrupt_file_is_named(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"definitely not a model" * 10)
+    with pytest.raises(ModelError, match=f"cannot load model {path}"):
+        model.load(path)
+
+
+def test_no_static_size_needs_input_shape(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs))
+    path = tmp_path / "dynamic.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelError, match=r"has no static size \(None, None, None, 3\): pass "
+                                         r"--input-shape"):
+        model.load(path)
+    loaded = model.load(path, input_shape=(20, 24, 3))
+    assert loaded.input_shape == (20, 24, 3)
+    with pytest.raises(ModelError, match="conflicts with model"):
+        model.load(path, input_shape=(20, 24, 1))
+    loaded.export(tmp_path / "exported")
+    assert (tmp_path / "exported" / "saved_model.pb").exists()
+
+
+def test_several_inputs_are_refused(tmp_path: Path) -> None:
+    import keras
+
+    first, second = keras.Input((4, 4, 3)), keras.Input((4, 4, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Add()([first, second])))
+    path = tmp_path / "two.keras"
+    keras.Model([first, second], outputs).save(path)
+    with pytest.raises(ModelError, match=r"has 2 input\(s\) and 1 output\(s\)"):
+        model.load(path)
+
+
+def test_lambda_layer_needs_unsafe(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((4, 4, 3))
+    doubled = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(doubled))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelError, match="needs unsafe deserialisation.*re-run with --unsafe"):
+        model.load(path)
+    loaded = model.load(path, unsafe=True)
+    assert loaded.predict(np.ones((1, 4, 4, 3), np.float32)).shape == (1, 2)
+
+
+def test_savedmodel_directory_loads(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from tests.conftest import save_function_model
+
+    path = save_function_model(tmp_path / "saved", tf.math.sin)
+    loaded = model.load(path)
+    assert loaded.format == "saved_model" and loaded.input_shape == (8, 8, 3)
+    images = np.full((2, 8, 8, 3), 0.5, np.float32)
+    np.testing.assert_allclose(loaded.predict(images), np.sin(0.5) * np.ones((2, 3)), rtol=1e-6)
