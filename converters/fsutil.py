@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -90,7 +91,7 @@ def write_json_atomic(target: Path, data: object) -> None:
     write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> dict:  # type: ignore[type-arg]
+def read_json(path: Path) -> dict[str, Any]:
     with path.open() as handle:
         data = json.load(handle)
     if not isinstance(data, dict):

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from converters import cache
+from converters import cache, report
 from converters.config import ConvertConfig, Quantization, model_stem
 from converters.fsutil import sha256_tree
-from converters import report
-from converters.stages import data, export, reference
 from converters.runners import StageRunner
+from converters.stages import data, export, reference
 from converters.stages.base import StageSpec
 
 TFLITE_IMAGE = "tflite"

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from converters import cache
-from converters.fsutil import read_json, sha256_tree, tree_size, write_json_atomic, write_text_atomic
+from converters.fsutil import (
+    read_json,
+    sha256_tree,
+    tree_size,
+    write_json_atomic,
+    write_text_atomic,
+)
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext
 

@@ -1,0 +1,35 @@
+from converters.report import markdown, recommend
+
+
+def artifact(path: str, size: int, latency: float, drop: float) -> dict[str, object]:
+    return {"path": path, "size_bytes": size, "latency_ms": latency, "accuracy_drop": drop}
+
+
+def test_recommendation_picks_smallest_and_fastest_within_the_bound() -> None:
+    artifacts = [artifact("fp32", 400, 2.0, 0.0), artifact("fp16", 200, 2.1, 0.0),
+                 artifact("dynamic", 100, 5.0, 0.004), artifact("int8", 110, 1.0, 0.03)]
+    strict = recommend(artifacts, 0.01)  # type: ignore[arg-type]
+    assert (strict["smallest"], strict["fastest"]) == ("dynamic", "fp32")
+    assert strict["rejected"] == ["int8"]
+    loose = recommend(artifacts, 0.05)  # type: ignore[arg-type]
+    assert (loose["smallest"], loose["fastest"]) == ("dynamic", "int8")
+    none = recommend(artifacts, 0.0)  # type: ignore[arg-type]
+    assert (none["smallest"], none["fastest"]) == ("fp16", "fp32")
+
+
+def test_markdown_lists_every_artifact_and_the_recommendation() -> None:
+    metrics = {"max_abs_error": 0.5, "mean_abs_error": 0.1, "cosine_similarity": 0.99,
+               "top1_agreement": 0.9, "accuracy": None}
+    report = {
+        "model": {"name": "m", "path": "m.h5", "format": "h5", "input_shape": [8, 8, 3]},
+        "dataset": {"path": "d", "validation_count": 10, "calibration_count": 5},
+        "reference": {"accuracy": None, "latency_ms": 3.0, "threads": 2},
+        "artifacts": [{"target": "tflite", "variant": "int8", "path": "tflite/m_int8.tflite",
+                       "size_bytes": 2048, "latency_ms": 1.0, "metrics": metrics,
+                       "float_ops": [{"op": "SIN", "count": 2}]}],
+        "recommendation": {"max_accuracy_drop": 0.2, "smallest": "tflite/m_int8.tflite",
+                           "fastest": "tflite/m_int8.tflite", "rejected": []},
+    }
+    text = markdown(report)
+    assert "| tflite int8 | tflite/m_int8.tflite | 2.0 | n/a | 0.900 |" in text
+    assert "SIN×2" in text and "smallest `tflite/m_int8.tflite`" in text
