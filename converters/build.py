@@ -140,7 +140,10 @@ def run_job(plan: ModelPlan, image: str, specs: list[StageSpec], runner: StageRu
     job_path = job_dir / f"{image}.json"
     job_path.write_text(json.dumps(job_document(plan, runner, specs), indent=2))
     argv = runner.command(job_path)
-    exit_code, tail = run_streaming(argv, env={**os.environ, PARENT_SHOWS_ERRORS: "1"})
+    env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
+    if console.console.is_terminal:
+        env[console.FORCE_TERMINAL] = "1"
+    exit_code, tail = run_streaming(argv, env=env)
     if exit_code == 0:
         remove(job_path)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -11,9 +12,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 T = TypeVar("T")
 
+# A stage process writes into a pipe that the build copies to its terminal: the build sets this
+# variable when it is on a terminal, so the stage's progress bars still animate.
+FORCE_TERMINAL = "CONVERTERS_FORCE_TERMINAL"
+_forced = bool(os.environ.get(FORCE_TERMINAL))
 # Off a terminal (CI logs, pipes) rich would assume 80 columns; tables need more.
 console = Console(stderr=False, highlight=False, soft_wrap=True,
-                  width=None if sys.stdout.isatty() else 120)
+                  force_terminal=True if _forced else None,
+                  width=None if sys.stdout.isatty() or _forced else 120)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

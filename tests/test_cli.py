@@ -88,3 +88,25 @@ def test_every_task_has_help() -> None:
         assert result.returncode == 0 and "Docstring:" in result.stdout, task
     listing = run_invoke("--list", cwd=ROOT).stdout
     assert "convert" in listing and "sample" in listing
+
+
+def test_model_shape_problems_from_the_command_line(tmp_path: Path, tiny_dataset: Path) -> None:
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(inputs))
+    dynamic = tmp_path / "dynamic.keras"
+    keras.Model(inputs, outputs).save(dynamic)
+    result = run_invoke("convert", "--model", str(dynamic), *quick_flags(tiny_dataset, tmp_path))
+    assert_user_error(result, "has no static size", "--input-shape")
+    fixed = run_invoke("convert", "--model", str(dynamic), "--input-shape", "16,16,3",
+                       "--quant", "int8", *quick_flags(tiny_dataset, tmp_path))
+    assert fixed.returncode == 0, fixed.stderr
+
+    first, second = keras.Input((16, 16, 3)), keras.Input((16, 16, 3))
+    joined = keras.layers.Flatten()(keras.layers.Add()([first, second]))
+    two = tmp_path / "two.keras"
+    keras.Model([first, second], [keras.layers.Dense(2)(joined), keras.layers.Dense(3)(joined)]
+                ).save(two)
+    result = run_invoke("convert", "--model", str(two), *quick_flags(tiny_dataset, tmp_path))
+    assert_user_error(result, "has 2 input(s) and 2 output(s)")
