@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 from converters import cache, console
@@ -27,6 +27,17 @@ from converters.runners.local import LocalRunner
 from converters.stages.base import StageSpec
 
 JOBS_DIR = ".jobs"
+
+
+@dataclass(eq=False)  # identity semantics: a job is one scheduled process
+class Job:
+    """Stages one process runs, in order; it starts once the jobs in ``needs`` succeeded."""
+
+    plan: ModelPlan
+    name: str
+    image: str
+    specs: list[StageSpec]
+    needs: list[Job] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,7 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     with cache.build_lock(config.out):
         plans = tuple(plan_model(config, path, runner) for path in config.models)
         started = time.time()
-        jobs: list[tuple[ModelPlan, str, list[StageSpec]]] = []
+        jobs: list[Job] = []
         host_stages: dict[str, list[StageSpec]] = {}
         ran: dict[str, list[str]] = {}
         skipped: dict[str, list[str]] = {}
@@ -65,11 +76,8 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
             skipped[plan.stem] = [s.name for s in plan.stages if s not in stale]
             for name in skipped[plan.stem]:
                 console.info(f"· {plan.stem}: {name} is up to date (key {plan.keys[name][:12]})")
-            by_image: dict[str, list[StageSpec]] = {}
-            for spec in stale:
-                by_image.setdefault(spec.image, []).append(spec)
-            host_stages[plan.stem] = by_image.pop(HOST, [])
-            jobs += [(plan, image, specs) for image, specs in by_image.items()]
+            host_stages[plan.stem] = [s for s in stale if s.image == HOST]
+            jobs += group_jobs(plan, [s for s in stale if s.image != HOST], config.jobs > 1)
         run_jobs(jobs, runner, config.jobs)
         for plan in plans:
             for spec in host_stages[plan.stem]:
@@ -121,23 +129,62 @@ def job_document(plan: ModelPlan, runner: StageRunner, specs: list[StageSpec]) -
     }
 
 
-def run_jobs(jobs: list[tuple[ModelPlan, str, list[StageSpec]]], runner: StageRunner,
-             parallel: int) -> None:
-    if not jobs:
-        return
+def group_jobs(plan: ModelPlan, stale: list[StageSpec], split_groups: bool) -> list[Job]:
+    """One job per image (one TensorFlow import for all modes), or per stage group with -j > 1.
+
+    A job needs every other job that holds one of its stages' upstream stages.
+    """
+    jobs: dict[tuple[str, str], Job] = {}
+    owner: dict[str, Job] = {}
+    for spec in stale:  # stages are in dependency order
+        group = spec.group if split_groups else ""
+        job = jobs.get((spec.image, group))
+        if job is None:
+            name = f"{spec.image}-{group}" if group else spec.image
+            job = jobs[(spec.image, group)] = Job(plan, name, spec.image, [])
+        job.specs.append(spec)
+        owner[spec.name] = job
+        for dep in spec.deps:
+            upstream = owner.get(dep)
+            if upstream is not None and upstream is not job and upstream not in job.needs:
+                job.needs.append(upstream)
+    return list(jobs.values())
+
+
+def run_jobs(jobs: list[Job], runner: StageRunner, parallel: int) -> None:
+    """Run jobs as their needs finish, at most ``parallel`` at once; stop starting on a failure."""
+    done: set[Job] = set()
+    pending = list(jobs)
+    running: dict[Future[None], Job] = {}
+    failures: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(run_job, plan, image, specs, runner) for plan, image, specs in jobs]
-        failures = [error for f in futures if (error := f.exception()) is not None]
+        while pending or running:
+            if not failures:
+                for job in [j for j in pending if all(n in done for n in j.needs)]:
+                    if len(running) >= parallel:
+                        break
+                    pending.remove(job)
+                    running[pool.submit(run_job, job, runner)] = job
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                if (error := future.exception()) is not None:
+                    failures.append(error)
+                else:
+                    done.add(job)
     for failure in failures[1:]:
         console.error(str(failure))
     if failures:
         raise failures[0]
 
 
-def run_job(plan: ModelPlan, image: str, specs: list[StageSpec], runner: StageRunner) -> None:
+def run_job(job: Job, runner: StageRunner) -> None:
+    plan, image, specs = job.plan, job.image, job.specs
     job_dir = plan.build_dir / JOBS_DIR
     job_dir.mkdir(parents=True, exist_ok=True)
-    job_path = job_dir / f"{image}.json"
+    job_path = job_dir / f"{job.name}.json"
     job_path.write_text(json.dumps(job_document(plan, runner, specs), indent=2))
     argv = runner.command(job_path)
     env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}

@@ -78,14 +78,15 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                        "allow_float_fallback": config.allow_float_fallback}
             deps = ("export", "data")
         stages.append(StageSpec(f"tflite-{mode.value}", "tflite", TFLITE_IMAGE, params, deps=deps,
-                                outputs=(artifact, str(params["info"])), tools=TF_TOOLS))
+                                outputs=(artifact, str(params["info"])), tools=TF_TOOLS,
+                                group=mode.value))
         record = validation_record("tflite", mode.value)
         stages.append(StageSpec(
             f"validate-tflite-{mode.value}", "validate", TFLITE_IMAGE,
             {"target": "tflite", "variant": mode.value, "artifact": artifact, "output": record,
              **timing},
             deps=(f"tflite-{mode.value}", "data", "reference"), outputs=(record,),
-            tools=LITERT_TOOLS))
+            tools=LITERT_TOOLS, group=mode.value))
     records = [spec.outputs[0] for spec in stages if spec.kind == "validate"]
     stages.append(StageSpec(
         "report", "report", HOST,

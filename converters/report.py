@@ -171,22 +171,25 @@ def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
     labelled = report["reference"]["accuracy"] is not None
     quality_name = "accuracy" if labelled else "top-1 agreement with Keras"
     figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for artifact in report["artifacts"]:
+    markers = "osD^vP*X"
+    # One colour and marker per artifact in both panels, named once in the legend: artifacts
+    # often sit on top of each other, where text labels would overlap.
+    for index, artifact in enumerate(report["artifacts"]):
         metrics = artifact["metrics"]
         quality = metrics["accuracy"] if labelled else metrics["top1_agreement"]
-        label = f"{artifact['target']} {artifact['variant']}"
-        by_size.scatter(artifact["size_bytes"] / 1024, quality, s=60)
-        by_size.annotate(label, (artifact["size_bytes"] / 1024, quality), fontsize=8,
-                         xytext=(4, 4), textcoords="offset points")
-        by_latency.scatter(artifact["latency_ms"], quality, s=60)
-        by_latency.annotate(label, (artifact["latency_ms"], quality), fontsize=8,
-                            xytext=(4, 4), textcoords="offset points")
+        style = {"s": 70, "marker": markers[index % len(markers)], "color": f"C{index}",
+                 "alpha": 0.8}
+        by_size.scatter(artifact["size_bytes"] / 1024, quality,
+                        label=f"{artifact['target']} {artifact['variant']}", **style)
+        by_latency.scatter(artifact["latency_ms"], quality, **style)
     if labelled:
         for axis in (by_size, by_latency):
             axis.axhline(report["reference"]["accuracy"], color="grey", linestyle="--",
-                         label="Keras")
-            axis.legend(loc="lower right", fontsize=8)
-    by_latency.axvline(report["reference"]["latency_ms"], color="grey", linestyle=":")
+                         label="Keras" if axis is by_size else None)
+    by_latency.axvline(report["reference"]["latency_ms"], color="grey", linestyle=":",
+                       label="Keras latency")
+    by_size.legend(loc="lower right", fontsize=8)
+    by_latency.legend(loc="lower right", fontsize=8)
     by_size.set(xlabel="size (KiB)", ylabel=quality_name, title="size vs " + quality_name)
     by_latency.set(xlabel="median latency (ms)", ylabel=quality_name,
                    title="latency vs " + quality_name)

@@ -202,3 +202,29 @@ def test_clean_dry_run_lists_and_clean_removes(workspace: tuple[Path, Path, Path
     assert run_invoke("clean", "--out", str(out)).returncode == 0
     assert not out.exists()
     assert os.path.exists(model)
+
+
+def test_jobs_split_per_mode_with_parallelism(workspace: tuple[Path, Path, Path]) -> None:
+    from converters.plan import plan_model
+    from converters.runners.local import LocalRunner
+
+    model, dataset, out = workspace
+    config = make_config(model, dataset, out)
+    plan = plan_model(config, model, LocalRunner())  # type: ignore[arg-type]
+    tf_stages = [s for s in plan.stages if s.image != "host"]
+    single = build.group_jobs(plan, tf_stages, split_groups=False)
+    assert [(j.name, len(j.specs), j.needs) for j in single] == [("tflite", 11, [])]
+    split = build.group_jobs(plan, tf_stages, split_groups=True)
+    prepare, *modes = split
+    assert [s.name for s in prepare.specs] == ["export", "data", "reference"]
+    assert [j.name for j in modes] == ["tflite-fp32", "tflite-fp16", "tflite-dynamic",
+                                       "tflite-int8"]
+    assert all(j.needs == [prepare] for j in modes)
+    assert [s.name for s in modes[3].specs] == ["tflite-int8", "validate-tflite-int8"]
+
+    build.convert(make_config(model, dataset, out / "serial"), ["test"])
+    build.convert(make_config(model, dataset, out / "parallel", jobs=2), ["test"])
+    for mode in Quantization:
+        relative = f"m/tflite/m_{mode.value}.tflite"
+        assert sha256_file(out / "serial" / relative) == sha256_file(out / "parallel" / relative)
+    assert read_json(out / "parallel" / "m" / "report.json")["artifacts"][3]["variant"] == "int8"

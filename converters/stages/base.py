@@ -25,6 +25,9 @@ class StageSpec:
     deps: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()
+    # With -j > 1, stages of different groups (one per TFLite mode, say) run in separate
+    # processes in parallel; "" is the model's shared preparation.
+    group: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +39,7 @@ class StageSpec:
             "deps": list(self.deps),
             "outputs": list(self.outputs),
             "tools": list(self.tools),
+            "group": self.group,
         }
 
     @classmethod
@@ -49,6 +53,7 @@ class StageSpec:
             deps=tuple(data["deps"]),
             outputs=tuple(data["outputs"]),
             tools=tuple(data["tools"]),
+            group=data.get("group", ""),
         )
 
 
