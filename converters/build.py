@@ -19,7 +19,7 @@ from converters.config import ConvertConfig, Runner
 from converters.dataset import discover
 from converters.errors import BuildError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
-from converters.fsutil import read_json, remove, remove_stale_temporaries
+from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
 from converters.model import check_model_path
 from converters.plan import HOST, ModelPlan, plan_model
 from converters.runners import StageRunner, run_streaming
@@ -62,7 +62,8 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     check_inputs(config)
     runner = make_runner(config.runner)
     with cache.build_lock(config.out):
-        plans = tuple(plan_model(config, path, runner) for path in config.models)
+        dataset_hash = sha256_tree(config.dataset.path)  # every model shares the dataset
+        plans = tuple(plan_model(config, path, runner, dataset_hash) for path in config.models)
         started = time.time()
         jobs: list[Job] = []
         host_stages: dict[str, list[StageSpec]] = {}

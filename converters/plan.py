@@ -96,10 +96,13 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     return stages
 
 
-def plan_model(config: ConvertConfig, model_path: Path, runner: StageRunner) -> ModelPlan:
+def plan_model(config: ConvertConfig, model_path: Path, runner: StageRunner,
+               dataset_hash: str | None = None) -> ModelPlan:
+    """Stages and keys of one model; pass ``dataset_hash`` to hash a shared dataset only once."""
     stem = model_stem(model_path)
     stages = model_stages(config, stem)
-    input_hashes = {"model": sha256_tree(model_path), "dataset": sha256_tree(config.dataset.path)}
+    input_hashes = {"model": sha256_tree(model_path),
+                    "dataset": dataset_hash or sha256_tree(config.dataset.path)}
     keys: dict[str, str] = {}
     environments: dict[str, dict[str, str]] = {}
     for spec in stages:

@@ -29,7 +29,7 @@ def print_summary(build_dir: Path) -> None:
     shown = [i for i, header in enumerate(report.HEADERS) if header != "path"]
     for i in shown:
         table.add_column(report.HEADERS[i], justify="left" if i == 0 else "right")
-    float_counts = ["-"] + [str(sum(o["count"] for o in a["float_ops"])) or "0"
+    float_counts = ["-"] + [str(sum(o["count"] for o in a["float_ops"]))
                             for a in data["artifacts"]]
     for row, floats in zip(report.table_rows(data), float_counts, strict=True):
         table.add_row(*[row[i] for i in shown[:-1]], floats)

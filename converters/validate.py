@@ -31,12 +31,13 @@ def compare(reference: np.ndarray, outputs: np.ndarray,
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     out = outputs.reshape(len(outputs), -1).astype(np.float64)
     difference = np.abs(ref - out)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    dots = np.sum(ref * out, axis=1)
+    ref_norms = np.linalg.norm(ref, axis=1)
+    out_norms = np.linalg.norm(out, axis=1)
+    denominators = ref_norms * out_norms
     # Two zero vectors agree perfectly; one zero vector against a non-zero one does not.
-    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0),
-                      np.where((np.linalg.norm(ref, axis=1) == 0)
-                               & (np.linalg.norm(out, axis=1) == 0), 1.0, 0.0))
+    both_zero = ((ref_norms == 0) & (out_norms == 0)).astype(np.float64)
+    cosine = np.divide(np.sum(ref * out, axis=1), denominators, out=both_zero,
+                       where=denominators > 0)
     predicted = out.argmax(axis=1)
     return {
         "max_abs_error": float(difference.max()),

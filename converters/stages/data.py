@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from converters import dataset
+from converters.config import Preprocessing
 from converters.errors import DatasetError
 from converters.fsutil import read_json, write_json_atomic
 from converters.stages import export
@@ -67,8 +68,6 @@ def run(context: StageContext) -> None:
 
 def load_split(build_dir: Path, relative: str) -> np.ndarray:
     """Preprocessed float32 inputs of one split."""
-    from converters.config import Preprocessing
-
     info = read_json(build_dir / DATASET_INFO)
     pixels = np.load(build_dir / relative, allow_pickle=False)
     return dataset.preprocess(pixels, Preprocessing.from_dict(info["preprocessing"]))

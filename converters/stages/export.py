@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from converters import console
-from converters.fsutil import write_json_atomic
+from converters.fsutil import read_json, write_json_atomic
 from converters.model import load
 from converters.stages.base import StageContext
 
@@ -23,7 +23,5 @@ def run(context: StageContext) -> None:
 
 
 def input_shape(build_dir: Path) -> tuple[int, int, int]:
-    from converters.fsutil import read_json
-
     height, width, channels = read_json(build_dir / MODEL_INFO)["input_shape"]
     return int(height), int(width), int(channels)

@@ -33,6 +33,8 @@ def run(context: StageContext) -> None:
     flatbuffer = convert(context, mode)
     seconds = time.perf_counter() - started
     graph = tflite_inspect.parse(flatbuffer)
+    if mode is Quantization.INT8 and not params["allow_float_fallback"]:
+        _require_full_integer(context, graph)
     write_bytes_atomic(context.write(params["artifact"]), flatbuffer)
     info = {
         "mode": mode.value,
@@ -103,11 +105,17 @@ def _convert_int8(context: StageContext, calibration: np.ndarray, io_dtype: IODT
     if io_dtype is not IODType.FLOAT32:
         converter.inference_input_type = tf.as_dtype(io_dtype.value)
         converter.inference_output_type = tf.as_dtype(io_dtype.value)
-    flatbuffer = _run_converter(converter, context, "int8", allow_flex=False)
-    # TF 2.21 does not refuse unquantizable ops under TFLITE_BUILTINS_INT8: it wraps them in
-    # DEQUANTIZE/QUANTIZE and keeps them float. Strict mode checks the result itself.
-    float_ops = tflite_inspect.parse(flatbuffer).float_ops()
-    if strict and float_ops:
+    return _run_converter(converter, context, "int8", allow_flex=False)
+
+
+def _require_full_integer(context: StageContext, graph: tflite_inspect.TFLiteGraph) -> None:
+    """Strict int8: fail naming every op that still computes in float.
+
+    TF 2.21 does not refuse unquantizable ops under TFLITE_BUILTINS_INT8: it wraps them in
+    DEQUANTIZE/QUANTIZE and keeps them float, so the converted graph itself is checked.
+    """
+    float_ops = graph.float_ops()
+    if float_ops:
         listed = ", ".join(f"{item['op']} ({item['count']})" for item in float_ops)
         raise ConversionError(
             f"full-integer int8 conversion of {context.model_path} failed: these ops cannot be "
@@ -115,7 +123,6 @@ def _convert_int8(context: StageContext, calibration: np.ndarray, io_dtype: IODT
             "float (mixed int8/float; an Edge TPU runs them on the CPU), or replace them in "
             "the model"
         )
-    return flatbuffer
 
 
 def _run_converter(converter: Any, context: StageContext, mode: str, allow_flex: bool) -> bytes:
