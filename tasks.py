@@ -105,6 +105,7 @@ def convert_config(c: Context, **flags: Any) -> Any:
         input_shape=parse_input_shape(get("input_shape")),
         out=Path(get("out")),
         runner=parse_enum(Runner, str(get("runner")), "--runner"),
+        volume=get("volume") or None,
         threads=threads,
         latency_runs=numbers["latency_runs"],
         max_accuracy_drop=max_drop,
@@ -123,7 +124,10 @@ def convert_config(c: Context, **flags: Any) -> Any:
         "quant": "comma list of fp32,fp16,dynamic,int8 or all",
         "io_dtype": "int8 model input/output type: uint8 (default), int8 or float32",
         "out": "build folder (default: build)",
-        "runner": "where stages run: local",
+        "runner": "where stages run: local (this Python), docker (each stage in its toolchain "
+                  "image) or auto (docker when an engine answers and the image is current)",
+        "volume": "docker runner: share the build folder as this named volume (stored in --out) "
+                  "instead of a bind mount",
         "preprocessing": "0..1 (default), -1..1, 0..255 or mean-std",
         "mean": "per-channel means for mean-std, e.g. 123.7,116.3,103.5",
         "std": "per-channel standard deviations for mean-std",
@@ -145,6 +149,7 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
             quant: str = "", io_dtype: str = "", out: str = "", runner: str = "",
             preprocessing: str = "", mean: str = "", std: str = "", calibration_size: str = "",
             validation_size: str = "", seed: str = "", threads: str = "", latency_runs: str = "",
+            volume: str = "",
             max_accuracy_drop: str = "", allow_flex: bool = False,
             allow_float_fallback: bool = False, unsafe: bool = False, input_shape: str = "",
             force: bool = False, jobs: str = "") -> None:
@@ -162,6 +167,27 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
         result = run_build(config, sys.argv)
         for plan in result.plans:
             print_summary(plan.build_dir)
+
+
+@task(help={
+    "target": "comma list of images: tflite, edgetpu, tensorrt (default: tflite)",
+    "base": "pull (the Dockerfile's pinned Debian/NGC base from a registry) or bootstrap (a "
+            "Debian base made with debootstrap from --mirror, for hosts without a registry)",
+    "ca_bundle": "PEM bundle of a TLS-intercepting proxy, given to pip and apt as a build secret "
+                 "(default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE)",
+    "mirror": "Debian mirror for --base bootstrap (default http://deb.debian.org/debian)",
+})
+def images(c: Context, target: str = "tflite", base: str = "pull", ca_bundle: str = "",
+           mirror: str = "") -> None:
+    """Build the toolchain images the docker runner uses (docker/*.Dockerfile)."""
+    with user_errors():
+        from converters.config import parse_enum
+        from converters.images import DEFAULT_MIRROR, BaseSource, build_images, default_ca_bundle
+
+        names = [name.strip() for name in target.split(",") if name.strip()]
+        bundle = Path(ca_bundle) if ca_bundle else default_ca_bundle()
+        build_images(names, parse_enum(BaseSource, base, "--base"), bundle, ROOT,
+                     mirror or DEFAULT_MIRROR)
 
 
 @task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def invoke_convert(model: Path, dataset: Path, out: Path) -> float:
     command = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert",
                "--model", str(model), "--dataset", str(dataset), "--out", str(out),
-               "--threads", "2"]
+               "--threads", "2", "--runner", "local"]
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -20,9 +20,12 @@ def main(argv: list[str]) -> int:
     # Quieten TensorFlow's C++ logging before anything imports it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    from converters.executor import run_job_file
+    try:
+        from converters.executor import run_job_file
 
-    return run_job_file(Path(argv[1]))
+        return run_job_file(Path(argv[1]))
+    except KeyboardInterrupt:  # the parent build reports the interruption
+        return 130
 
 
 if __name__ == "__main__":

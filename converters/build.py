@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from converters import cache, console
-from converters.config import ConvertConfig, Runner
+from converters.config import ConvertConfig
 from converters.dataset import discover
 from converters.errors import BuildError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
 from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
 from converters.model import check_model_path
-from converters.plan import HOST, ModelPlan, plan_model
-from converters.runners import StageRunner, run_streaming
+from converters.plan import HOST, ModelPlan, plan_model, stage_images
+from converters.runners import StageRunner, run_streaming, stop_running_processes
 from converters.runners.local import LocalRunner
+from converters.runners.select import select_runners
 from converters.stages.base import StageSpec
 
 JOBS_DIR = ".jobs"
@@ -47,8 +48,10 @@ class BuildResult:
     skipped: dict[str, list[str]]  # model stem → stages that were fresh
 
 
-def make_runner(runner: Runner) -> StageRunner:
-    return LocalRunner()
+def make_runners(config: ConvertConfig) -> dict[str, StageRunner]:
+    """Image → runner; host stages always run in this process's environment."""
+    runners = select_runners(config.runner, stage_images(config) - {HOST}, config.out, config.volume)
+    return {**runners, HOST: LocalRunner()}
 
 
 def check_inputs(config: ConvertConfig) -> None:
@@ -60,17 +63,19 @@ def check_inputs(config: ConvertConfig) -> None:
 
 def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     check_inputs(config)
-    runner = make_runner(config.runner)
+    runners = make_runners(config)
     with cache.build_lock(config.out):
+        for runner in {id(r): r for r in runners.values()}.values():
+            runner.prepare()
         dataset_hash = sha256_tree(config.dataset.path)  # every model shares the dataset
-        plans = tuple(plan_model(config, path, runner, dataset_hash) for path in config.models)
+        plans = tuple(plan_model(config, path, runners, dataset_hash) for path in config.models)
         started = time.time()
         jobs: list[Job] = []
         host_stages: dict[str, list[StageSpec]] = {}
         ran: dict[str, list[str]] = {}
         skipped: dict[str, list[str]] = {}
         for plan in plans:
-            prepare_build_dir(plan, runner, command_line, started)
+            prepare_build_dir(plan, runners, command_line, started)
             stale = [s for s in plan.stages
                      if config.force or not cache.is_fresh(plan.build_dir, s, plan.keys[s.name])]
             ran[plan.stem] = [s.name for s in stale]
@@ -79,16 +84,16 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
                 console.info(f"· {plan.stem}: {name} is up to date (key {plan.keys[name][:12]})")
             host_stages[plan.stem] = [s for s in stale if s.image == HOST]
             jobs += group_jobs(plan, [s for s in stale if s.image != HOST], config.jobs > 1)
-        run_jobs(jobs, runner, config.jobs)
+        run_jobs(jobs, runners, config.jobs)
         for plan in plans:
             for spec in host_stages[plan.stem]:
                 run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
-                          job_document(plan, runner, []), plan.build_dir)
+                          job_document(plan, HOST, runners[HOST], []), plan.build_dir)
             finish_build_info(plan, time.time())
     return BuildResult(plans, ran, skipped)
 
 
-def prepare_build_dir(plan: ModelPlan, runner: StageRunner, command_line: list[str],
+def prepare_build_dir(plan: ModelPlan, runners: dict[str, StageRunner], command_line: list[str],
                       started: float) -> None:
     """Clear what a killed build may have left, and record this build's provenance."""
     remove(plan.build_dir / STAGING)
@@ -97,7 +102,7 @@ def prepare_build_dir(plan: ModelPlan, runner: StageRunner, command_line: list[s
     cache.write_build_info(plan.build_dir, {
         "model": plan.stem,
         "command": command_line,
-        "runner": runner.name,
+        "runners": {image: runner.name for image, runner in sorted(runners.items())},
         "started": cache.iso_time(started),
         "finished": None,
         "inputs": {
@@ -117,9 +122,11 @@ def finish_build_info(plan: ModelPlan, finished: float) -> None:
     cache.write_manifest(plan.build_dir)
 
 
-def job_document(plan: ModelPlan, runner: StageRunner, specs: list[StageSpec]) -> dict[str, Any]:
+def job_document(plan: ModelPlan, image: str, runner: StageRunner,
+                 specs: list[StageSpec]) -> dict[str, Any]:
     return {
         "model_name": plan.stem,
+        "image": image,
         "model_path": str(plan.model_path.resolve()),
         "dataset_dir": str(plan.dataset_dir.resolve()),
         "build_dir": str(plan.build_dir.resolve()),
@@ -152,29 +159,33 @@ def group_jobs(plan: ModelPlan, stale: list[StageSpec], split_groups: bool) -> l
     return list(jobs.values())
 
 
-def run_jobs(jobs: list[Job], runner: StageRunner, parallel: int) -> None:
+def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) -> None:
     """Run jobs as their needs finish, at most ``parallel`` at once; stop starting on a failure."""
     done: set[Job] = set()
     pending = list(jobs)
     running: dict[Future[None], Job] = {}
     failures: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        while pending or running:
-            if not failures:
-                for job in [j for j in pending if all(n in done for n in j.needs)]:
-                    if len(running) >= parallel:
-                        break
-                    pending.remove(job)
-                    running[pool.submit(run_job, job, runner)] = job
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = running.pop(future)
-                if (error := future.exception()) is not None:
-                    failures.append(error)
-                else:
-                    done.add(job)
+        try:
+            while pending or running:
+                if not failures:
+                    for job in [j for j in pending if all(n in done for n in j.needs)]:
+                        if len(running) >= parallel:
+                            break
+                        pending.remove(job)
+                        running[pool.submit(run_job, job, runners[job.image])] = job
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    if (error := future.exception()) is not None:
+                        failures.append(error)
+                    else:
+                        done.add(job)
+        except KeyboardInterrupt:
+            stop_running_processes()  # workers then return and runners clean up
+            raise
     for failure in failures[1:]:
         console.error(str(failure))
     if failures:
@@ -186,12 +197,16 @@ def run_job(job: Job, runner: StageRunner) -> None:
     job_dir = plan.build_dir / JOBS_DIR
     job_dir.mkdir(parents=True, exist_ok=True)
     job_path = job_dir / f"{job.name}.json"
-    job_path.write_text(json.dumps(job_document(plan, runner, specs), indent=2))
-    argv = runner.command(job_path)
+    document = job_document(plan, image, runner, specs)
+    job_path.write_text(json.dumps(document, indent=2))
+    argv = runner.command(job_path, document)
     env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
     if console.console.is_terminal:
         env[console.FORCE_TERMINAL] = "1"
-    exit_code, tail = run_streaming(argv, env=env)
+    try:
+        exit_code, tail = run_streaming(argv, env=env)
+    finally:
+        runner.finish(job_path, document)
     if exit_code == 0:
         remove(job_path)
         return

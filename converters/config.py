@@ -35,6 +35,8 @@ class IODType(str, Enum):
 
 class Runner(str, Enum):
     LOCAL = "local"
+    DOCKER = "docker"
+    AUTO = "auto"
 
 
 class PreprocessingMode(str, Enum):
@@ -170,6 +172,7 @@ class ConvertConfig:
     input_shape: tuple[int, ...] | None = None
     out: Path = Path("build")
     runner: Runner = Runner.LOCAL
+    volume: str | None = None  # docker runner: a named volume instead of a bind mount
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,9 +97,17 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     return stages
 
 
-def plan_model(config: ConvertConfig, model_path: Path, runner: StageRunner,
+def stage_images(config: ConvertConfig) -> set[str]:
+    """The images whose stages a build with ``config`` runs (the same for every model)."""
+    return {spec.image for spec in model_stages(config, "model")}
+
+
+def plan_model(config: ConvertConfig, model_path: Path, runners: Mapping[str, StageRunner],
                dataset_hash: str | None = None) -> ModelPlan:
-    """Stages and keys of one model; pass ``dataset_hash`` to hash a shared dataset only once."""
+    """Stages and keys of one model; pass ``dataset_hash`` to hash a shared dataset only once.
+
+    ``runners`` maps each image to the runner of its stages (its environment enters the keys).
+    """
     stem = model_stem(model_path)
     stages = model_stages(config, stem)
     input_hashes = {"model": sha256_tree(model_path),
@@ -106,7 +115,7 @@ def plan_model(config: ConvertConfig, model_path: Path, runner: StageRunner,
     keys: dict[str, str] = {}
     environments: dict[str, dict[str, str]] = {}
     for spec in stages:
-        environments[spec.name] = runner.environment(spec)
+        environments[spec.name] = runners[spec.image].environment(spec)
         keys[spec.name] = cache.stage_key(spec, input_hashes, keys, environments[spec.name])
     return ModelPlan(stem, model_path, config.dataset.path, config.out / stem, tuple(stages), keys,
                      environments, input_hashes, config.threads)

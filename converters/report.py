@@ -31,13 +31,13 @@ OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_HTML)
 
 def run(context: StageContext) -> None:
     """Stage ``report``: assemble every validation record of this model into the reports."""
-    report = assemble(context.build_dir, context.params)
+    report = assemble(context.build_dir, context.params, context.spec.deps)
     write_json_atomic(context.write(REPORT_JSON), report)
     write_text_atomic(context.write(REPORT_MD), markdown(report))
     write_text_atomic(context.write(REPORT_HTML), html_page(report))
 
 
-def assemble(build_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -> dict[str, Any]:
     model = read_json(build_dir / export.MODEL_INFO)
     dataset = read_json(build_dir / data.DATASET_INFO)
     keras = read_json(build_dir / reference.SUMMARY)
@@ -69,7 +69,29 @@ def assemble(build_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         },
         "artifacts": artifacts,
         "recommendation": recommend(artifacts, bound),
+        "stages": stage_provenance(build_dir, stages),
     }
+
+
+def stage_provenance(build_dir: Path, stages: tuple[str, ...]) -> dict[str, Any]:
+    """Where each stage ran: its runner and, in a container, the image and its ID."""
+    provenance = {}
+    for name in stages:
+        stamp = cache.read_stamp(build_dir, name)
+        if stamp is not None:
+            environment = stamp["environment"]
+            provenance[name] = {"runner": stamp["runner"], "image": environment.get("image"),
+                                "image_id": environment.get("image_id"), "key": stamp["key"]}
+    return provenance
+
+
+def toolchain_line(report: dict[str, Any]) -> str:
+    """One sentence naming the runner (and image IDs) the stages ran with."""
+    used = sorted({(s["runner"], s["image"] or "", s["image_id"] or "")
+                   for s in report["stages"].values()})
+    parts = [f"{image} image {image_id[:19]} (docker)" if runner == "docker" else f"{runner} Python"
+             for runner, image, image_id in used]
+    return "Stages ran in: " + (", ".join(parts) or "nothing recorded") + "."
 
 
 def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +167,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Model `{model['path']}` ({model['format']}, input {model['input_shape']}); "
         f"{dataset['validation_count']} validation and {dataset['calibration_count']} calibration "
         f"images from `{dataset['path']}`. Latency: median of single-image runs, "
-        f"{report['reference']['threads']} thread(s).",
+        f"{report['reference']['threads']} thread(s). {toolchain_line(report)}",
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
@@ -216,6 +238,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2
 <h1>Conversion report: {name}</h1>
 <p>Recommendation (accuracy drop at most {escape(_percent(rec['max_accuracy_drop']))}):
 smallest <code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(rec['fastest']))}</code>.</p>
+<p>{escape(toolchain_line(report))}</p>
 <table><tr>{header}</tr>{body}</table>
 <h2>Trade-off</h2>
 <img alt="size and latency against accuracy" src="data:image/png;base64,{plot}">

@@ -72,9 +72,10 @@ def tiny_keras(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def quick_flags(dataset: Path, out: Path) -> list[str]:
-    """Flags that keep a test build small: few images, few latency runs, one thread."""
+    """Flags that keep a test build small: few images, few latency runs, one thread, and the
+    local runner (tests of the docker runner say so)."""
     return ["--dataset", str(dataset), "--out", str(out), "--calibration-size", "8",
-            "--validation-size", "12", "--latency-runs", "3", "--threads", "1"]
+            "--validation-size", "12", "--latency-runs", "3", "--threads", "1", "--runner", "local"]
 
 
 def make_config(model: Path | list[Path], dataset: Path, out: Path, **overrides: object) -> object:

@@ -12,7 +12,8 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
 
 
 def test_there_are_dockerfiles() -> None:
-    assert [p.name for p in DOCKERFILES] == ["tflite.Dockerfile"]
+    assert [p.name for p in DOCKERFILES] == ["edgetpu.Dockerfile", "tensorrt.Dockerfile",
+                                             "tflite.Dockerfile"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

@@ -29,7 +29,12 @@ def test_markdown_lists_every_artifact_and_the_recommendation() -> None:
                        "float_ops": [{"op": "SIN", "count": 2}]}],
         "recommendation": {"max_accuracy_drop": 0.2, "smallest": "tflite/m_int8.tflite",
                            "fastest": "tflite/m_int8.tflite", "rejected": []},
+        "stages": {"tflite-int8": {"runner": "docker", "image": "tensor-edge-converter/tflite:1",
+                                   "image_id": "sha256:0123456789abcdef0123", "key": "k"},
+                   "data": {"runner": "local", "image": None, "image_id": None, "key": "k"}},
     }
     text = markdown(report)
+    assert ("Stages ran in: tensor-edge-converter/tflite:1 image sha256:0123456789ab (docker), "
+            "local Python.") in text
     assert "| tflite int8 | tflite/m_int8.tflite | 2.0 | n/a | 0.900 |" in text
     assert "SIN×2" in text and "smallest `tflite/m_int8.tflite`" in text

@@ -1,4 +1,4 @@
-"""Runners start a job's stage process: locally (a child Python) or, later, in a container.
+"""Runners start a job's stage process: locally (a child Python) or in a toolchain image.
 
 Both run ``python -m converters run-job JOB`` and stream its output; they differ only in the
 command line and in what stands for the toolchain in stage keys (tool versions or image ID).
@@ -12,13 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from converters.stages.base import StageSpec
 
 LOG_TAIL_LINES = 20
 PR_SET_PDEATHSIG = 1
+# Stage processes started by run_streaming and still running, so that a Ctrl-C in the main
+# thread can stop those that worker threads are waiting for.
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
 
 
 class StageRunner(Protocol):
@@ -27,8 +32,14 @@ class StageRunner(Protocol):
     def environment(self, spec: StageSpec) -> dict[str, str]:
         """What identifies the toolchain for ``spec`` (enters the stage key)."""
 
-    def command(self, job_path: Path) -> list[str]:
-        """The argv that runs the job."""
+    def prepare(self) -> None:
+        """Called once per build, before any job runs."""
+
+    def command(self, job_path: Path, job: dict[str, Any]) -> list[str]:
+        """The argv that runs the job file ``job_path`` (whose content is ``job``)."""
+
+    def finish(self, job_path: Path, job: dict[str, Any]) -> None:
+        """Called after the job's process ended, however it ended."""
 
 
 def run_streaming(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
@@ -40,6 +51,8 @@ def run_streaming(argv: list[str], env: dict[str, str] | None = None) -> tuple[i
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True, preexec_fn=_die_with_parent)
     assert process.stdout is not None
+    with _running_lock:
+        _running.add(process)
     partial = b""
     try:
         while chunk := process.stdout.read1(65536):  # type: ignore[attr-defined]
@@ -57,6 +70,16 @@ def run_streaming(argv: list[str], env: dict[str, str] | None = None) -> tuple[i
     finally:
         if process.poll() is None:
             _stop(process)
+        with _running_lock:
+            _running.discard(process)
+
+
+def stop_running_processes() -> None:
+    """Stop every stage process still running (on Ctrl-C while worker threads wait for them)."""
+    with _running_lock:
+        processes = list(_running)
+    for process in processes:
+        _stop(process)
 
 
 def _die_with_parent() -> None:

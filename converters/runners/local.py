@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from converters import cache
 from converters.stages.base import StageSpec
@@ -15,5 +16,11 @@ class LocalRunner:
     def environment(self, spec: StageSpec) -> dict[str, str]:
         return {tool: cache.tool_version(tool) for tool in spec.tools}
 
-    def command(self, job_path: Path) -> list[str]:
+    def prepare(self) -> None:
+        """Nothing to prepare: the stage process is a child of this one."""
+
+    def command(self, job_path: Path, job: dict[str, Any]) -> list[str]:
         return [sys.executable, "-m", "converters", "run-job", str(job_path)]
+
+    def finish(self, job_path: Path, job: dict[str, Any]) -> None:
+        """Nothing outlives the child process (run_streaming stops its process group)."""

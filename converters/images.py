@@ -1,0 +1,210 @@
+"""The toolchain images: what each is built from, and ``invoke images`` that builds them.
+
+Each image's Dockerfile lives in ``docker/``; its base is a build argument, either pulled from a
+registry (``--base pull``) or bootstrapped from a Debian mirror with debootstrap and
+``docker import`` (``--base bootstrap``, for hosts that reach no registry). A CA bundle for a
+TLS-intercepting proxy reaches pip and apt as a BuildKit secret, never a layer.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from converters import __version__, cache, console, docker
+from converters.errors import ConfigError, ConverterError
+from converters.runners import run_streaming
+
+BOOTSTRAP_BASE = "tensor-edge-converter/base:bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_SUITE = "bookworm"
+CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+# The edgetpu Dockerfile exits with this code when Coral's repository cannot be reached.
+CORAL_UNREACHABLE_EXIT = 42
+BASE_NOT_FOUND_HINTS = ("pull access denied", "not found", "failed to resolve", "no such host",
+                        "failed to do request", "i/o timeout", "connection refused")
+
+
+class ImageBuildError(ConverterError):
+    """An image could not be built; the message says why and what to do."""
+
+
+class BaseSource(str, Enum):
+    PULL = "pull"
+    BOOTSTRAP = "bootstrap"
+
+
+@dataclass(frozen=True)
+class ImageDefinition:
+    name: str
+    dockerfile: str
+    platform: str | None = None  # forced platform (edgetpu_compiler exists for amd64 only)
+    bootstrappable: bool = True  # False: the base holds vendor libraries (NGC TensorRT)
+
+    @property
+    def tag(self) -> str:
+        return f"tensor-edge-converter/{self.name}:{__version__}"
+
+
+IMAGES = {
+    "tflite": ImageDefinition("tflite", "docker/tflite.Dockerfile"),
+    "edgetpu": ImageDefinition("edgetpu", "docker/edgetpu.Dockerfile", platform="linux/amd64"),
+    "tensorrt": ImageDefinition("tensorrt", "docker/tensorrt.Dockerfile", bootstrappable=False),
+}
+
+
+def image_definition(name: str) -> ImageDefinition:
+    try:
+        return IMAGES[name]
+    except KeyError:
+        raise ConfigError(f"unknown image '{name}': expected one of {', '.join(IMAGES)}") from None
+
+
+def default_ca_bundle() -> Path | None:
+    """The CA bundle pip on this host uses, from PIP_CERT, REQUESTS_CA_BUNDLE or SSL_CERT_FILE."""
+    for variable in CA_BUNDLE_VARIABLES:
+        value = os.environ.get(variable)
+        if value:
+            return Path(value)
+    return None
+
+
+def check_ca_bundle(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        raise ConfigError(f"CA bundle {path} does not exist: pass --ca-bundle PATH to a PEM file")
+    return path
+
+
+def build_images(names: list[str], base: BaseSource, ca_bundle: Path | None, source_dir: Path,
+                 mirror: str = DEFAULT_MIRROR) -> dict[str, str]:
+    """Build each named image; return tag → image ID."""
+    definitions = [image_definition(name) for name in names]
+    docker.require_engine()
+    ca_bundle = check_ca_bundle(ca_bundle)
+    base_image: str | None = None
+    if base is BaseSource.BOOTSTRAP:
+        unbootstrappable = [d.name for d in definitions if not d.bootstrappable]
+        if unbootstrappable:
+            raise ConfigError(
+                f"--base bootstrap cannot make the base of {', '.join(unbootstrappable)}: it is "
+                "NVIDIA's NGC TensorRT image (TensorRT and CUDA come with it); build it with "
+                "--base pull on a host that reaches nvcr.io"
+            )
+        base_image = bootstrap_base(mirror)
+    built = {}
+    for definition in definitions:
+        built[definition.tag] = build_image(definition, base_image, ca_bundle, source_dir)
+    return built
+
+
+def build_image(definition: ImageDefinition, base_image: str | None, ca_bundle: Path | None,
+                source_dir: Path) -> str:
+    argv = [docker.docker_cli(), "build", "--file", str(source_dir / definition.dockerfile),
+            "--tag", definition.tag,
+            "--build-arg", f"VERSION={__version__}",
+            "--build-arg", f"REVISION={git_revision(source_dir)}",
+            "--build-arg", f"CODE={cache.code_fingerprint()}"]
+    if base_image is not None:
+        argv += ["--build-arg", f"BASE={base_image}"]
+    if definition.platform is not None:
+        argv += ["--platform", definition.platform]
+    if ca_bundle is not None:
+        argv += ["--secret", f"id=ca_bundle,src={ca_bundle.resolve()}"]
+    argv.append(str(source_dir))
+    console.info("$ DOCKER_BUILDKIT=1 " + " ".join(argv))
+    exit_code, tail = run_streaming(argv, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    if exit_code != 0:
+        base = base_image or default_base(definition, source_dir)
+        raise ImageBuildError(build_failure_message(definition, exit_code, tail, base))
+    inspected = docker.image_inspect(definition.tag)
+    if inspected is None:
+        raise ImageBuildError(f"docker build said it built {definition.tag} but the engine does "
+                              "not list it")
+    console.info(f"built {definition.tag} ({inspected['Id']})")
+    return str(inspected["Id"])
+
+
+def default_base(definition: ImageDefinition, source_dir: Path) -> str:
+    """The pinned ``ARG BASE=`` default of the image's Dockerfile."""
+    for line in (source_dir / definition.dockerfile).read_text().splitlines():
+        if line.startswith("ARG BASE="):
+            return line.removeprefix("ARG BASE=").strip()
+    return "its base image"
+
+
+def build_failure_message(definition: ImageDefinition, exit_code: int, tail: list[str],
+                          base: str) -> str:
+    log = "\n".join(f"  | {line}" for line in tail)
+    text = "\n".join(tail).lower()
+    if f"exit code: {CORAL_UNREACHABLE_EXIT}" in text or "coral's package repository" in text:
+        reason = ("Coral's package repository (https://packages.cloud.google.com) is unreachable: "
+                  "build the edgetpu image on an x86-64 host that reaches it (pass --ca-bundle "
+                  "behind a TLS-intercepting proxy), then move it with docker save / docker load")
+    elif any(hint in text for hint in BASE_NOT_FOUND_HINTS) and "load metadata" in text:
+        reason = f"the base image {base} could not be pulled: "
+        if definition.bootstrappable:
+            reason += ("where no container registry is reachable use --base bootstrap (a Debian "
+                       "base made with debootstrap from a mirror)")
+        else:
+            reason += ("build this image on a host that reaches the registry (`docker login "
+                       "nvcr.io` for NGC), then move it with docker save / docker load")
+    else:
+        reason = "see the log lines above"
+    return (f"building the {definition.name} image {definition.tag} failed (exit code "
+            f"{exit_code}): {reason}\nlast lines of the build log:\n{log}")
+
+
+def bootstrap_base(mirror: str) -> str:
+    """A Debian base image made from ``mirror`` with debootstrap (reused when it exists)."""
+    if docker.image_inspect(BOOTSTRAP_BASE) is not None:
+        console.info(f"using the bootstrapped base {BOOTSTRAP_BASE} (docker rmi it to remake it)")
+        return BOOTSTRAP_BASE
+    debootstrap = shutil.which("debootstrap")
+    if debootstrap is None:
+        raise ImageBuildError("--base bootstrap needs debootstrap: `sudo apt-get install debootstrap`")
+    if os.geteuid() != 0:
+        raise ImageBuildError("debootstrap must run as root: run `sudo invoke images --base "
+                              "bootstrap` once (later builds reuse the base image)")
+    with tempfile.TemporaryDirectory(prefix="tec-rootfs-") as rootfs:
+        argv = [debootstrap, "--variant=minbase", f"--arch={debian_architecture()}", DEBIAN_SUITE,
+                rootfs, mirror]
+        console.info("$ " + " ".join(argv))
+        exit_code, tail = run_streaming(argv)
+        if exit_code != 0:
+            log = "\n".join(f"  | {line}" for line in tail)
+            raise ImageBuildError(f"debootstrap from {mirror} failed (exit code {exit_code}): "
+                                  f"check that the mirror is reachable (--mirror URL)\n{log}")
+        import_rootfs(Path(rootfs), BOOTSTRAP_BASE)
+    return BOOTSTRAP_BASE
+
+
+def import_rootfs(rootfs: Path, tag: str) -> None:
+    console.info(f"$ tar -C {rootfs} -c . | docker import - {tag}")
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    imported = subprocess.run([docker.docker_cli(), "import", "-", tag], stdin=tar.stdout,
+                              capture_output=True, text=True)
+    assert tar.stdout is not None
+    tar.stdout.close()
+    if tar.wait() != 0 or imported.returncode != 0:
+        raise ImageBuildError(f"docker import of the bootstrapped root file system failed: "
+                              f"{imported.stderr.strip()}")
+
+
+def debian_architecture() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def git_revision(source_dir: Path) -> str:
+    try:
+        result = subprocess.run(["git", "-C", str(source_dir), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"

@@ -1,0 +1,43 @@
+"""Which runner runs each image's stages: ``--runner local|docker|auto``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from converters import console, docker
+from converters.config import Runner
+from converters.errors import ToolMissingError
+from converters.runners import StageRunner
+from converters.runners.docker import DockerRunner
+from converters.runners.local import LocalRunner
+
+
+def select_runners(choice: Runner, images: Iterable[str], out_dir: Path,
+                   volume: str | None = None) -> dict[str, StageRunner]:
+    """Image name → runner. ``auto`` takes docker for an image when an engine answers and the
+    image exists and is current, else local, and says which it chose and why."""
+    names = sorted(set(images))
+    local = LocalRunner()
+    if choice is Runner.LOCAL:
+        return dict.fromkeys(names, local)
+    engine_problem = docker.engine_problem()
+    if engine_problem is not None:
+        if choice is Runner.DOCKER:
+            raise ToolMissingError(f"--runner docker: {engine_problem}")
+        console.info(f"runner auto: every stage runs locally because {engine_problem}")
+        return dict.fromkeys(names, local)
+    container = DockerRunner(out_dir, volume)
+    chosen: dict[str, StageRunner] = {}
+    for image in names:
+        problem = container.image_problem(image)
+        if problem is None:
+            chosen[image] = container
+            if choice is Runner.AUTO:
+                console.info(f"runner auto: {image} stages run in docker (engine answers, image is current)")
+        elif choice is Runner.DOCKER:
+            raise ToolMissingError(f"--runner docker: {problem}")
+        else:
+            chosen[image] = local
+            console.info(f"runner auto: {image} stages run locally because {problem}")
+    return chosen

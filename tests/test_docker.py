@@ -1,0 +1,273 @@
+"""The docker runner and the toolchain images, with the real Docker engine.
+
+Needs a running engine and the tflite image (`invoke images --target tflite`). Without them the
+tests skip and say why; with REQUIRE_DOCKER=1 (set by CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from converters import docker
+from converters.fsutil import sha256_file
+from converters.images import IMAGES, default_ca_bundle
+from converters.runners.docker import DockerRunner
+from tests.conftest import ROOT, run_invoke
+
+pytestmark = pytest.mark.docker
+TFLITE_TAG = IMAGES["tflite"].tag
+SAMPLE_FLAGS = ["--model", str(ROOT / "model" / "sample.h5"), "--dataset", str(ROOT / "dataset"),
+                "--calibration-size", "20", "--validation-size", "40", "--latency-runs", "3",
+                "--threads", "1"]
+
+
+def skip_or_fail(reason: str) -> None:
+    if os.environ.get("REQUIRE_DOCKER") == "1":
+        pytest.fail(f"REQUIRE_DOCKER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def tflite_image() -> str:
+    """The tflite image's ID, once the engine answers and the image matches this checkout."""
+    problem = docker.engine_problem()
+    if problem is not None:
+        skip_or_fail(problem)
+    problem = DockerRunner(Path("/tmp")).image_problem("tflite")
+    if problem is not None:
+        skip_or_fail(problem)
+    inspected = docker.image_inspect(TFLITE_TAG)
+    assert inspected is not None
+    return str(inspected["Id"])
+
+
+def containers_of(out: Path) -> list[str]:
+    listed = docker.docker("ps", "--all", "--quiet", "--filter",
+                           f"label={docker.BUILD_DIR_LABEL}={out.resolve()}")
+    return listed.stdout.split()
+
+
+def tflite_hashes(out: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(out.rglob("*.tflite"))}
+
+
+def test_sample_converts_in_the_image_like_the_local_runner(tflite_image: str,
+                                                            tmp_path: Path) -> None:
+    in_docker, local = tmp_path / "docker", tmp_path / "local"
+    result = run_invoke("convert", *SAMPLE_FLAGS, "--out", str(in_docker), "--runner", "docker",
+                        check=True)
+    assert f"--network none --user {os.getuid()}:{os.getgid()}" in result.stdout  # printed
+    run_invoke("convert", *SAMPLE_FLAGS, "--out", str(local), "--runner", "local", check=True)
+
+    docker_hashes = tflite_hashes(in_docker)
+    assert len(docker_hashes) == 4
+    assert docker_hashes == tflite_hashes(local)  # same TF version: byte-identical
+
+    manifest = json.loads((in_docker / "sample" / "manifest.json").read_text())
+    for name, stage in manifest["stages"].items():
+        if name == "report":
+            assert stage["runner"] == "local"  # host stage: reads JSON records only
+        else:
+            assert stage["runner"] == "docker", name
+            assert stage["environment"] == {"image": TFLITE_TAG, "image_id": tflite_image}
+    report = json.loads((in_docker / "sample" / "report.json").read_text())
+    assert report["stages"]["tflite-int8"]["image_id"] == tflite_image
+    assert tflite_image[:19] in (in_docker / "sample" / "report.md").read_text()
+    assert report["artifacts"][3]["metrics"]["accuracy"] >= 0.95
+
+    # Artifacts belong to the caller, not to the image's user (uid 10001).
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in (in_docker / "sample").rglob("*")}
+    assert owners == {(os.getuid(), os.getgid())}
+    assert containers_of(in_docker) == []  # --rm
+
+
+def test_auto_runner_picks_docker_and_says_why(tflite_image: str, tmp_path: Path) -> None:
+    result = run_invoke("convert", *SAMPLE_FLAGS, "--quant", "fp32", "--out", str(tmp_path),
+                        "--runner", "auto", check=True)
+    assert "runner auto: tflite stages run in docker" in result.stdout
+    manifest = json.loads((tmp_path / "sample" / "manifest.json").read_text())
+    assert manifest["stages"]["tflite-fp32"]["environment"]["image_id"] == tflite_image
+
+
+def test_container_has_no_network(tflite_image: str, tmp_path: Path) -> None:
+    """Interfaces seen inside the stage container: loopback only. The control run without
+    --network none sees another interface, so the check can fail."""
+    runner = DockerRunner(tmp_path)
+    job = {"model_path": str(ROOT / "model" / "sample.h5"), "dataset_dir": str(ROOT / "dataset"),
+           "image": "tflite"}
+    argv = runner.container_argv(job, f"tec-network-probe-{os.getpid()}")
+    probe = ["--entrypoint", "cat", TFLITE_TAG, "/proc/net/dev"]
+
+    def interfaces(command: list[str]) -> set[str]:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return set(re.findall(r"^\s*([\w.-]+):", result.stdout, flags=re.MULTILINE))
+
+    assert interfaces(argv + probe) == {"lo"}
+    index = argv.index("--network")
+    control = argv[:index] + argv[index + 2:]
+    assert interfaces(control + probe) - {"lo"}
+
+
+def _wait_for_container(out: Path, process: subprocess.Popen[str], limit_s: float) -> list[str]:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if found := containers_of(out):
+            return found
+        time.sleep(0.2)
+    raise AssertionError("the stage container never appeared")
+
+
+def _start_docker_convert(out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert", *SAMPLE_FLAGS,
+         "--out", str(out), "--runner", "docker"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_ctrl_c_stops_and_removes_the_container(tflite_image: str, tmp_path: Path) -> None:
+    process = _start_docker_convert(tmp_path)
+    _wait_for_container(tmp_path, process, limit_s=60)
+    time.sleep(1.5)  # inside the stage: TensorFlow is loading or converting
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    assert containers_of(tmp_path) == []
+    # Only complete stages left files: each artifact on disk is in the manifest, which verifies.
+    manifest = json.loads((tmp_path / "sample" / "manifest.json").read_text())
+    on_disk = {f"tflite/{p.name}" for p in (tmp_path / "sample" / "tflite").glob("*.tflite")}
+    assert on_disk <= set(manifest["artifacts"])
+    assert run_invoke("verify", "--out", str(tmp_path)).returncode == 0
+
+
+def test_container_of_a_killed_build_is_removed_by_the_next(tflite_image: str,
+                                                            tmp_path: Path) -> None:
+    """SIGKILL gives the build no chance to clean up: the docker CLI dies with it, the container
+    runs on. The next build of the same folder (holding its lock) removes it and says so."""
+    process = _start_docker_convert(tmp_path)
+    [orphan] = _wait_for_container(tmp_path, process, limit_s=60)
+    orphan_name = docker.docker("inspect", "--format", "{{.Name}}", orphan).stdout.strip("/\n")
+    process.kill()
+    process.communicate(timeout=30)
+    rerun = run_invoke("convert", *SAMPLE_FLAGS, "--out", str(tmp_path), "--runner", "docker",
+                       check=True)
+    assert f"removed container {orphan_name} left by an interrupted build" in rerun.stdout
+    assert containers_of(tmp_path) == []
+    assert docker.docker("inspect", orphan).returncode != 0  # gone
+    assert run_invoke("verify", "--out", str(tmp_path)).returncode == 0
+
+
+def test_named_volume_is_stored_in_the_build_folder(tflite_image: str, tmp_path: Path) -> None:
+    volume = f"tec-test-{os.getpid()}"
+    try:
+        run_invoke("convert", *SAMPLE_FLAGS, "--quant", "fp32", "--out", str(tmp_path),
+                   "--runner", "docker", "--volume", volume, check=True)
+        assert (tmp_path / "sample" / "tflite" / "sample_fp32.tflite").exists()
+        options = docker.docker("volume", "inspect", "--format", "{{json .Options}}", volume)
+        assert json.loads(options.stdout)["device"] == str(tmp_path.resolve())
+        elsewhere = tmp_path / "other"
+        clash = run_invoke("convert", *SAMPLE_FLAGS, "--quant", "fp32", "--out", str(elsewhere),
+                           "--runner", "docker", "--volume", volume)
+        assert clash.returncode != 0 and "Traceback" not in clash.stdout + clash.stderr
+        assert f"docker volume {volume} is stored in {tmp_path.resolve()}" in clash.stderr
+    finally:
+        docker.docker("volume", "rm", "--force", volume)
+
+
+def test_stale_or_missing_image_is_refused_with_the_fix(tflite_image: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from converters.images import ImageDefinition
+
+    runner = DockerRunner(tmp_path)
+    monkeypatch.setitem(IMAGES, "nosuch", ImageDefinition("nosuch", "docker/nosuch.Dockerfile"))
+    missing = runner.image_problem("nosuch")
+    assert missing is not None and "does not exist" in missing
+    assert "invoke images --target nosuch" in missing
+    assert runner.image_problem("tflite") is None
+    monkeypatch.setattr("converters.runners.docker.cache.code_fingerprint", lambda: "edited")
+    stale = runner.image_problem("tflite")
+    assert stale is not None and "holds other converters code" in stale
+
+
+PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _proxy_certificates(bundle: Path) -> list[str]:
+    """Certificates in ``bundle`` that are in no public root store here (certifi's, pip's,
+    Debian's Mozilla set): the proxy's own CA."""
+    import certifi
+    from pip._vendor import certifi as pip_certifi
+
+    stores = [Path(certifi.where()), Path(pip_certifi.where()),
+              *Path("/usr/share/ca-certificates/mozilla").glob("*.crt")]
+    public = {body for store in stores for body in PEM_BODY.findall(store.read_text())}
+    return [cert for cert in PEM_BODY.findall(bundle.read_text()) if cert not in public]
+
+
+def test_ca_bundle_is_in_no_layer_of_the_image(tflite_image: str) -> None:
+    bundle = default_ca_bundle()
+    if bundle is None or not bundle.is_file():
+        pytest.skip("no CA bundle configured (PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE)")
+    private = _proxy_certificates(bundle)
+    if not private:
+        pytest.skip(f"{bundle} holds only public roots: there is no proxy CA to look for")
+    # A 64-character base64 line from the middle of each proxy certificate, and a control that
+    # is in the image (a root of the certifi bundle pip ships in the venv).
+    markers = {cert.splitlines()[3].encode() for cert in private}
+    import certifi
+
+    control = Path(certifi.where()).read_text().split("-----BEGIN CERTIFICATE-----")[1]
+    control_marker = control.strip().splitlines()[3].encode()
+    found = {marker: False for marker in [*markers, control_marker]}
+    saved = subprocess.Popen([docker.docker_cli(), "save", TFLITE_TAG], stdout=subprocess.PIPE)
+    assert saved.stdout is not None
+    tail = b""
+    while chunk := saved.stdout.read(1 << 22):
+        window = tail + chunk
+        for marker in found:
+            found[marker] = found[marker] or marker in window
+        tail = window[-256:]
+    assert saved.wait() == 0
+    assert found[control_marker], "the scan did not see a file that is in the image"
+    assert not any(found[marker] for marker in markers), "the proxy CA is in a layer"
+    history = docker.docker("history", "--no-trunc", TFLITE_TAG).stdout
+    inspected = json.dumps(docker.image_inspect(TFLITE_TAG))
+    for text in (history, inspected):
+        assert str(bundle) not in text and "PIP_CERT=/" not in text
+
+
+def test_image_build_failures_say_why(tflite_image: str) -> None:
+    tensorrt = run_invoke("images", "--target", "tensorrt", "--base", "bootstrap")
+    assert tensorrt.returncode != 0 and "NVIDIA's NGC TensorRT image" in tensorrt.stderr
+    missing_ca = run_invoke("images", "--ca-bundle", "/nonexistent/ca.pem")
+    assert missing_ca.returncode != 0
+    assert "CA bundle /nonexistent/ca.pem does not exist" in missing_ca.stderr
+    pulled = run_invoke("images", "--target", "tensorrt", "--base", "pull", timeout=300)
+    assert pulled.returncode != 0 and "Traceback" not in pulled.stderr
+    if "could not be pulled" not in pulled.stderr:
+        pytest.fail("nvcr.io answered: this host can build the tensorrt image; extend this test")
+    assert "nvcr.io/nvidia/tensorrt:" in pulled.stderr
+
+
+def test_edgetpu_image_builds_or_names_corals_repository(tflite_image: str) -> None:
+    """Coral's repository is unreachable on the project's machines: the build must say so. On a
+    host that reaches it the image builds and holds the compiler."""
+    result = run_invoke("images", "--target", "edgetpu", "--base", "bootstrap", timeout=900)
+    if result.returncode == 0:
+        version = docker.docker("run", "--rm", "--entrypoint", "edgetpu_compiler",
+                                IMAGES["edgetpu"].tag, "--version")
+        assert "Edge TPU Compiler version" in version.stdout
+    else:
+        assert "Coral's package repository (https://packages.cloud.google.com) is unreachable" \
+            in result.stderr
+        assert "Traceback" not in result.stderr
