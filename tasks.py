@@ -111,6 +111,34 @@ def convert_config(c: Context, **flags: Any) -> Any:
         max_accuracy_drop=max_drop,
         force=bool(flags.get("force")),
         jobs=numbers["jobs"],
+        edgetpu=edgetpu_options(get),
+        min_tpu_ops=optional_number(get("min_tpu_ops"), float, "--min-tpu-ops"),
+    )
+
+
+def optional_number(value: Any, kind: type, flag: str) -> Any:
+    from converters.errors import ConfigError
+
+    if value in (None, ""):
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} must be a number, got '{value}'") from None
+
+
+def edgetpu_options(get: Any) -> Any:
+    from converters.edgetpu_compiler import CompileOptions
+
+    tensors = get("intermediate_tensors") or ""
+    return CompileOptions(
+        min_runtime_version=optional_number(get("min_runtime_version"), int, "--min-runtime-version"),
+        num_segments=optional_number(get("num_segments"), int, "--num-segments") or 1,
+        search_delegate=bool(get("search_delegate")),
+        delegate_search_step=optional_number(get("delegate_search_step"), int,
+                                             "--delegate-search-step"),
+        timeout_sec=optional_number(get("compiler_timeout"), int, "--compiler-timeout") or 180,
+        intermediate_tensors=tuple(t.strip() for t in str(tensors).split(",") if t.strip()),
     )
 
 
@@ -120,7 +148,7 @@ def convert_config(c: Context, **flags: Any) -> Any:
         "model": "model file (.h5, .keras) or SavedModel folder; repeat for several "
                  "(default: every model in model/)",
         "dataset": "image folder, flat or one sub-folder per class (default: dataset/)",
-        "target": "comma list of targets: tflite (default from invoke.yaml)",
+        "target": "comma list of targets: tflite, edgetpu (default from invoke.yaml)",
         "quant": "comma list of fp32,fp16,dynamic,int8 or all",
         "io_dtype": "int8 model input/output type: uint8 (default), int8 or float32",
         "out": "build folder (default: build)",
@@ -143,6 +171,14 @@ def convert_config(c: Context, **flags: Any) -> Any:
         "input_shape": "H,W,C for a model without a static input size",
         "force": "rebuild every stage even when it is up to date",
         "jobs": "independent jobs run in parallel (default 1)",
+        "min_runtime_version": "edgetpu: oldest Edge TPU runtime the model must run on "
+                               "(compiler -m; default: the compiler's, 14)",
+        "num_segments": "edgetpu: split the model for pipelining across N Edge TPUs (compiler -n)",
+        "search_delegate": "edgetpu: search for the largest graph prefix that compiles (-d)",
+        "delegate_search_step": "edgetpu: op step of that search (-k)",
+        "compiler_timeout": "edgetpu: compiler timeout in seconds (default 180)",
+        "intermediate_tensors": "edgetpu: comma list of tensors to expose as outputs (-i)",
+        "min_tpu_ops": "edgetpu: fail the build when a smaller fraction of ops maps to the TPU",
     },
 )
 def convert(c: Context, model: list[str] | None = None, dataset: str = "", target: str = "",
@@ -152,8 +188,11 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
             volume: str = "",
             max_accuracy_drop: str = "", allow_flex: bool = False,
             allow_float_fallback: bool = False, unsafe: bool = False, input_shape: str = "",
-            force: bool = False, jobs: str = "") -> None:
-    """Convert Keras models to TFLite (fp32, fp16, dynamic, int8), validate, and report.
+            force: bool = False, jobs: str = "", min_runtime_version: str = "",
+            num_segments: str = "", search_delegate: bool = False, delegate_search_step: str = "",
+            compiler_timeout: str = "", intermediate_tensors: str = "", min_tpu_ops: str = "",
+            ) -> None:
+    """Convert Keras models to TFLite (fp32, fp16, dynamic, int8) and Edge TPU, validate, report.
 
     Outputs go to build/<model>/ (never next to your inputs): tflite/<model>_<mode>.tflite,
     report.json/.md/.html and manifest.json. Stages whose inputs did not change are skipped.
@@ -167,6 +206,10 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
         result = run_build(config, sys.argv)
         for plan in result.plans:
             print_summary(plan.build_dir)
+        if result.problems:
+            from converters.errors import BuildError
+
+            raise BuildError("\n".join(result.problems))
 
 
 @task(help={
@@ -200,16 +243,42 @@ def report(c: Context, out: str = "", model: str = "") -> None:
             print_summary(build_dir)
 
 
-@task(help={"artifact": "a built .tflite file", "image": "an image file",
+@task(help={"artifact": "a built .tflite file (an *_edgetpu.tflite runs on the Edge TPU)",
+            "image": "an image file",
             "top_k": "how many classes to print (default 5)",
-            "threads": "interpreter threads (default 1)"})
-def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 1) -> None:
+            "threads": "interpreter threads (default 1)",
+            "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
+def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 1,
+          device: str = "") -> None:
     """Classify one image with a built artifact (minimal inference code)."""
     with user_errors():
         from converters.infer import classify
 
-        for prediction in classify(Path(artifact), Path(image), top_k=top_k, threads=threads):
+        for prediction in classify(Path(artifact), Path(image), top_k=top_k, threads=threads,
+                                   device=device or None):
             print(f"{prediction.label}\t{prediction.score:.4f}")
+
+
+@task(name="edgetpu-check", help={
+    "model": "an int8 .tflite file",
+    "json": "print the full result as JSON instead of tables",
+})
+def edgetpu_check(c: Context, model: str, json: bool = False) -> None:
+    """Predict which ops of an int8 .tflite map to the Edge TPU (no compiler needed).
+
+    Exits non-zero when the model cannot compile at all (not quantized, dynamic shapes, batch > 1).
+    """
+    with user_errors():
+        from converters.edgetpu_check import check_model
+        from converters.summary import print_precheck
+
+        result = check_model(Path(model))
+        print_precheck(result, as_json=json)
+        if result["blocking"]:
+            from converters.errors import ConversionError
+
+            raise ConversionError(f"{model} cannot be compiled for the Edge TPU: "
+                                  + "; ".join(result["blocking"]))
 
 
 @task(help={"model_dir": "where to write sample.h5 (default: model)",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from converters import cache, console
-from converters.config import ConvertConfig
+from converters.config import ConvertConfig, Target
 from converters.dataset import discover
 from converters.errors import BuildError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
@@ -25,6 +25,7 @@ from converters.plan import HOST, ModelPlan, plan_model, stage_images
 from converters.runners import StageRunner, run_streaming, stop_running_processes
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
+from converters.stages import edgetpu
 from converters.stages.base import StageSpec
 
 JOBS_DIR = ".jobs"
@@ -46,6 +47,9 @@ class BuildResult:
     plans: tuple[ModelPlan, ...]
     ran: dict[str, list[str]]  # model stem → stages that ran
     skipped: dict[str, list[str]]  # model stem → stages that were fresh
+    # Why the build, although finished and reported, must exit non-zero (a compiler that did
+    # not run, too few ops on the Edge TPU).
+    problems: tuple[str, ...] = ()
 
 
 def make_runners(config: ConvertConfig) -> dict[str, StageRunner]:
@@ -90,7 +94,11 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
                 run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
                           job_document(plan, HOST, runners[HOST], []), plan.build_dir)
             finish_build_info(plan, time.time())
-    return BuildResult(plans, ran, skipped)
+    problems: list[str] = []
+    if Target.EDGETPU in config.targets:
+        for plan in plans:
+            problems += edgetpu.build_problems(plan.build_dir, config.min_tpu_ops)
+    return BuildResult(plans, ran, skipped, tuple(problems))
 
 
 def prepare_build_dir(plan: ModelPlan, runners: dict[str, StageRunner], command_line: list[str],

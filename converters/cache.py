@@ -15,6 +15,8 @@ import fcntl
 import functools
 import json
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,13 +44,32 @@ TOOL_DISTRIBUTIONS = {
 }
 
 
+# Tools that are executables, not Python distributions: the command that prints their version.
+TOOL_COMMANDS = {"edgetpu_compiler": ("edgetpu_compiler", "--version")}
+
+
 def tool_version(tool: str) -> str:
+    if tool in TOOL_COMMANDS:
+        return command_version(TOOL_COMMANDS[tool])
     for distribution in TOOL_DISTRIBUTIONS.get(tool, (tool,)):
         try:
             return f"{distribution}=={metadata.version(distribution)}"
         except metadata.PackageNotFoundError:
             continue
     return f"{tool}: not installed"
+
+
+@functools.cache
+def command_version(argv: tuple[str, ...]) -> str:
+    """The first line ``argv`` prints, or that the command is not installed."""
+    if shutil.which(argv[0]) is None:
+        return f"{argv[0]}: not installed"
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{argv[0]}: {error}"
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return lines[0] if lines else f"{argv[0]}: printed no version"
 
 
 @functools.cache

@@ -13,11 +13,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
+from converters.edgetpu_compiler import CompileOptions
 from converters.errors import ConfigError
 
 
 class Target(str, Enum):
     TFLITE = "tflite"
+    EDGETPU = "edgetpu"
 
 
 class Quantization(str, Enum):
@@ -173,6 +175,8 @@ class ConvertConfig:
     out: Path = Path("build")
     runner: Runner = Runner.LOCAL
     volume: str | None = None  # docker runner: a named volume instead of a bind mount
+    edgetpu: CompileOptions = field(default_factory=CompileOptions)
+    min_tpu_ops: float | None = None  # fail the build when fewer ops map to the Edge TPU
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
@@ -199,6 +203,11 @@ class ConvertConfig:
             )
         if self.jobs < 1:
             raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
+        if Target.EDGETPU in self.targets and self.io_dtype is IODType.FLOAT32:
+            raise ConfigError("--target edgetpu needs integer input and output: pass --io-dtype "
+                              "uint8 (what Coral's examples use) or int8, not float32")
+        if self.min_tpu_ops is not None and not 0 <= self.min_tpu_ops <= 1:
+            raise ConfigError(f"--min-tpu-ops is a fraction between 0 and 1, got {self.min_tpu_ops}")
 
 
 def model_stem(path: Path) -> str:

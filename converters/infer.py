@@ -10,14 +10,17 @@ Preprocessing and class names come from the build folder the artifact sits in
 
 from __future__ import annotations
 
+import ctypes
+import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from converters.config import Preprocessing
 from converters.dataset import is_image_file, load_image, preprocess
-from converters.errors import ConfigError, DatasetError, ModelError
+from converters.errors import ConfigError, DatasetError, ModelError, ToolMissingError
 from converters.fsutil import read_json
 from converters.stages import data
 from converters.validate import TFLiteRunner
@@ -30,18 +33,50 @@ class Prediction:
     score: float
 
 
+EDGETPU_SUFFIX = "_edgetpu.tflite"
+EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
+                     "Windows": "edgetpu.dll"}
+
+
 def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
-    """Preprocessing and class names of the build ``artifact`` belongs to (defaults otherwise)."""
-    dataset_info = artifact.resolve().parent.parent / data.DATASET_INFO
-    if not dataset_info.exists():
-        return Preprocessing(), []
-    info = read_json(dataset_info)
-    return Preprocessing.from_dict(info["preprocessing"]), list(info["class_names"])
+    """Preprocessing and class names of the build ``artifact`` belongs to (defaults otherwise):
+    the nearest ``data/dataset.json`` above the artifact, within its model's build folder."""
+    for folder in list(artifact.resolve().parents)[:3]:
+        dataset_info = folder / data.DATASET_INFO
+        if dataset_info.exists():
+            info = read_json(dataset_info)
+            return Preprocessing.from_dict(info["preprocessing"]), list(info["class_names"])
+    return Preprocessing(), []
+
+
+def edgetpu_delegates(artifact: Path, device: str | None) -> list[Any] | None:
+    """The Edge TPU delegate for a compiled ``*_edgetpu.tflite``; None for other artifacts."""
+    if not artifact.name.endswith(EDGETPU_SUFFIX):
+        if device:
+            raise ConfigError(f"--device applies to *{EDGETPU_SUFFIX} artifacts, not {artifact.name}")
+        return None
+    from ai_edge_litert.interpreter import load_delegate
+
+    library = EDGETPU_LIBRARIES.get(platform.system(), EDGETPU_LIBRARIES["Linux"])
+    try:
+        # Load the library first: LiteRT's Delegate fails noisily at exit when it cannot.
+        ctypes.CDLL(library)
+        return [load_delegate(library, {"device": device} if device else {})]
+    except (ValueError, OSError, RuntimeError) as error:
+        where = f" for device '{device}'" if device else ""
+        raise ToolMissingError(
+            f"the Edge TPU runtime {library} could not be loaded{where} ({error}): install "
+            "libedgetpu (libedgetpu1-std, or libedgetpu1-max for maximum frequency, from Coral's "
+            "apt repository) and plug in the Edge TPU (--device usb|pci|usb:N); to run on the "
+            f"CPU instead use the uncompiled {artifact.name.replace(EDGETPU_SUFFIX, '.tflite')}"
+        ) from None
 
 
 def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
-             preprocessing: Preprocessing | None = None) -> list[Prediction]:
-    """The ``top_k`` classes for ``image`` according to ``artifact`` (a .tflite file)."""
+             preprocessing: Preprocessing | None = None,
+             device: str | None = None) -> list[Prediction]:
+    """The ``top_k`` classes for ``image`` according to ``artifact`` (a .tflite file; an
+    ``*_edgetpu.tflite`` runs through the Edge TPU delegate on ``device``)."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if not artifact.is_file():
@@ -54,7 +89,7 @@ def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
     if not is_image_file(image):
         raise DatasetError(f"image {image} does not exist or is not a jpg/png/bmp/gif/webp file")
     stored_preprocessing, class_names = build_metadata(artifact)
-    runner = TFLiteRunner(artifact, threads=threads)
+    runner = TFLiteRunner(artifact, threads=threads, delegates=edgetpu_delegates(artifact, device))
     _, height, width, channels = (int(v) for v in runner.input["shape"])
     try:
         pixels = load_image(image, height, width, channels)

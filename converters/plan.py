@@ -7,15 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters import cache, report
-from converters.config import ConvertConfig, Quantization, model_stem
+from converters.config import ConvertConfig, Quantization, Target, model_stem
 from converters.fsutil import sha256_tree
 from converters.runners import StageRunner
-from converters.stages import data, export, reference
+from converters.stages import data, edgetpu, export, reference
 from converters.stages.base import StageSpec
 
 TFLITE_IMAGE = "tflite"
+EDGETPU_IMAGE = "edgetpu"
 HOST = "host"  # stages that only read JSON records run in the orchestrating process
 TF_TOOLS = ("tensorflow", "keras", "numpy")
+# What the validate stage runs each target's artifact with (shown in the report).
+VALIDATION_RUNTIMES = {
+    "tflite": "ai-edge-litert",
+    "edgetpu": "ai-edge-litert on the CPU (the int8 model before Edge TPU compilation)",
+}
 LITERT_TOOLS = ("ai-edge-litert", "numpy")
 
 
@@ -65,35 +71,70 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                   inputs=("model",), deps=("export", "data"),
                   outputs=(reference.OUTPUTS, reference.SUMMARY), tools=TF_TOOLS),
     ]
-    for mode in config.quantizations:
-        artifact = tflite_artifact(stem, mode)
-        params: dict[str, object] = {
-            "mode": mode.value,
-            "allow_flex": config.allow_flex and mode is not Quantization.INT8,
-            "artifact": artifact,
-            "info": artifact.removesuffix(".tflite") + ".json",
-        }
-        deps: tuple[str, ...] = ("export",)
-        if mode is Quantization.INT8:
-            params |= {"io_dtype": config.io_dtype.value,
-                       "allow_float_fallback": config.allow_float_fallback}
-            deps = ("export", "data")
-        stages.append(StageSpec(f"tflite-{mode.value}", "tflite", TFLITE_IMAGE, params, deps=deps,
-                                outputs=(artifact, str(params["info"])), tools=TF_TOOLS,
-                                group=mode.value))
-        record = validation_record("tflite", mode.value)
-        stages.append(StageSpec(
-            f"validate-tflite-{mode.value}", "validate", TFLITE_IMAGE,
-            {"target": "tflite", "variant": mode.value, "artifact": artifact, "output": record,
-             **timing},
-            deps=(f"tflite-{mode.value}", "data", "reference"), outputs=(record,),
-            tools=LITERT_TOOLS, group=mode.value))
+    if Target.TFLITE in config.targets:
+        for mode in config.quantizations:
+            stages += tflite_stages(config, f"tflite-{mode.value}", mode, tflite_artifact(stem, mode),
+                                    "tflite", timing)
+    if Target.EDGETPU in config.targets:
+        stages += edgetpu_stages(config, stem, timing)
     records = [spec.outputs[0] for spec in stages if spec.kind == "validate"]
+    report_params: dict[str, object] = {"records": records,
+                                        "max_accuracy_drop": config.max_accuracy_drop}
+    if Target.EDGETPU in config.targets:
+        report_params["edgetpu"] = {"precheck": edgetpu.precheck_record(stem),
+                                    "compile": edgetpu.COMPILE_RECORD}
     stages.append(StageSpec(
-        "report", "report", HOST,
-        {"records": records, "max_accuracy_drop": config.max_accuracy_drop},
+        "report", "report", HOST, report_params,
         inputs=("model", "dataset"), deps=tuple(spec.name for spec in stages),
         outputs=report.OUTPUTS, tools=("matplotlib",)))
+    return stages
+
+
+def tflite_stages(config: ConvertConfig, name: str, mode: Quantization, artifact: str,
+                  target: str, timing: dict[str, int], batch_size: int | None = None,
+                  ) -> list[StageSpec]:
+    """Convert to one TFLite mode, then validate the artifact (one group of stages)."""
+    params: dict[str, object] = {
+        "mode": mode.value,
+        "allow_flex": config.allow_flex and mode is not Quantization.INT8,
+        "artifact": artifact,
+        "info": artifact.removesuffix(".tflite") + ".json",
+        "batch_size": batch_size,
+    }
+    deps: tuple[str, ...] = ("export",)
+    if mode is Quantization.INT8:
+        params |= {"io_dtype": config.io_dtype.value,
+                   "allow_float_fallback": config.allow_float_fallback}
+        deps = ("export", "data")
+    group = name.removeprefix("tflite-")
+    record = validation_record(target, mode.value)
+    return [
+        StageSpec(name, "tflite", TFLITE_IMAGE, params, deps=deps,
+                  outputs=(artifact, str(params["info"])), tools=TF_TOOLS, group=group),
+        StageSpec(f"validate-{target}-{mode.value}", "validate", TFLITE_IMAGE,
+                  {"target": target, "variant": mode.value, "artifact": artifact,
+                   "output": record, "runtime": VALIDATION_RUNTIMES[target], **timing},
+                  deps=(name, "data", "reference"), outputs=(record,), tools=LITERT_TOOLS,
+                  group=group),
+    ]
+
+
+def edgetpu_stages(config: ConvertConfig, stem: str, timing: dict[str, int]) -> list[StageSpec]:
+    """Full int8 at batch 1 with static shapes, the pre-check, and the compiler (its own image)."""
+    artifact = edgetpu.int8_artifact(stem)
+    stages = tflite_stages(config, "edgetpu-int8", Quantization.INT8, artifact, "edgetpu", timing,
+                           batch_size=1)
+    precheck = edgetpu.precheck_record(stem)
+    stages.append(StageSpec("edgetpu-check", "edgetpu-check", TFLITE_IMAGE,
+                            {"artifact": artifact, "output": precheck},
+                            deps=("edgetpu-int8",), outputs=(precheck,), tools=LITERT_TOOLS,
+                            group="edgetpu-int8"))
+    stages.append(StageSpec("edgetpu-compile", "edgetpu-compile", EDGETPU_IMAGE,
+                            {"artifact": artifact, "options": config.edgetpu.as_dict(),
+                             "output_dir": edgetpu.COMPILED_DIR, "record": edgetpu.COMPILE_RECORD},
+                            deps=("edgetpu-int8",),
+                            outputs=(edgetpu.COMPILED_DIR, edgetpu.COMPILE_RECORD),
+                            tools=(edgetpu.COMPILER_TOOL,)))
     return stages
 
 

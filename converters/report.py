@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from converters import cache
+from converters import cache, edgetpu_report
 from converters.fsutil import (
     read_json,
     sha256_tree,
@@ -70,6 +70,7 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
         "artifacts": artifacts,
         "recommendation": recommend(artifacts, bound),
         "stages": stage_provenance(build_dir, stages),
+        "edgetpu": edgetpu_report.section(build_dir, params["edgetpu"]) if "edgetpu" in params else None,
     }
 
 
@@ -180,6 +181,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if rec["rejected"]:
         lines.append(f"Over the bound: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+    if report.get("edgetpu"):
+        lines += edgetpu_report.markdown(report["edgetpu"])
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +243,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2
 smallest <code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(rec['fastest']))}</code>.</p>
 <p>{escape(toolchain_line(report))}</p>
 <table><tr>{header}</tr>{body}</table>
+{edgetpu_report.html_section(report["edgetpu"]) if report.get("edgetpu") else ""}
 <h2>Trade-off</h2>
 <img alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
 </body></html>

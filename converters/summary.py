@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
-from converters import console, report
+from converters import console, edgetpu_report, report
 from converters.errors import ConfigError
 from converters.fsutil import read_json
 
@@ -39,4 +41,27 @@ def print_summary(build_dir: Path) -> None:
         f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
         f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
     )
+    if data.get("edgetpu"):
+        for line in edgetpu_report.summary_lines(data["edgetpu"]):
+            console.info(f"Edge TPU: {line}")
     console.info(f"report: {build_dir / report.REPORT_HTML}")
+
+
+def print_precheck(result: dict[str, Any], as_json: bool = False) -> None:
+    """The Edge TPU pre-check of one model: the op table, then each CPU op with its reason."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"Edge TPU pre-check: {result['model']}", title_justify="left")
+    for header in ("operator", "count", "status"):
+        table.add_column(header, justify="right" if header == "count" else "left")
+    for row in result["table"]:
+        table.add_row(row["operator"], str(row["count"]), row["status"])
+    console.console.print(table)
+    for problem in result["blocking"]:
+        console.warn(f"will not compile: {problem}")
+    for op in result["cpu_op_reasons"]:
+        console.info(f"CPU: op {op['index']} {op['operator']}: {op['reason']}")
+    console.info(f"{result['tpu_ops']} of {result['total_ops']} ops predicted on the Edge TPU "
+                 f"({100 * result['tpu_fraction']:.0f} %), {result['edgetpu_subgraphs']} Edge TPU "
+                 "subgraph")

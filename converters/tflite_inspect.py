@@ -11,10 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"})
 # Type conversions at the edges of a quantized graph, or dequantizing fp16 weights: they do not
 # compute in float themselves, so they are not "ops that stayed float".
 CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+SMALL_INT_TYPES = {"INT32": "<i4", "INT64": "<i8"}
+SMALL_CONSTANT_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class TensorInfo:
     constant: bool
     scale: tuple[float, ...]
     zero_point: tuple[int, ...]
+    # Values of small constant integer tensors (axes, strides, paddings, shapes); () otherwise.
+    int_values: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,13 @@ def parse(data: bytes) -> TFLiteGraph:
         name = raw.name.decode() if isinstance(raw.name, bytes) else str(raw.name)
         shape = tuple(int(s) for s in raw.shape) if raw.shape is not None else ()
         signature = tuple(int(s) for s in raw.shapeSignature) if raw.shapeSignature is not None else shape
-        return TensorInfo(index, name, type_names.get(raw.type, str(raw.type)), shape, signature,
-                          has_data, scale, zero)
+        type_name = type_names.get(raw.type, str(raw.type))
+        values: tuple[int, ...] = ()
+        if has_data and buffer is not None and type_name in SMALL_INT_TYPES and \
+                buffer.data is not None and len(buffer.data) <= SMALL_CONSTANT_BYTES:
+            values = tuple(int(v) for v in np.frombuffer(bytes(buffer.data),
+                                                           SMALL_INT_TYPES[type_name]))
+        return TensorInfo(index, name, type_name, shape, signature, has_data, scale, zero, values)
 
     operators = []
     for position, op in enumerate(graph.operators or []):

@@ -83,7 +83,8 @@ def test_convert_report_and_infer_from_the_command_line(tmp_path: Path, tiny_ker
 
 
 def test_every_task_has_help() -> None:
-    for task in ("convert", "report", "infer", "sample", "test", "verify", "clean"):
+    for task in ("convert", "report", "infer", "sample", "test", "verify", "clean", "images",
+                 "edgetpu-check"):
         result = run_invoke("--help", task)
         assert result.returncode == 0 and "Docstring:" in result.stdout, task
     listing = run_invoke("--list", cwd=ROOT).stdout

@@ -271,3 +271,22 @@ def test_edgetpu_image_builds_or_names_corals_repository(tflite_image: str) -> N
         assert "Coral's package repository (https://packages.cloud.google.com) is unreachable" \
             in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_edgetpu_target_crosses_images(tflite_image: str, tmp_path: Path) -> None:
+    """int8 conversion and pre-check run in the tflite image; the compile stage belongs to the
+    edgetpu image. Where that image is missing (always here: Coral's repository is
+    unreachable), its stage runs locally, records that the compiler is missing, and the build
+    exits non-zero after writing the report."""
+    if docker.image_inspect(IMAGES["edgetpu"].tag) is not None:
+        pytest.skip("the edgetpu image exists here: the compile stage runs in it")
+    result = run_invoke("convert", *SAMPLE_FLAGS, "--target", "edgetpu", "--out", str(tmp_path),
+                        "--runner", "docker")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "runner docker: edgetpu stages run locally because the edgetpu image" in result.stdout
+    assert "the Edge TPU compile did not run" in result.stderr
+    manifest = json.loads((tmp_path / "sample" / "manifest.json").read_text())
+    assert manifest["stages"]["edgetpu-int8"]["environment"]["image_id"] == tflite_image
+    assert manifest["stages"]["edgetpu-check"]["runner"] == "docker"
+    assert manifest["stages"]["edgetpu-compile"]["runner"] == "local"
+    assert (tmp_path / "sample" / "report.json").exists()

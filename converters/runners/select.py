@@ -12,6 +12,10 @@ from converters.runners import StageRunner
 from converters.runners.docker import DockerRunner
 from converters.runners.local import LocalRunner
 
+# Images that some hosts cannot build (Coral's repository, NGC): without them their stages run
+# locally, where they record that their tool is missing, and the rest of the build goes on.
+OPTIONAL_IMAGES = frozenset({"edgetpu", "tensorrt"})
+
 
 def select_runners(choice: Runner, images: Iterable[str], out_dir: Path,
                    volume: str | None = None) -> dict[str, StageRunner]:
@@ -35,9 +39,9 @@ def select_runners(choice: Runner, images: Iterable[str], out_dir: Path,
             chosen[image] = container
             if choice is Runner.AUTO:
                 console.info(f"runner auto: {image} stages run in docker (engine answers, image is current)")
-        elif choice is Runner.DOCKER:
+        elif choice is Runner.DOCKER and image not in OPTIONAL_IMAGES:
             raise ToolMissingError(f"--runner docker: {problem}")
         else:
             chosen[image] = local
-            console.info(f"runner auto: {image} stages run locally because {problem}")
+            console.info(f"runner {choice.value}: {image} stages run locally because {problem}")
     return chosen

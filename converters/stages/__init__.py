@@ -1,7 +1,8 @@
 """Stage implementations, looked up by kind and imported only when they run.
 
-Each stage module has ``run(context: StageContext) -> None``. Importing this package is cheap:
-TensorFlow and LiteRT are imported inside the stage modules' functions.
+A kind names ``module`` (whose ``run`` it calls) or ``module:function``; each takes a
+:class:`StageContext`. Importing this package is cheap: TensorFlow and LiteRT are imported
+inside the stage modules' functions.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ STAGE_MODULES = {
     "reference": "converters.stages.reference",
     "tflite": "converters.stages.tflite",
     "validate": "converters.stages.validate",
+    "edgetpu-check": "converters.stages.edgetpu:precheck",
+    "edgetpu-compile": "converters.stages.edgetpu:compile_model",
     "report": "converters.report",
 }
 
 
 def stage_function(kind: str) -> Callable[[StageContext], None]:
-    module = importlib.import_module(STAGE_MODULES[kind])
-    function: Callable[[StageContext], None] = module.run
+    module_name, _, function_name = STAGE_MODULES[kind].partition(":")
+    module = importlib.import_module(module_name)
+    function: Callable[[StageContext], None] = getattr(module, function_name or "run")
     return function
 
 

@@ -38,6 +38,7 @@ def run(context: StageContext) -> None:
     write_bytes_atomic(context.write(params["artifact"]), flatbuffer)
     info = {
         "mode": mode.value,
+        "batch_size": params.get("batch_size"),
         "io_dtype": params.get("io_dtype"),
         "allow_flex": params["allow_flex"],
         "allow_float_fallback": params.get("allow_float_fallback", False),
@@ -65,9 +66,25 @@ def convert(context: StageContext, mode: Quantization) -> bytes:
 
 
 def _converter(context: StageContext) -> Any:
+    """A converter of the exported SavedModel; with ``batch_size`` in the stage's parameters the
+    batch dimension is fixed (the Edge TPU needs static shapes, batch 1), else it stays dynamic."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_saved_model(str(context.read(export.SAVED_MODEL)))
+    saved_model = str(context.read(export.SAVED_MODEL))
+    batch_size = context.params.get("batch_size")
+    if batch_size is None:
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    loaded = tf.saved_model.load(saved_model)
+    signature = loaded.signatures["serving_default"]
+    [(input_name, spec)] = signature.structured_input_signature[1].items()
+    fixed_spec = tf.TensorSpec([batch_size, *spec.shape[1:]], spec.dtype, name=input_name)
+
+    @tf.function(input_signature=[fixed_spec])
+    def fixed_batch(images: Any) -> Any:
+        return signature(**{input_name: images})
+
+    return tf.lite.TFLiteConverter.from_concrete_functions(
+        [fixed_batch.get_concrete_function()], loaded)
 
 
 def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) -> bytes:

@@ -32,7 +32,7 @@ def run(context: StageContext) -> None:
         "latency_ms": latency,
         "threads": params["threads"],
         "latency_runs": params["latency_runs"],
-        "runtime": "ai-edge-litert",
+        "runtime": params["runtime"],
         "samples": int(len(inputs)),
     }
     write_json_atomic(context.write(params["output"]), result)

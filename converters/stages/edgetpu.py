@@ -1,0 +1,125 @@
+"""Stages of the Edge TPU target: the pre-check (``edgetpu-check``, in the tflite image) and the
+compiler (``edgetpu-compile``, in the edgetpu image or wherever ``edgetpu_compiler`` is on PATH).
+
+Where the compiler is not available the compile stage records that it did not run and why; the
+int8 model, the pre-check and the report are still produced and the build exits non-zero
+(:func:`build_problems`). Its key includes the compiler's version (or its absence), so the stage
+runs again once a compiler is there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from converters import console, edgetpu_check
+from converters.edgetpu_compiler import (
+    COMPILER,
+    CompileOptions,
+    parse_output,
+    runtime_version_needed,
+)
+from converters.errors import ConversionError
+from converters.fsutil import read_json, write_json_atomic, write_text_atomic
+from converters.stages.base import StageContext
+
+COMPILER_TOOL = COMPILER
+COMPILED_DIR = "edgetpu/compiled"
+COMPILE_RECORD = "edgetpu/compile.json"
+NOT_RUN_HELP = (
+    "edgetpu_compiler is not available: build the edgetpu image with `invoke images --target "
+    "edgetpu --base bootstrap` on an x86-64 host that reaches Coral's repository "
+    "(https://packages.cloud.google.com), or install edgetpu-compiler there "
+    "(coral.ai/docs/edgetpu/compiler), then run the same invoke convert again"
+)
+OUTPUT_TAIL_LINES = 15
+
+
+def int8_artifact(stem: str) -> str:
+    return f"edgetpu/{stem}_int8.tflite"
+
+
+def precheck_record(stem: str) -> str:
+    return f"edgetpu/{stem}_int8_precheck.json"
+
+
+def precheck(context: StageContext) -> None:
+    """Stage ``edgetpu-check``: the predicted op mapping of the int8 model, no compiler needed."""
+    artifact = context.read(context.params["artifact"])
+    result = edgetpu_check.check_file(artifact)
+    result["model"] = context.params["artifact"]
+    write_json_atomic(context.write(context.params["output"]), result)
+    console.info(f"Edge TPU pre-check: {result['tpu_ops']} of {result['total_ops']} ops predicted "
+                 "on the Edge TPU" + ("" if result["compiles"] else
+                                      f"; will not compile: {'; '.join(result['blocking'])}"))
+
+
+def compile_model(context: StageContext) -> None:
+    """Stage ``edgetpu-compile``: run the compiler, keep its outputs and its parsed verdict."""
+    params = context.params
+    options = CompileOptions(**{**params["options"],
+                                "intermediate_tensors": tuple(params["options"]["intermediate_tensors"])})
+    out_dir = context.write(params["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record_path = context.write(params["record"])
+    compiler = shutil.which(COMPILER)
+    if compiler is None:
+        console.warn(f"Edge TPU compile did not run: {NOT_RUN_HELP}")
+        write_json_atomic(record_path, {"ran": False, "reason": NOT_RUN_HELP,
+                                        "options": options.as_dict()})
+        return
+    model = context.read(params["artifact"])
+    argv = options.argv(str(model), str(out_dir))
+    console.info("$ " + " ".join(argv))
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True,
+                                   timeout=options.timeout_sec + 60)
+    except subprocess.TimeoutExpired:
+        raise ConversionError(f"{COMPILER} did not finish within {options.timeout_sec + 60} s on "
+                              f"{model}: raise --compiler-timeout") from None
+    stdout = completed.stdout + completed.stderr
+    print(stdout, end="", flush=True)
+    logs = sorted(out_dir.glob("*.log"))
+    log_text = "\n".join(path.read_text(errors="replace") for path in logs)
+    verdict = parse_output(stdout, log_text, completed.returncode)
+    if not verdict["succeeded"]:
+        tail = "\n".join(f"  | {line}" for line in stdout.splitlines()[-OUTPUT_TAIL_LINES:])
+        raise ConversionError(
+            f"Edge TPU compilation of {model} failed: {'; '.join(verdict['failures'])}. The "
+            f"pre-check's prediction is in {precheck_path_hint(params)}.\n"
+            f"command: {' '.join(argv)}\nlast lines of its output:\n{tail}")
+    write_text_atomic(out_dir / "compiler_output.txt", stdout)
+    write_json_atomic(record_path, {
+        "ran": True,
+        "command": argv,
+        "options": options.as_dict(),
+        **verdict,
+        "runtime_version_needed": runtime_version_needed(verdict["compiler_version"], options),
+        "compiled_models": sorted(p.name for p in out_dir.glob("*_edgetpu.tflite")),
+        "logs": [p.name for p in logs],
+    })
+    console.info(f"Edge TPU: {verdict['tpu_ops']} of {verdict['total_ops']} ops mapped, "
+                 f"{verdict['edgetpu_subgraphs']} Edge TPU subgraph(s)")
+
+
+def precheck_path_hint(params: dict[str, Any]) -> str:
+    return str(params["artifact"]).removesuffix(".tflite") + "_precheck.json"
+
+
+def build_problems(build_dir: Path, min_tpu_ops: float | None) -> list[str]:
+    """Why an Edge TPU build, finished and reported, must still exit non-zero."""
+    path = build_dir / COMPILE_RECORD
+    if not path.exists():
+        return []
+    record = read_json(path)
+    if not record["ran"]:
+        return [f"{build_dir.name}: the Edge TPU compile did not run (the int8 model and the "
+                f"pre-check are built): {record['reason']}"]
+    fraction = record.get("tpu_fraction")
+    if min_tpu_ops is not None and fraction is not None and fraction < min_tpu_ops:
+        return [f"{build_dir.name}: only {fraction:.0%} of the ops map to the Edge TPU, below "
+                f"--min-tpu-ops {min_tpu_ops:.0%}; see the CPU ops and their reasons in "
+                f"{build_dir / 'report.md'}"]
+    return []

@@ -1,0 +1,238 @@
+"""Edge TPU target: real int8 conversions at batch 1, the pre-check's prediction on models built
+to keep or break a rule, the compile stage without (and, where installed, with) the compiler."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converters import build
+from converters.config import Target
+from converters.edgetpu_check import AFTER_CUT, DATA_TYPE, LIMITATION, MAPPED, RANK
+from converters.fsutil import read_json
+from tests.conftest import ROOT, make_config, run_invoke, save_function_model
+
+COMPILER = shutil.which("edgetpu_compiler")
+
+
+def _save(model: Any, path: Path) -> Path:
+    model.save(path)
+    return path
+
+
+def _models(folder: Path) -> list[Path]:
+    """Small models, each keeping or breaking one documented Edge TPU rule."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+
+    def head(x: Any, classes: int = 3) -> Any:
+        x = layers.GlobalAveragePooling2D()(x)
+        return layers.Dense(classes, activation="softmax")(x)
+
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = layers.Reshape((2, 8, 16, 4))(x)  # 5-D: two non-unit dims beyond the innermost three
+    x = layers.Permute((2, 1, 3, 4))(x)  # a 5-D transpose no 4-D op can stand in for
+    x = layers.Reshape((16, 16, 4))(x)
+    rank5 = keras.Model(inputs, head(layers.Conv2D(4, 3, padding="same")(x)))
+
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, padding="same", dilation_rate=(1, 2), activation="relu")(inputs)
+    dilated = keras.Model(inputs, head(x))
+
+    inputs = keras.Input((16, 16, 3))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, activation="relu")(inputs))
+    softmax = keras.Model(inputs, layers.Dense(16_001, activation="softmax")(x))
+
+    mobilenet = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35,
+                                               weights=None, classes=3)
+    filters = tf.constant(0.1, shape=(3, 3, 3, 4))
+    sine = save_function_model(
+        folder / "sine", lambda x: tf.math.sin(tf.nn.conv2d(x, filters, 1, "SAME")), size=16)
+    return [ROOT / "model" / "sample.h5", _save(mobilenet, folder / "mobilenet.keras"),
+            _save(rank5, folder / "rank5.keras"), _save(dilated, folder / "dilated.keras"),
+            _save(softmax, folder / "softmax.keras"), sine]
+
+
+@pytest.fixture(scope="module")
+def edgetpu_build(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path,
+                  ) -> tuple[Path, build.BuildResult]:
+    folder = tmp_path_factory.mktemp("edgetpu")
+    out = folder / "build"
+    config = make_config(_models(folder), tiny_dataset, out, targets=(Target.EDGETPU,),
+                         allow_float_fallback=True, jobs=2)
+    return out, build.convert(config, ["test"])  # type: ignore[arg-type]
+
+
+def precheck(out: Path, stem: str) -> dict[str, Any]:
+    return read_json(out / stem / "edgetpu" / f"{stem}_int8_precheck.json")
+
+
+def cut(result: dict[str, Any]) -> dict[str, Any]:
+    """The first op predicted on the CPU; every later op must be on the CPU too."""
+    first, *rest = result["cpu_op_reasons"]
+    assert [op["index"] for op in rest] == list(range(first["index"] + 1, result["total_ops"]))
+    assert all(AFTER_CUT in op["status"] or "after the cut" in op["reason"] for op in rest)
+    assert result["tpu_ops"] == first["index"]
+    return first
+
+
+def test_int8_model_has_batch_one_and_static_shapes(edgetpu_build: tuple[Path, Any]) -> None:
+    from converters import tflite_inspect
+
+    out, _ = edgetpu_build
+    graph = tflite_inspect.read(out / "sample" / "edgetpu" / "sample_int8.tflite")
+    assert graph.inputs[0].shape == graph.inputs[0].shape_signature == (1, 32, 32, 3)
+    assert graph.inputs[0].type == "UINT8" and graph.outputs[0].type == "UINT8"
+
+
+@pytest.mark.parametrize("stem", ["sample", "mobilenet"])
+def test_supported_models_map_entirely(edgetpu_build: tuple[Path, Any], stem: str) -> None:
+    out, _ = edgetpu_build
+    result = precheck(out, stem)
+    assert result["compiles"] and result["blocking"] == []
+    assert result["cpu_op_reasons"] == [] and result["tpu_fraction"] == 1.0
+    assert result["edgetpu_subgraphs"] == 1
+    assert all(row["status"] == MAPPED for row in result["table"])
+    if stem == "mobilenet":
+        counts = {row["operator"]: row["count"] for row in result["table"]}
+        assert counts["DEPTHWISE_CONV_2D"] == 17 and counts["ADD"] == 10
+
+
+def test_a_float_fallback_op_cuts_the_graph(edgetpu_build: tuple[Path, Any]) -> None:
+    out, _ = edgetpu_build
+    result = precheck(out, "sine")
+    first = cut(result)
+    assert first["operator"] == "DEQUANTIZE"  # the float island starts here, SIN follows
+    assert first["index"] > 0  # the int8 convolution before it stays on the TPU
+    sin = next(op for op in result["cpu_op_reasons"] if op["operator"] == "SIN")
+    assert "not in the Edge TPU's supported operations" in sin["reason"]
+
+
+def test_a_5d_tensor_is_refused_by_rank(edgetpu_build: tuple[Path, Any]) -> None:
+    out, _ = edgetpu_build
+    first = cut(precheck(out, "rank5"))
+    assert first["status"] == RANK
+    assert "[1, 2, 8, 16, 4]" in first["reason"]
+
+
+def test_unequal_dilation_is_a_limitation(edgetpu_build: tuple[Path, Any]) -> None:
+    out, _ = edgetpu_build
+    first = cut(precheck(out, "dilated"))
+    assert first["operator"] == "CONV_2D" and first["status"] == LIMITATION
+    assert "dilation 1x2 differs" in first["reason"]
+
+
+def test_an_oversized_softmax_is_a_limitation(edgetpu_build: tuple[Path, Any]) -> None:
+    out, _ = edgetpu_build
+    first = cut(precheck(out, "softmax"))
+    assert first["operator"] == "SOFTMAX" and first["status"] == LIMITATION
+    assert "16001 elements (limit 16,000)" in first["reason"]
+
+
+@pytest.mark.skipif(COMPILER is not None, reason="edgetpu_compiler is installed here")
+def test_without_the_compiler_the_build_reports_and_fails(edgetpu_build: tuple[Path, Any]) -> None:
+    out, result = edgetpu_build
+    assert len(result.problems) == 6
+    assert all("the Edge TPU compile did not run" in p and "invoke images --target edgetpu" in p
+               for p in result.problems)
+    report = read_json(out / "sample" / "report.json")
+    edgetpu = report["edgetpu"]
+    assert edgetpu["compiled"] is False and "edgetpu_compiler is not available" in edgetpu["not_run_reason"]
+    assert edgetpu["predicted_tpu_fraction"] == 1.0 and edgetpu["tpu_fraction"] is None
+    assert edgetpu["side_by_side"][0]["compiler"] is None
+    assert [a["target"] for a in report["artifacts"]] == ["edgetpu"]
+    assert report["artifacts"][0]["metrics"]["top1_agreement"] >= 0.9  # int8 vs Keras
+    markdown = (out / "sample" / "report.md").read_text()
+    assert "## Edge TPU" in markdown and "| CONV_2D | 2 × Mapped to Edge TPU | did not run |" in markdown
+    assert list((out / "sample" / "edgetpu" / "compiled").iterdir()) == []
+
+
+@pytest.mark.skipif(COMPILER is None, reason="edgetpu_compiler is not installed here (Coral's apt "
+                                            "repository is unreachable on the project's machines)")
+def test_the_real_compiler_agrees_with_the_precheck(edgetpu_build: tuple[Path, Any]) -> None:
+    out, result = edgetpu_build
+    record = read_json(out / "sample" / "edgetpu" / "compile.json")
+    assert record["ran"] and record["succeeded"] and record["edgetpu_subgraphs"] == 1
+    assert record["tpu_ops"] == precheck(out, "sample")["tpu_ops"]
+    assert (out / "sample" / "edgetpu" / "compiled" / "sample_int8_edgetpu.tflite").exists()
+
+
+def test_cli_edgetpu_target_exits_non_zero_without_the_compiler(tmp_path: Path,
+                                                                tiny_dataset: Path) -> None:
+    if COMPILER is not None:
+        pytest.skip("edgetpu_compiler is installed here")
+    result = run_invoke("convert", "--model", str(ROOT / "model" / "sample.h5"), "--target",
+                        "edgetpu", "--dataset", str(tiny_dataset), "--out", str(tmp_path),
+                        "--runner", "local", "--validation-size", "8", "--latency-runs", "2")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "the Edge TPU compile did not run" in result.stderr
+    assert "Pre-check (no compiler): 10 of 10 ops predicted" in result.stdout
+    assert (tmp_path / "sample" / "edgetpu" / "sample_int8.tflite").exists()
+    assert (tmp_path / "sample" / "report.html").exists()
+
+
+def test_cli_float_io_is_refused_for_edgetpu(tmp_path: Path) -> None:
+    result = run_invoke("convert", "--target", "edgetpu", "--io-dtype", "float32", "--out",
+                        str(tmp_path))
+    assert result.returncode != 0 and "--target edgetpu needs integer input and output" in result.stderr
+    assert not tmp_path.exists() or not any(tmp_path.rglob("*.tflite"))
+
+
+def test_cli_edgetpu_check(edgetpu_build: tuple[Path, Any], tmp_path: Path) -> None:
+    out, _ = edgetpu_build
+    ok = run_invoke("edgetpu-check", "--model", str(out / "dilated" / "edgetpu" / "dilated_int8.tflite"))
+    assert ok.returncode == 0, ok.stderr
+    assert "CPU: op 1 CONV_2D: dilation 1x2 differs between height and width" in ok.stdout
+    as_json = run_invoke("edgetpu-check", "--json", "--model",
+                         str(out / "sample" / "edgetpu" / "sample_int8.tflite"))
+    assert json.loads(as_json.stdout)["tpu_fraction"] == 1.0
+
+    float_model = tmp_path / "float.tflite"
+    fp32 = run_invoke("convert", "--model", str(ROOT / "model" / "sample.h5"), "--quant", "fp32",
+                      "--dataset", str(ROOT / "dataset"), "--out", str(tmp_path / "b"),
+                      "--runner", "local", "--validation-size", "8", "--latency-runs", "2")
+    assert fp32.returncode == 0, fp32.stderr
+    shutil.copy(tmp_path / "b" / "sample" / "tflite" / "sample_fp32.tflite", float_model)
+    refused = run_invoke("edgetpu-check", "--model", str(float_model))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "dynamic shape [-1, 32, 32, 3]" in refused.stderr
+    assert "Model not quantized" in refused.stderr
+    assert DATA_TYPE in refused.stdout
+
+    missing = run_invoke("edgetpu-check", "--model", str(tmp_path / "nope.tflite"))
+    assert missing.returncode != 0 and "nope.tflite does not exist" in missing.stderr
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer at all")
+    junk = run_invoke("edgetpu-check", "--model", str(tmp_path / "junk.tflite"))
+    assert junk.returncode != 0 and "is not a TFLite flatbuffer" in junk.stderr
+
+
+def test_infer_on_a_compiled_model_names_the_missing_runtime(edgetpu_build: tuple[Path, Any],
+                                                            tmp_path: Path) -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libedgetpu.so.1")
+        pytest.skip("an Edge TPU runtime is installed here")
+    except OSError:
+        pass
+    out, _ = edgetpu_build
+    compiled = out / "sample" / "edgetpu" / "compiled" / "sample_int8_edgetpu.tflite"
+    if not compiled.exists():
+        # No compiler here. A stand-in with the compiled name, NOT a compiled model: the runtime
+        # is loaded before the model is read, and that is the failure under test.
+        compiled = tmp_path / "sample_int8_edgetpu.tflite"
+        shutil.copy(out / "sample" / "edgetpu" / "sample_int8.tflite", compiled)
+    image = next((ROOT / "dataset" / "circle").iterdir())
+    result = run_invoke("infer", "--artifact", str(compiled), "--image", str(image),
+                        "--device", "usb")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "libedgetpu.so.1 could not be loaded for device 'usb'" in result.stderr
+    assert "sample_int8.tflite" in result.stderr
