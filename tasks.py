@@ -73,6 +73,7 @@ def convert_config(c: Context, **flags: Any) -> Any:
         parse_floats,
         parse_input_shape,
     )
+    from converters.tensorrt_engine import BatchProfile
 
     def get(name: str) -> Any:
         return setting(c, flags.get(name), name)
@@ -113,6 +114,9 @@ def convert_config(c: Context, **flags: Any) -> Any:
         jobs=numbers["jobs"],
         edgetpu=edgetpu_options(get),
         min_tpu_ops=optional_number(get("min_tpu_ops"), float, "--min-tpu-ops"),
+        onnx_opset=optional_number(get("opset"), int, "--opset") or 17,
+        batch=BatchProfile.parse(str(get("batch") or "1,8,32")),
+        workspace_mb=optional_number(get("workspace_mb"), int, "--workspace-mb") or 1024,
     )
 
 
@@ -148,7 +152,8 @@ def edgetpu_options(get: Any) -> Any:
         "model": "model file (.h5, .keras) or SavedModel folder; repeat for several "
                  "(default: every model in model/)",
         "dataset": "image folder, flat or one sub-folder per class (default: dataset/)",
-        "target": "comma list of targets: tflite, edgetpu (default from invoke.yaml)",
+        "target": "comma list of targets: tflite, edgetpu, onnx, tensorrt (default from "
+                  "invoke.yaml)",
         "quant": "comma list of fp32,fp16,dynamic,int8 or all",
         "io_dtype": "int8 model input/output type: uint8 (default), int8 or float32",
         "out": "build folder (default: build)",
@@ -179,6 +184,9 @@ def edgetpu_options(get: Any) -> Any:
         "compiler_timeout": "edgetpu: compiler timeout in seconds (default 180)",
         "intermediate_tensors": "edgetpu: comma list of tensors to expose as outputs (-i)",
         "min_tpu_ops": "edgetpu: fail the build when a smaller fraction of ops maps to the TPU",
+        "opset": "onnx: ONNX opset (13-18, default 17)",
+        "batch": "tensorrt: optimization profile of the batch dimension min,opt,max (default 1,8,32)",
+        "workspace_mb": "tensorrt: builder workspace limit in MiB (default 1024)",
     },
 )
 def convert(c: Context, model: list[str] | None = None, dataset: str = "", target: str = "",
@@ -191,8 +199,8 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
             force: bool = False, jobs: str = "", min_runtime_version: str = "",
             num_segments: str = "", search_delegate: bool = False, delegate_search_step: str = "",
             compiler_timeout: str = "", intermediate_tensors: str = "", min_tpu_ops: str = "",
-            ) -> None:
-    """Convert Keras models to TFLite (fp32, fp16, dynamic, int8) and Edge TPU, validate, report.
+            opset: str = "", batch: str = "", workspace_mb: str = "") -> None:
+    """Convert Keras models to TFLite, Edge TPU, ONNX and TensorRT artifacts, validate, report.
 
     Outputs go to build/<model>/ (never next to your inputs): tflite/<model>_<mode>.tflite,
     report.json/.md/.html and manifest.json. Stages whose inputs did not change are skipped.

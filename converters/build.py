@@ -25,7 +25,7 @@ from converters.plan import HOST, ModelPlan, plan_model, stage_images
 from converters.runners import StageRunner, run_streaming, stop_running_processes
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
-from converters.stages import edgetpu
+from converters.stages import edgetpu, tensorrt
 from converters.stages.base import StageSpec
 
 JOBS_DIR = ".jobs"
@@ -95,9 +95,11 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
                           job_document(plan, HOST, runners[HOST], []), plan.build_dir)
             finish_build_info(plan, time.time())
     problems: list[str] = []
-    if Target.EDGETPU in config.targets:
-        for plan in plans:
+    for plan in plans:
+        if Target.EDGETPU in config.targets:
             problems += edgetpu.build_problems(plan.build_dir, config.min_tpu_ops)
+        records = [s.params["record"] for s in plan.stages if s.kind == "tensorrt-engine"]
+        problems += tensorrt.build_problems(plan.build_dir, records)
     return BuildResult(plans, ran, skipped, tuple(problems))
 
 

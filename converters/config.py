@@ -15,11 +15,14 @@ from typing import TypeVar
 
 from converters.edgetpu_compiler import CompileOptions
 from converters.errors import ConfigError
+from converters.tensorrt_engine import BatchProfile
 
 
 class Target(str, Enum):
     TFLITE = "tflite"
     EDGETPU = "edgetpu"
+    ONNX = "onnx"
+    TENSORRT = "tensorrt"
 
 
 class Quantization(str, Enum):
@@ -49,6 +52,8 @@ class PreprocessingMode(str, Enum):
 
 
 MODEL_SUFFIXES = (".h5", ".keras")
+# tf2onnx 1.17 writes opsets up to 18; onnxruntime's Q/DQ per-channel needs 13 or newer.
+MIN_OPSET, MAX_OPSET = 13, 18
 
 E = TypeVar("E", bound=Enum)
 
@@ -177,6 +182,9 @@ class ConvertConfig:
     volume: str | None = None  # docker runner: a named volume instead of a bind mount
     edgetpu: CompileOptions = field(default_factory=CompileOptions)
     min_tpu_ops: float | None = None  # fail the build when fewer ops map to the Edge TPU
+    onnx_opset: int = 17
+    batch: BatchProfile = field(default_factory=BatchProfile)  # TensorRT optimization profile
+    workspace_mb: int = 1024  # TensorRT builder workspace limit
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
@@ -206,6 +214,10 @@ class ConvertConfig:
         if Target.EDGETPU in self.targets and self.io_dtype is IODType.FLOAT32:
             raise ConfigError("--target edgetpu needs integer input and output: pass --io-dtype "
                               "uint8 (what Coral's examples use) or int8, not float32")
+        if not MIN_OPSET <= self.onnx_opset <= MAX_OPSET:
+            raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.onnx_opset}")
+        if self.workspace_mb < 1:
+            raise ConfigError(f"--workspace-mb must be at least 1, got {self.workspace_mb}")
         if self.min_tpu_ops is not None and not 0 <= self.min_tpu_ops <= 1:
             raise ConfigError(f"--min-tpu-ops is a fraction between 0 and 1, got {self.min_tpu_ops}")
 

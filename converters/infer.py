@@ -23,7 +23,7 @@ from converters.dataset import is_image_file, load_image, preprocess
 from converters.errors import ConfigError, DatasetError, ModelError, ToolMissingError
 from converters.fsutil import read_json
 from converters.stages import data
-from converters.validate import TFLiteRunner
+from converters.validate import OnnxRunner, TFLiteRunner
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Prediction:
 
 
 EDGETPU_SUFFIX = "_edgetpu.tflite"
+RUNTIMES = {".tflite": "LiteRT", ".onnx": "onnxruntime", ".engine": "TensorRT"}
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
                      "Windows": "edgetpu.dll"}
 
@@ -47,6 +48,20 @@ def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
             info = read_json(dataset_info)
             return Preprocessing.from_dict(info["preprocessing"]), list(info["class_names"])
     return Preprocessing(), []
+
+
+def artifact_runner(artifact: Path, threads: int, device: str | None) -> Any:
+    """LiteRT (with the Edge TPU delegate for *_edgetpu.tflite), onnxruntime or TensorRT."""
+    if artifact.suffix == ".onnx":
+        return OnnxRunner(artifact, threads)
+    if artifact.suffix == ".engine":
+        from converters.tensorrt_engine import EngineRunner, tensorrt_problem
+
+        if (problem := tensorrt_problem()) is not None:
+            raise ToolMissingError(f"cannot run {artifact}: {problem}; a TensorRT engine runs "
+                                   "only with TensorRT on an NVIDIA GPU (run the .onnx instead)")
+        return EngineRunner.from_file(artifact)
+    return TFLiteRunner(artifact, threads=threads, delegates=edgetpu_delegates(artifact, device))
 
 
 def edgetpu_delegates(artifact: Path, device: str | None) -> list[Any] | None:
@@ -81,16 +96,16 @@ def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if not artifact.is_file():
         raise ModelError(f"artifact {artifact} does not exist: build it with invoke convert")
-    if artifact.suffix != ".tflite":
+    if artifact.suffix not in RUNTIMES:
         raise ModelError(
             f"artifact {artifact} has the unsupported extension '{artifact.suffix}': infer runs "
-            ".tflite files"
+            f"{', '.join(RUNTIMES)} files"
         )
     if not is_image_file(image):
         raise DatasetError(f"image {image} does not exist or is not a jpg/png/bmp/gif/webp file")
     stored_preprocessing, class_names = build_metadata(artifact)
-    runner = TFLiteRunner(artifact, threads=threads, delegates=edgetpu_delegates(artifact, device))
-    _, height, width, channels = (int(v) for v in runner.input["shape"])
+    runner = artifact_runner(artifact, threads, device)
+    height, width, channels = runner.image_size
     try:
         pixels = load_image(image, height, width, channels)
     except (OSError, ValueError, SyntaxError) as error:

@@ -10,19 +10,23 @@ from converters import cache, report
 from converters.config import ConvertConfig, Quantization, Target, model_stem
 from converters.fsutil import sha256_tree
 from converters.runners import StageRunner
-from converters.stages import data, edgetpu, export, reference
+from converters.stages import data, edgetpu, export, onnx, reference, tensorrt
 from converters.stages.base import StageSpec
 
 TFLITE_IMAGE = "tflite"
 EDGETPU_IMAGE = "edgetpu"
+TENSORRT_IMAGE = "tensorrt"
 HOST = "host"  # stages that only read JSON records run in the orchestrating process
 TF_TOOLS = ("tensorflow", "keras", "numpy")
 # What the validate stage runs each target's artifact with (shown in the report).
 VALIDATION_RUNTIMES = {
     "tflite": "ai-edge-litert",
     "edgetpu": "ai-edge-litert on the CPU (the int8 model before Edge TPU compilation)",
+    "onnx": "onnxruntime (CPU)",
 }
 LITERT_TOOLS = ("ai-edge-litert", "numpy")
+ONNX_TOOLS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
+ONNXRUNTIME_TOOLS = ("onnxruntime", "numpy")
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,18 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                                     "tflite", timing)
     if Target.EDGETPU in config.targets:
         stages += edgetpu_stages(config, stem, timing)
+    if Target.ONNX in config.targets or Target.TENSORRT in config.targets:
+        stages += onnx_stages(config, stem, timing)
+    if Target.TENSORRT in config.targets:
+        stages += tensorrt_stages(config, stem)
     records = [spec.outputs[0] for spec in stages if spec.kind == "validate"]
     report_params: dict[str, object] = {"records": records,
                                         "max_accuracy_drop": config.max_accuracy_drop}
     if Target.EDGETPU in config.targets:
         report_params["edgetpu"] = {"precheck": edgetpu.precheck_record(stem),
                                     "compile": edgetpu.COMPILE_RECORD}
+    report_params["tensorrt"] = [spec.params["record"] for spec in stages
+                                 if spec.kind == "tensorrt-engine"]
     stages.append(StageSpec(
         "report", "report", HOST, report_params,
         inputs=("model", "dataset"), deps=tuple(spec.name for spec in stages),
@@ -107,16 +117,22 @@ def tflite_stages(config: ConvertConfig, name: str, mode: Quantization, artifact
                    "allow_float_fallback": config.allow_float_fallback}
         deps = ("export", "data")
     group = name.removeprefix("tflite-")
-    record = validation_record(target, mode.value)
     return [
         StageSpec(name, "tflite", TFLITE_IMAGE, params, deps=deps,
                   outputs=(artifact, str(params["info"])), tools=TF_TOOLS, group=group),
-        StageSpec(f"validate-{target}-{mode.value}", "validate", TFLITE_IMAGE,
-                  {"target": target, "variant": mode.value, "artifact": artifact,
-                   "output": record, "runtime": VALIDATION_RUNTIMES[target], **timing},
-                  deps=(name, "data", "reference"), outputs=(record,), tools=LITERT_TOOLS,
-                  group=group),
+        validation_stage(name, target, mode.value, artifact, timing, LITERT_TOOLS, group),
     ]
+
+
+def validation_stage(converted_by: str, target: str, variant: str, artifact: str,
+                     timing: dict[str, int], tools: tuple[str, ...], group: str) -> StageSpec:
+    """Run ``artifact`` on the validation split against the Keras outputs."""
+    record = validation_record(target, variant)
+    return StageSpec(f"validate-{target}-{variant}", "validate", TFLITE_IMAGE,
+                     {"target": target, "variant": variant, "artifact": artifact,
+                      "output": record, "runtime": VALIDATION_RUNTIMES[target], **timing},
+                     deps=(converted_by, "data", "reference"), outputs=(record,), tools=tools,
+                     group=group)
 
 
 def edgetpu_stages(config: ConvertConfig, stem: str, timing: dict[str, int]) -> list[StageSpec]:
@@ -135,6 +151,53 @@ def edgetpu_stages(config: ConvertConfig, stem: str, timing: dict[str, int]) -> 
                             deps=("edgetpu-int8",),
                             outputs=(edgetpu.COMPILED_DIR, edgetpu.COMPILE_RECORD),
                             tools=(edgetpu.COMPILER_TOOL,)))
+    return stages
+
+
+def onnx_stages(config: ConvertConfig, stem: str, timing: dict[str, int]) -> list[StageSpec]:
+    """fp32 ONNX export, and the int8 Q/DQ model when int8 is asked for (or TensorRT int8)."""
+    fp32 = onnx.onnx_artifact(stem, "fp32")
+    fp32_info = fp32.removesuffix(".onnx") + ".json"
+    stages = [
+        StageSpec("onnx-fp32", "onnx-export", TFLITE_IMAGE,
+                  {"opset": config.onnx_opset, "artifact": fp32, "info": fp32_info},
+                  deps=("export",), outputs=(fp32, fp32_info), tools=ONNX_TOOLS, group="onnx-fp32"),
+        validation_stage("onnx-fp32", "onnx", "fp32", fp32, timing, ONNXRUNTIME_TOOLS, "onnx-fp32"),
+    ]
+    if Quantization.INT8 in config.quantizations:
+        int8 = onnx.onnx_artifact(stem, "int8")
+        int8_info = int8.removesuffix(".onnx") + ".json"
+        calibration = onnx.calibration_record(stem)
+        stages += [
+            StageSpec("onnx-int8", "onnx-quantize", TFLITE_IMAGE,
+                      {"source": fp32, "artifact": int8, "info": int8_info,
+                       "calibration": calibration, "method": "MinMax"},
+                      deps=("onnx-fp32", "data"), outputs=(int8, int8_info, calibration),
+                      tools=ONNX_TOOLS, group="onnx-int8"),
+            validation_stage("onnx-int8", "onnx", "int8", int8, timing, ONNXRUNTIME_TOOLS,
+                             "onnx-int8"),
+        ]
+    return stages
+
+
+def tensorrt_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
+    """One engine per precision asked for (fp32, fp16, int8 from the Q/DQ model)."""
+    stages = []
+    for mode in config.quantizations:
+        if mode is Quantization.DYNAMIC:
+            continue  # no TensorRT counterpart of TFLite's hybrid kernels
+        source_stage = "onnx-int8" if mode is Quantization.INT8 else "onnx-fp32"
+        engine = tensorrt.engine_artifact(stem, mode.value)
+        record = tensorrt.engine_record(stem, mode.value)
+        stages.append(StageSpec(
+            f"tensorrt-{mode.value}", "tensorrt-engine", TENSORRT_IMAGE,
+            {"precision": mode.value,
+             "source": onnx.onnx_artifact(stem, "int8" if mode is Quantization.INT8 else "fp32"),
+             "engine": engine, "engine_dir": engine.rsplit("/", 1)[0], "record": record,
+             "batch": config.batch.as_dict(), "workspace_bytes": config.workspace_mb * 2**20,
+             "latency_runs": config.latency_runs},
+            deps=(source_stage, "data", "reference"),
+            outputs=(engine.rsplit("/", 1)[0], record), tools=("tensorrt", "cuda-python")))
     return stages
 
 

@@ -71,6 +71,7 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
         "recommendation": recommend(artifacts, bound),
         "stages": stage_provenance(build_dir, stages),
         "edgetpu": edgetpu_report.section(build_dir, params["edgetpu"]) if "edgetpu" in params else None,
+        "tensorrt": [read_json(build_dir / record) for record in params.get("tensorrt", [])],
     }
 
 
@@ -183,7 +184,26 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Over the bound: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
     if report.get("edgetpu"):
         lines += edgetpu_report.markdown(report["edgetpu"])
+    if report.get("tensorrt"):
+        lines += ["", "## TensorRT", ""] + [f"- {line}" for line in tensorrt_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def tensorrt_lines(report: dict[str, Any]) -> list[str]:
+    """One line per engine asked for: its numbers, or why it was not built."""
+    lines = []
+    for engine in report["tensorrt"]:
+        if not engine["ran"]:
+            lines.append(f"{engine['precision']} engine: not built. {engine['reason']}")
+            continue
+        metrics, facts = engine["metrics"], engine["sidecar"]
+        lines.append(
+            f"{engine['precision']} engine `{engine['engine']}` ({engine['size_bytes'] / 2**20:.2f} MiB,"
+            f" TensorRT {facts['tensorrt_version']}, {facts['gpu']} sm {facts['compute_capability']}):"
+            f" top-1 agreement {metrics['top1_agreement']:.3f}, accuracy {_percent(metrics['accuracy'])},"
+            f" latency {engine['latency_ms']:.2f} ms at batch 1, "
+            f"{engine['latency_ms_opt_batch']:.2f} ms at batch {engine['opt_batch']}")
+    return lines
 
 
 def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
@@ -244,6 +264,8 @@ smallest <code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(
 <p>{escape(toolchain_line(report))}</p>
 <table><tr>{header}</tr>{body}</table>
 {edgetpu_report.html_section(report["edgetpu"]) if report.get("edgetpu") else ""}
+{"<h2>TensorRT</h2><ul>" + "".join(f"<li>{escape(line)}</li>" for line in tensorrt_lines(report))
+ + "</ul>" if report.get("tensorrt") else ""}
 <h2>Trade-off</h2>
 <img alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
 </body></html>

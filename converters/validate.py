@@ -90,6 +90,8 @@ class TFLiteRunner:
             raise ValidationError(f"LiteRT cannot load {path}: {str(error).strip()}{hint}") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        height, width, channels = (int(v) for v in self.input["shape"][1:])
+        self.image_size = (height, width, channels)
 
     @property
     def input_dtype(self) -> np.dtype:
@@ -130,3 +132,47 @@ class TFLiteRunner:
     def latency_ms(self, image: np.ndarray, runs: int) -> float:
         one = self.quantize_input(image[None])
         return median_latency_ms(lambda: self.invoke_raw(one), runs)
+
+
+class OnnxRunner:
+    """One onnxruntime CPU session; the same interface as :class:`TFLiteRunner`."""
+
+    runtime = "onnxruntime (CPU)"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ToolMissingError("onnxruntime is not installed: pip install '.[onnx]'") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise ValidationError(f"onnxruntime cannot load {path}: {str(error).strip()}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        height, width, channels = self.session.get_inputs()[0].shape[1:]
+        self.image_size = (int(height), int(width), int(channels))
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        output: np.ndarray = self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
+        return output
+
+    def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
+        """Run float32 images (N×H×W×C) one at a time, as the TFLite runner does."""
+        results = [self.run(images[i:i + 1])[0]
+                   for i in console.progress(range(len(images)), description, total=len(images))]
+        return np.stack(results)
+
+    def latency_ms(self, image: np.ndarray, runs: int) -> float:
+        one = image[None].astype(np.float32)
+        return median_latency_ms(lambda: self.run(one), runs)
+
+
+def artifact_runner(path: Path, threads: int) -> TFLiteRunner | OnnxRunner:
+    """The runtime that validates an artifact, by its file type."""
+    if path.suffix == ".onnx":
+        return OnnxRunner(path, threads)
+    return TFLiteRunner(path, threads)

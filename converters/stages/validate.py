@@ -16,7 +16,7 @@ def run(context: StageContext) -> None:
     inputs = data.load_split(context.build_dir, data.VALIDATION)
     labels = data.load_labels(context.build_dir)
     keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
-    runner = validate.TFLiteRunner(artifact, threads=params["threads"])
+    runner = validate.artifact_runner(artifact, threads=params["threads"])
     outputs = runner.predict(inputs, f"validating {artifact.name}")
     metrics = validate.compare(keras_outputs, outputs, labels)
     latency = runner.latency_ms(inputs[0], params["latency_runs"])

@@ -1,0 +1,81 @@
+"""Stage ``tensorrt-engine`` (in the tensorrt image, needs an NVIDIA GPU): build an engine from
+the ONNX (fp32, fp16) or Q/DQ ONNX (int8) model, then validate it against Keras on the
+validation split with latency at batch 1 and at the profile's opt batch.
+
+Without TensorRT or a GPU the stage records that it did not run and why (detected before
+anything is tried); the build then exits non-zero after the report (:func:`build_problems`),
+the ONNX artifacts being built and validated all the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from converters import console, validate
+from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
+from converters.stages import data, export, reference
+from converters.stages.base import StageContext
+from converters.tensorrt_engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
+
+TIMING_CACHE = "tensorrt/timing.cache"
+
+
+def engine_artifact(stem: str, precision: str) -> str:
+    """The engine and its sidecar JSON live in their own folder (the stage's declared output)."""
+    return f"tensorrt/{precision}/{stem}_{precision}.engine"
+
+
+def engine_record(stem: str, precision: str) -> str:
+    return f"tensorrt/{stem}_{precision}.json"
+
+
+def run(context: StageContext) -> None:
+    params = context.params
+    record_path = context.write(params["record"])
+    engine_dir = context.write(params["engine_dir"])
+    engine_dir.mkdir(parents=True, exist_ok=True)
+    problem = tensorrt_problem()
+    if problem is not None:
+        console.warn(f"TensorRT {params['precision']} engine not built: {problem}")
+        write_json_atomic(record_path, {"ran": False, "precision": params["precision"],
+                                        "reason": f"{problem}: {NOT_RUN_HELP}"})
+        return
+    from converters.tensorrt_engine import EngineRunner, build_engine
+
+    profile = BatchProfile(**params["batch"])
+    input_shape = export.input_shape(context.build_dir)
+    engine_bytes, facts = build_engine(
+        context.read(params["source"]), params["precision"], profile, input_shape,
+        params["workspace_bytes"], context.build_dir / TIMING_CACHE)
+    engine_path = engine_dir / Path(params["engine"]).name
+    write_bytes_atomic(engine_path, engine_bytes)
+    write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
+    runner = EngineRunner(engine_bytes)
+    inputs = data.load_split(context.build_dir, data.VALIDATION)
+    keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
+    outputs = np.concatenate([runner.run(inputs[i:i + profile.max])
+                              for i in range(0, len(inputs), profile.max)])
+    metrics = validate.compare(keras_outputs, outputs, data.load_labels(context.build_dir))
+    opt_batch = np.repeat(inputs[:1], profile.opt, axis=0)
+    write_json_atomic(record_path, {
+        "ran": True, "precision": params["precision"], "engine": params["engine"],
+        "sidecar": facts, "metrics": metrics,
+        "latency_ms": validate.median_latency_ms(lambda: runner.run(inputs[:1]),
+                                                 params["latency_runs"]),
+        "latency_ms_opt_batch": validate.median_latency_ms(lambda: runner.run(opt_batch),
+                                                           params["latency_runs"]),
+        "opt_batch": profile.opt, "size_bytes": len(engine_bytes),
+    })
+
+
+def build_problems(build_dir: Path, records: list[str]) -> list[str]:
+    """Engines that were asked for and could not be built here."""
+    problems = []
+    for record in records:
+        path = build_dir / record
+        if path.exists() and not (entry := read_json(path))["ran"]:
+            problems.append(f"{build_dir.name}: the TensorRT {entry['precision']} engine was not "
+                            f"built: {entry['reason']}")
+    return problems
