@@ -227,11 +227,19 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
     "ca_bundle": "PEM bundle of a TLS-intercepting proxy, given to pip and apt as a build secret "
                  "(default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE)",
     "mirror": "Debian mirror for --base bootstrap (default http://deb.debian.org/debian)",
+    "load": "instead of building, docker load the images a bundle made with --with-images "
+            "carries (verified first)",
 })
 def images(c: Context, target: str = "tflite", base: str = "pull", ca_bundle: str = "",
-           mirror: str = "") -> None:
+           mirror: str = "", load: str = "") -> None:
     """Build the toolchain images the docker runner uses (docker/*.Dockerfile)."""
     with user_errors():
+        if load:
+            from converters.images import load_images_from_bundle
+
+            for line in load_images_from_bundle(Path(load)):
+                console.info(line)
+            return
         from converters.config import parse_enum
         from converters.images import DEFAULT_MIRROR, BaseSource, build_images, default_ca_bundle
 
@@ -287,6 +295,51 @@ def edgetpu_check(c: Context, model: str, json: bool = False) -> None:
 
             raise ConversionError(f"{model} cannot be compiled for the Edge TPU: "
                                   + "; ".join(result["blocking"]))
+
+
+@task(help={
+    "model": "model name in the build folder (default: the only one)",
+    "target": "tflite, edgetpu, onnx or tensorrt",
+    "variant": "fp32, fp16, dynamic or int8 (default int8)",
+    "platform": "linux/x86_64 or linux/aarch64 (default: this machine's)",
+    "python": "the device's Python, e.g. 3.11 (default: this one's)",
+    "with_images": "add the stage images (docker save) for an air-gapped build host",
+    "out": "build folder (default: build)",
+    "dist": "where the bundle goes (default: dist)",
+})
+def bundle(c: Context, target: str, model: str = "", variant: str = "int8", platform: str = "",
+           python: str = "", with_images: bool = False, out: str = "", dist: str = "dist") -> None:
+    """Write dist/<model>-<target>-<variant>-<platform>.tar.gz: artifact, bundle.json, run.py,
+    requirements.txt and the runtime wheels, README (and the images), for offline install."""
+    with user_errors():
+        import platform as host
+
+        from converters.bundle import BundleRequest, build_bundle
+        from converters.summary import built_models
+
+        candidates = built_models(Path(setting(c, out, "out")), model or None)
+        if len(candidates) > 1:
+            raise ConfigError(f"several models are built ({', '.join(p.name for p in candidates)}):"
+                              " pass --model NAME")
+        build_dir = candidates[0]
+        default_platform = f"linux/{host.machine().lower().replace('arm64', 'aarch64')}"
+        build_bundle(BundleRequest(
+            build_dir=build_dir, target=target, variant=variant,
+            platform=platform or default_platform,
+            python=python or f"{sys.version_info.major}.{sys.version_info.minor}",
+            with_images=with_images, dist=Path(dist), constraints=ROOT / "constraints.txt"))
+
+
+@task(name="verify-bundle", help={"path": "a bundle .tar.gz"})
+def verify_bundle(c: Context, path: str) -> None:
+    """Check every member of a bundle against its bundle.json (hashes, sizes, missing, extra,
+    unsafe paths, links, devices); exit non-zero naming the member."""
+    with user_errors():
+        from converters.bundle_archive import verify_archive
+
+        listing = verify_archive(Path(path))
+        console.info(f"{path}: {len(listing['files'])} files match bundle.json "
+                     f"({listing['target']} {listing['variant']}, {listing['platform']})")
 
 
 @task(help={"model_dir": "where to write sample.h5 (default: model)",

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from converters import console
-from converters.config import Preprocessing, PreprocessingMode
+from converters import console, imaging
+from converters.config import Preprocessing
 from converters.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
-CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 NO_LABEL = -1
 
 
@@ -112,18 +111,11 @@ def split(entries: tuple[ImageEntry, ...], calibration_size: int, validation_siz
 
 def load_image(path: Path, height: int, width: int, channels: int) -> np.ndarray:
     """Read one image as uint8 HxWxC, resized (bilinear) and converted to ``channels``."""
-    from PIL import Image
-
-    if channels not in CHANNEL_MODES:
+    if channels not in imaging.CHANNEL_MODES:
         raise DatasetError(
             f"the model expects {channels} input channels; images can be read as 1, 3 or 4 channels"
         )
-    with Image.open(path) as image:
-        image.seek(0)  # first frame of an animated GIF/WebP
-        converted = image.convert(CHANNEL_MODES[channels])
-        resized = converted.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(resized, dtype=np.uint8)
-    return array.reshape(height, width, channels)
+    return imaging.read_pixels(path, height, width, channels)
 
 
 def load_images(entries: tuple[ImageEntry, ...], shape: tuple[int, int, int],
@@ -150,21 +142,8 @@ def load_images(entries: tuple[ImageEntry, ...], shape: tuple[int, int, int],
 
 def preprocess(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """uint8 pixels (…×C) → float32 model inputs."""
-    values = pixels.astype(np.float32)
-    mode = preprocessing.mode
-    if mode is PreprocessingMode.UNIT:
-        return values / np.float32(255.0)
-    if mode is PreprocessingMode.SIGNED:
-        return values / np.float32(127.5) - np.float32(1.0)
-    if mode is PreprocessingMode.RAW:
-        return values
-    assert preprocessing.mean is not None and preprocessing.std is not None
-    channels = pixels.shape[-1]
-    if len(preprocessing.mean) != channels:
-        raise DatasetError(
-            f"--mean/--std give {len(preprocessing.mean)} values but the model has {channels} "
-            "input channels: give one value per channel"
-        )
-    mean = np.asarray(preprocessing.mean, np.float32)
-    std = np.asarray(preprocessing.std, np.float32)
-    return (values - mean) / std
+    try:
+        return imaging.normalize(pixels, preprocessing.mode.value, preprocessing.mean,
+                                 preprocessing.std)
+    except ValueError as error:
+        raise DatasetError(str(error)) from None

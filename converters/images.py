@@ -208,3 +208,24 @@ def git_revision(source_dir: Path) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def load_images_from_bundle(bundle_path: Path) -> list[str]:
+    """``docker load`` the stage images a bundle made with --with-images carries (verified first)."""
+    from converters.bundle_archive import BundleError, extract_archive
+
+    docker.require_engine()
+    with tempfile.TemporaryDirectory(prefix="tec-load-") as folder:
+        root = extract_archive(bundle_path, Path(folder))
+        archives = sorted((root / "images").glob("*.tar"))
+        if not archives:
+            raise BundleError(f"{bundle_path} carries no images: build it with invoke bundle "
+                              "--with-images")
+        loaded = []
+        for archive in archives:
+            console.info(f"$ docker load --input {archive.name}")
+            result = docker.docker("load", "--input", str(archive), timeout=1800)
+            if result.returncode != 0:
+                raise ImageBuildError(f"docker load of {archive.name} failed: {result.stderr.strip()}")
+            loaded.append(result.stdout.strip())
+    return loaded

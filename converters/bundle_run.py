@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Classify one image with this bundle's model: ``python run.py IMAGE [--top-k 5] [--device usb]``.
+
+Shipped in every deployment bundle as ``run.py`` beside ``imaging.py`` (the build's own image
+pipeline) and ``bundle.json`` (input shape, quantization, preprocessing, class names). Needs
+only the runtime in ``requirements.txt``: LiteRT (``ai-edge-litert``, with ``libedgetpu`` for
+Edge TPU bundles), onnxruntime, or TensorRT with cuda-python (from the device's JetPack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from imaging import normalize, read_pixels  # noqa: E402  (ships beside this file)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+def litert_scores(bundle: dict[str, Any], inputs: np.ndarray, device: str | None) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+    delegates = None
+    if bundle["runtime"] == "litert-edgetpu":
+        delegates = [load_delegate(EDGETPU_LIBRARY, {"device": device} if device else {})]
+    interpreter = Interpreter(model_path=str(HERE / bundle["artifact"]),
+                              experimental_delegates=delegates)
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    values = inputs
+    if source["dtype"] != np.float32:
+        scale, zero_point = source["quantization"]
+        limits = np.iinfo(source["dtype"])
+        values = np.clip(np.round(inputs / scale + zero_point), limits.min, limits.max)
+    interpreter.set_tensor(source["index"], values.astype(source["dtype"]))
+    interpreter.invoke()
+    raw = interpreter.get_tensor(target["index"])
+    if raw.dtype == np.float32:
+        return raw
+    scale, zero_point = target["quantization"]
+    return (raw.astype(np.float32) - zero_point) * scale
+
+
+def onnxruntime_scores(bundle: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(HERE / bundle["artifact"]),
+                                           providers=["CPUExecutionProvider"])
+    scores: np.ndarray = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    return scores
+
+
+def tensorrt_scores(bundle: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
+    import tensorrt as trt
+    from cuda.bindings import runtime as cudart
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+        (HERE / bundle["artifact"]).read_bytes())
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    source = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    target = next(n for n in names if n != source)
+    context.set_input_shape(source, inputs.shape)
+    scores = np.empty(tuple(context.get_tensor_shape(target)), np.float32)
+    pointers = [cudart.cudaMalloc(array.nbytes)[1] for array in (inputs, scores)]
+    cudart.cudaMemcpy(pointers[0], inputs.ctypes.data, inputs.nbytes,
+                      cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
+    context.set_tensor_address(source, int(pointers[0]))
+    context.set_tensor_address(target, int(pointers[1]))
+    context.execute_async_v3(0)
+    cudart.cudaMemcpy(scores.ctypes.data, pointers[1], scores.nbytes,
+                      cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+    cudart.cudaDeviceSynchronize()
+    for pointer in pointers:
+        cudart.cudaFree(pointer)
+    return scores
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--device", help="Edge TPU: usb, pci, usb:0, ...")
+    args = parser.parse_args(argv)
+    bundle = json.loads((HERE / "bundle.json").read_text())
+    height, width, channels = bundle["model"]["input_shape"]
+    preprocessing = bundle["preprocessing"]
+    try:
+        pixels = read_pixels(args.image, height, width, channels)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read image {args.image}: {error}", file=sys.stderr)
+        return 2
+    inputs = normalize(pixels[None], preprocessing["mode"], preprocessing["mean"],
+                       preprocessing["std"]).astype(np.float32)
+    runtime = bundle["runtime"]
+    if runtime.startswith("litert"):
+        scores = litert_scores(bundle, inputs, args.device)
+    elif runtime == "onnxruntime":
+        scores = onnxruntime_scores(bundle, inputs)
+    else:
+        scores = tensorrt_scores(bundle, inputs)
+    scores = scores.reshape(-1)
+    names = bundle["class_names"]
+    for index in np.argsort(-scores, kind="stable")[:args.top_k]:
+        label = names[index] if index < len(names) else str(index)
+        print(f"{label}\t{scores[index]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
