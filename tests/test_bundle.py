@@ -200,3 +200,37 @@ def test_bundle_errors_write_nothing(built: tuple[Path, Path], tmp_path: Path, f
     assert message in result.stderr, result.stderr
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
 
+
+
+@pytest.mark.docker
+def test_with_images_bundle_loads_on_a_build_host(built: tuple[Path, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--with-images saves the stage images and images --load restores them. A small stand-in
+    image (the bootstrapped Debian base, re-tagged) keeps the archive small; the code path is the
+    one every bundle takes."""
+    from converters import bundle as bundle_module
+    from converters.images import BOOTSTRAP_BASE, ImageDefinition, load_images_from_bundle
+
+    problem = docker.engine_problem()
+    if problem is None and docker.image_inspect(BOOTSTRAP_BASE) is None:
+        problem = f"the bootstrapped base {BOOTSTRAP_BASE} does not exist (invoke images --base bootstrap)"
+    if problem is not None:
+        if os.environ.get("REQUIRE_DOCKER") == "1":
+            pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
+        pytest.skip(problem)
+    stand_in = ImageDefinition("bundletest", "docker/tflite.Dockerfile")
+    monkeypatch.setitem(IMAGES, "bundletest", stand_in)
+    monkeypatch.setitem(bundle_module.STAGE_IMAGES, "tflite", ("bundletest",))
+    assert docker.docker("tag", BOOTSTRAP_BASE, stand_in.tag).returncode == 0
+    try:
+        build, _ = built
+        path = bundle_module.build_bundle(bundle_module.BundleRequest(
+            build_dir=build / "sample", target="tflite", variant="int8", platform="linux/x86_64",
+            python="3.11", with_images=True, dist=tmp_path, constraints=ROOT / "constraints.txt"))
+        assert "images/bundletest.tar" in verify_archive(path)["files"]
+        assert docker.docker("rmi", stand_in.tag).returncode == 0
+        loaded = load_images_from_bundle(path)
+        assert any(stand_in.tag in line for line in loaded), loaded
+        assert docker.image_inspect(stand_in.tag) is not None
+    finally:
+        docker.docker("rmi", stand_in.tag)
