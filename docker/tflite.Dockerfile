@@ -1,5 +1,6 @@
-# TFLite toolchain image: Python 3.11 (Debian bookworm), pinned tensorflow-cpu, ai-edge-litert,
-# and this project's package. Built by `invoke images --target tflite`.
+# TFLite toolchain image: Python 3.11 (Debian bookworm), pinned tensorflow-cpu, ai-edge-litert, the
+# ONNX export tools (tf2onnx, onnx, onnxruntime) and this project's package. Built by
+# `invoke images --target tflite`.
 #
 # BASE is a build argument so the same file builds on a pulled image or on a base bootstrapped
 # from a Debian mirror (`invoke images --base bootstrap`) where no registry is reachable.

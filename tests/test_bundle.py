@@ -234,3 +234,26 @@ def test_with_images_bundle_loads_on_a_build_host(built: tuple[Path, Path], tmp_
         assert docker.image_inspect(stand_in.tag) is not None
     finally:
         docker.docker("rmi", stand_in.tag)
+
+
+def test_onnx_bundle_installs_offline_and_agrees(built: tuple[Path, Path], tmp_path: Path) -> None:
+    build, _ = built
+    out = tmp_path / "build"
+    run_invoke("convert", "--target", "onnx", "--quant", "int8", "--out", str(out), "--runner",
+               "local", "--latency-runs", "3", check=True)
+    run_invoke("bundle", "--target", "onnx", "--platform", "linux/x86_64", "--python", "3.11",
+               "--out", str(out), "--dist", str(tmp_path / "dist"), check=True)
+    path = tmp_path / "dist" / "sample-onnx-int8-linux_x86_64.tar.gz"
+    bundle = verify_archive(path)
+    assert bundle["runtime"] == "onnxruntime" and bundle["artifact"] == "artifacts/sample_int8.onnx"
+    assert any(name.startswith("wheels/onnxruntime-") for name in bundle["files"])
+    root = extract_archive(path, tmp_path / "x")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    offline = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-index", "--find-links",
+                    str(root / "wheels"), "-r", str(root / "requirements.txt")], check=True, env=offline)
+    ran = subprocess.run([str(venv / "bin" / "python"), str(root / "run.py"), str(IMAGE)],
+                         capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\t")[0] == host_top1(build)

@@ -160,7 +160,7 @@ def _conversion_error(context: StageContext, mode: str, allow_flex: bool,
             f"ops with no TFLite builtin: {', '.join(tf_ops)}. Re-run with --allow-flex to keep "
             "them as TensorFlow (Flex) ops; the device then needs the Flex delegate"
         )
-    if tf_ops:
+    if tf_ops and mode == "int8":
         return ConversionError(
             f"TFLite {mode} conversion of {context.model_path} failed: the model uses TensorFlow "
             f"ops with no TFLite builtin ({', '.join(tf_ops)}), and {mode} cannot keep them as "
