@@ -298,7 +298,7 @@ def edgetpu_check(c: Context, model: str, json: bool = False) -> None:
 
 
 @task(help={
-    "model": "model name in the build folder (default: the only one)",
+    "model": "the model (file, folder or its name in the build folder; default: the only one)",
     "target": "tflite, edgetpu, onnx or tensorrt",
     "variant": "fp32, fp16, dynamic or int8 (default int8)",
     "platform": "linux/x86_64 or linux/aarch64 (default: this machine's)",
@@ -315,9 +315,12 @@ def bundle(c: Context, target: str, model: str = "", variant: str = "int8", plat
         import platform as host
 
         from converters.bundle import BundleRequest, build_bundle
+        from converters.config import model_stem
         from converters.summary import built_models
 
-        candidates = built_models(Path(setting(c, out, "out")), model or None)
+        # --model takes the model's name in the build folder or the model file/folder itself.
+        name = model_stem(Path(model)) if model else None
+        candidates = built_models(Path(setting(c, out, "out")), name)
         if len(candidates) > 1:
             raise ConfigError(f"several models are built ({', '.join(p.name for p in candidates)}):"
                               " pass --model NAME")

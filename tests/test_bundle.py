@@ -31,8 +31,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("bundle")
     run_invoke("convert", "--quant", "int8", "--out", str(folder / "build"), "--runner", "local",
                "--latency-runs", "3", check=True)
-    run_invoke("bundle", "--target", "tflite", "--platform", "linux/x86_64", "--python", "3.11",
-               "--out", str(folder / "build"), "--dist", str(folder / "dist"), check=True)
+    run_invoke("bundle", "--model", str(ROOT / "model" / "sample.h5"), "--target", "tflite",
+               "--platform", "linux/x86_64", "--python", "3.11", "--out", str(folder / "build"),
+               "--dist", str(folder / "dist"), check=True)
     return folder / "build", folder / "dist" / f"{NAME}.tar.gz"
 
 

@@ -310,3 +310,14 @@ def test_tensorrt_target_exports_onnx_in_the_tflite_image(tflite_image: str, tmp
     report = json.loads((tmp_path / "sample" / "report.json").read_text())
     int8 = next(a for a in report["artifacts"] if a["target"] == "onnx" and a["variant"] == "int8")
     assert int8["metrics"]["accuracy"] >= 0.95
+
+
+def test_a_failing_stage_in_the_container_is_a_clear_error(tflite_image: str, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"this is not an HDF5 file")
+    result = run_invoke("convert", "--model", str(corrupt), "--dataset", str(ROOT / "dataset"),
+                        "--out", str(tmp_path / "b"), "--runner", "docker")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert str(corrupt) in result.stderr
+    assert not list((tmp_path / "b").rglob("*.tflite"))
+    assert containers_of(tmp_path / "b") == []
