@@ -41,6 +41,7 @@ INTEGER_TYPES = frozenset({"INT8", "UINT8"})
 # Constant inputs that are shapes, axes, sizes or biases, not data the TPU quantizes.
 INDEX_TYPES = frozenset({"INT32", "INT64"})
 SOFTMAX_MAX_ELEMENTS = 16_000
+MEAN_Z_MULTIPLE = 4
 REDUCTIONS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"})
 NO_FUSED_ACTIVATION = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})
 
@@ -171,9 +172,13 @@ def limit_problem(op: OperatorInfo) -> str:
         if options is not None and (options.ellipsisMask or options.newAxisMask):
             return "StridedSlice with an ellipsis or new-axis mask"
     if name in REDUCTIONS and len(op.inputs) > 1:
-        rank = len(op.inputs[0].shape)
-        if 0 in {axis % rank for axis in op.inputs[1].int_values if rank}:
+        shape = op.inputs[0].shape
+        axes = {axis % len(shape) for axis in op.inputs[1].int_values} if shape else set()
+        if 0 in axes:
             return f"{name} reduces over the batch dimension"
+        if name == "MEAN" and len(shape) - 1 in axes and shape[-1] % MEAN_Z_MULTIPLE:
+            return (f"Mean over the innermost (z) dimension of size {shape[-1]}, not a multiple "
+                    f"of {MEAN_Z_MULTIPLE}")
     if name == "PACK" and options is not None and options.axis == 0:
         return "Pack along the batch dimension"
     if name == "PAD" and len(op.inputs) > 1 and any(op.inputs[1].int_values[:2]):

@@ -56,9 +56,13 @@ def _models(folder: Path) -> list[Path]:
     filters = tf.constant(0.1, shape=(3, 3, 3, 4))
     sine = save_function_model(
         folder / "sine", lambda x: tf.math.sin(tf.nn.conv2d(x, filters, 1, "SAME")), size=16)
+    channel_mean = save_function_model(  # Mean over 6 channels: z not a multiple of 4
+        folder / "channel_mean",
+        lambda x: tf.reduce_mean(tf.nn.conv2d(x, tf.constant(0.1, shape=(3, 3, 3, 6)), 1, "SAME"),
+                                 axis=-1, keepdims=True), size=16)
     return [ROOT / "model" / "sample.h5", _save(mobilenet, folder / "mobilenet.keras"),
             _save(rank5, folder / "rank5.keras"), _save(dilated, folder / "dilated.keras"),
-            _save(softmax, folder / "softmax.keras"), sine]
+            _save(softmax, folder / "softmax.keras"), sine, channel_mean]
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +141,17 @@ def test_an_oversized_softmax_is_a_limitation(edgetpu_build: tuple[Path, Any]) -
     assert "16001 elements (limit 16,000)" in first["reason"]
 
 
+def test_a_channel_mean_needs_a_multiple_of_four(edgetpu_build: tuple[Path, Any]) -> None:
+    out, _ = edgetpu_build
+    first = cut(precheck(out, "channel_mean"))
+    assert first["operator"] == "MEAN" and first["status"] == LIMITATION
+    assert "innermost (z) dimension of size 6, not a multiple of 4" in first["reason"]
+
+
 @pytest.mark.skipif(COMPILER is not None, reason="edgetpu_compiler is installed here")
 def test_without_the_compiler_the_build_reports_and_fails(edgetpu_build: tuple[Path, Any]) -> None:
     out, result = edgetpu_build
-    assert len(result.problems) == 6
+    assert len(result.problems) == 7
     assert all("the Edge TPU compile did not run" in p and "invoke images --target edgetpu" in p
                for p in result.problems)
     report = read_json(out / "sample" / "report.json")
