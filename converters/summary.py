@@ -44,6 +44,9 @@ def print_summary(build_dir: Path) -> None:
     if data.get("edgetpu"):
         for line in edgetpu_report.summary_lines(data["edgetpu"]):
             console.info(f"Edge TPU: {line}")
+    if data.get("tensorrt"):
+        for line in report.tensorrt_lines(data):
+            console.info(f"TensorRT: {line}")
     console.info(f"report: {build_dir / report.REPORT_HTML}")
 
 

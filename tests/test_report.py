@@ -38,3 +38,19 @@ def test_markdown_lists_every_artifact_and_the_recommendation() -> None:
             "local Python.") in text
     assert "| tflite int8 | tflite/m_int8.tflite | 2.0 | n/a | 0.900 |" in text
     assert "SIN×2" in text and "smallest `tflite/m_int8.tflite`" in text
+
+
+def test_tensorrt_lines_show_numbers_or_why_not_built() -> None:
+    from converters.report import tensorrt_lines
+
+    metrics = {"top1_agreement": 0.995, "accuracy": 0.99}
+    built = {"ran": True, "precision": "fp16", "engine": "tensorrt/fp16/m_fp16.engine",
+             "size_bytes": 3 * 2**20, "metrics": metrics, "latency_ms": 0.41,
+             "latency_ms_opt_batch": 1.73, "opt_batch": 8,
+             "sidecar": {"tensorrt_version": "10.8.0", "gpu": "GPU", "compute_capability": "8.7"}}
+    missing = {"ran": False, "precision": "int8", "reason": "no GPU here"}
+    lines = tensorrt_lines({"tensorrt": [built, missing]})
+    assert lines[0] == ("fp16 engine `tensorrt/fp16/m_fp16.engine` (3.00 MiB, TensorRT 10.8.0, GPU "
+                        "sm 8.7): top-1 agreement 0.995, accuracy 99.0 %, latency 0.41 ms at batch "
+                        "1, 1.73 ms at batch 8")
+    assert lines[1] == "int8 engine: not built. no GPU here"
