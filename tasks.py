@@ -221,7 +221,7 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
 
 
 @task(help={
-    "target": "comma list of images: tflite, edgetpu, tensorrt (default: tflite)",
+    "target": "comma list of images: tflite, edgetpu, tensorrt, or all (default: tflite)",
     "base": "pull (the Dockerfile's pinned Debian/NGC base from a registry) or bootstrap (a "
             "Debian base made with debootstrap from --mirror, for hosts without a registry)",
     "ca_bundle": "PEM bundle of a TLS-intercepting proxy, given to pip and apt as a build secret "

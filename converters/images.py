@@ -83,8 +83,8 @@ def check_ca_bundle(path: Path | None) -> Path | None:
 
 def build_images(names: list[str], base: BaseSource, ca_bundle: Path | None, source_dir: Path,
                  mirror: str = DEFAULT_MIRROR) -> dict[str, str]:
-    """Build each named image; return tag → image ID."""
-    definitions = [image_definition(name) for name in names]
+    """Build each named image (``all``: every one); return tag → image ID."""
+    definitions = list(IMAGES.values()) if "all" in names else [image_definition(n) for n in names]
     docker.require_engine()
     ca_bundle = check_ca_bundle(ca_bundle)
     base_image: str | None = None
