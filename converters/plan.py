@@ -147,7 +147,8 @@ def edgetpu_stages(config: ConvertConfig, stem: str, timing: dict[str, int]) -> 
                             group="edgetpu-int8"))
     stages.append(StageSpec("edgetpu-compile", "edgetpu-compile", EDGETPU_IMAGE,
                             {"artifact": artifact, "options": config.edgetpu.as_dict(),
-                             "output_dir": edgetpu.COMPILED_DIR, "record": edgetpu.COMPILE_RECORD},
+                             "output_dir": edgetpu.COMPILED_DIR, "record": edgetpu.COMPILE_RECORD,
+                             "precheck": precheck},
                             deps=("edgetpu-int8",),
                             outputs=(edgetpu.COMPILED_DIR, edgetpu.COMPILE_RECORD),
                             tools=(edgetpu.COMPILER_TOOL,)))
@@ -186,18 +187,18 @@ def tensorrt_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     for mode in config.quantizations:
         if mode is Quantization.DYNAMIC:
             continue  # no TensorRT counterpart of TFLite's hybrid kernels
-        source_stage = "onnx-int8" if mode is Quantization.INT8 else "onnx-fp32"
+        source = "int8" if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
         engine = tensorrt.engine_artifact(stem, mode.value)
+        engine_dir = engine.rsplit("/", 1)[0]
         record = tensorrt.engine_record(stem, mode.value)
         stages.append(StageSpec(
             f"tensorrt-{mode.value}", "tensorrt-engine", TENSORRT_IMAGE,
-            {"precision": mode.value,
-             "source": onnx.onnx_artifact(stem, "int8" if mode is Quantization.INT8 else "fp32"),
-             "engine": engine, "engine_dir": engine.rsplit("/", 1)[0], "record": record,
+            {"precision": mode.value, "source": onnx.onnx_artifact(stem, source),
+             "engine": engine, "engine_dir": engine_dir, "record": record,
              "batch": config.batch.as_dict(), "workspace_bytes": config.workspace_mb * 2**20,
              "latency_runs": config.latency_runs},
-            deps=(source_stage, "data", "reference"),
-            outputs=(engine.rsplit("/", 1)[0], record), tools=("tensorrt", "cuda-python")))
+            deps=(f"onnx-{source}", "data", "reference"),
+            outputs=(engine_dir, record), tools=("tensorrt", "cuda-python")))
     return stages
 
 

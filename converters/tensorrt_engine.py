@@ -169,8 +169,6 @@ def device_facts() -> dict[str, Any]:
 class EngineRunner:
     """Runs a serialized engine on float32 NHWC batches through device buffers (cuda-python)."""
 
-    runtime = "TensorRT"
-
     def __init__(self, engine_bytes: bytes) -> None:
         import tensorrt as trt
 

@@ -67,6 +67,14 @@ def median_latency_ms(call: Callable[[], object], runs: int) -> float:
     return float(statistics.median(times))
 
 
+def predict_one_by_one(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                       description: str) -> np.ndarray:
+    """Outputs of ``run`` on each image as a batch of one, stacked (with progress)."""
+    results = [run(images[i:i + 1])[0]
+               for i in console.progress(range(len(images)), description, total=len(images))]
+    return np.stack(results)
+
+
 class TFLiteRunner:
     """One LiteRT interpreter; quantized inputs and outputs go through their scale/zero point."""
 
@@ -125,9 +133,8 @@ class TFLiteRunner:
     def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
         """Run float32 images (N×H×W×C) one at a time; return dequantized float32 outputs."""
         quantized = self.quantize_input(images)
-        results = [self.dequantize_output(self.invoke_raw(quantized[i:i + 1]))[0]
-                   for i in console.progress(range(len(images)), description, total=len(images))]
-        return np.stack(results)
+        return predict_one_by_one(lambda one: self.dequantize_output(self.invoke_raw(one)),
+                                  quantized, description)
 
     def latency_ms(self, image: np.ndarray, runs: int) -> float:
         one = self.quantize_input(image[None])
@@ -136,8 +143,6 @@ class TFLiteRunner:
 
 class OnnxRunner:
     """One onnxruntime CPU session; the same interface as :class:`TFLiteRunner`."""
-
-    runtime = "onnxruntime (CPU)"
 
     def __init__(self, path: Path, threads: int) -> None:
         try:
@@ -162,9 +167,7 @@ class OnnxRunner:
 
     def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
         """Run float32 images (N×H×W×C) one at a time, as the TFLite runner does."""
-        results = [self.run(images[i:i + 1])[0]
-                   for i in console.progress(range(len(images)), description, total=len(images))]
-        return np.stack(results)
+        return predict_one_by_one(self.run, images, description)
 
     def latency_ms(self, image: np.ndarray, runs: int) -> float:
         one = image[None].astype(np.float32)

@@ -17,7 +17,7 @@ from converters import docker
 from converters.bundle_archive import BundleError, extract_archive, verify_archive, write_archive
 from converters.fsutil import sha256_file
 from converters.images import IMAGES
-from tests.conftest import ROOT, run_invoke
+from tests.conftest import ROOT, run_invoke, skip_or_fail
 
 NAME = "sample-tflite-int8-linux_x86_64"
 IMAGE = sorted((ROOT / "dataset" / "triangle").iterdir())[0]
@@ -160,9 +160,7 @@ def test_offline_install_in_a_container_without_network(built: tuple[Path, Path]
     if problem is None and docker.image_inspect(IMAGES["tflite"].tag) is None:
         problem = "the tflite image does not exist (invoke images --target tflite)"
     if problem is not None:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
-        pytest.skip(problem)
+        skip_or_fail(problem)
     build, bundle_path = built
     root = extract_archive(bundle_path, tmp_path)
     (root / "image.png").write_bytes(IMAGE.read_bytes())
@@ -216,9 +214,7 @@ def test_with_images_bundle_loads_on_a_build_host(built: tuple[Path, Path], tmp_
     if problem is None and docker.image_inspect(BOOTSTRAP_BASE) is None:
         problem = f"the bootstrapped base {BOOTSTRAP_BASE} does not exist (invoke images --base bootstrap)"
     if problem is not None:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
-        pytest.skip(problem)
+        skip_or_fail(problem)
     stand_in = ImageDefinition("bundletest", "docker/tflite.Dockerfile")
     monkeypatch.setitem(IMAGES, "bundletest", stand_in)
     monkeypatch.setitem(bundle_module.STAGE_IMAGES, "tflite", ("bundletest",))

@@ -21,19 +21,13 @@ from converters import docker
 from converters.fsutil import sha256_file
 from converters.images import IMAGES, default_ca_bundle
 from converters.runners.docker import DockerRunner
-from tests.conftest import ROOT, run_invoke
+from tests.conftest import ROOT, run_invoke, skip_or_fail
 
 pytestmark = pytest.mark.docker
 TFLITE_TAG = IMAGES["tflite"].tag
 SAMPLE_FLAGS = ["--model", str(ROOT / "model" / "sample.h5"), "--dataset", str(ROOT / "dataset"),
                 "--calibration-size", "20", "--validation-size", "40", "--latency-runs", "3",
                 "--threads", "1"]
-
-
-def skip_or_fail(reason: str) -> None:
-    if os.environ.get("REQUIRE_DOCKER") == "1":
-        pytest.fail(f"REQUIRE_DOCKER=1 but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

@@ -127,25 +127,17 @@ def test_a_5d_tensor_is_refused_by_rank(edgetpu_build: tuple[Path, Any]) -> None
     assert "[1, 2, 8, 16, 4]" in first["reason"]
 
 
-def test_unequal_dilation_is_a_limitation(edgetpu_build: tuple[Path, Any]) -> None:
+@pytest.mark.parametrize(("stem", "operator", "reason"), [
+    ("dilated", "CONV_2D", "dilation 1x2 differs"),
+    ("softmax", "SOFTMAX", "16001 elements (limit 16,000)"),
+    ("channel_mean", "MEAN", "innermost (z) dimension of size 6, not a multiple of 4"),
+])
+def test_a_per_op_limit_cuts_the_graph(edgetpu_build: tuple[Path, Any], stem: str, operator: str,
+                                       reason: str) -> None:
     out, _ = edgetpu_build
-    first = cut(precheck(out, "dilated"))
-    assert first["operator"] == "CONV_2D" and first["status"] == LIMITATION
-    assert "dilation 1x2 differs" in first["reason"]
-
-
-def test_an_oversized_softmax_is_a_limitation(edgetpu_build: tuple[Path, Any]) -> None:
-    out, _ = edgetpu_build
-    first = cut(precheck(out, "softmax"))
-    assert first["operator"] == "SOFTMAX" and first["status"] == LIMITATION
-    assert "16001 elements (limit 16,000)" in first["reason"]
-
-
-def test_a_channel_mean_needs_a_multiple_of_four(edgetpu_build: tuple[Path, Any]) -> None:
-    out, _ = edgetpu_build
-    first = cut(precheck(out, "channel_mean"))
-    assert first["operator"] == "MEAN" and first["status"] == LIMITATION
-    assert "innermost (z) dimension of size 6, not a multiple of 4" in first["reason"]
+    first = cut(precheck(out, stem))
+    assert first["operator"] == operator and first["status"] == LIMITATION
+    assert reason in first["reason"]
 
 
 @pytest.mark.skipif(COMPILER is not None, reason="edgetpu_compiler is installed here")

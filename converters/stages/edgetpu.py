@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from converters import console, edgetpu_check
 from converters.edgetpu_compiler import (
@@ -88,7 +87,7 @@ def compile_model(context: StageContext) -> None:
         tail = "\n".join(f"  | {line}" for line in stdout.splitlines()[-OUTPUT_TAIL_LINES:])
         raise ConversionError(
             f"Edge TPU compilation of {model} failed: {'; '.join(verdict['failures'])}. The "
-            f"pre-check's prediction is in {precheck_path_hint(params)}.\n"
+            f"pre-check's prediction is in {params['precheck']}.\n"
             f"command: {' '.join(argv)}\nlast lines of its output:\n{tail}")
     write_text_atomic(out_dir / "compiler_output.txt", stdout)
     write_json_atomic(record_path, {
@@ -102,10 +101,6 @@ def compile_model(context: StageContext) -> None:
     })
     console.info(f"Edge TPU: {verdict['tpu_ops']} of {verdict['total_ops']} ops mapped, "
                  f"{verdict['edgetpu_subgraphs']} Edge TPU subgraph(s)")
-
-
-def precheck_path_hint(params: dict[str, Any]) -> str:
-    return str(params["artifact"]).removesuffix(".tflite") + "_precheck.json"
 
 
 def build_problems(build_dir: Path, min_tpu_ops: float | None) -> list[str]:
