@@ -6,7 +6,6 @@ Values come from a flag, then invoke.yaml (section ``convert``), then the built-
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from typing import Any
 from invoke import Context, Exit, task
 
 from converters import console
-from converters.errors import ConfigError, ConverterError
+from converters.errors import ConfigError, ConverterError, filesystem_error
 
 ROOT = Path(__file__).resolve().parent
 
@@ -29,16 +28,37 @@ def user_errors() -> Iterator[None]:
     except ConverterError as error:
         console.error(str(error))
         raise Exit(code=error.exit_code) from None
+    except OSError as error:  # disk full, read-only folder: name the file, no traceback
+        problem = filesystem_error(error)
+        console.error(str(problem))
+        raise Exit(code=problem.exit_code) from None
     except KeyboardInterrupt:
         console.error("interrupted")
         raise Exit(code=130) from None
 
 
+# Built-in defaults, used when neither a flag nor invoke.yaml gives a value (a null in
+# invoke.yaml means "the built-in default" too).
+DEFAULTS: dict[str, Any] = {
+    "model_dir": "model", "dataset": "dataset", "target": "tflite",
+    "quant": "fp32,fp16,dynamic,int8", "io_dtype": "uint8", "out": "build", "runner": "auto",
+    "preprocessing": "0..1", "calibration_size": 100, "validation_size": 200, "seed": 0,
+    "latency_runs": 30, "max_accuracy_drop": 0.01, "jobs": 1, "compiler_timeout": 180,
+    "num_segments": 1, "opset": 17, "batch": "1,8,32", "workspace_mb": 1024,
+}
+
+
 def setting(c: Context, flag: Any, name: str) -> Any:
-    """The flag's value when given, else invoke.yaml's ``convert.<name>``."""
-    if flag not in (None, [], ""):
+    """The flag's value when given, else invoke.yaml's ``convert.<name>``, else the default.
+
+    A boolean flag is "given" only when set: ``--allow-flex`` absent leaves invoke.yaml's value.
+    """
+    if flag not in (None, [], "", False):
         return flag
-    return c.config.get("convert", {}).get(name)
+    configured = c.config.get("convert", {}).get(name)
+    if configured is not None:
+        return configured
+    return DEFAULTS.get(name)
 
 
 def default_models(model_dir: Path) -> list[Path]:
@@ -78,7 +98,12 @@ def convert_config(c: Context, **flags: Any) -> Any:
     def get(name: str) -> Any:
         return setting(c, flags.get(name), name)
 
-    models = [Path(m) for m in (flags.get("model") or get("models") or [])]
+    listed = flags.get("model") or get("models") or []
+    if isinstance(listed, str):  # `models: a.h5` in invoke.yaml means one model, not 4 letters
+        listed = [listed]
+    if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
+        raise ConfigError(f"models in invoke.yaml must be a list of paths, got {listed!r}")
+    models = [Path(m) for m in listed]
     if not models:
         models = default_models(Path(get("model_dir")))
     preprocessing = Preprocessing(
@@ -86,13 +111,14 @@ def convert_config(c: Context, **flags: Any) -> Any:
         parse_floats(get("mean"), "--mean"),
         parse_floats(get("std"), "--std"),
     )
-    try:
-        numbers = {name: int(get(name)) for name in
-                   ("calibration_size", "validation_size", "seed", "latency_runs", "jobs")}
-        threads = int(get("threads")) if get("threads") else os.cpu_count() or 1
-        max_drop = float(get("max_accuracy_drop"))
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"a numeric setting is not a number: {error}") from None
+    numbers = {name: whole_number(get(name), name) for name in
+               ("calibration_size", "validation_size", "seed", "latency_runs", "jobs")}
+    if numbers["seed"] < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {numbers['seed']}")
+    # One rule for the flag and invoke.yaml: no value means every core; 0 is refused below.
+    threads = os.cpu_count() or 1 if get("threads") is None else whole_number(get("threads"),
+                                                                                "threads")
+    max_drop = optional_number(get("max_accuracy_drop"), float, "--max-accuracy-drop")
     return ConvertConfig(
         models=tuple(models),
         dataset=DatasetConfig(Path(get("dataset")), preprocessing, numbers["calibration_size"],
@@ -103,6 +129,7 @@ def convert_config(c: Context, **flags: Any) -> Any:
         allow_flex=bool(get("allow_flex")),
         allow_float_fallback=bool(get("allow_float_fallback")),
         unsafe=bool(get("unsafe")),
+        allow_class_mismatch=bool(get("allow_class_mismatch")),
         input_shape=parse_input_shape(get("input_shape")),
         out=Path(get("out")),
         runner=parse_enum(Runner, str(get("runner")), "--runner"),
@@ -114,10 +141,23 @@ def convert_config(c: Context, **flags: Any) -> Any:
         jobs=numbers["jobs"],
         edgetpu=edgetpu_options(get),
         min_tpu_ops=optional_number(get("min_tpu_ops"), float, "--min-tpu-ops"),
-        onnx_opset=optional_number(get("opset"), int, "--opset") or 17,
-        batch=BatchProfile.parse(str(get("batch") or "1,8,32")),
-        workspace_mb=optional_number(get("workspace_mb"), int, "--workspace-mb") or 1024,
+        onnx_opset=whole_number(get("opset"), "opset"),
+        batch=BatchProfile.parse(str(get("batch"))),
+        workspace_mb=whole_number(get("workspace_mb"), "workspace_mb"),
     )
+
+
+def whole_number(value: Any, name: str) -> int:
+    """An integer setting from a flag (text) or invoke.yaml (a number), named when it is not."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or value is None or (isinstance(value, float)
+                                                      and not value.is_integer()):
+        raise ConfigError(f"{flag} (invoke.yaml: {name}) must be a whole number, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} (invoke.yaml: {name}) must be a whole number, got "
+                          f"{value!r}") from None
 
 
 def optional_number(value: Any, kind: type, flag: str) -> Any:
@@ -137,11 +177,11 @@ def edgetpu_options(get: Any) -> Any:
     tensors = get("intermediate_tensors") or ""
     return CompileOptions(
         min_runtime_version=optional_number(get("min_runtime_version"), int, "--min-runtime-version"),
-        num_segments=optional_number(get("num_segments"), int, "--num-segments") or 1,
+        num_segments=whole_number(get("num_segments"), "num_segments"),
         search_delegate=bool(get("search_delegate")),
         delegate_search_step=optional_number(get("delegate_search_step"), int,
                                              "--delegate-search-step"),
-        timeout_sec=optional_number(get("compiler_timeout"), int, "--compiler-timeout") or 180,
+        timeout_sec=whole_number(get("compiler_timeout"), "compiler_timeout"),
         intermediate_tensors=tuple(t.strip() for t in str(tensors).split(",") if t.strip()),
     )
 
@@ -173,6 +213,8 @@ def edgetpu_options(get: Any) -> Any:
         "allow_flex": "let fp32/fp16/dynamic keep TensorFlow (Flex) ops",
         "allow_float_fallback": "let int8 keep ops that cannot be quantized in float",
         "unsafe": "allow unsafe deserialisation (Lambda layers) of a trusted .keras/.h5",
+        "allow_class_mismatch": "go on when the dataset's class folders do not match the model's "
+                                "output classes in number",
         "input_shape": "H,W,C for a model without a static input size",
         "force": "rebuild every stage even when it is up to date",
         "jobs": "independent jobs run in parallel (default 1)",
@@ -195,7 +237,8 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
             validation_size: str = "", seed: str = "", threads: str = "", latency_runs: str = "",
             volume: str = "",
             max_accuracy_drop: str = "", allow_flex: bool = False,
-            allow_float_fallback: bool = False, unsafe: bool = False, input_shape: str = "",
+            allow_float_fallback: bool = False, unsafe: bool = False,
+            allow_class_mismatch: bool = False, input_shape: str = "",
             force: bool = False, jobs: str = "", min_runtime_version: str = "",
             num_segments: str = "", search_delegate: bool = False, delegate_search_step: str = "",
             compiler_timeout: str = "", intermediate_tensors: str = "", min_tpu_ops: str = "",
@@ -346,18 +389,20 @@ def verify_bundle(c: Context, path: str) -> None:
 
 
 @task(help={"model_dir": "where to write sample.h5 (default: model)",
-            "dataset": "where to write the images (default: dataset)",
-            "per_class": "held-out images per class (default 80)"})
+            "dataset": "where to write the images (default: dataset); a folder holding other "
+                       "files is refused",
+            "per_class": "held-out images per class (default 80)",
+            "force": "write into a --dataset folder that holds other files too (only the "
+                     "sample's own files are overwritten)"})
 def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
-           per_class: int = 80) -> None:
+           per_class: int = 80, force: bool = False) -> None:
     """Regenerate the bundled sample: procedural shape images and a trained model (deterministic)."""
     with user_errors():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from converters.sample import train_model, write_dataset
+        from converters.sample import clear_for_dataset, train_model, write_dataset
 
         dataset_dir = Path(dataset)
-        if dataset_dir.exists():
-            shutil.rmtree(dataset_dir)
+        clear_for_dataset(dataset_dir, force)
         count = write_dataset(dataset_dir, per_class)
         console.info(f"wrote {count} images to {dataset_dir}/")
         train_model(Path(model_dir) / "sample.h5")

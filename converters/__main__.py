@@ -7,6 +7,7 @@ image. Both run exactly this code.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "run-job":
         print(USAGE, file=sys.stderr)
         return 2
+    # Ctrl-C (the parent build forwards SIGINT) ends a stage process at once, even inside a
+    # long TensorFlow call, and without a traceback: the executor's staging folder means an
+    # interrupted stage leaves no artifact. (In a container, docker run --init makes this
+    # process not PID 1, which would ignore a signal's default action.)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     # Quieten TensorFlow's C++ logging before anything imports it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")

@@ -12,12 +12,13 @@ import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from converters import cache, console
+from converters import cache, console, report
 from converters.config import ConvertConfig, Target
 from converters.dataset import discover
-from converters.errors import BuildError, error_class
+from converters.errors import BuildError, ConfigError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
 from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
 from converters.model import check_model_path
@@ -63,39 +64,27 @@ def check_inputs(config: ConvertConfig) -> None:
     for model_path in config.models:
         check_model_path(model_path)
     discover(config.dataset.path)
+    out, dataset = config.out.resolve(), config.dataset.path.resolve()
+    if out == dataset or dataset in out.parents:
+        raise ConfigError(f"--out {config.out} is inside --dataset {config.dataset.path}: every "
+                          "build would change the dataset it hashes. Pick a build folder outside it")
 
 
 def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     check_inputs(config)
     runners = make_runners(config)
-    with cache.build_lock(config.out):
-        for runner in {id(r): r for r in runners.values()}.values():
-            runner.prepare()
-        dataset_hash = sha256_tree(config.dataset.path)  # every model shares the dataset
-        plans = tuple(plan_model(config, path, runners, dataset_hash) for path in config.models)
-        started = time.time()
-        jobs: list[Job] = []
-        host_stages: dict[str, list[StageSpec]] = {}
-        ran: dict[str, list[str]] = {}
-        skipped: dict[str, list[str]] = {}
-        for plan in plans:
-            prepare_build_dir(plan, runners, command_line, started)
-            stale = [s for s in plan.stages
-                     if config.force or not cache.is_fresh(plan.build_dir, s, plan.keys[s.name])]
-            ran[plan.stem] = [s.name for s in stale]
-            skipped[plan.stem] = [s.name for s in plan.stages if s not in stale]
-            for name in skipped[plan.stem]:
-                console.info(f"· {plan.stem}: {name} is up to date (key {plan.keys[name][:12]})")
-            host_stages[plan.stem] = [s for s in stale if s.image == HOST]
-            jobs += group_jobs(plan, [s for s in stale if s.image != HOST], config.jobs > 1)
-        run_jobs(jobs, runners, config.jobs)
-        for plan in plans:
-            for spec in host_stages[plan.stem]:
-                run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
-                          job_document(plan, HOST, runners[HOST], []), plan.build_dir)
-            finish_build_info(plan, time.time())
+    out_existed = config.out.exists()
+    try:
+        with cache.build_lock(config.out):
+            plans, ran, skipped = _build(config, runners, command_line)
+    finally:
+        if not out_existed:
+            remove_if_only_lock(config.out)
     problems: list[str] = []
     for plan in plans:
+        built = read_json(plan.build_dir / report.REPORT_JSON)
+        problems += [f"{plan.stem}: {a['path']} failed validation: {a['failed']}"
+                     for a in report.failed(built)]
         if Target.EDGETPU in config.targets:
             problems += edgetpu.build_problems(plan.build_dir, config.min_tpu_ops)
         records = [s.params["record"] for s in plan.stages if s.kind == "tensorrt-engine"]
@@ -103,9 +92,53 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     return BuildResult(plans, ran, skipped, tuple(problems))
 
 
+def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line: list[str],
+           ) -> tuple[tuple[ModelPlan, ...], dict[str, list[str]], dict[str, list[str]]]:
+    """Plan, skip the fresh, run the stale; the caller holds the build folder's lock."""
+    for runner in {id(r): r for r in runners.values()}.values():
+        runner.prepare()
+    dataset_hash = sha256_tree(config.dataset.path)  # every model shares the dataset
+    plans = tuple(plan_model(config, path, runners, dataset_hash) for path in config.models)
+    started = time.time()
+    jobs: list[Job] = []
+    host_stages: dict[str, list[StageSpec]] = {}
+    ran: dict[str, list[str]] = {}
+    skipped: dict[str, list[str]] = {}
+    new_dirs = {plan.stem for plan in plans if not plan.build_dir.exists()}
+    for plan in plans:
+        stale = [s for s in plan.stages
+                 if config.force or not cache.is_fresh(plan.build_dir, s, plan.keys[s.name])]
+        ran[plan.stem] = [s.name for s in stale]
+        skipped[plan.stem] = [s.name for s in plan.stages if s not in stale]
+        prepare_build_dir(plan, runners, command_line, started, ran[plan.stem])
+        for name in skipped[plan.stem]:
+            console.info(f"· {plan.stem}: {name} is up to date (key {plan.keys[name][:12]})")
+        host_stages[plan.stem] = [s for s in stale if s.image == HOST]
+        jobs += group_jobs(plan, [s for s in stale if s.image != HOST], config.jobs > 1)
+    try:
+        run_jobs(jobs, runners, config.jobs)
+        for plan in plans:
+            for spec in host_stages[plan.stem]:
+                run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
+                          job_document(plan, HOST, runners[HOST], []), plan.build_dir)
+    except BaseException:
+        for plan in plans:
+            discard_failed_build(plan, created=plan.stem in new_dirs)
+        raise
+    for plan in plans:
+        finish_build_info(plan, time.time())
+    return plans, ran, skipped
+
+
 def prepare_build_dir(plan: ModelPlan, runners: dict[str, StageRunner], command_line: list[str],
-                      started: float) -> None:
-    """Clear what a killed build may have left, and record this build's provenance."""
+                      started: float, stale: list[str]) -> None:
+    """Clear what a killed build may have left, and record this build's provenance.
+
+    Until the build finishes, the manifest says ``complete: false`` and names the stale stages:
+    it must never pair these inputs with artifacts built from other inputs.
+    """
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    (plan.build_dir / cache.BUILD_MARKER).touch()
     remove(plan.build_dir / STAGING)
     remove(plan.build_dir / JOBS_DIR)
     remove_stale_temporaries(plan.build_dir)
@@ -115,6 +148,8 @@ def prepare_build_dir(plan: ModelPlan, runners: dict[str, StageRunner], command_
         "runners": {image: runner.name for image, runner in sorted(runners.items())},
         "started": cache.iso_time(started),
         "finished": None,
+        "complete": not stale,
+        "stale_stages": stale,
         "inputs": {
             "model": {"path": str(plan.model_path), "sha256": plan.input_hashes["model"]},
             "dataset": {"path": str(plan.dataset_dir), "sha256": plan.input_hashes["dataset"]},
@@ -127,9 +162,26 @@ def finish_build_info(plan: ModelPlan, finished: float) -> None:
     remove(plan.build_dir / STAGING)
     info_path = plan.build_dir / cache.STAMP_DIR / cache.BUILD_INFO
     info = read_json(info_path)
-    info["finished"] = cache.iso_time(finished)
+    info |= {"finished": cache.iso_time(finished), "complete": True, "stale_stages": []}
     cache.write_build_info(plan.build_dir, info)
     cache.write_manifest(plan.build_dir)
+
+
+def discard_failed_build(plan: ModelPlan, created: bool) -> None:
+    """After a failure: drop job files and staging; a folder this build created and in which
+    no stage finished is removed whole (a rejected model leaves nothing behind)."""
+    remove(plan.build_dir / STAGING)
+    remove(plan.build_dir / JOBS_DIR)
+    finished_any = any(p.name != cache.BUILD_INFO
+                       for p in (plan.build_dir / cache.STAMP_DIR).glob("*.json"))
+    if created and not finished_any:
+        remove(plan.build_dir)
+
+
+def remove_if_only_lock(out: Path) -> None:
+    """Remove a build folder this command created when nothing but its lock is in it."""
+    if out.is_dir() and all(p.name == cache.LOCK_FILE for p in out.iterdir()):
+        remove(out)
 
 
 def job_document(plan: ModelPlan, image: str, runner: StageRunner,

@@ -32,6 +32,9 @@ from converters.stages.base import StageSpec
 STAMP_DIR = ".stages"
 BUILD_INFO = "_build.json"
 MANIFEST = "manifest.json"
+LOCK_FILE = ".lock"
+# Written into every model build folder a build creates: what `invoke clean` may remove.
+BUILD_MARKER = ".tensor-edge-converter-build"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 # A stage's tools are named by what they are; the first installed distribution gives the version.
@@ -177,19 +180,71 @@ def write_manifest(build_dir: Path) -> None:
         write_json_atomic(build_dir / MANIFEST, manifest)
 
 
-def verify_manifest(build_dir: Path) -> list[str]:
-    """Re-hash every artifact in the manifest; return one problem line per differing file."""
+def verify_build_dir(build_dir: Path) -> tuple[int, list[str]]:
+    """Check a model build folder; return (files checked, one problem line per issue).
+
+    Every stage output is re-hashed against its stamp (``.stages/``) and the manifest, which
+    must agree; a file in the build folder that no stage recorded is a problem too, and so is a
+    build the manifest marks incomplete or a folder without a single artifact.
+    """
     manifest = read_json(build_dir / MANIFEST)
     problems = []
-    for relative, record in sorted(manifest.get("artifacts", {}).items()):
-        path = build_dir / relative
-        if not path.exists():
-            problems.append(f"{path}: missing (manifest expects sha256 {record['sha256'][:12]}…)")
-        elif (actual := sha256_tree(path)) != record["sha256"]:
-            problems.append(
-                f"{path}: sha256 {actual[:12]}… differs from the manifest's {record['sha256'][:12]}…"
-            )
-    return problems
+    if manifest.get("complete") is False:
+        stale = ", ".join(manifest.get("stale_stages") or []) or "unknown"
+        problems.append(f"{build_dir}: the last build did not finish; these stages are stale "
+                        f"(their artifacts were built from other inputs): {stale}. Run invoke "
+                        "convert again")
+    stamped: dict[str, dict[str, Any]] = {}
+    for path in sorted((build_dir / STAMP_DIR).glob("*.json")):
+        if path.name != BUILD_INFO:
+            stamped |= read_json(path).get("outputs", {})
+    listed = manifest.get("artifacts", {})
+    for relative in sorted(set(stamped) | set(listed)):
+        problems += _check_output(build_dir, relative, stamped.get(relative), listed.get(relative))
+    for path in sorted(_unrecorded_files(build_dir, stamped)):
+        problems.append(f"{path}: not written by any stage of the build (no stamp records it)")
+    if not stamped and not listed:
+        problems.append(f"{build_dir}: holds no artifact: run invoke convert first")
+    return len(stamped), problems
+
+
+def _check_output(build_dir: Path, relative: str, stamp: dict[str, Any] | None,
+                  listed: dict[str, Any] | None) -> list[str]:
+    path = build_dir / relative
+    if stamp is None or listed is None:
+        where = "the manifest but no stamp" if stamp is None else "a stamp but not the manifest"
+        return [f"{path}: recorded in {where}: the build folder was changed by hand"]
+    if stamp["sha256"] != listed["sha256"]:
+        return [f"{path}: the manifest's sha256 differs from its stage's stamp"]
+    if not path.exists():
+        return [f"{path}: missing (expected sha256 {stamp['sha256'][:12]}…)"]
+    if (actual := sha256_tree(path)) != stamp["sha256"]:
+        return [f"{path}: sha256 {actual[:12]}… differs from the recorded {stamp['sha256'][:12]}…"]
+    return []
+
+
+# What a build writes besides stage outputs: bookkeeping, not artifacts.
+BOOKKEEPING = frozenset({MANIFEST, BUILD_MARKER, STAMP_DIR, ".jobs", ".staging"})
+
+
+def _unrecorded_files(build_dir: Path, stamped: dict[str, Any]) -> list[Path]:
+    covered = [build_dir / relative for relative in stamped]
+    found = []
+    for path in build_dir.rglob("*"):
+        relative = path.relative_to(build_dir)
+        if relative.parts[0] in BOOKKEEPING or path.is_dir():
+            continue
+        if not any(path == c or c in path.parents for c in covered):
+            found.append(path)
+    return found
+
+
+def is_model_build_dir(path: Path) -> bool:
+    """True for a model build folder a build wrote (its marker, or stamps and a manifest)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return (path / BUILD_MARKER).is_file() or (
+        (path / STAMP_DIR).is_dir() and (path / MANIFEST).is_file())
 
 
 def iso_time(timestamp: float) -> str:
@@ -216,7 +271,7 @@ def _flock(path: Path, blocking: bool) -> Iterator[bool]:
 def build_lock(out_dir: Path, wait: bool = True) -> Iterator[None]:
     """Hold ``<out>/.lock`` for a whole build: a second build waits (saying so) or fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock_file = out_dir / ".lock"
+    lock_file = out_dir / LOCK_FILE
     with lock_file.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -176,6 +176,7 @@ class ConvertConfig:
     allow_flex: bool = False
     allow_float_fallback: bool = False
     unsafe: bool = False
+    allow_class_mismatch: bool = False  # a labelled dataset whose class count differs from the model's
     input_shape: tuple[int, ...] | None = None
     out: Path = Path("build")
     runner: Runner = Runner.LOCAL
@@ -201,6 +202,9 @@ class ConvertConfig:
                 f"several models share the name {', '.join(repeated)}: their outputs would collide "
                 f"in {self.out}/<name>/; rename one of them"
             )
+        if self.volume and self.runner is Runner.LOCAL:
+            raise ConfigError(f"--volume {self.volume} applies to the docker runner, but --runner is "
+                              "local: drop --volume, or use --runner docker (or auto)")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.latency_runs < 1:
@@ -223,5 +227,15 @@ class ConvertConfig:
 
 
 def model_stem(path: Path) -> str:
-    """The name used for the build folder and artifact files: ``model/flowers.h5`` → ``flowers``."""
-    return path.name if path.is_dir() else path.stem
+    """The name used for the build folder and artifact files: ``model/flowers.h5`` → ``flowers``.
+
+    The path is made absolute and normalised first (``model/..`` names the folder it means, and
+    symlinks keep their own name); a name that is empty, ``.`` or ``..`` is refused, so a build
+    folder always lands inside ``--out``.
+    """
+    normal = Path(os.path.abspath(path))
+    stem = normal.name if normal.is_dir() else normal.stem
+    if stem in ("", ".", "..") or "/" in stem:
+        raise ConfigError(f"model {path} gives no usable name for its build folder: pass a model "
+                          "file or SavedModel folder with a name, e.g. model/flowers.h5")
+    return stem

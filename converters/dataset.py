@@ -73,6 +73,7 @@ def discover(root: Path) -> Listing:
                 entries.append(ImageEntry(file, NO_LABEL))
             else:
                 skipped += 1
+    check_inside(root, entries)
     if skipped:
         console.info(f"dataset {root}: skipped {skipped} file(s) that are not images")
     if not entries:
@@ -81,6 +82,18 @@ def discover(root: Path) -> Listing:
             "add images, flat or one sub-folder per class"
         )
     return Listing(tuple(entries), tuple(class_names), skipped)
+
+
+def check_inside(root: Path, entries: list[ImageEntry]) -> None:
+    """Refuse images that are symlinks to files outside ``root``: the docker runner mounts only
+    the dataset folder, so they would be found locally and missing in a container."""
+    resolved_root = root.resolve()
+    outside = [e.path for e in entries if resolved_root not in e.path.resolve().parents]
+    if outside:
+        raise DatasetError(
+            f"dataset {root}: {len(outside)} image(s) are symlinks to files outside the folder "
+            f"(first: {outside[0]} → {outside[0].resolve()}); a container sees only the dataset "
+            "folder. Copy the images into it, or pass the folder they live in as --dataset")
 
 
 def split(entries: tuple[ImageEntry, ...], calibration_size: int, validation_size: int,

@@ -6,6 +6,8 @@ exits non-zero without a traceback. Anything else escaping is a bug and keeps it
 
 from __future__ import annotations
 
+import errno
+
 
 class ConverterError(Exception):
     """A failure the user can act on. ``str(error)`` is the full message."""
@@ -47,6 +49,35 @@ class LockError(ConverterError):
 
 class VerifyError(ConverterError):
     """A file no longer matches the manifest."""
+
+
+class CorruptFileError(ConverterError, ValueError):
+    """A file the tool wrote (a stamp, the manifest, a report) is truncated or malformed.
+
+    Also a ValueError, so code that treats an unreadable stamp as "stale" keeps doing so."""
+
+
+class FileSystemError(ConverterError):
+    """Reading or writing a file failed: disk full, read-only, no permission, missing folder."""
+
+
+FILESYSTEM_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or pass another --out/--dist",
+    errno.EDQUOT: "the disk quota is exhausted: free some space or pass another --out/--dist",
+    errno.EROFS: "the file system is read-only: pass a writable --out/--dist",
+    errno.EACCES: "permission denied: pass a folder you can write to",
+    errno.EPERM: "operation not permitted: pass a folder you can write to",
+    errno.ENAMETOOLONG: "the file name is too long",
+}
+
+
+def filesystem_error(error: OSError) -> FileSystemError:
+    """A user-facing error for an OSError, naming the file and what to do."""
+    where = error.filename if error.filename is not None else "a file"
+    if error.filename2 is not None:
+        where = f"{where} → {error.filename2}"
+    hint = FILESYSTEM_HINTS.get(error.errno or 0, error.strerror or str(error))
+    return FileSystemError(f"cannot read or write {where}: {hint} ({error.strerror or error})")
 
 
 def error_class(name: str) -> type[ConverterError]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from converters import cache, console
-from converters.errors import BuildError, ConverterError
+from converters.errors import BuildError, ConverterError, filesystem_error
 from converters.fsutil import remove, replace, write_json_atomic
 from converters.stages import StageContext, StageSpec, stage_function
 
@@ -32,7 +32,10 @@ def error_file(job_path: Path) -> Path:
 def run_job_file(job_path: Path) -> int:
     job = json.loads(job_path.read_text())
     try:
-        run_job(job)
+        try:
+            run_job(job)
+        except OSError as error:  # disk full, read-only: a message, not a traceback
+            raise filesystem_error(error) from None
     except ConverterError as error:
         write_json_atomic(error_file(job_path),
                           {"type": type(error).__name__, "message": str(error)})

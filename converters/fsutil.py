@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from converters.errors import CorruptFileError
+
 _CHUNK = 1 << 20
 
 
@@ -88,14 +90,22 @@ def write_text_atomic(target: Path, text: str) -> None:
 
 
 def write_json_atomic(target: Path, data: object) -> None:
-    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Strict JSON (no NaN or Infinity: they are not JSON), written atomically."""
+    write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    with path.open() as handle:
-        data = json.load(handle)
+    """A JSON object from ``path``; a truncated or malformed file is a CorruptFileError naming it."""
+    try:
+        with path.open("rb") as handle:
+            data = json.loads(handle.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptFileError(f"{path} is not valid JSON ({error}): it is truncated or was "
+                               "changed by hand. Delete it and rebuild (invoke convert --force)"
+                               ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
+        raise CorruptFileError(f"{path} does not hold a JSON object: delete it and rebuild "
+                               "(invoke convert --force)")
     return data
 
 

@@ -16,27 +16,41 @@ def verify_build(out: Path) -> None:
         raise ConfigError(f"no manifest.json under {out}/: run invoke convert first")
     problems: list[str] = []
     for manifest in manifests:
-        found = cache.verify_manifest(manifest.parent)
+        count, found = cache.verify_build_dir(manifest.parent)
         problems += found
-        count = len(cache.read_json(manifest).get("artifacts", {}))
         if not found:
-            console.info(f"{manifest.parent}: {count} files match {manifest.name}")
+            console.info(f"{manifest.parent}: {count} files match {manifest.name} and the "
+                         "stages' stamps")
     if problems:
-        raise VerifyError("files differ from their manifest:\n  " + "\n  ".join(problems))
+        raise VerifyError("the build folder does not verify:\n  " + "\n  ".join(problems))
 
 
 def clean_build(out: Path, dry_run: bool) -> None:
-    """Remove every model build folder under ``out`` (and the lock), or list them."""
+    """Remove the model build folders under ``out`` (and the lock), or list them.
+
+    Only folders a build wrote are removed (see :func:`cache.is_model_build_dir`); anything else
+    in ``out`` is left alone and named. A folder holding no build at all is refused untouched.
+    """
     if not out.exists():
         console.info(f"{out}/ does not exist: nothing to clean")
         return
+    if not out.is_dir() or out.is_symlink():
+        raise ConfigError(f"--out {out} is not a build folder: nothing was removed")
+    entries = sorted(p for p in out.iterdir() if p.name != cache.LOCK_FILE)
+    builds = [entry for entry in entries if cache.is_model_build_dir(entry)]
+    if entries and not builds:
+        raise ConfigError(
+            f"{out} is not a build output folder: none of its {len(entries)} entries is a model "
+            f"build folder (one with {cache.BUILD_MARKER}, or .stages/ and manifest.json). "
+            "Nothing was removed; pass the --out of a build (default: build)")
     with cache.build_lock(out, wait=False):
-        entries = sorted(p for p in out.iterdir() if p.name != ".lock")
-        for entry in entries:
+        for entry in builds:
             console.info(f"{'would remove' if dry_run else 'removing'} {entry}")
             if not dry_run:
                 remove(entry)
-    if not dry_run:
-        (out / ".lock").unlink(missing_ok=True)
-        if not any(out.iterdir()):
-            out.rmdir()
+        for entry in entries:
+            if entry not in builds:
+                console.info(f"leaving {entry}: not written by a build")
+    if not dry_run and not any(p.name != cache.LOCK_FILE for p in out.iterdir()):
+        (out / cache.LOCK_FILE).unlink(missing_ok=True)
+        out.rmdir()

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# Pillow's modes for 16-bit greyscale (PNG, TIFF, PGM). "I" is 32-bit integer; Pillow uses it
+# for 16-bit data too, so it is read as 16-bit when its values fit.
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
 def read_pixels(path: Path, height: int, width: int, channels: int) -> np.ndarray:
@@ -24,12 +28,37 @@ def read_pixels(path: Path, height: int, width: int, channels: int) -> np.ndarra
     if channels not in CHANNEL_MODES:
         raise ValueError(f"the model expects {channels} input channels; images can be read as "
                          "1, 3 or 4 channels")
-    with Image.open(path) as image:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{error} Pillow refuses it as a possible decompression bomb; "
+                         "downscale the image first") from None
+    with opened as image:
         image.seek(0)  # first frame of an animated GIF/WebP
-        converted = image.convert(CHANNEL_MODES[channels])
+        converted = eight_bit(image).convert(CHANNEL_MODES[channels])
         resized = converted.resize((width, height), Image.Resampling.BILINEAR)
         array = np.asarray(resized, dtype=np.uint8)
     return array.reshape(height, width, channels)
+
+
+def eight_bit(image: Any) -> Any:
+    """``image`` with 8-bit channels: 16-bit greyscale is scaled (65535 → 255), not clipped.
+
+    Pillow's own ``convert`` clips 16-bit values at 255, which turns most such images white.
+    A float image ("F") has no defined range and is refused.
+    """
+    from PIL import Image
+
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"a {image.mode} image with values outside 0..65535: save it as an "
+                             "8- or 16-bit image")
+        return Image.fromarray(np.round(values / 257.0).astype(np.uint8), "L")
+    if image.mode == "F":
+        raise ValueError("a 32-bit float image (mode F) has no defined pixel range: save it as an "
+                         "8- or 16-bit image")
+    return image
 
 
 def normalize(pixels: np.ndarray, mode: str, mean: Sequence[float] | None = None,

@@ -100,13 +100,18 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
     path = build_dir / record["path"]
     conversion = read_json(path.with_suffix(".json"))
     metrics = record["metrics"]
-    if metrics["accuracy"] is not None and keras["accuracy"] is not None:
+    drop: float | None = None
+    basis: str | None = None
+    if record.get("failed"):
+        pass  # no metrics to compare: the artifact is listed as failed, never recommended
+    elif metrics["accuracy"] is not None and keras["accuracy"] is not None:
         drop = keras["accuracy"] - metrics["accuracy"]
         basis = "accuracy"
     else:
         drop = 1.0 - metrics["top1_agreement"]
         basis = "top1_agreement"
     return {
+        "failed": record.get("failed"),
         "target": record["target"],
         "variant": record["variant"],
         "path": record["path"],
@@ -126,7 +131,8 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
 
 def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
     """The smallest and the fastest artifact whose accuracy drop stays within ``bound``."""
-    eligible = [a for a in artifacts if a["accuracy_drop"] <= bound + 1e-12]
+    eligible = [a for a in artifacts
+                if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
     fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
     return {
@@ -149,6 +155,10 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     for a in report["artifacts"]:
         m = a["metrics"]
         float_ops = ", ".join(f"{o['op']}×{o['count']}" for o in a["float_ops"]) or "none"
+        if a.get("failed"):
+            rows.append([f"{a['target']} {a['variant']}", a["path"],
+                         f"{a['size_bytes'] / 1024:.1f}", "failed", "-", "-", "-", "-", float_ops])
+            continue
         rows.append([
             f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
             _percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
@@ -181,12 +191,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.",
     ]
     if rec["rejected"]:
-        lines.append(f"Over the bound: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+        lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+    lines += [f"- `{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
     if report.get("edgetpu"):
         lines += edgetpu_report.markdown(report["edgetpu"])
     if report.get("tensorrt"):
         lines += ["", "## TensorRT", ""] + [f"- {line}" for line in tensorrt_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The artifacts that were built but failed validation."""
+    return [a for a in report["artifacts"] if a.get("failed")]
 
 
 def tensorrt_lines(report: dict[str, Any]) -> list[str]:
@@ -219,7 +235,8 @@ def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
     markers = "osD^vP*X"
     # One colour and marker per artifact in both panels, named once in the legend: artifacts
     # often sit on top of each other, where text labels would overlap.
-    for index, artifact in enumerate(report["artifacts"]):
+    measured = [a for a in report["artifacts"] if not a.get("failed")]
+    for index, artifact in enumerate(measured):
         metrics = artifact["metrics"]
         quality = metrics["accuracy"] if labelled else metrics["top1_agreement"]
         style = {"s": 70, "marker": markers[index % len(markers)], "color": f"C{index}",
@@ -263,6 +280,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2
 smallest <code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(rec['fastest']))}</code>.</p>
 <p>{escape(toolchain_line(report))}</p>
 <table><tr>{header}</tr>{body}</table>
+{"<ul>" + "".join(f"<li><code>{escape(a['path'])}</code> failed validation: {escape(a['failed'])}</li>"
+                  for a in failed(report)) + "</ul>" if failed(report) else ""}
 {edgetpu_report.html_section(report["edgetpu"]) if report.get("edgetpu") else ""}
 {"<h2>TensorRT</h2><ul>" + "".join(f"<li>{escape(line)}</li>" for line in tensorrt_lines(report))
  + "</ul>" if report.get("tensorrt") else ""}

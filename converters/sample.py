@@ -7,11 +7,13 @@ dataset/ holds a separate held-out set (seed 2), so accuracy in the report is ho
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from converters import console
+from converters.errors import ConfigError
 from converters.fsutil import atomic_path
 
 CLASSES = ("circle", "square", "stripes", "triangle")  # sorted: folder order = class index
@@ -60,13 +62,44 @@ def generate(count_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.asarray(labels)
 
 
+# What write_dataset writes, relative to its folder: the only files the sample may replace.
+SAMPLE_FILE = re.compile(rf"^({'|'.join(CLASSES)})/\d{{4}}\.png$")
+
+
+def sample_file_name(label: int, index: int) -> str:
+    return f"{CLASSES[label]}/{index:04d}.png"
+
+
+def clear_for_dataset(root: Path, force: bool) -> None:
+    """Make ``root`` ready for :func:`write_dataset` without deleting anything not the sample's.
+
+    A folder holding only the sample's own files is cleared of them (a regenerated sample is
+    exactly the new one). A folder holding anything else is refused, or with ``force`` kept:
+    then only the files the sample writes are overwritten.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir() or root.is_symlink():
+        raise ConfigError(f"--dataset {root} is not a folder: pass a new or empty folder")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
+    foreign = [name for name in files if not SAMPLE_FILE.match(name)]
+    if foreign and not force:
+        raise ConfigError(
+            f"--dataset {root} holds {len(foreign)} file(s) the sample did not write (first: "
+            f"{foreign[0]}): refusing to write the sample there. Pass a new or empty folder, or "
+            "--force to write the sample's files beside them (nothing else is touched)")
+    if not foreign:
+        for name in files:
+            (root / name).unlink()
+
+
 def write_dataset(root: Path, count_per_class: int = 80, seed: int = DATASET_SEED) -> int:
     """Write PNGs into ``root/<class>/NNNN.png``; return how many."""
     from PIL import Image
 
     images, labels = generate(count_per_class, seed)
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-        path = root / CLASSES[label] / f"{index:04d}.png"
+        path = root / sample_file_name(int(label), index)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as temporary:
             Image.fromarray(image).save(temporary, format="PNG", optimize=False)

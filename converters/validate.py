@@ -48,6 +48,16 @@ def compare(reference: np.ndarray, outputs: np.ndarray,
     }
 
 
+def non_finite_problem(outputs: np.ndarray, what: str) -> str | None:
+    """Why ``outputs`` cannot be compared (NaN or Inf in them), or None when all are finite."""
+    per_sample = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    if not per_sample.any():
+        return None
+    return (f"{what} gives non-finite outputs (NaN or Inf) on {int(per_sample.sum())} of "
+            f"{len(outputs)} validation samples, where the Keras model's are finite: the "
+            "conversion overflowed or lost the model's range; this artifact is not usable")
+
+
 def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
     if labels is None:
         return None

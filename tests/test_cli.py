@@ -50,7 +50,7 @@ def test_corrupt_model_and_lambda_without_unsafe(tmp_path: Path, tiny_dataset: P
     assert_user_error(result, f"cannot load model {corrupt}")
 
     inputs = keras.Input((16, 16, 3))
-    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t)(inputs)))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t)(inputs)))
     path = tmp_path / "lam.keras"
     keras.Model(inputs, outputs).save(path)
     result = run_invoke("convert", "--model", str(path), *quick_flags(tiny_dataset, tmp_path))

@@ -69,13 +69,13 @@ class DockerRunner:
         model, dataset = Path(job["model_path"]), Path(job["dataset_dir"])
         shared = self.volume or str(self.out_dir)
         argv = [
-            docker.docker_cli(), "run", "--rm", "--name", name,
+            docker.docker_cli(), "run", "--rm", "--init", "--name", name,
             "--label", f"{docker.BUILD_DIR_LABEL}={self.out_dir}",
             "--network", "none",
             "--user", f"{os.getuid()}:{os.getgid()}",
-            "--volume", f"{shared}:{self.out_dir}",
-            "--volume", f"{model}:{model}:ro",
-            "--volume", f"{dataset}:{dataset}:ro",
+            "--mount", mount_option("volume" if self.volume else "bind", shared, self.out_dir),
+            "--mount", mount_option("bind", str(model), model, read_only=True),
+            "--mount", mount_option("bind", str(dataset), dataset, read_only=True),
             "--env", "HOME=/tmp",
             "--env", "CONVERTERS_PARENT_SHOWS_ERRORS=1",
         ]
@@ -88,6 +88,15 @@ class DockerRunner:
     def finish(self, job_path: Path, job: dict[str, Any]) -> None:
         """Remove the container if it outlived its process (Ctrl-C, a killed docker CLI)."""
         docker.remove_container(container_name(job_path, job))
+
+
+def mount_option(kind: str, source: str, target: Path, read_only: bool = False) -> str:
+    """A ``--mount`` value; unlike ``--volume``, paths may hold ``:`` and (CSV-quoted) ``,``."""
+    fields = [f"type={kind}", f"source={source}", f"target={target}"]
+    if read_only:
+        fields.append("readonly")
+    return ",".join(f'"{f.replace(chr(34), chr(34) * 2)}"' if ("," in f or '"' in f) else f
+                    for f in fields)
 
 
 def container_name(job_path: Path, job: dict[str, Any]) -> str:

@@ -29,6 +29,8 @@ def run(context: StageContext) -> None:
     params = context.params
     shape = export.input_shape(context.build_dir)
     listing = dataset.discover(context.dataset_dir)
+    if not params["allow_class_mismatch"]:
+        check_class_count(listing, context)
     chosen = dataset.split(listing.entries, params["calibration_size"],
                            params["validation_size"], params["seed"])
     calibration, _, unreadable_calibration = dataset.load_images(
@@ -64,6 +66,21 @@ def run(context: StageContext) -> None:
                        "files": relative_names(chosen.validation, unreadable_validation)},
     }
     write_json_atomic(context.write(DATASET_INFO), info)
+
+
+def check_class_count(listing: dataset.Listing, context: StageContext) -> None:
+    """A labelled dataset must have one class folder per model output class."""
+    output_shape = read_json(context.build_dir / export.MODEL_INFO)["output_shape"]
+    if not listing.class_names or len(output_shape) != 2 or output_shape[-1] is None:
+        return
+    classes, folders = int(output_shape[-1]), len(listing.class_names)
+    if classes != folders:
+        shown = ", ".join(listing.class_names[:6]) + (", …" if folders > 6 else "")
+        raise DatasetError(
+            f"dataset {context.dataset_dir} has {folders} class folders ({shown}) but model "
+            f"{context.model_path} has {classes} output classes: accuracy would compare unrelated "
+            "classes. Pass --dataset with one sub-folder per model class (sorted names in the "
+            "model's output order), or --allow-class-mismatch if you know better")
 
 
 def load_split(build_dir: Path, relative: str) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from converters import console, validate
+from converters.errors import ModelError
 from converters.fsutil import write_json_atomic
 from converters.model import load
 from converters.stages import data
@@ -28,6 +29,12 @@ def run(context: StageContext) -> None:
                for i in console.progress(range(0, len(inputs), BATCH), "Keras reference",
                                          total=(len(inputs) + BATCH - 1) // BATCH)]
     outputs = np.concatenate(batches).astype(np.float32)
+    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    if bad.any():
+        raise ModelError(
+            f"model {context.model_path} gives non-finite outputs (NaN or Inf) on {int(bad.sum())} "
+            f"of {len(outputs)} validation images: nothing can be validated against it. Check "
+            "the model's weights and its preprocessing (--preprocessing), then convert again")
     one = tf.constant(inputs[:1])
     latency = validate.median_latency_ms(lambda: model.graph_function(one), params["latency_runs"])
     np.save(context.write(OUTPUTS), outputs, allow_pickle=False)

@@ -18,21 +18,26 @@ def run(context: StageContext) -> None:
     keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
     runner = validate.artifact_runner(artifact, threads=params["threads"])
     outputs = runner.predict(inputs, f"validating {artifact.name}")
-    metrics = validate.compare(keras_outputs, outputs, labels)
-    latency = runner.latency_ms(inputs[0], params["latency_runs"])
-    console.info(
-        f"{artifact.name}: top-1 agreement {metrics['top1_agreement']:.3f}, "
-        f"max |error| {metrics['max_abs_error']:.4g}, {latency:.2f} ms"
-    )
     result = {
         "target": params["target"],
         "variant": params["variant"],
         "path": params["artifact"],
-        "metrics": metrics,
-        "latency_ms": latency,
         "threads": params["threads"],
         "latency_runs": params["latency_runs"],
         "runtime": params["runtime"],
         "samples": int(len(inputs)),
     }
+    failure = validate.non_finite_problem(outputs, f"the {params['target']} {params['variant']} "
+                                          f"artifact {artifact.name}")
+    if failure is not None:
+        console.warn(failure)
+        result |= {"failed": failure, "metrics": None, "latency_ms": None}
+    else:
+        metrics = validate.compare(keras_outputs, outputs, labels)
+        latency = runner.latency_ms(inputs[0], params["latency_runs"])
+        console.info(
+            f"{artifact.name}: top-1 agreement {metrics['top1_agreement']:.3f}, "
+            f"max |error| {metrics['max_abs_error']:.4g}, {latency:.2f} ms"
+        )
+        result |= {"failed": None, "metrics": metrics, "latency_ms": latency}
     write_json_atomic(context.write(params["output"]), result)
