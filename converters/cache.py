@@ -211,16 +211,18 @@ def verify_build_dir(build_dir: Path) -> tuple[int, list[str]]:
 def _check_output(build_dir: Path, relative: str, stamp: dict[str, Any] | None,
                   listed: dict[str, Any] | None) -> list[str]:
     path = build_dir / relative
+    problems = []
     if stamp is None or listed is None:
         where = "the manifest but no stamp" if stamp is None else "a stamp but not the manifest"
-        return [f"{path}: recorded in {where}: the build folder was changed by hand"]
-    if stamp["sha256"] != listed["sha256"]:
-        return [f"{path}: the manifest's sha256 differs from its stage's stamp"]
+        problems.append(f"{path}: recorded in {where}: the build folder was changed by hand")
+    elif stamp["sha256"] != listed["sha256"]:
+        problems.append(f"{path}: the manifest's sha256 differs from its stage's stamp")
+    expected = (stamp or listed or {})["sha256"]
     if not path.exists():
-        return [f"{path}: missing (expected sha256 {stamp['sha256'][:12]}…)"]
-    if (actual := sha256_tree(path)) != stamp["sha256"]:
-        return [f"{path}: sha256 {actual[:12]}… differs from the recorded {stamp['sha256'][:12]}…"]
-    return []
+        problems.append(f"{path}: missing (expected sha256 {expected[:12]}…)")
+    elif (actual := sha256_tree(path)) != expected:
+        problems.append(f"{path}: sha256 {actual[:12]}… differs from the recorded {expected[:12]}…")
+    return problems
 
 
 # What a build writes besides stage outputs: bookkeeping, not artifacts.

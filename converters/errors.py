@@ -7,6 +7,7 @@ exits non-zero without a traceback. Anything else escaping is a bug and keeps it
 from __future__ import annotations
 
 import errno
+import os
 
 
 class ConverterError(Exception):
@@ -78,6 +79,17 @@ def filesystem_error(error: OSError) -> FileSystemError:
         where = f"{where} → {error.filename2}"
     hint = FILESYSTEM_HINTS.get(error.errno or 0, error.strerror or str(error))
     return FileSystemError(f"cannot read or write {where}: {hint} ({error.strerror or error})")
+
+
+def wrapped_filesystem_error(error: Exception) -> FileSystemError | None:
+    """The same for a library's own exception that wraps a file-system failure (TensorFlow
+    raises ResourceExhaustedError for a full disk); None when ``error`` is something else."""
+    text = str(error).strip()
+    for code in FILESYSTEM_HINTS:
+        if os.strerror(code) in text:
+            detail = text.splitlines()[0][:400] if text else type(error).__name__
+            return FileSystemError(f"cannot write: {FILESYSTEM_HINTS[code]} ({detail})")
+    return None
 
 
 def error_class(name: str) -> type[ConverterError]:

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from converters import cache, console
-from converters.errors import BuildError, ConverterError, filesystem_error
+from converters.errors import (
+    BuildError,
+    ConverterError,
+    filesystem_error,
+    wrapped_filesystem_error,
+)
 from converters.fsutil import remove, replace, write_json_atomic
 from converters.stages import StageContext, StageSpec, stage_function
 
@@ -36,17 +41,28 @@ def run_job_file(job_path: Path) -> int:
             run_job(job)
         except OSError as error:  # disk full, read-only: a message, not a traceback
             raise filesystem_error(error) from None
+        except Exception as error:  # a library's error wrapping a full or read-only disk
+            if (problem := wrapped_filesystem_error(error)) is None:
+                raise
+            raise problem from None
     except ConverterError as error:
-        write_json_atomic(error_file(job_path),
-                          {"type": type(error).__name__, "message": str(error)})
-        if not os.environ.get(PARENT_SHOWS_ERRORS):
+        shown_by_parent = _write_error(job_path, type(error).__name__, str(error))
+        if not (shown_by_parent and os.environ.get(PARENT_SHOWS_ERRORS)):
             console.error(str(error))
         return error.exit_code
     except Exception:
-        write_json_atomic(error_file(job_path),
-                          {"type": "InternalError", "message": traceback.format_exc()})
+        _write_error(job_path, "InternalError", traceback.format_exc())
         raise
     return 0
+
+
+def _write_error(job_path: Path, kind: str, message: str) -> bool:
+    """Leave the error for the parent; False when even that cannot be written (disk full)."""
+    try:
+        write_json_atomic(error_file(job_path), {"type": kind, "message": message})
+    except OSError:
+        return False
+    return True
 
 
 def run_job(job: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ def sha256_tree(path: Path) -> str:
         return sha256_file(path)
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(os.fsencode(file.relative_to(path).as_posix()))  # any file name's bytes
         digest.update(b"\0")
         digest.update(sha256_file(file).encode())
     return digest.hexdigest()
