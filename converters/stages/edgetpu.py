@@ -113,6 +113,10 @@ def build_problems(build_dir: Path, min_tpu_ops: float | None) -> list[str]:
         return [f"{build_dir.name}: the Edge TPU compile did not run (the int8 model and the "
                 f"pre-check are built): {record['reason']}"]
     fraction = record.get("tpu_fraction")
+    if min_tpu_ops is not None and fraction is None:
+        return [f"{build_dir.name}: --min-tpu-ops {min_tpu_ops:.0%} cannot be checked: the "
+                "compiler's output gives no Edge TPU op count (no counts, no op table, no log); "
+                f"see {build_dir / COMPILED_DIR / 'compiler_output.txt'}"]
     if min_tpu_ops is not None and fraction is not None and fraction < min_tpu_ops:
         return [f"{build_dir.name}: only {fraction:.0%} of the ops map to the Edge TPU, below "
                 f"--min-tpu-ops {min_tpu_ops:.0%}; see the CPU ops and their reasons in "
