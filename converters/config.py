@@ -182,6 +182,7 @@ class ConvertConfig:
     volume: str | None = None  # docker runner: a named volume instead of a bind mount
     edgetpu: CompileOptions = field(default_factory=CompileOptions)
     min_tpu_ops: float | None = None  # fail the build when fewer ops map to the Edge TPU
+    edgetpu_split: bool = False  # also write the Edge TPU head and the CPU tail (edgetpu_split)
     onnx_opset: int = 17
     batch: BatchProfile = field(default_factory=BatchProfile)  # TensorRT optimization profile
     workspace_mb: int = 1024  # TensorRT builder workspace limit

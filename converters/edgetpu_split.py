@@ -29,6 +29,7 @@ TAIL_SUFFIX = "_tail.tflite"
 RECORD_SUFFIX = "_split.json"
 VALIDATION_SAMPLES = 8
 FLATBUFFER_IDENTIFIER = b"TFL3"
+NOT_NEEDED = "every op is predicted on the Edge TPU: nothing to split"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def plan_split(graph: tflite_inspect.TFLiteGraph, precheck: dict[str, Any]) -> S
     head = tuple(op for op in graph.operators if op.index not in on_cpu)
     tail = tuple(op for op in graph.operators if op.index in on_cpu)
     if not tail:
-        return "every op is predicted on the Edge TPU: nothing to split"
+        return NOT_NEEDED
     if not head:
         return "no op is predicted on the Edge TPU: there is no head to compile"
     model_inputs = {t.index for t in graph.inputs}
@@ -119,8 +120,9 @@ def _empty_unused_buffers(model: Any) -> None:
 class Pipeline:
     """Head then tail on the CPU with LiteRT, fed and read by tensor index (kept by the split)."""
 
-    def __init__(self, head: Path, tail: Path, threads: int = 1) -> None:
-        self.head = _interpreter(head, threads)
+    def __init__(self, head: Path, tail: Path, threads: int = 1,
+                 head_delegates: list[Any] | None = None) -> None:
+        self.head = _interpreter(head, threads, head_delegates)
         self.tail = _interpreter(tail, threads)
         self.input = self.head.get_input_details()[0]
         self.output = self.tail.get_output_details()[0]
@@ -163,14 +165,15 @@ def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def _interpreter(path: Path, threads: int) -> Any:
+def _interpreter(path: Path, threads: int, delegates: list[Any] | None = None) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         raise ToolMissingError("the LiteRT interpreter is not installed: pip install "
                                "ai-edge-litert (or pip install '.[tflite]')") from None
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                                  experimental_delegates=delegates)
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as error:
         raise ConversionError(f"LiteRT cannot load the split model {path}: {error}") from None
@@ -224,7 +227,8 @@ def split_model(model: Path, out_dir: Path | None = None) -> dict[str, Any]:
     folder = out_dir or model.parent
     record_path = folder / f"{model.stem}{RECORD_SUFFIX}"
     if isinstance(plan, str):
-        record: dict[str, Any] = {"model": model.name, "split": False, "reason": plan}
+        record: dict[str, Any] = {"model": model.name, "split": False, "reason": plan,
+                                  "needed": plan != NOT_NEEDED}
         write_json_atomic(record_path, record)
         return record
     data = model.read_bytes()
@@ -254,6 +258,16 @@ def read_record(path: Path) -> dict[str, Any]:
     if not record.get("split"):
         raise ModelError(f"{path} records no split: {record.get('reason', 'unknown reason')}")
     return record
+
+
+def head_to_run(record_path: Path, record: dict[str, Any]) -> Path:
+    """The compiled head (``*_head_edgetpu.tflite`` beside the record or in the build's
+    ``edgetpu/compiled``) when there is one, else the uncompiled head (it runs on the CPU)."""
+    compiled_name = record["head"].replace(".tflite", "_edgetpu.tflite")
+    for folder in (record_path.parent, record_path.parent.parent / "compiled"):
+        if (folder / compiled_name).is_file():
+            return folder / compiled_name
+    return record_path.parent / record["head"]
 
 
 def split_lines(record: dict[str, Any]) -> list[str]:
