@@ -38,8 +38,11 @@ NOT_CONSTANT = "Filter, bias, or other param is not constant at compile-time"
 # Not a compiler status: the compiler refuses such a model as a whole and prints no table.
 NOT_COMPILED = "Not compiled: the compiler refuses the whole model"
 
+# DEQUANTIZE is listed so that the data-type check words it as the compiler does (it always
+# outputs float: "Operation is working on an unsupported data type" in a real EfficientDet log).
 SUPPORTED_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE",
+    "EXPAND_DIMS",
     "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM",
     "MAX_POOL_2D", "MAXIMUM", "MINIMUM", "MEAN", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE",
     "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
