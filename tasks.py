@@ -313,7 +313,7 @@ def split_and_print(model: Path) -> None:
     record = split_model(model)
     for line in split_lines(record):
         console.info(line)
-    if record["needed"] and not record["split"]:
+    if not record["split"] and record["needed"]:
         raise ConversionError(f"{model} was not split: {record['reason']}")
 
 
