@@ -219,6 +219,8 @@ class ConvertConfig:
             raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.onnx_opset}")
         if self.workspace_mb < 1:
             raise ConfigError(f"--workspace-mb must be at least 1, got {self.workspace_mb}")
+        if self.edgetpu_split and Target.EDGETPU not in self.targets:
+            raise ConfigError("--edgetpu-split splits the Edge TPU model: add --target edgetpu")
         if self.min_tpu_ops is not None and not 0 <= self.min_tpu_ops <= 1:
             raise ConfigError(f"--min-tpu-ops is a fraction between 0 and 1, got {self.min_tpu_ops}")
 

@@ -154,8 +154,8 @@ def edgetpu_stages(config: ConvertConfig, stem: str, timing: dict[str, int]) -> 
                             outputs=(edgetpu.COMPILED_DIR, edgetpu.COMPILE_RECORD),
                             tools=(edgetpu.COMPILER_TOOL,)))
     if config.edgetpu_split:
-        stages.insert(-1, edgetpu.split_stage(artifact))
-        stages[-1] = edgetpu.compile_after_split(stages[-1], stem)
+        compile_stage = stages.pop()
+        stages += [edgetpu.split_stage(artifact), edgetpu.compile_after_split(compile_stage, stem)]
     return stages
 
 

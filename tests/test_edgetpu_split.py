@@ -93,3 +93,12 @@ def test_edgetpu_check_splits_a_given_tflite(split_build: tuple[Path, Any], tmp_
     head = run_invoke("edgetpu-check", "--model", str(tmp_path / "leaky_int8_head.tflite"),
                       "--edgetpu-split")
     assert head.returncode == 0 and "nothing to split" in head.stdout
+
+
+def test_edgetpu_split_needs_the_edgetpu_target(tmp_path: Path) -> None:
+    from converters.config import ConvertConfig, DatasetConfig, Target
+    from converters.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--edgetpu-split splits the Edge TPU model"):
+        ConvertConfig(models=(tmp_path / "m.keras",), dataset=DatasetConfig(tmp_path),
+                      targets=(Target.TFLITE,), edgetpu_split=True)
