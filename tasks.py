@@ -141,6 +141,7 @@ def convert_config(c: Context, **flags: Any) -> Any:
         jobs=numbers["jobs"],
         edgetpu=edgetpu_options(get),
         min_tpu_ops=optional_number(get("min_tpu_ops"), float, "--min-tpu-ops"),
+        edgetpu_split=bool(get("edgetpu_split")),
         onnx_opset=whole_number(get("opset"), "opset"),
         batch=BatchProfile.parse(str(get("batch"))),
         workspace_mb=whole_number(get("workspace_mb"), "workspace_mb"),
@@ -226,6 +227,8 @@ def edgetpu_options(get: Any) -> Any:
         "compiler_timeout": "edgetpu: compiler timeout in seconds (default 180)",
         "intermediate_tensors": "edgetpu: comma list of tensors to expose as outputs (-i)",
         "min_tpu_ops": "edgetpu: fail the build when a smaller fraction of ops maps to the TPU",
+        "edgetpu_split": "edgetpu: also write the TPU-mappable head and the CPU tail as two "
+                         ".tflite models (validated against the whole model)",
         "opset": "onnx: ONNX opset (13-18, default 17)",
         "batch": "tensorrt: optimization profile of the batch dimension min,opt,max (default 1,8,32)",
         "workspace_mb": "tensorrt: builder workspace limit in MiB (default 1024)",
@@ -242,7 +245,7 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
             force: bool = False, jobs: str = "", min_runtime_version: str = "",
             num_segments: str = "", search_delegate: bool = False, delegate_search_step: str = "",
             compiler_timeout: str = "", intermediate_tensors: str = "", min_tpu_ops: str = "",
-            opset: str = "", batch: str = "", workspace_mb: str = "") -> None:
+            edgetpu_split: bool = False, opset: str = "", batch: str = "", workspace_mb: str = "") -> None:
     """Convert Keras models to TFLite, Edge TPU, ONNX and TensorRT artifacts, validate, report.
 
     Outputs go to build/<model>/ (never next to your inputs): tflite/<model>_<mode>.tflite,
@@ -321,11 +324,14 @@ def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 
 @task(name="edgetpu-check", help={
     "model": "an int8 .tflite file",
     "json": "print the full result as JSON instead of tables",
+    "edgetpu_split": "write X_head.tflite (Edge TPU) and X_tail.tflite (CPU) next to the model, "
+                     "cut where the prediction leaves the Edge TPU, and X_split.json",
 })
-def edgetpu_check(c: Context, model: str, json: bool = False) -> None:
+def edgetpu_check(c: Context, model: str, json: bool = False, edgetpu_split: bool = False) -> None:
     """Predict which ops of an int8 .tflite map to the Edge TPU (no compiler needed).
 
-    Exits non-zero when the model cannot compile at all (not quantized, dynamic shapes, batch > 1).
+    Exits non-zero when the model cannot compile at all (not quantized, batch > 1), or when
+    --edgetpu-split cannot split it.
     """
     with user_errors():
         from converters.edgetpu_check import check_model
@@ -338,6 +344,20 @@ def edgetpu_check(c: Context, model: str, json: bool = False) -> None:
 
             raise ConversionError(f"{model} cannot be compiled for the Edge TPU: "
                                   + "; ".join(result["blocking"]))
+        if edgetpu_split:
+            split_and_print(Path(model))
+
+
+def split_and_print(model: Path) -> None:
+    """``edgetpu-check --edgetpu-split``: write and validate the head/tail pair."""
+    from converters.edgetpu_split import split_lines, split_model
+    from converters.errors import ConversionError
+
+    record = split_model(model)
+    for line in split_lines(record):
+        console.info(line)
+    if not record["split"] and record["needed"]:
+        raise ConversionError(f"{model} was not split: {record['reason']}")
 
 
 @task(help={

@@ -126,7 +126,9 @@ def select_artifacts(request: BundleRequest, report: dict[str, Any]) -> tuple[li
     if not edgetpu.get("compiled"):
         raise BundleError(f"the Edge TPU compile did not run for {build_dir}: there is no "
                           f"*_edgetpu.tflite to bundle. {edgetpu.get('not_run_reason', '')}")
-    return [build_dir / path for path in edgetpu["compiled_models"]], entry
+    split = edgetpu.get("split") or {}  # --edgetpu-split: the CPU tail and the pair's record
+    pair = [build_dir / split[key] for key in ("record", "tail")] if split.get("split") else []
+    return [build_dir / path for path in edgetpu["compiled_models"]] + pair, entry
 
 
 def report_entries(report: dict[str, Any], entry: dict[str, Any], target: str) -> dict[str, Any]:

@@ -183,6 +183,7 @@ class ConvertConfig:
     volume: str | None = None  # docker runner: a named volume instead of a bind mount
     edgetpu: CompileOptions = field(default_factory=CompileOptions)
     min_tpu_ops: float | None = None  # fail the build when fewer ops map to the Edge TPU
+    edgetpu_split: bool = False  # also write the Edge TPU head and the CPU tail (edgetpu_split)
     onnx_opset: int = 17
     batch: BatchProfile = field(default_factory=BatchProfile)  # TensorRT optimization profile
     workspace_mb: int = 1024  # TensorRT builder workspace limit
@@ -222,6 +223,8 @@ class ConvertConfig:
             raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.onnx_opset}")
         if self.workspace_mb < 1:
             raise ConfigError(f"--workspace-mb must be at least 1, got {self.workspace_mb}")
+        if self.edgetpu_split and Target.EDGETPU not in self.targets:
+            raise ConfigError("--edgetpu-split splits the Edge TPU model: add --target edgetpu")
         if self.min_tpu_ops is not None and not 0 <= self.min_tpu_ops <= 1:
             raise ConfigError(f"--min-tpu-ops is a fraction between 0 and 1, got {self.min_tpu_ops}")
 

@@ -2,10 +2,15 @@
 
 Reads the flatbuffer with LiteRT's schema module (:mod:`converters.tflite_inspect`) and checks
 every operator against Coral's documented requirements (FACTS.md): supported ops, integer data
-types, static shapes, batch 1, at most 3 non-unit innermost dimensions, and per-op limits. The
-compiler cuts the graph once: from the first op it cannot map, every op runs on the CPU. The
-result has the structure of the compiler's own report (:mod:`converters.edgetpu_compiler`), so
-the two are compared side by side.
+types, static shapes, batch 1, at most 3 non-unit innermost dimensions, and per-op limits.
+
+Placement follows the data flow, as the real compiler does (measured on the compiled pairs in
+``shared/edgetpu-truth``): an op runs on the CPU when it cannot be mapped, or when it consumes,
+directly or through other ops, the output of a CPU op that itself comes after the Edge TPU
+segment started (has a mapped op upstream). So an unmappable op at the very start (a QUANTIZE of
+a float input, a CAST) runs on the CPU and the rest still maps, and ops that do not depend on a
+late CPU op keep their mapping whatever their position in the file. The result has the structure
+of the compiler's own report (:mod:`converters.edgetpu_compiler`), so the two compare side by side.
 """
 
 from __future__ import annotations
@@ -21,29 +26,42 @@ from converters.errors import ModelError
 from converters.tflite_inspect import OperatorInfo
 
 MAPPED = "Mapped to Edge TPU"
-# The compiler's statuses (FACTS.md); the pre-check adds a specific reason to each.
+# The compiler's statuses (FACTS.md and the real outputs in shared/edgetpu-truth); the pre-check
+# adds a specific reason to each.
 NOT_SUPPORTED = "Operation not supported"
 AFTER_CUT = "More than one subgraph is not supported"
 DATA_TYPE = "Operation is working on an unsupported data type"
 RANK = "Tensor has unsupported rank (up to 3 innermost dimensions mapped)"
 LIMITATION = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+STRIDES = "Only Strided-Slice with unitary strides supported"
+NOT_CONSTANT = "Filter, bias, or other param is not constant at compile-time"
+# Not a compiler status: the compiler refuses such a model as a whole and prints no table.
+NOT_COMPILED = "Not compiled: the compiler refuses the whole model"
 
+# DEQUANTIZE is listed so that the data-type check words it as the compiler does (it always
+# outputs float: "Operation is working on an unsupported data type" in a real EfficientDet log).
 SUPPORTED_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE",
+    "EXPAND_DIMS",
     "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM",
     "MAX_POOL_2D", "MAXIMUM", "MINIMUM", "MEAN", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE",
     "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
     "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT",
-    "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE",
+    "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TILE", "TRANSPOSE",
     "TRANSPOSE_CONV",
 })
 INTEGER_TYPES = frozenset({"INT8", "UINT8"})
 # Constant inputs that are shapes, axes, sizes or biases, not data the TPU quantizes.
 INDEX_TYPES = frozenset({"INT32", "INT64"})
+# An int8 LSTM keeps its cell state in INT16 and its gate biases in INT32; it maps entirely.
+LSTM_OPS = frozenset({"LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM"})
+LSTM_STATE_TYPES = frozenset({"INT16", "INT32"})
 SOFTMAX_MAX_ELEMENTS = 16_000
 MEAN_Z_MULTIPLE = 4
 REDUCTIONS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"})
 NO_FUSED_ACTIVATION = frozenset({"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})
+RESIZES = frozenset({"RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"})
+WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
 
 
 @dataclass(frozen=True)
@@ -78,24 +96,69 @@ def check_file(path: Path) -> dict[str, Any]:
 def check(graph: tflite_inspect.TFLiteGraph, model: str) -> dict[str, Any]:
     """The predicted op mapping and the model-level problems that stop any compilation."""
     blocking = model_problems(graph)
-    verdicts: list[OpVerdict] = []
-    cut: OpVerdict | None = None
-    for op in graph.operators:
+    verdicts = place(graph.operators)
+    if blocking:
+        verdicts = [refused(verdict, blocking[0]) for verdict in verdicts]
+    return summarise(model, verdicts, blocking, shape_notes(graph), graph)
+
+
+def place(operators: tuple[OperatorInfo, ...]) -> list[OpVerdict]:
+    """Each op's verdict following the data flow (ops are in execution order in a .tflite).
+
+    ``late_cpu`` holds, per tensor, the first CPU op that comes after the Edge TPU segment
+    started and that the tensor depends on; ``after_tpu`` the tensors with a mapped op upstream.
+    """
+    producer_is_late_cpu: dict[int, OpVerdict] = {}
+    after_tpu: set[int] = set()
+    verdicts = []
+    for op in operators:
+        cut = next((producer_is_late_cpu[t.index] for t in op.inputs
+                    if t.index in producer_is_late_cpu), None)
         status, reason = op_problem(op)
-        if cut is None and status != MAPPED:
-            cut = OpVerdict(op.index, op.name, status, reason)
-            verdicts.append(cut)
-        elif cut is not None:
+        if cut is not None:
             why = f"runs on the CPU after the cut at op {cut.index} ({cut.operator})"
-            verdicts.append(OpVerdict(op.index, op.name, AFTER_CUT if status == MAPPED else status,
-                                      why if status == MAPPED else f"{reason}; {why}"))
+            verdict = OpVerdict(op.index, op.name, AFTER_CUT if status == MAPPED else status,
+                                why if status == MAPPED else f"{reason}; {why}")
         else:
-            verdicts.append(OpVerdict(op.index, op.name, MAPPED, ""))
-    return summarise(model, verdicts, blocking, graph.subgraphs)
+            verdict = OpVerdict(op.index, op.name, status, reason)
+        verdicts.append(verdict)
+        upstream_tpu = verdict.on_tpu or any(t.index in after_tpu for t in op.inputs)
+        for tensor in op.outputs:
+            if upstream_tpu:
+                after_tpu.add(tensor.index)
+            if not verdict.on_tpu and (cut is not None or upstream_tpu):
+                producer_is_late_cpu[tensor.index] = cut or verdict
+    return verdicts
 
 
-def summarise(model: str, verdicts: list[OpVerdict], blocking: list[str],
-              subgraphs: int) -> dict[str, Any]:
+def refused(verdict: OpVerdict, problem: str) -> OpVerdict:
+    """An op of a model the compiler refuses as a whole: nothing maps."""
+    why = f"the model is refused: {problem}"
+    return OpVerdict(verdict.index, verdict.operator, NOT_COMPILED,
+                     f"{verdict.reason}; {why}" if verdict.reason else why)
+
+
+def edgetpu_subgraphs(operators: tuple[OperatorInfo, ...], verdicts: list[OpVerdict]) -> int:
+    """Connected groups of mapped ops (each becomes one ``edgetpu-custom-op``)."""
+    on_tpu = {v.index for v in verdicts if v.on_tpu}
+    group = {index: index for index in on_tpu}
+
+    def root(index: int) -> int:
+        while group[index] != index:
+            index = group[index]
+        return index
+
+    producers = {t.index: op.index for op in operators if op.index in on_tpu for t in op.outputs}
+    for op in operators:
+        if op.index in on_tpu:
+            for tensor in op.inputs:
+                if tensor.index in producers:
+                    group[root(producers[tensor.index])] = root(op.index)
+    return len({root(index) for index in on_tpu})
+
+
+def summarise(model: str, verdicts: list[OpVerdict], blocking: list[str], notes: list[str],
+              graph: tflite_inspect.TFLiteGraph) -> dict[str, Any]:
     tpu_ops = sum(v.on_tpu for v in verdicts)
     total = len(verdicts)
     rows = Counter((v.operator, v.status) for v in verdicts)
@@ -103,12 +166,13 @@ def summarise(model: str, verdicts: list[OpVerdict], blocking: list[str],
         "model": model,
         "compiles": not blocking,
         "blocking": blocking,
+        "notes": notes,
         "total_ops": total,
-        "tpu_ops": tpu_ops if not blocking else 0,
-        "cpu_ops": total - tpu_ops if not blocking else total,
-        "tpu_fraction": (tpu_ops / total if total else 0.0) if not blocking else 0.0,
-        "edgetpu_subgraphs": int(tpu_ops > 0 and not blocking),
-        "model_subgraphs": subgraphs,
+        "tpu_ops": tpu_ops,
+        "cpu_ops": total - tpu_ops,
+        "tpu_fraction": tpu_ops / total if total else 0.0,
+        "edgetpu_subgraphs": edgetpu_subgraphs(graph.operators, verdicts),
+        "model_subgraphs": graph.subgraphs,
         "table": [{"operator": op, "count": count, "status": status}
                   for (op, status), count in rows.items()],
         "cpu_op_reasons": [{"index": v.index, "operator": v.operator, "status": v.status,
@@ -117,12 +181,12 @@ def summarise(model: str, verdicts: list[OpVerdict], blocking: list[str],
 
 
 def model_problems(graph: tflite_inspect.TFLiteGraph) -> list[str]:
-    """What makes the compiler refuse the whole model (batch, static shapes, quantization)."""
+    """What makes the compiler refuse the whole model (batch, unknown shapes, quantization)."""
     problems = []
     for tensor in graph.inputs:
-        if -1 in tensor.shape_signature:
-            problems.append(f"input '{tensor.name}' has a dynamic shape {list(tensor.shape_signature)}"
-                            " (-1): the Edge TPU needs static shapes; convert with batch size 1")
+        if any(size < 1 for size in tensor.shape):
+            problems.append(f"input '{tensor.name}' has no static shape {list(tensor.shape)}: the "
+                            "Edge TPU needs static shapes; convert with batch size 1")
         elif tensor.shape and tensor.shape[0] != 1:
             problems.append(f"input '{tensor.name}' has batch size {tensor.shape[0]}: the Edge TPU "
                             "needs batch size 1")
@@ -133,17 +197,33 @@ def model_problems(graph: tflite_inspect.TFLiteGraph) -> list[str]:
     return problems
 
 
+def shape_notes(graph: tflite_inspect.TFLiteGraph) -> list[str]:
+    """A -1 in a shape signature with a concrete shape is compiled at that shape: say so."""
+    return [f"input '{t.name}' has shape signature {list(t.shape_signature)}: predicted at its "
+            f"concrete shape {list(t.shape)} (compiler 15 compiled such models; compiler 16 "
+            "refuses a graph whose tensors are dynamic at run time: \"Attempting to use a "
+            "delegate that only supports static-sized tensors\")"
+            for t in graph.inputs if -1 in t.shape_signature and all(s > 0 for s in t.shape)]
+
+
 def op_problem(op: OperatorInfo) -> tuple[str, str]:
     """(compiler status, specific reason) of one operator, ignoring its position."""
     if op.custom or op.name not in SUPPORTED_OPS:
         return NOT_SUPPORTED, f"{op.name} is not in the Edge TPU's supported operations"
+    allowed = INTEGER_TYPES | LSTM_STATE_TYPES if op.name in LSTM_OPS else INTEGER_TYPES
     for tensor in (*op.inputs, *op.outputs):
-        if tensor.type not in INTEGER_TYPES and not (tensor.constant and tensor.type in INDEX_TYPES):
+        if tensor.type not in allowed and not (tensor.constant and tensor.type in INDEX_TYPES):
             return DATA_TYPE, f"tensor '{tensor.name}' is {tensor.type}, not int8/uint8"
     for tensor in (*[t for t in op.inputs if not t.constant], *op.outputs):
         if len(tensor.shape) > 3 and any(size > 1 for size in tensor.shape[:-3]):
             return RANK, (f"tensor '{tensor.name}' has shape {list(tensor.shape)}: only the 3 "
                           "innermost dimensions may be larger than 1")
+    if op.name in WEIGHTED_OPS and len(op.inputs) > 1 and not op.inputs[1].constant:
+        return NOT_CONSTANT, f"{op.name} weights '{op.inputs[1].name}' are computed, not constant"
+    if op.name == "STRIDED_SLICE":
+        strides = op.inputs[3].int_values if len(op.inputs) > 3 else ()
+        if any(stride != 1 for stride in strides):
+            return STRIDES, f"StridedSlice strides {list(strides)} (only 1 is supported)"
     reason = limit_problem(op)
     return (LIMITATION, reason) if reason else (MAPPED, "")
 
@@ -165,12 +245,11 @@ def limit_problem(op: OperatorInfo) -> str:
             return f"Softmax input {list(shape)} is not 1-D"
         if elements > SOFTMAX_MAX_ELEMENTS:
             return f"Softmax over {elements} elements (limit {SOFTMAX_MAX_ELEMENTS:,})"
-    if name == "STRIDED_SLICE":
-        strides = op.inputs[3].int_values if len(op.inputs) > 3 else ()
-        if any(stride != 1 for stride in strides):
-            return f"StridedSlice strides {list(strides)} (only 1 is supported)"
-        if options is not None and (options.ellipsisMask or options.newAxisMask):
-            return "StridedSlice with an ellipsis or new-axis mask"
+    if name == "STRIDED_SLICE" and options is not None and (options.ellipsisMask
+                                                           or options.newAxisMask):
+        return "StridedSlice with an ellipsis or new-axis mask"
+    if name in RESIZES:
+        return resize_problem(op)
     if name in REDUCTIONS and len(op.inputs) > 1:
         shape = op.inputs[0].shape
         axes = {axis % len(shape) for axis in op.inputs[1].int_values} if shape else set()
@@ -195,3 +274,29 @@ def limit_problem(op: OperatorInfo) -> str:
         if sum(size > 1 for size in alpha) > 1:
             return f"PReLU alpha of shape {list(alpha)} is not 1-D"
     return ""
+
+
+def resize_problem(op: OperatorInfo) -> str:
+    """Coral's op table: a resize "may not be mapped ... to avoid loss in precision", depending
+    on input/output size. Rule used (it explains every real compile in shared/edgetpu-truth and
+    the 2x upsamplings that map in the real YOLO/EfficientDet logs): each spatial dimension must
+    scale by a whole factor, counted as TFLite counts it ((out - 1) / (in - 1) with
+    align_corners), and a single-pixel input is not spread over a larger output (DeepLab's
+    1x1 -> 33x33 stays on the CPU in every real compile)."""
+    source, target = op.inputs[0].shape, op.outputs[0].shape
+    if len(source) != 4 or len(target) != 4:
+        return ""
+    align = bool(getattr(op.options, "alignCorners", False))
+    for size_in, size_out in zip(source[1:3], target[1:3], strict=True):
+        if size_in == 1 and size_out > 1:
+            return (f"{op.name} spreads a 1-pixel input over {size_out} pixels "
+                    f"({_hw(source)} -> {_hw(target)})")
+        small, large = sorted((size_in - align, size_out - align))
+        if small > 0 and large % small:
+            return (f"{op.name} {_hw(source)} -> {_hw(target)} does not scale by a whole factor"
+                    + (" (align_corners: (out - 1) / (in - 1))" if align else ""))
+    return ""
+
+
+def _hw(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[2]}"

@@ -20,8 +20,13 @@ MAPPED = "Mapped to Edge TPU"
 SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
 TABLE_HEADER = re.compile(r"^\s*Operator\s+Count\s+Status\s*$", re.IGNORECASE)
 TABLE_ROW = re.compile(r"^\s*(?P<operator>[A-Za-z][A-Za-z0-9_]*)\s+(?P<count>\d+)\s+(?P<status>\S.*?)\s*$")
-FAILURE_MARKERS = ("Compilation failed!", "Internal compiler error", "Invalid model",
+# "Compilation failed" covers "Compilation failed!" and "Compilation failed: Model failed in
+# Tflite interpreter. Please ensure model can be loaded/run in Tflite interpreter."
+FAILURE_MARKERS = ("Compilation failed", "Internal compiler error", "Invalid model",
                    "Model not quantized", "ERROR:")
+# Printed only when some ops stay on the CPU, together with the two "Number of operations" lines.
+SUCCESS_LINE = "Model compiled successfully"
+PARTIAL_MAPPING = "not all operations are supported by the Edge TPU"
 
 
 @dataclass(frozen=True)
@@ -96,23 +101,15 @@ def parse_table(lines: Iterable[str]) -> list[dict[str, Any]]:
 
 def parse_output(stdout: str, log: str = "", exit_code: int = 0) -> dict[str, Any]:
     """The compiler's verdict from its stdout, its op log and its exit code."""
-    values: dict[str, str] = {}
-    for line in stdout.splitlines():
-        key, separator, value = line.partition(":")
-        if separator and value.strip():
-            values.setdefault(key.strip(), value.strip())
+    values = key_values(stdout)
+    log_values = key_values(log)
     version = re.search(r"Edge TPU Compiler version (\S+)", stdout + "\n" + log)
     table = parse_table(log.splitlines()) or parse_table(stdout.splitlines())
-    total = _int(values.get("Total number of operations"))
-    if total is None and table:
-        total = sum(row["count"] for row in table)
-    tpu_ops = _int(values.get("Number of operations that will run on Edge TPU"))
-    if tpu_ops is None and table:
-        tpu_ops = sum(row["count"] for row in table if row["status"] == MAPPED)
+    subgraphs = _int(values.get("Number of Edge TPU subgraphs"))
+    total, tpu_ops, source = op_counts(values, table, stdout, subgraphs)
     cpu_ops = _int(values.get("Number of operations that will run on CPU"))
     if cpu_ops is None and total is not None and tpu_ops is not None:
         cpu_ops = total - tpu_ops
-    subgraphs = _int(values.get("Number of Edge TPU subgraphs"))
     failures = failure_lines(stdout, exit_code, subgraphs)
     return {
         "compiler_version": version.group(1) if version else None,
@@ -123,6 +120,7 @@ def parse_output(stdout: str, log: str = "", exit_code: int = 0) -> dict[str, An
         "tpu_ops": tpu_ops,
         "cpu_ops": cpu_ops,
         "tpu_fraction": tpu_ops / total if tpu_ops is not None and total else None,
+        "counts_source": source,
         "edgetpu_subgraphs": subgraphs,
         "on_chip_memory_used": parse_size(values.get(
             "On-chip memory used for caching model parameters", "")),
@@ -130,11 +128,44 @@ def parse_output(stdout: str, log: str = "", exit_code: int = 0) -> dict[str, An
             "On-chip memory remaining for caching model parameters", "")),
         "off_chip_memory_used": parse_size(values.get(
             "Off-chip memory used for streaming uncached model parameters", "")),
-        "output_model": values.get("Output model"),
+        "input_model": values.get("Input model", log_values.get("Input")),
+        "output_model": values.get("Output model", log_values.get("Output")),
         "table": table,
         "cpu_op_reasons": [{"operator": row["operator"], "count": row["count"],
                             "status": row["status"]} for row in table if row["status"] != MAPPED],
     }
+
+
+def key_values(text: str) -> dict[str, str]:
+    """The first ``key: value`` of each key in the compiler's text."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, separator, value = line.partition(":")
+        if separator and value.strip():
+            values.setdefault(key.strip(), value.strip())
+    return values
+
+
+def op_counts(values: dict[str, str], table: list[dict[str, Any]], stdout: str,
+              subgraphs: int | None) -> tuple[int | None, int | None, str | None]:
+    """(total ops, Edge TPU ops, where they come from); None where the output does not say.
+
+    The compiler prints "Number of operations that will run on Edge TPU" only when some ops stay
+    on the CPU. A successful compile with Edge TPU subgraphs, a total and no partial-mapping
+    message therefore mapped every op.
+    """
+    total = _int(values.get("Total number of operations"))
+    tpu_ops = _int(values.get("Number of operations that will run on Edge TPU"))
+    if tpu_ops is not None:
+        return total, tpu_ops, "stdout"
+    if table:
+        table_total = sum(row["count"] for row in table)
+        return (total if total is not None else table_total,
+                sum(row["count"] for row in table if row["status"] == MAPPED), "op table")
+    if total is not None and subgraphs and PARTIAL_MAPPING not in stdout and \
+            SUCCESS_LINE in stdout:
+        return total, total, "all ops mapped (no partial-mapping counts printed)"
+    return total, None, None
 
 
 def failure_lines(stdout: str, exit_code: int, subgraphs: int | None) -> list[str]:
@@ -143,8 +174,7 @@ def failure_lines(stdout: str, exit_code: int, subgraphs: int | None) -> list[st
                 if any(marker in line for marker in FAILURE_MARKERS)]
     if exit_code != 0:
         failures.append(f"{COMPILER} exited with code {exit_code}")
-    if not failures and "Compilation succeeded!" not in stdout and \
-            "Model compiled successfully" not in stdout:
+    if not failures and "Compilation succeeded!" not in stdout and SUCCESS_LINE not in stdout:
         failures.append("the compiler did not report success")
     if not failures and subgraphs == 0:
         failures.append("Number of Edge TPU subgraphs: 0 (nothing runs on the Edge TPU)")

@@ -30,7 +30,19 @@ def section(build_dir: Path, records: dict[str, str]) -> dict[str, Any]:
                              "TPU's on-chip memory and are streamed at every inference (slower)"
                              if off_chip else None),
         "side_by_side": side_by_side(precheck["table"], compiler["table"] if compiler else None),
+        "split": split_section(build_dir, records.get("split")),
     }
+
+
+def split_section(build_dir: Path, record: str | None) -> dict[str, Any] | None:
+    """The ``--edgetpu-split`` record with its files relative to the build folder; None without."""
+    if record is None:
+        return None
+    split = read_json(build_dir / record)
+    folder = Path(record).parent
+    return {**split, "record": record,
+            **({"head": str(folder / split["head"]), "tail": str(folder / split["tail"])}
+               if split["split"] else {})}
 
 
 def side_by_side(predicted: list[dict[str, Any]],
@@ -72,6 +84,11 @@ def summary_lines(edgetpu: dict[str, Any]) -> list[str]:
             f"runtime {compiler['runtime_version_needed']} or newer.")
     if edgetpu["off_chip_warning"]:
         lines.append(f"Warning: {edgetpu['off_chip_warning']}.")
+    if edgetpu.get("split"):
+        from converters.edgetpu_split import split_lines
+
+        lines += split_lines(edgetpu["split"])
+    lines += [f"Note: {note}" for note in precheck.get("notes", [])]
     return lines
 
 

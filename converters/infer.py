@@ -34,7 +34,8 @@ class Prediction:
 
 
 EDGETPU_SUFFIX = "_edgetpu.tflite"
-RUNTIMES = {".tflite": "LiteRT", ".onnx": "onnxruntime", ".engine": "TensorRT"}
+RUNTIMES = {".tflite": "LiteRT", ".onnx": "onnxruntime", ".engine": "TensorRT",
+            ".json": "LiteRT (an Edge TPU head/tail pair, *_split.json)"}
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
                      "Windows": "edgetpu.dll"}
 
@@ -54,6 +55,13 @@ def artifact_runner(artifact: Path, threads: int, device: str | None) -> Any:
     """LiteRT (with the Edge TPU delegate for *_edgetpu.tflite), onnxruntime or TensorRT."""
     if artifact.suffix == ".onnx":
         return OnnxRunner(artifact, threads)
+    if artifact.suffix == ".json":
+        from converters.edgetpu_split import Pipeline, head_to_run, read_record
+
+        record = read_record(artifact)
+        head = head_to_run(artifact, record)
+        return Pipeline(head, artifact.parent / record["tail"], threads,
+                        edgetpu_delegates(head, device))
     if artifact.suffix == ".engine":
         from converters.tensorrt_engine import EngineRunner, tensorrt_problem
 

@@ -91,7 +91,8 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                                         "max_accuracy_drop": config.max_accuracy_drop}
     if Target.EDGETPU in config.targets:
         report_params["edgetpu"] = {"precheck": edgetpu.precheck_record(stem),
-                                    "compile": edgetpu.COMPILE_RECORD}
+                                    "compile": edgetpu.COMPILE_RECORD,
+                                    **edgetpu.split_report_params(stem, config.edgetpu_split)}
     report_params["tensorrt"] = [spec.params["record"] for spec in stages
                                  if spec.kind == "tensorrt-engine"]
     stages.append(StageSpec(
@@ -153,6 +154,9 @@ def edgetpu_stages(config: ConvertConfig, stem: str, timing: dict[str, int]) -> 
                             deps=("edgetpu-int8",),
                             outputs=(edgetpu.COMPILED_DIR, edgetpu.COMPILE_RECORD),
                             tools=(edgetpu.COMPILER_TOOL,)))
+    if config.edgetpu_split:
+        compile_stage = stages.pop()
+        stages += [edgetpu.split_stage(artifact), edgetpu.compile_after_split(compile_stage, stem)]
     return stages
 
 

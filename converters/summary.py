@@ -63,6 +63,8 @@ def print_precheck(result: dict[str, Any], as_json: bool = False) -> None:
     console.console.print(table)
     for problem in result["blocking"]:
         console.warn(f"will not compile: {problem}")
+    for note in result.get("notes", []):
+        console.info(f"note: {note}")
     for op in result["cpu_op_reasons"]:
         console.info(f"CPU: op {op['index']} {op['operator']}: {op['reason']}")
     console.info(f"{result['tpu_ops']} of {result['total_ops']} ops predicted on the Edge TPU "

@@ -68,7 +68,7 @@ class TFLiteGraph:
         return dict(Counter(op.name for op in self.operators))
 
 
-def _schema() -> Any:
+def schema_module() -> Any:
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:  # TensorFlow ships the same generated module
@@ -91,7 +91,7 @@ def read(path: Path) -> TFLiteGraph:
 
 
 def parse(data: bytes) -> TFLiteGraph:
-    schema = _schema()
+    schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)

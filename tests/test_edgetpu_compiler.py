@@ -159,3 +159,38 @@ def test_report_puts_prediction_and_verdict_side_by_side(tmp_path: Path) -> None
     text = "\n".join(edgetpu_report.markdown(section))
     assert "| CONV_2D | 43 × Mapped to Edge TPU | 40 × Mapped to Edge TPU; 3 × More than one" in text
     assert "runtime 14 or newer" in text and "Warning: 2.43 MiB" in text
+
+
+def _without_table(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if "Mapped to Edge TPU" not in line)
+
+
+def test_every_op_mapped_without_table_or_log_derives_the_counts() -> None:
+    # With every op mapped the compiler prints no "Number of operations ..." lines.
+    report = parse_output(_without_table(sample("success.stdout")))
+    assert report["table"] == [] and report["succeeded"]
+    assert (report["total_ops"], report["tpu_ops"], report["cpu_ops"]) == (72, 72, 0)
+    assert report["tpu_fraction"] == 1.0 and report["counts_source"].startswith("all ops mapped")
+
+
+def test_counts_the_output_does_not_give_are_unknown_and_min_tpu_ops_says_so(
+        tmp_path: Path) -> None:
+    from converters.fsutil import write_json_atomic
+    from converters.stages.edgetpu import build_problems
+
+    stdout = "\n".join(line for line in _without_table(sample("success.stdout")).splitlines()
+                       if not line.startswith("Total number of operations"))
+    report = parse_output(stdout)
+    assert report["tpu_ops"] is None and report["tpu_fraction"] is None
+    assert report["counts_source"] is None
+    write_json_atomic(tmp_path / "m" / "edgetpu" / "compile.json", {"ran": True, **report})
+    [problem] = build_problems(tmp_path / "m", 0.5)
+    assert "--min-tpu-ops 50% cannot be checked" in problem and "compiler_output.txt" in problem
+
+
+def test_a_model_the_tflite_interpreter_refuses_is_a_failure_reason() -> None:
+    # The line as Coral's compiler prints it (quoted in issue 13), inside the documented frame.
+    line = ("Compilation failed: Model failed in Tflite interpreter. Please ensure model can be "
+            "loaded/run in Tflite interpreter.")
+    report = parse_output(f"Edge TPU Compiler version 16.0.384591198\n{line}\n")
+    assert not report["succeeded"] and line in report["failures"]

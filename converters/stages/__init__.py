@@ -20,6 +20,7 @@ STAGE_MODULES = {
     "validate": "converters.stages.validate",
     "edgetpu-check": "converters.stages.edgetpu:precheck",
     "edgetpu-compile": "converters.stages.edgetpu:compile_model",
+    "edgetpu-split": "converters.stages.edgetpu:split",
     "onnx-export": "converters.stages.onnx:export_onnx",
     "onnx-quantize": "converters.stages.onnx:quantize_onnx",
     "tensorrt-engine": "converters.stages.tensorrt",

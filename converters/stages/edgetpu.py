@@ -9,9 +9,11 @@ runs again once a compiler is there.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from converters import console, edgetpu_check
 from converters.edgetpu_compiler import (
@@ -22,11 +24,12 @@ from converters.edgetpu_compiler import (
 )
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_json_atomic, write_text_atomic
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageSpec
 
 COMPILER_TOOL = COMPILER
 COMPILED_DIR = "edgetpu/compiled"
 COMPILE_RECORD = "edgetpu/compile.json"
+SPLIT_DIR = "edgetpu/split"
 NOT_RUN_HELP = (
     "edgetpu_compiler is not available: build the edgetpu image with `invoke images --target "
     "edgetpu --base bootstrap` on an x86-64 host that reaches Coral's repository "
@@ -70,6 +73,27 @@ def compile_model(context: StageContext) -> None:
                                         "options": options.as_dict()})
         return
     model = context.read(params["artifact"])
+    argv, stdout, verdict = run_compiler(model, options, out_dir, params["precheck"])
+    write_text_atomic(out_dir / "compiler_output.txt", stdout)
+    head = split_head(context)
+    head_verdict = run_compiler(head, options, out_dir, params["precheck"])[2] if head else None
+    write_json_atomic(record_path, {
+        "ran": True,
+        "command": argv,
+        "options": options.as_dict(),
+        **verdict,
+        "runtime_version_needed": runtime_version_needed(verdict["compiler_version"], options),
+        "compiled_models": sorted(p.name for p in out_dir.glob("*_edgetpu.tflite")),
+        "logs": [p.name for p in sorted(out_dir.glob("*.log"))],
+        "split_head": head_verdict,
+    })
+    console.info(f"Edge TPU: {verdict['tpu_ops']} of {verdict['total_ops']} ops mapped, "
+                 f"{verdict['edgetpu_subgraphs']} Edge TPU subgraph(s)")
+
+
+def run_compiler(model: Path, options: CompileOptions, out_dir: Path,
+                 precheck: str) -> tuple[list[str], str, dict[str, Any]]:
+    """(argv, output, parsed verdict) of one compile; a failed compile raises ConversionError."""
     argv = options.argv(str(model), str(out_dir))
     console.info("$ " + " ".join(argv))
     try:
@@ -80,27 +104,26 @@ def compile_model(context: StageContext) -> None:
                               f"{model}: raise --compiler-timeout") from None
     stdout = completed.stdout + completed.stderr
     print(stdout, end="", flush=True)
-    logs = sorted(out_dir.glob("*.log"))
-    log_text = "\n".join(path.read_text(errors="replace") for path in logs)
-    verdict = parse_output(stdout, log_text, completed.returncode)
+    log = out_dir / model.name.replace(".tflite", "_edgetpu.log")
+    verdict = parse_output(stdout, log.read_text(errors="replace") if log.exists() else "",
+                           completed.returncode)
     if not verdict["succeeded"]:
         tail = "\n".join(f"  | {line}" for line in stdout.splitlines()[-OUTPUT_TAIL_LINES:])
         raise ConversionError(
             f"Edge TPU compilation of {model} failed: {'; '.join(verdict['failures'])}. The "
-            f"pre-check's prediction is in {params['precheck']}.\n"
+            f"pre-check's prediction is in {precheck}.\n"
             f"command: {' '.join(argv)}\nlast lines of its output:\n{tail}")
-    write_text_atomic(out_dir / "compiler_output.txt", stdout)
-    write_json_atomic(record_path, {
-        "ran": True,
-        "command": argv,
-        "options": options.as_dict(),
-        **verdict,
-        "runtime_version_needed": runtime_version_needed(verdict["compiler_version"], options),
-        "compiled_models": sorted(p.name for p in out_dir.glob("*_edgetpu.tflite")),
-        "logs": [p.name for p in logs],
-    })
-    console.info(f"Edge TPU: {verdict['tpu_ops']} of {verdict['total_ops']} ops mapped, "
-                 f"{verdict['edgetpu_subgraphs']} Edge TPU subgraph(s)")
+    return argv, stdout, verdict
+
+
+def split_head(context: StageContext) -> Path | None:
+    """The ``--edgetpu-split`` head to compile as well, when the split was written."""
+    record = context.params.get("split_record")
+    if record is None:
+        return None
+    path = context.read(record)
+    split = read_json(path)
+    return path.parent / split["head"] if split["split"] else None
 
 
 def build_problems(build_dir: Path, min_tpu_ops: float | None) -> list[str]:
@@ -113,8 +136,46 @@ def build_problems(build_dir: Path, min_tpu_ops: float | None) -> list[str]:
         return [f"{build_dir.name}: the Edge TPU compile did not run (the int8 model and the "
                 f"pre-check are built): {record['reason']}"]
     fraction = record.get("tpu_fraction")
+    if min_tpu_ops is not None and fraction is None:
+        return [f"{build_dir.name}: --min-tpu-ops {min_tpu_ops:.0%} cannot be checked: the "
+                "compiler's output gives no Edge TPU op count (no counts, no op table, no log); "
+                f"see {build_dir / COMPILED_DIR / 'compiler_output.txt'}"]
     if min_tpu_ops is not None and fraction is not None and fraction < min_tpu_ops:
         return [f"{build_dir.name}: only {fraction:.0%} of the ops map to the Edge TPU, below "
                 f"--min-tpu-ops {min_tpu_ops:.0%}; see the CPU ops and their reasons in "
                 f"{build_dir / 'report.md'}"]
     return []
+
+
+def split_record(stem: str) -> str:
+    from converters.edgetpu_split import RECORD_SUFFIX
+
+    return f"{SPLIT_DIR}/{stem}_int8{RECORD_SUFFIX}"
+
+
+def split_stage(artifact: str) -> StageSpec:
+    """``--edgetpu-split``: the Edge TPU head and the CPU tail of the int8 model."""
+    return StageSpec("edgetpu-split", "edgetpu-split", "tflite",
+                     {"artifact": artifact, "output_dir": SPLIT_DIR},
+                     deps=("edgetpu-int8",), outputs=(SPLIT_DIR,),
+                     tools=("ai-edge-litert", "numpy", "flatbuffers"), group="edgetpu-int8")
+
+
+def compile_after_split(compile_stage: StageSpec, stem: str) -> StageSpec:
+    """The compile stage also compiles the split's head (so it runs after the split)."""
+    return dataclasses.replace(compile_stage, deps=(*compile_stage.deps, "edgetpu-split"),
+                               params={**compile_stage.params, "split_record": split_record(stem)})
+
+
+def split_report_params(stem: str, enabled: bool) -> dict[str, str]:
+    return {"split": split_record(stem)} if enabled else {}
+
+
+def split(context: StageContext) -> None:
+    """Stage ``edgetpu-split``: write, validate and record the head/tail pair."""
+    from converters.edgetpu_split import split_lines, split_model
+
+    out_dir = context.write(context.params["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for line in split_lines(split_model(context.read(context.params["artifact"]), out_dir)):
+        console.info(line)
