@@ -456,6 +456,23 @@ def _small_bundle(folder: Path, name: str, files: dict[str, bytes]) -> Path:
     return path
 
 
+@pytest.mark.parametrize(("listing", "message"), [
+    (b"{not json", "b/bundle.json is not valid JSON"),
+    (b"[" * 100_000, "b/bundle.json is not valid JSON"),
+    (b'{"name": "b"}', "b/bundle.json lacks the 'name' and 'files' entries"),
+    (b'{"name": "b", "files": {"../x": {"sha256": "0", "size": 1}}}',
+     "bundle.json entry '../x' has a '..' component"),
+], ids=["truncated", "deeply-nested", "no-files", "unsafe-entry"])
+def test_malformed_bundle_json_is_refused(tmp_path: Path, listing: bytes, message: str) -> None:
+    staging = tmp_path / "b"
+    staging.mkdir()
+    (staging / "bundle.json").write_bytes(listing)
+    write_archive(staging, tmp_path / "b.tar.gz", "b")
+    result = run_invoke("verify-bundle", str(tmp_path / "b.tar.gz"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr
+
+
 def test_images_load_hands_docker_the_bytes_it_verified(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The archive is swapped for a tampered one right after it is first opened (when gzip
