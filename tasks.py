@@ -275,15 +275,19 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
     "mirror": "Debian mirror for --base bootstrap (default http://deb.debian.org/debian)",
     "load": "instead of building, docker load the images a bundle made with --with-images "
             "carries (verified first)",
+    "public_key": "with --load: require the bundle's Ed25519 signature by this PEM public key",
 })
 def images(c: Context, target: str = "tflite", base: str = "pull", ca_bundle: str = "",
-           mirror: str = "", load: str = "") -> None:
+           mirror: str = "", load: str = "", public_key: str = "") -> None:
     """Build the toolchain images the docker runner uses (docker/*.Dockerfile)."""
     with user_errors():
+        if public_key and not load:
+            raise ConfigError("--public-key checks a bundle's signature: use it with --load BUNDLE")
         if load:
             from converters.images import load_images_from_bundle
 
-            for line in load_images_from_bundle(Path(load)):
+            key = Path(public_key) if public_key else None
+            for line in load_images_from_bundle(Path(load), key):
                 console.info(line)
             return
         from converters.config import parse_enum
@@ -369,11 +373,13 @@ def split_and_print(model: Path) -> None:
     "with_images": "add the stage images (docker save) for an air-gapped build host",
     "out": "build folder (default: build)",
     "dist": "where the bundle goes (default: dist)",
+    "sign_key": "Ed25519 private key (PEM): also write the detached signature <bundle>.sig",
 })
 def bundle(c: Context, target: str, model: str = "", variant: str = "int8", platform: str = "",
-           python: str = "", with_images: bool = False, out: str = "", dist: str = "dist") -> None:
-    """Write dist/<model>-<target>-<variant>-<platform>.tar.gz: artifact, bundle.json, run.py,
-    requirements.txt and the runtime wheels, README (and the images), for offline install."""
+           python: str = "", with_images: bool = False, out: str = "", dist: str = "dist",
+           sign_key: str = "") -> None:
+    """Write dist/<model>-<target>-<variant>-<platform>.tar.gz (+ .sha256, + .sig when signed):
+    artifact, bundle.json, run.py, verify.py, the runtime wheels, README, for offline install."""
     with user_errors():
         import platform as host
 
@@ -393,19 +399,35 @@ def bundle(c: Context, target: str, model: str = "", variant: str = "int8", plat
             build_dir=build_dir, target=target, variant=variant,
             platform=platform or default_platform,
             python=python or f"{sys.version_info.major}.{sys.version_info.minor}",
-            with_images=with_images, dist=Path(dist), constraints=ROOT / "constraints.txt"))
+            with_images=with_images, dist=Path(dist), constraints=ROOT / "constraints.txt",
+            sign_key=Path(sign_key) if sign_key else None))
 
 
-@task(name="verify-bundle", help={"path": "a bundle .tar.gz"})
-def verify_bundle(c: Context, path: str) -> None:
+@task(name="verify-bundle", help={
+    "path": "a bundle .tar.gz",
+    "public_key": "Ed25519 public key (PEM): refuse a bundle without a valid <bundle>.sig by it",
+})
+def verify_bundle(c: Context, path: str, public_key: str = "") -> None:
     """Check every member of a bundle against its bundle.json (hashes, sizes, missing, extra,
-    unsafe paths, links, devices); exit non-zero naming the member."""
+    unsafe paths, links, devices, size limits), <bundle>.sha256 when present, and with
+    --public-key its signature; exit non-zero naming what is wrong."""
     with user_errors():
         from converters.bundle_archive import verify_archive
+        from converters.bundle_verify import describe
 
-        listing = verify_archive(Path(path))
-        console.info(f"{path}: {len(listing['files'])} files match bundle.json "
-                     f"({listing['target']} {listing['variant']}, {listing['platform']})")
+        verified = verify_archive(Path(path), Path(public_key) if public_key else None)
+        console.info(describe(verified, Path(path)))
+
+
+@task(name="bundle-keygen", help={"out": "folder for bundle-signing.pem and bundle-signing.pub.pem"})
+def bundle_keygen(c: Context, out: str) -> None:
+    """Make an Ed25519 key pair for invoke bundle --sign-key / verify-bundle --public-key."""
+    with user_errors():
+        from converters.bundle_signing import generate_keys
+
+        private, public = generate_keys(Path(out))
+        console.info(f"private key: {private} (keep it secret; only you can read it)")
+        console.info(f"public key:  {public} (give it to whoever checks bundles)")
 
 
 @task(help={"model_dir": "where to write sample.h5 (default: model)",

@@ -3,26 +3,40 @@
 ``dist/<model>-<target>-<variant>-<os>_<arch>.tar.gz`` holds the artifact(s), their report
 entries, ``bundle.json`` (every file's sha256 and size, the model's input and quantization,
 preprocessing, class names, tool versions, the source manifest's hash), ``run.py`` with
-``imaging.py`` (the build's own image pipeline), ``requirements.txt`` and the runtime wheels for
-the chosen platform and Python (``pip download --only-binary=:all:``), a README with the offline
-install steps, and with ``--with-images`` the stage images (``docker save``).
+``imaging.py`` (the build's own image pipeline), ``verify.py`` (a standard-library-only check of
+the bundle), ``requirements.txt`` and the runtime wheels for the chosen platform and Python
+(``pip download --only-binary=:all:``), a README with the offline install steps, and with
+``--with-images`` the stage images (``docker save``). Every file taken from the build folder is
+checked against the build's ``manifest.json`` first. Beside the archive: ``<bundle>.sha256`` and,
+with a signing key, the detached Ed25519 signature ``<bundle>.sig``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from converters import console, docker, imaging
-from converters.bundle_archive import BUNDLE_JSON, BundleError, file_record, write_archive
+from converters import bundle_verify, cache, console, docker, imaging
+from converters.bundle_archive import BundleError, file_record, write_archive
+from converters.bundle_verify import BUNDLE_JSON, CHECKSUM_SUFFIX, SIGNATURE_SUFFIX, checksum_line
 from converters.errors import ConfigError
-from converters.fsutil import read_json, sha256_file, write_json_atomic, write_text_atomic
+from converters.fsutil import (
+    read_json,
+    sha256_file,
+    sha256_tree,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from converters.images import IMAGES
+from converters.report import REPORT_JSON
 from converters.stages import data, export
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -53,6 +67,7 @@ class BundleRequest:
     with_images: bool
     dist: Path
     constraints: Path
+    sign_key: Path | None = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -75,31 +90,108 @@ class BundleRequest:
 
 
 def build_bundle(request: BundleRequest) -> Path:
-    """Write ``dist/<name>.tar.gz``; return its path."""
-    report = read_json(request.build_dir / "report.json")
-    artifacts, entry = select_artifacts(request, report)
+    """Write ``dist/<name>.tar.gz`` with its ``.sha256`` (and ``.sig``); return its path."""
+    signing_key = load_signing_key(request.sign_key)
+    manifest, manifest_sha256 = read_manifest(request.build_dir)
+    for inputs in (REPORT_JSON, data.DATASET_INFO, export.MODEL_INFO):
+        check_build_file(request.build_dir, manifest, inputs)
+    report_data = read_json(request.build_dir / REPORT_JSON)
+    artifacts, entry = select_artifacts(request, report_data)
     destination = request.dist / f"{request.name}.tar.gz"
     with tempfile.TemporaryDirectory(prefix="tec-bundle-") as folder:
         staging = Path(folder) / request.name
         (staging / "artifacts").mkdir(parents=True)
         for source in artifacts:
-            shutil.copy2(source, staging / "artifacts" / source.name)
-        write_json_atomic(staging / "report.json", report_entries(report, entry, request.target))
+            copy = staging / "artifacts" / source.name
+            shutil.copy2(source, copy)
+            check_build_file(request.build_dir, manifest,
+                             source.relative_to(request.build_dir).as_posix(), copy)
+        write_json_atomic(staging / "report.json",
+                          report_entries(report_data, entry, request.target))
         shutil.copy2(PACKAGE_DIR / "bundle_run.py", staging / "run.py")
+        shutil.copy2(Path(bundle_verify.__file__), staging / "verify.py")
         shutil.copy2(Path(imaging.__file__), staging / "imaging.py")
         requirements = pinned_requirements(request)
         write_text_atomic(staging / "requirements.txt", "\n".join(requirements) + "\n")
         download_wheels(requirements, request, staging / "wheels")
         if request.with_images:
             save_images(STAGE_IMAGES[request.target], staging / "images")
-        write_text_atomic(staging / "README.md", readme(request, report, entry))
-        bundle = bundle_document(request, report, entry, staging)
+        write_text_atomic(staging / "README.md", readme(request, report_data, entry))
+        bundle = bundle_document(request, report_data, entry, manifest, manifest_sha256, staging)
         write_json_atomic(staging / BUNDLE_JSON, bundle)
         request.dist.mkdir(parents=True, exist_ok=True)
-        write_archive(staging, destination, request.name)
-    console.info(f"bundle: {destination} ({destination.stat().st_size / 2**20:.1f} MiB, sha256 "
-                 f"{sha256_file(destination)[:16]}…)")
+        digest = write_archive(staging, destination, request.name)
+    write_anchors(destination, checksum_line(digest, request.name), signing_key)
+    console.info(f"bundle: {destination} ({destination.stat().st_size / 2**20:.1f} MiB)")
     return destination
+
+
+def load_signing_key(path: Path | None) -> Any:
+    """The --sign-key, loaded before anything is built (a bad key writes nothing)."""
+    if path is None:
+        return None
+    from converters.bundle_signing import load_signing_key as load
+
+    return load(path)
+
+
+def write_anchors(destination: Path, line: str, signing_key: Any) -> None:
+    """``<bundle>.sha256`` always; ``<bundle>.sig`` when signing (a stale one goes)."""
+    checksum = destination.with_name(destination.name + CHECKSUM_SUFFIX)
+    signature = destination.with_name(destination.name + SIGNATURE_SUFFIX)
+    write_text_atomic(checksum, line)
+    console.info(f"sha256: {line.strip()} (written to {checksum})")
+    if signing_key is None:
+        signature.unlink(missing_ok=True)
+        return
+    from converters.bundle_signing import sign
+
+    write_bytes_atomic(signature, sign(signing_key, line.encode()))
+    console.info(f"signature: {signature} (Ed25519 over {checksum.name})")
+
+
+def read_manifest(build_dir: Path) -> tuple[dict[str, Any], str]:
+    """The build's manifest.json and its sha256; refused when the build is marked incomplete."""
+    path = build_dir / cache.MANIFEST
+    try:
+        raw = path.read_bytes()
+        manifest = json.loads(raw)
+    except (OSError, ValueError) as error:
+        raise BundleError(f"cannot read {path} ({error}): rebuild with invoke convert") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} does not hold a JSON object: rebuild with invoke convert")
+    if manifest.get("complete") is False:
+        stale = ", ".join(manifest.get("stale_stages") or []) or "not recorded"
+        raise BundleError(f"the build in {build_dir} is incomplete (stale stages: {stale}): its "
+                          "artifacts may come from other inputs. Finish it with invoke convert, "
+                          "then bundle")
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def check_build_file(build_dir: Path, manifest: dict[str, Any], relative: str,
+                     copy: Path | None = None) -> None:
+    """Refuse a build file that differs from the manifest (``copy``: the bytes being packed)."""
+    recorded, record = manifest_record(build_dir, manifest, relative)
+    if copy is not None and recorded == relative:
+        actual = sha256_file(copy)
+    else:  # recorded as part of a folder (Edge TPU, TensorRT): the folder's hash
+        actual = sha256_tree(build_dir / recorded)
+    if actual != record["sha256"]:
+        raise BundleError(f"{build_dir / recorded} changed after the build: sha256 {actual[:12]}… "
+                          f"but {cache.MANIFEST} records {record['sha256'][:12]}…. Rebuild it with "
+                          "invoke convert (invoke verify lists every changed file)")
+
+
+def manifest_record(build_dir: Path, manifest: dict[str, Any],
+                    relative: str) -> tuple[str, dict[str, Any]]:
+    """The manifest entry covering ``relative``: its own, or that of the folder holding it."""
+    artifacts = manifest.get("artifacts") or {}
+    path = PurePosixPath(relative)
+    for candidate in (path, *path.parents):
+        if candidate.as_posix() in artifacts:
+            return candidate.as_posix(), artifacts[candidate.as_posix()]
+    raise BundleError(f"{build_dir / relative} is not recorded in {build_dir / cache.MANIFEST}: "
+                      "rebuild with invoke convert")
 
 
 def select_artifacts(request: BundleRequest, report: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
@@ -184,10 +276,10 @@ def save_images(names: tuple[str, ...], folder: Path) -> None:
 
 
 def bundle_document(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any],
+                    manifest: dict[str, Any], manifest_sha256: str,
                     staging: Path) -> dict[str, Any]:
-    manifest = request.build_dir / "manifest.json"
     dataset = read_json(request.build_dir / data.DATASET_INFO)
-    stages = read_json(manifest)["stages"]
+    stages = manifest["stages"]
     files = {path.relative_to(staging).as_posix(): file_record(path)
              for path in sorted(staging.rglob("*")) if path.is_file()}
     edgetpu = report.get("edgetpu") if request.target == "edgetpu" else None
@@ -211,7 +303,7 @@ def bundle_document(request: BundleRequest, report: dict[str, Any], entry: dict[
         "validation": {"metrics": entry.get("metrics"), "latency_ms": entry.get("latency_ms")},
         "edgetpu_runtime_version_needed": edgetpu["runtime_version_needed"] if edgetpu else None,
         "tools": {name: stage["environment"] for name, stage in sorted(stages.items())},
-        "source_manifest_sha256": sha256_file(manifest),
+        "source_manifest_sha256": manifest_sha256,
         "files": files,
     }
 
@@ -227,12 +319,20 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         "## Check, then install without a network",
         "",
         "```bash",
-        f"invoke verify-bundle {name}.tar.gz   # on a host with tensor-edge-converter",
-        f"tar -xzf {name}.tar.gz && cd {name}   # bundle.json lists every file's sha256 and size",
-        f"python{request.python} -m venv venv && . venv/bin/activate",
+        f"invoke verify-bundle {name}.tar.gz --public-key KEY.pub.pem   # on a build host, or:",
+        f"openssl pkeyutl -verify -pubin -inkey KEY.pub.pem -rawin -in {name}.tar.gz.sha256 \\",
+        f"    -sigfile {name}.tar.gz.sig && sha256sum -c {name}.tar.gz.sha256",
+        f"tar -xzf {name}.tar.gz && cd {name}",
+        "python3 verify.py                       # every file against bundle.json (stdlib only)",
+        f"python{request.python} -m venv ../venv && . ../venv/bin/activate   # outside the bundle",
         "pip install --no-index --find-links wheels -r requirements.txt",
         "python run.py IMAGE                     # prints the top classes with scores",
         "```",
+        "",
+        "`verify.py` vouches for the files only if it is itself trusted: check the archive's "
+        "signature (or its sha256 from a trusted channel) first, or run a `verify.py` kept from "
+        f"a bundle you checked: `python3 verify.py {name}.tar.gz --public-key KEY.pub.pem` checks "
+        "the archive and its signature before anything is extracted.",
     ]
     if request.target == "tensorrt":
         lines += ["", "TensorRT itself is not in `wheels/`: the device's JetPack (or the NGC "

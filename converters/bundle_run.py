@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.dont_write_bytecode = True  # no __pycache__ in the bundle: verify.py finds nothing extra
 
 from imaging import normalize, read_pixels  # noqa: E402  (ships beside this file)
 
@@ -84,19 +87,43 @@ def tensorrt_scores(bundle: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
     return scores
 
 
+def top_k(text: str) -> int:
+    """--top-k: how many classes to print, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (how many classes to print), got "
+                                         f"{value}")
+    return value
+
+
+def load_pixels(image: Path, shape: list[int]) -> np.ndarray | None:
+    """The image as the model's input pixels, or None after saying why it cannot be read."""
+    height, width, channels = shape
+    with warnings.catch_warnings():
+        # Over Image.MAX_IMAGE_PIXELS Pillow only warns (and errors past twice that): refuse both.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return read_pixels(image, height, width, channels)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            print(f"error: {image} is too large to read safely: {error}", file=sys.stderr)
+        except (OSError, ValueError) as error:
+            print(f"error: cannot read image {image}: {error}", file=sys.stderr)
+    return None
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", type=Path)
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=top_k, default=5, help="classes to print (default 5)")
     parser.add_argument("--device", help="Edge TPU: usb, pci, usb:0, ...")
     args = parser.parse_args(argv)
     bundle = json.loads((HERE / "bundle.json").read_text())
-    height, width, channels = bundle["model"]["input_shape"]
     preprocessing = bundle["preprocessing"]
-    try:
-        pixels = read_pixels(args.image, height, width, channels)
-    except (OSError, ValueError) as error:
-        print(f"error: cannot read image {args.image}: {error}", file=sys.stderr)
+    pixels = load_pixels(args.image, bundle["model"]["input_shape"])
+    if pixels is None:
         return 2
     inputs = normalize(pixels[None], preprocessing["mode"], preprocessing["mean"],
                        preprocessing["std"]).astype(np.float32)
@@ -109,6 +136,9 @@ def main(argv: list[str]) -> int:
         scores = tensorrt_scores(bundle, inputs)
     scores = scores.reshape(-1)
     names = bundle["class_names"]
+    if args.top_k > scores.size:
+        print(f"note: --top-k {args.top_k} is more than the model's {scores.size} classes: "
+              f"printing all {scores.size}", file=sys.stderr)
     for index in np.argsort(-scores, kind="stable")[:args.top_k]:
         label = names[index] if index < len(names) else str(index)
         print(f"{label}\t{scores[index]:.4f}")

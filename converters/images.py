@@ -210,13 +210,18 @@ def git_revision(source_dir: Path) -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def load_images_from_bundle(bundle_path: Path) -> list[str]:
-    """``docker load`` the stage images a bundle made with --with-images carries (verified first)."""
+def load_images_from_bundle(bundle_path: Path, public_key: Path | None = None) -> list[str]:
+    """``docker load`` the stage images a bundle made with --with-images carries.
+
+    The images are loaded from a private copy that was verified (with ``public_key``, its
+    signature too) as it was extracted, in one pass over one open file: swapping the archive
+    meanwhile cannot get unverified bytes loaded.
+    """
     from converters.bundle_archive import BundleError, extract_archive
 
     docker.require_engine()
     with tempfile.TemporaryDirectory(prefix="tec-load-") as folder:
-        root = extract_archive(bundle_path, Path(folder))
+        root = extract_archive(bundle_path, Path(folder), public_key)
         archives = sorted((root / "images").glob("*.tar"))
         if not archives:
             raise BundleError(f"{bundle_path} carries no images: build it with invoke bundle "
