@@ -42,7 +42,7 @@ def user_errors() -> Iterator[None]:
 DEFAULTS: dict[str, Any] = {
     "model_dir": "model", "dataset": "dataset", "target": "tflite",
     "quant": "fp32,fp16,dynamic,int8", "io_dtype": "uint8", "out": "build", "runner": "auto",
-    "preprocessing": "0..1", "calibration_size": 100, "validation_size": 200, "seed": 0,
+    "preprocessing": "auto", "calibration_size": 100, "validation_size": 200, "seed": 0,
     "latency_runs": 30, "max_accuracy_drop": 0.01, "jobs": 1, "compiler_timeout": 180,
     "num_segments": 1, "opset": 17, "batch": "1,8,32", "workspace_mb": 1024,
 }
@@ -78,6 +78,38 @@ def default_models(model_dir: Path) -> list[Path]:
     return found
 
 
+SAMPLE_MODEL = ROOT / "model" / "sample.h5"
+SAMPLE_DATASET = ROOT / "dataset"
+
+
+def without_sample_model(models: list[Path], dataset: Path) -> list[Path]:
+    """The bundled sample model goes with the bundled images only: a user who drops a model into
+    model/ and points --dataset at their images does not get sample.h5 converted against them."""
+    if dataset.resolve() == SAMPLE_DATASET:
+        return models
+    kept = [m for m in models if m.resolve() != SAMPLE_MODEL]
+    if len(kept) < len(models):
+        console.info(f"skipping the bundled sample {SAMPLE_MODEL.relative_to(ROOT)}: it goes with "
+                     f"the bundled images, not {dataset} (pass --model to convert it anyway)")
+    if not kept:
+        raise ConfigError(f"no model to convert against {dataset}: put yours in model/ or pass "
+                          "--model PATH")
+    return kept
+
+
+def check_not_on_sample_images(models: list[Path], dataset: Path) -> None:
+    """Your model is never calibrated and validated on the bundled shape images by accident."""
+    if dataset.resolve() != SAMPLE_DATASET:
+        return
+    others = [m for m in models if m.resolve() != SAMPLE_MODEL]
+    if others:
+        raise ConfigError(
+            f"no --dataset given for {others[0]}: the default dataset/ holds the bundled sample's "
+            "shape images, which only fit model/sample.h5. Pass --dataset DIR with your own images "
+            "(one sub-folder per class, for accuracy), or --dataset dataset to use the sample "
+            "images anyway")
+
+
 def convert_config(c: Context, **flags: Any) -> Any:
     from converters.config import (
         ConvertConfig,
@@ -104,8 +136,11 @@ def convert_config(c: Context, **flags: Any) -> Any:
     if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
         raise ConfigError(f"models in invoke.yaml must be a list of paths, got {listed!r}")
     models = [Path(m) for m in listed]
+    dataset = Path(get("dataset"))
     if not models:
-        models = default_models(Path(get("model_dir")))
+        models = without_sample_model(default_models(Path(get("model_dir"))), dataset)
+    if not flags.get("dataset"):
+        check_not_on_sample_images(models, dataset)
     preprocessing = Preprocessing(
         parse_enum(PreprocessingMode, str(get("preprocessing")), "preprocessing"),
         parse_floats(get("mean"), "--mean"),
@@ -121,7 +156,7 @@ def convert_config(c: Context, **flags: Any) -> Any:
     max_drop = optional_number(get("max_accuracy_drop"), float, "--max-accuracy-drop")
     return ConvertConfig(
         models=tuple(models),
-        dataset=DatasetConfig(Path(get("dataset")), preprocessing, numbers["calibration_size"],
+        dataset=DatasetConfig(dataset, preprocessing, numbers["calibration_size"],
                               numbers["validation_size"], numbers["seed"]),
         targets=parse_enum_list(Target, get("target"), "target"),
         quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
@@ -202,7 +237,8 @@ def edgetpu_options(get: Any) -> Any:
                   "image) or auto (docker when an engine answers and the image is current)",
         "volume": "docker runner: share the build folder as this named volume (stored in --out) "
                   "instead of a bind mount",
-        "preprocessing": "0..1 (default), -1..1, 0..255 or mean-std",
+        "preprocessing": "auto (default: from the model's input layer and, with labelled "
+                         "images, Keras accuracy), 0..1, -1..1, 0..255 or mean-std",
         "mean": "per-channel means for mean-std, e.g. 123.7,116.3,103.5",
         "std": "per-channel standard deviations for mean-std",
         "calibration_size": "images used to calibrate int8 (default 100)",

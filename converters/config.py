@@ -45,6 +45,7 @@ class Runner(str, Enum):
 
 
 class PreprocessingMode(str, Enum):
+    AUTO = "auto"  # chosen per model: its input layers, then Keras accuracy on labelled images
     UNIT = "0..1"
     SIGNED = "-1..1"
     RAW = "0..255"
@@ -118,7 +119,7 @@ def parse_input_shape(value: str | Sequence[int] | None) -> tuple[int, ...] | No
 class Preprocessing:
     """How pixel values 0..255 become model inputs."""
 
-    mode: PreprocessingMode = PreprocessingMode.UNIT
+    mode: PreprocessingMode = PreprocessingMode.AUTO
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
@@ -130,9 +131,16 @@ class Preprocessing:
                 raise ConfigError(f"--mean has {len(self.mean)} values but --std has {len(self.std)}")
             if any(value == 0 for value in self.std):
                 raise ConfigError("--std values must be non-zero")
+        elif self.mode is PreprocessingMode.AUTO:
+            if (self.mean is None) != (self.std is None):
+                raise ConfigError("--mean and --std go together (with auto, mean-std is then one "
+                                  "of the candidates)")
+            if self.std is not None and any(value == 0 for value in self.std):
+                raise ConfigError("--std values must be non-zero")
         elif self.mean is not None or self.std is not None:
             raise ConfigError(
-                f"--mean/--std only apply to preprocessing 'mean-std', not '{self.mode.value}'"
+                f"--mean/--std only apply to preprocessing 'mean-std' or 'auto', not "
+                f"'{self.mode.value}'"
             )
 
     def as_dict(self) -> dict[str, object]:

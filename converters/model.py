@@ -28,6 +28,8 @@ class LoadedModel:
     input_shape: tuple[int, int, int]  # H, W, C (batch excluded)
     output_shape: tuple[int | None, ...]
     parameters: int | None
+    # The model's own leading Rescaling/Normalization layer: what it expects its input to be.
+    input_preprocessing: dict[str, Any] | None
     predict: Predict  # float32 N×H×W×C → float32 outputs
     graph_function: Any  # a tf.function taking one N×H×W×C float32 tensor (for timing)
     export: Callable[[Path], None]  # write a SavedModel with a fixed H×W×C, dynamic batch
@@ -41,6 +43,7 @@ class LoadedModel:
             "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape),
             "parameters": self.parameters,
+            "input_preprocessing": self.input_preprocessing,
         }
 
 
@@ -112,10 +115,36 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         input_shape=shape,
         output_shape=tuple(model.outputs[0].shape),
         parameters=int(model.count_params()),
+        input_preprocessing=leading_preprocessing(model),
         predict=predict,
         graph_function=graph_function,
         export=export,
     )
+
+
+def leading_preprocessing(model: Any) -> dict[str, Any] | None:
+    """The affine map ``x * scale + offset`` of the model's leading Rescaling or Normalization
+    layer (looking one level into a nested model such as a keras.applications base), or None.
+
+    Layers that only reshape or pass through (InputLayer) are skipped; any other first layer
+    means the model has no built-in preprocessing.
+    """
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    if not layers:
+        return None
+    first = layers[0]
+    kind = type(first).__name__
+    if kind == "Rescaling":
+        scale = float(np.mean(np.asarray(first.scale, dtype=np.float64)))
+        offset = float(np.mean(np.asarray(first.offset, dtype=np.float64)))
+        return {"layer": first.name, "kind": kind, "scale": scale, "offset": offset}
+    if kind == "Normalization" and getattr(first, "mean", None) is not None:
+        mean = float(np.mean(np.asarray(first.mean, dtype=np.float64)))
+        std = float(np.sqrt(np.mean(np.asarray(first.variance, dtype=np.float64)))) or 1.0
+        return {"layer": first.name, "kind": kind, "scale": 1.0 / std, "offset": -mean / std}
+    if hasattr(first, "layers"):  # a nested model: its own first layer decides
+        return leading_preprocessing(first)
+    return None
 
 
 def _load_error(path: Path, error: Exception) -> ModelError:
@@ -182,6 +211,7 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
         input_shape=shape,
         output_shape=tuple(output_spec.shape),
         parameters=None,
+        input_preprocessing=None,
         predict=predict,
         graph_function=graph_function,
         export=export,

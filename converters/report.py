@@ -23,6 +23,7 @@ from converters.stages import data, export, reference
 from converters.stages.base import StageContext
 
 SCHEMA_VERSION = 1
+NEAR_CHANCE_FACTOR = 1.5  # reference accuracy below this many times chance is a warning
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -45,6 +46,11 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
                  for record in params["records"]]
     bound = params["max_accuracy_drop"]
     inputs = read_json(build_dir / cache.STAMP_DIR / cache.BUILD_INFO)["inputs"]
+    warnings = result_warnings(dataset, keras)
+    recommendation = recommend(artifacts, bound)
+    if near_chance(dataset, keras):
+        recommendation |= {"smallest": None, "fastest": None,
+                           "withheld": "the Keras reference itself is near chance accuracy"}
     return {
         "schema_version": SCHEMA_VERSION,
         "model": {**model, "sha256": inputs["model"]["sha256"]},
@@ -59,6 +65,7 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
             "calibration_count": dataset["calibration"]["count"],
             "validation_count": dataset["validation"]["count"],
             "preprocessing": dataset["preprocessing"],
+            "preprocessing_choice": dataset.get("preprocessing_choice"),
             "seed": dataset["seed"],
         },
         "reference": {
@@ -68,11 +75,37 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
             "threads": keras["threads"],
         },
         "artifacts": artifacts,
-        "recommendation": recommend(artifacts, bound),
+        "warnings": warnings,
+        "recommendation": recommendation,
         "stages": stage_provenance(build_dir, stages),
         "edgetpu": edgetpu_report.section(build_dir, params["edgetpu"]) if "edgetpu" in params else None,
         "tensorrt": [read_json(build_dir / record) for record in params.get("tensorrt", [])],
     }
+
+
+def near_chance(dataset: dict[str, Any], keras: dict[str, Any]) -> bool:
+    """Keras accuracy below 1.5x chance on a labelled dataset: something upstream is wrong."""
+    classes = len(dataset["class_names"])
+    return (keras["accuracy"] is not None and classes > 1
+            and keras["accuracy"] < NEAR_CHANCE_FACTOR / classes)
+
+
+def result_warnings(dataset: dict[str, Any], keras: dict[str, Any]) -> list[str]:
+    """What makes this report's numbers untrustworthy, in words a user can act on."""
+    warnings = []
+    choice = dataset.get("preprocessing_choice") or {}
+    if choice.get("warning"):
+        warnings.append(choice["warning"])
+    if near_chance(dataset, keras):
+        classes = len(dataset["class_names"])
+        warnings.append(
+            f"the Keras model itself scores {100 * keras['accuracy']:.1f} % on the "
+            f"{classes}-class validation split, near chance ({100 / classes:.1f} %): every "
+            "comparison below is meaningless and nothing is recommended. Likely causes: the wrong "
+            f"preprocessing (used: {dataset['preprocessing']['mode']}; try --preprocessing auto "
+            "or the one the model was trained with), class folders whose sorted order differs "
+            "from the model's output order, or a dataset the model was not trained for")
+    return warnings
 
 
 def stage_provenance(build_dir: Path, stages: tuple[str, ...]) -> dict[str, Any]:
@@ -185,11 +218,10 @@ def markdown(report: dict[str, Any]) -> str:
         "|" + "---|" * len(HEADERS),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
-    lines += [
-        "",
-        f"Recommendation (accuracy drop at most {_percent(rec['max_accuracy_drop'])}): "
-        f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.",
-    ]
+    lines += [""] + [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
+    lines += ["", f"No recommendation: {rec['withheld']}." if rec.get("withheld") else
+              f"Recommendation (accuracy drop at most {_percent(rec['max_accuracy_drop'])}): "
+              f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`."]
     if rec["rejected"]:
         lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
     lines += [f"- `{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
@@ -276,9 +308,11 @@ def html_page(report: dict[str, Any]) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2){{text-align:left}}</style>
 </head><body>
 <h1>Conversion report: {name}</h1>
-<p>Recommendation (accuracy drop at most {escape(_percent(rec['max_accuracy_drop']))}):
-smallest <code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(rec['fastest']))}</code>.</p>
+<p>{f"No recommendation: {escape(rec['withheld'])}." if rec.get("withheld") else
+f"Recommendation (accuracy drop at most {escape(_percent(rec['max_accuracy_drop']))}): smallest "
+f"<code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(rec['fastest']))}</code>."}</p>
 <p>{escape(toolchain_line(report))}</p>
+{"".join(f'<p class="warning"><strong>Warning:</strong> {escape(w)}</p>' for w in report.get("warnings", []))}
 <table><tr>{header}</tr>{body}</table>
 {"<ul>" + "".join(f"<li><code>{escape(a['path'])}</code> failed validation: {escape(a['failed'])}</li>"
                   for a in failed(report)) + "</ul>" if failed(report) else ""}

@@ -36,11 +36,16 @@ def print_summary(build_dir: Path) -> None:
     for row, floats in zip(report.table_rows(data), float_counts, strict=True):
         table.add_row(*[row[i] for i in shown[:-1]], floats)
     console.console.print(table)
+    for warning in data.get("warnings", []):
+        console.warn(warning)
     recommendation = data["recommendation"]
-    console.info(
-        f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
-        f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
-    )
+    if recommendation.get("withheld"):
+        console.warn(f"no recommendation: {recommendation['withheld']}")
+    else:
+        console.info(
+            f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
+            f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
+        )
     if data.get("edgetpu"):
         for line in edgetpu_report.summary_lines(data["edgetpu"]):
             console.info(f"Edge TPU: {line}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from converters import dataset
+from converters import console, dataset, preprocessing_choice
 from converters.config import Preprocessing
 from converters.errors import DatasetError
 from converters.fsutil import read_json, write_json_atomic
@@ -33,7 +33,7 @@ def run(context: StageContext) -> None:
         check_class_count(listing, context)
     chosen = dataset.split(listing.entries, params["calibration_size"],
                            params["validation_size"], params["seed"])
-    calibration, _, unreadable_calibration = dataset.load_images(
+    calibration, calibration_labels, unreadable_calibration = dataset.load_images(
         chosen.calibration, shape, "loading calibration images")
     validation, labels, unreadable_validation = dataset.load_images(
         chosen.validation, shape, "loading validation images")
@@ -42,6 +42,11 @@ def run(context: StageContext) -> None:
             f"no usable image in {context.dataset_dir}: every image in the "
             f"{'calibration' if len(calibration) == 0 else 'validation'} split was unreadable"
         )
+    choice = decide_preprocessing(context, calibration,
+                                  calibration_labels if listing.class_names else None)
+    console.info(f"preprocessing {choice.preprocessing.mode.value}: {choice.reason}")
+    if choice.warning:
+        console.warn(choice.warning)
     for relative, array in ((CALIBRATION, calibration), (VALIDATION, validation),
                             (VALIDATION_LABELS, labels)):
         np.save(context.write(relative), array, allow_pickle=False)
@@ -58,7 +63,8 @@ def run(context: StageContext) -> None:
         "skipped_files": listing.skipped_files,
         "unreadable": sorted(unreadable_calibration + unreadable_validation),
         "input_shape": list(shape),
-        "preprocessing": params["preprocessing"],
+        "preprocessing": choice.preprocessing.as_dict(),
+        "preprocessing_choice": choice.as_dict(),
         "seed": params["seed"],
         "calibration": {"count": int(len(calibration)),
                         "files": relative_names(chosen.calibration, unreadable_calibration)},
@@ -66,6 +72,37 @@ def run(context: StageContext) -> None:
                        "files": relative_names(chosen.validation, unreadable_validation)},
     }
     write_json_atomic(context.write(DATASET_INFO), info)
+
+
+def decide_preprocessing(context: StageContext, calibration: np.ndarray,
+                         labels: np.ndarray | None) -> preprocessing_choice.Choice:
+    """Resolve ``auto`` (or check an explicit choice) from the model's input layer and, with
+    labels and a classifier's output, Keras accuracy under each candidate."""
+    requested = Preprocessing.from_dict(context.params["preprocessing"])
+    model_info = read_json(context.build_dir / export.MODEL_INFO)
+    scores = None
+    subset = slice(0, preprocessing_choice.SUBSET)
+    if labels is not None and len(model_info["output_shape"]) == 2:
+        predict = saved_model_predict(context.build_dir / export.SAVED_MODEL)
+        scores = preprocessing_choice.score(predict, calibration[subset], labels[subset],
+                                            preprocessing_choice.candidates(requested))
+    return preprocessing_choice.choose(requested, model_info.get("input_preprocessing"), scores,
+                                       len(calibration[subset]))
+
+
+def saved_model_predict(path: Path) -> preprocessing_choice.Predict:
+    """Batched float32 outputs of the exported SavedModel's serving signature."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    [input_name] = signature.structured_input_signature[1]
+
+    def predict(inputs: np.ndarray) -> np.ndarray:
+        batches = [next(iter(signature(**{input_name: tf.constant(inputs[i:i + 32])}).values()))
+                   for i in range(0, len(inputs), 32)]
+        return np.concatenate([np.asarray(b, dtype=np.float32) for b in batches])
+
+    return predict
 
 
 def check_class_count(listing: dataset.Listing, context: StageContext) -> None:
