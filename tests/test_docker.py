@@ -317,3 +317,28 @@ def test_a_failing_stage_in_the_container_is_a_clear_error(tflite_image: str, tm
     assert str(corrupt) in result.stderr
     assert not list((tmp_path / "b").rglob("*.tflite"))
     assert containers_of(tmp_path / "b") == []
+
+
+def test_paths_with_colons_and_commas_and_symlinks_mean_the_same_in_both_runners(
+        tflite_image: str, tmp_path: Path) -> None:
+    """--mount, not --volume: a ':' or ',' in the model, dataset or --out path works in docker;
+    a dataset image that is a symlink out of the folder is refused by both runners alike."""
+    import shutil
+
+    odd = tmp_path / "we:ird,place"
+    shutil.copytree(ROOT / "dataset", odd / "data:set,1")
+    shutil.copy(ROOT / "model" / "sample.h5", odd / "sample.h5")
+    flags = ["--model", str(odd / "sample.h5"), "--dataset", str(odd / "data:set,1"),
+             "--calibration-size", "8", "--validation-size", "12", "--latency-runs", "1",
+             "--threads", "1", "--quant", "fp32"]
+    result = run_invoke("convert", *flags, "--out", str(odd / "out:1,2"), "--runner", "docker")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--mount type=bind," in result.stdout
+    assert (odd / "out:1,2" / "sample" / "tflite" / "sample_fp32.tflite").is_file()
+    outside = tmp_path / "outside.png"
+    circle = odd / "data:set,1" / "circle" / "0000.png"
+    circle.rename(outside)
+    circle.symlink_to(outside)
+    for runner in ("docker", "local"):
+        refused = run_invoke("convert", *flags, "--out", str(tmp_path / runner), "--runner", runner)
+        assert refused.returncode != 0 and "symlinks to files outside the folder" in refused.stderr
