@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.config import Preprocessing
+from converters.config import Preprocessing, PreprocessingMode
 from converters.dataset import is_image_file, load_image, preprocess
 from converters.errors import ConfigError, DatasetError, ModelError, ToolMissingError
 from converters.fsutil import read_json
@@ -48,7 +48,7 @@ def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
         if dataset_info.exists():
             info = read_json(dataset_info)
             return Preprocessing.from_dict(info["preprocessing"]), list(info["class_names"])
-    return Preprocessing(), []
+    return Preprocessing(PreprocessingMode.UNIT), []
 
 
 def artifact_runner(artifact: Path, threads: int, device: str | None) -> Any:

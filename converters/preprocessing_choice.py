@@ -25,8 +25,15 @@ from converters.config import Preprocessing, PreprocessingMode
 RANGES = {PreprocessingMode.UNIT: (0.0, 1.0), PreprocessingMode.SIGNED: (-1.0, 1.0),
           PreprocessingMode.RAW: (0.0, 255.0)}
 SUBSET = 64  # labelled calibration images scored per candidate
-TIE = 0.02  # accuracies closer than this are a tie (the layer, then the default order decides)
-CLEARLY_BETTER = 0.10  # an explicit choice this much worse than the best gets a warning
+# Accuracies closer than this are a tie (the layer, then the default order decides), and an
+# explicit choice this much worse than the best gets a warning; with few images, more is noise
+# (one standard error of an accuracy on n images is at most 0.5 / sqrt(n)).
+TIE = 0.02
+CLEARLY_BETTER = 0.10
+
+
+def margin(floor: float, images: int) -> float:
+    return max(floor, 1.0 / math.sqrt(max(images, 1)))
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -93,10 +100,11 @@ def choose(requested: Preprocessing, layer: dict[str, Any] | None,
     if requested.mode is not PreprocessingMode.AUTO:
         return Choice(requested, requested.mode.value, "given with --preprocessing", scores,
                       suggested.value if suggested else None,
-                      _explicit_warning(requested, scores, evidence))
+                      _explicit_warning(requested, scores, evidence, scored_images))
     if scores:
         best = max(scores.values())
-        tied = [mode for mode, value in scores.items() if best - value <= TIE]
+        tied = [mode for mode, value in scores.items()
+                if best - value <= margin(TIE, scored_images)]
         mode = suggested.value if suggested and suggested.value in tied else tied[0]
         reason = evidence + (f"; {layer_note}" if layer_note else "")
         return Choice(options[mode], "auto", reason, scores, suggested.value if suggested else None,
@@ -110,11 +118,11 @@ def choose(requested: Preprocessing, layer: dict[str, Any] | None,
 
 
 def _explicit_warning(requested: Preprocessing, scores: dict[str, float] | None,
-                      evidence: str) -> str | None:
+                      evidence: str, scored_images: int) -> str | None:
     if not scores or requested.mode.value not in scores:
         return None
     best_mode = max(scores, key=lambda mode: scores[mode])
-    if scores[best_mode] - scores[requested.mode.value] < CLEARLY_BETTER:
+    if scores[best_mode] - scores[requested.mode.value] < margin(CLEARLY_BETTER, scored_images):
         return None
     return (f"--preprocessing {requested.mode.value} looks wrong for this model: {evidence}. "
             f"Use --preprocessing {best_mode} (or auto) unless you know better")

@@ -40,7 +40,7 @@ def test_rebuild_skips_fresh_stages_and_dataset_change_rebuilds_only_consumers(
     noop = build.convert(make_config(model, dataset, out), ["test"])
     assert noop.ran["m"] == [] and noop.skipped["m"] == ALL_STAGES
 
-    write_images(dataset, {"d": 3}, seed=7)  # a new class folder: the dataset changed
+    write_images(dataset, {"a": 3}, seed=7)  # three images of class a redrawn: the dataset changed
     changed = build.convert(make_config(model, dataset, out), ["test"])
     assert set(changed.skipped["m"]) == {"export", "tflite-fp32", "tflite-fp16", "tflite-dynamic"}
     assert "tflite-int8" in changed.ran["m"] and "data" in changed.ran["m"]

@@ -67,7 +67,8 @@ def test_convert_report_and_infer_from_the_command_line(tmp_path: Path, tiny_ker
     out = tmp_path / "build"
     result = run_invoke("convert", "--model", str(tiny_keras), *quick_flags(tiny_dataset, out))
     assert result.returncode == 0, result.stderr
-    assert "recommended" in result.stdout
+    # The tiny model is untrained: its Keras accuracy is near chance, so nothing is recommended.
+    assert "no recommendation: the Keras reference itself is near chance" in result.stderr
     report = json.loads((out / "tiny" / "report.json").read_text())
     assert [a["variant"] for a in report["artifacts"]] == ["fp32", "fp16", "dynamic", "int8"]
     again = run_invoke("report", "--out", str(out))

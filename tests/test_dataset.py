@@ -79,7 +79,7 @@ def test_split_is_seeded_disjoint_and_shrinks_in_proportion(tmp_path: Path) -> N
 
 def test_preprocessing_modes() -> None:
     pixels = np.array([[[0, 255, 51]]], np.uint8)
-    unit = dataset.preprocess(pixels, Preprocessing())
+    unit = dataset.preprocess(pixels, Preprocessing(PreprocessingMode.UNIT))
     np.testing.assert_allclose(unit, [[[0, 1, 0.2]]], atol=1e-6)
     signed = dataset.preprocess(pixels, Preprocessing(PreprocessingMode.SIGNED))
     np.testing.assert_allclose(signed, [[[-1, 1, -0.6]]], atol=1e-6)
