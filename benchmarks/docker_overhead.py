@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from converters import docker  # noqa: E402
+from converters import docker_cli  # noqa: E402
 from converters.images import IMAGES  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    docker.require_engine()
+    docker_cli.require_engine()
     times: dict[str, list[float]] = {"local": [], "docker": []}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
@@ -56,7 +56,7 @@ def main() -> None:
     print("\n| image | size MB |")
     print("|---|---|")
     for definition in IMAGES.values():
-        inspected = docker.image_inspect(definition.tag)
+        inspected = docker_cli.image_inspect(definition.tag)
         size = f"{int(str(inspected['Size'])) / 1e6:.0f}" if inspected else "not built here"
         print(f"| {definition.tag} | {size} |")
 

@@ -23,7 +23,8 @@ from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_st
 from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
 from converters.model import check_model_path
 from converters.plan import HOST, ModelPlan, plan_model, stage_images
-from converters.runners import StageRunner, run_streaming, stop_running_processes
+from converters.processes import run_streaming, stop_running_processes
+from converters.runners import StageRunner
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
 from converters.stages import edgetpu, tensorrt
@@ -235,7 +236,7 @@ def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) ->
                         if len(running) >= parallel:
                             break
                         pending.remove(job)
-                        running[pool.submit(run_job, job, runners[job.image])] = job
+                        running[pool.submit(run_job_process, job, runners[job.image])] = job
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -254,7 +255,8 @@ def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) ->
         raise failures[0]
 
 
-def run_job(job: Job, runner: StageRunner) -> None:
+def run_job_process(job: Job, runner: StageRunner) -> None:
+    """Write the job file, run it in its stage process (local or docker), raise its error."""
     plan, image, specs = job.plan, job.image, job.specs
     job_dir = plan.build_dir / JOBS_DIR
     job_dir.mkdir(parents=True, exist_ok=True)

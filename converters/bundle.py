@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from converters import bundle_verify, cache, console, docker, imaging
-from converters.bundle_archive import BundleError, file_record, write_archive
+from converters import bundle_verify, cache, console, docker_cli, imaging
+from converters.bundle_archive import file_record, write_archive
 from converters.bundle_verify import BUNDLE_JSON, CHECKSUM_SUFFIX, SIGNATURE_SUFFIX, checksum_line
-from converters.errors import ConfigError
+from converters.errors import BundleError, ConfigError
 from converters.fsutil import (
     read_json,
     sha256_file,
@@ -262,15 +262,15 @@ def download_wheels(requirements: list[str], request: BundleRequest, folder: Pat
 
 
 def save_images(names: tuple[str, ...], folder: Path) -> None:
-    docker.require_engine()
+    docker_cli.require_engine()
     folder.mkdir()
     for name in names:
         tag = IMAGES[name].tag
-        if docker.image_inspect(tag) is None:
+        if docker_cli.image_inspect(tag) is None:
             raise BundleError(f"--with-images: the {name} image {tag} does not exist: build it "
                               f"with invoke images --target {name}")
         console.info(f"$ docker save {tag}")
-        saved = docker.docker("save", "--output", str(folder / f"{name}.tar"), tag, timeout=1800)
+        saved = docker_cli.docker("save", "--output", str(folder / f"{name}.tar"), tag, timeout=1800)
         if saved.returncode != 0:
             raise BundleError(f"docker save {tag} failed: {saved.stderr.strip()}")
 

@@ -25,14 +25,10 @@ from converters.bundle_verify import (
     check_archive,
     copy_member,
 )
-from converters.errors import ConverterError
+from converters.errors import BundleError
 from converters.fsutil import atomic_path
 
 EXECUTABLES = frozenset({"run.py", "verify.py"})
-
-
-class BundleError(ConverterError):
-    """A bundle cannot be built, or an archive is not a trustworthy bundle."""
 
 
 class HashingWriter:

@@ -44,6 +44,18 @@ class BuildError(ConverterError):
     """A stage process failed; the message carries its command, exit code and log tail."""
 
 
+class EngineUnavailable(ToolMissingError):
+    """No docker CLI, or the Docker engine does not answer."""
+
+
+class ImageBuildError(ConverterError):
+    """An image could not be built; the message says why and what to do."""
+
+
+class BundleError(ConverterError):
+    """A bundle cannot be built, or an archive is not a trustworthy bundle."""
+
+
 class LockError(ConverterError):
     """Another build holds the build directory."""
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from converters import __version__, cache, console, docker
-from converters.errors import ConfigError, ConverterError
-from converters.runners import run_streaming
+from converters import __version__, cache, console, docker_cli
+from converters.errors import ConfigError, ImageBuildError
+from converters.processes import run_streaming
 
 BOOTSTRAP_BASE = "tensor-edge-converter/base:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -29,10 +29,6 @@ CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 CORAL_UNREACHABLE_EXIT = 42
 BASE_NOT_FOUND_HINTS = ("pull access denied", "not found", "failed to resolve", "no such host",
                         "failed to do request", "i/o timeout", "connection refused")
-
-
-class ImageBuildError(ConverterError):
-    """An image could not be built; the message says why and what to do."""
 
 
 class BaseSource(str, Enum):
@@ -85,7 +81,7 @@ def build_images(names: list[str], base: BaseSource, ca_bundle: Path | None, sou
                  mirror: str = DEFAULT_MIRROR) -> dict[str, str]:
     """Build each named image (``all``: every one); return tag → image ID."""
     definitions = list(IMAGES.values()) if "all" in names else [image_definition(n) for n in names]
-    docker.require_engine()
+    docker_cli.require_engine()
     ca_bundle = check_ca_bundle(ca_bundle)
     base_image: str | None = None
     if base is BaseSource.BOOTSTRAP:
@@ -105,7 +101,7 @@ def build_images(names: list[str], base: BaseSource, ca_bundle: Path | None, sou
 
 def build_image(definition: ImageDefinition, base_image: str | None, ca_bundle: Path | None,
                 source_dir: Path) -> str:
-    argv = [docker.docker_cli(), "build", "--file", str(source_dir / definition.dockerfile),
+    argv = [docker_cli.docker_cli(), "build", "--file", str(source_dir / definition.dockerfile),
             "--tag", definition.tag,
             "--build-arg", f"VERSION={__version__}",
             "--build-arg", f"REVISION={git_revision(source_dir)}",
@@ -122,7 +118,7 @@ def build_image(definition: ImageDefinition, base_image: str | None, ca_bundle: 
     if exit_code != 0:
         base = base_image or default_base(definition, source_dir)
         raise ImageBuildError(build_failure_message(definition, exit_code, tail, base))
-    inspected = docker.image_inspect(definition.tag)
+    inspected = docker_cli.image_inspect(definition.tag)
     if inspected is None:
         raise ImageBuildError(f"docker build said it built {definition.tag} but the engine does "
                               "not list it")
@@ -162,7 +158,7 @@ def build_failure_message(definition: ImageDefinition, exit_code: int, tail: lis
 
 def bootstrap_base(mirror: str) -> str:
     """A Debian base image made from ``mirror`` with debootstrap (reused when it exists)."""
-    if docker.image_inspect(BOOTSTRAP_BASE) is not None:
+    if docker_cli.image_inspect(BOOTSTRAP_BASE) is not None:
         console.info(f"using the bootstrapped base {BOOTSTRAP_BASE} (docker rmi it to remake it)")
         return BOOTSTRAP_BASE
     debootstrap = shutil.which("debootstrap")
@@ -187,7 +183,7 @@ def bootstrap_base(mirror: str) -> str:
 def import_rootfs(rootfs: Path, tag: str) -> None:
     console.info(f"$ tar -C {rootfs} -c . | docker import - {tag}")
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run([docker.docker_cli(), "import", "-", tag], stdin=tar.stdout,
+    imported = subprocess.run([docker_cli.docker_cli(), "import", "-", tag], stdin=tar.stdout,
                               capture_output=True, text=True)
     assert tar.stdout is not None
     tar.stdout.close()
@@ -217,9 +213,10 @@ def load_images_from_bundle(bundle_path: Path, public_key: Path | None = None) -
     signature too) as it was extracted, in one pass over one open file: swapping the archive
     meanwhile cannot get unverified bytes loaded.
     """
-    from converters.bundle_archive import BundleError, extract_archive
+    from converters.bundle_archive import extract_archive
+    from converters.errors import BundleError
 
-    docker.require_engine()
+    docker_cli.require_engine()
     with tempfile.TemporaryDirectory(prefix="tec-load-") as folder:
         root = extract_archive(bundle_path, Path(folder), public_key)
         archives = sorted((root / "images").glob("*.tar"))
@@ -229,7 +226,7 @@ def load_images_from_bundle(bundle_path: Path, public_key: Path | None = None) -
         loaded = []
         for archive in archives:
             console.info(f"$ docker load --input {archive.name}")
-            result = docker.docker("load", "--input", str(archive), timeout=1800)
+            result = docker_cli.docker("load", "--input", str(archive), timeout=1800)
             if result.returncode != 0:
                 raise ImageBuildError(f"docker load of {archive.name} failed: {result.stderr.strip()}")
             loaded.append(result.stdout.strip())

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from converters import docker
+from converters import docker_cli
 from converters.bundle_archive import (
-    BundleError,
     extract_archive,
     file_record,
     verify_archive,
     write_archive,
 )
+from converters.errors import BundleError
 from converters.fsutil import sha256_file
 from converters.images import IMAGES
 from tests.conftest import ROOT, run_invoke, skip_or_fail
@@ -215,8 +215,8 @@ def test_offline_install_in_a_container_without_network(built: tuple[Path, Path]
                                                         tmp_path: Path) -> None:
     """The tflite image's system Python (not its venv) with only the bundle's wheels, installed
     by pip --no-index with --network none."""
-    problem = docker.engine_problem()
-    if problem is None and docker.image_inspect(IMAGES["tflite"].tag) is None:
+    problem = docker_cli.engine_problem()
+    if problem is None and docker_cli.image_inspect(IMAGES["tflite"].tag) is None:
         problem = "the tflite image does not exist (invoke images --target tflite)"
     if problem is not None:
         skip_or_fail(problem)
@@ -226,7 +226,7 @@ def test_offline_install_in_a_container_without_network(built: tuple[Path, Path]
     script = ("/opt/venv/bin/pip install --quiet --no-index --find-links /bundle/wheels "
               "--target /tmp/site -r /bundle/requirements.txt && "
               "PYTHONPATH=/tmp/site /usr/bin/python3 /bundle/run.py /bundle/image.png --top-k 1")
-    result = docker.docker("run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
+    result = docker_cli.docker("run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
                            "--env", "HOME=/tmp", "--env", "PIP_CONFIG_FILE=/dev/null",
                            "--volume", f"{root}:/bundle:ro", "--entrypoint", "/bin/sh",
                            IMAGES["tflite"].tag, "-c", script, timeout=600)
@@ -271,27 +271,27 @@ def test_with_images_bundle_loads_on_a_build_host(built: tuple[Path, Path], tmp_
     from converters import bundle as bundle_module
     from converters.images import BOOTSTRAP_BASE, ImageDefinition, load_images_from_bundle
 
-    problem = docker.engine_problem()
-    if problem is None and docker.image_inspect(BOOTSTRAP_BASE) is None:
+    problem = docker_cli.engine_problem()
+    if problem is None and docker_cli.image_inspect(BOOTSTRAP_BASE) is None:
         problem = f"the bootstrapped base {BOOTSTRAP_BASE} does not exist (invoke images --base bootstrap)"
     if problem is not None:
         skip_or_fail(problem)
     stand_in = ImageDefinition("bundletest", "docker/tflite.Dockerfile")
     monkeypatch.setitem(IMAGES, "bundletest", stand_in)
     monkeypatch.setitem(bundle_module.STAGE_IMAGES, "tflite", ("bundletest",))
-    assert docker.docker("tag", BOOTSTRAP_BASE, stand_in.tag).returncode == 0
+    assert docker_cli.docker("tag", BOOTSTRAP_BASE, stand_in.tag).returncode == 0
     try:
         build, _ = built
         path = bundle_module.build_bundle(bundle_module.BundleRequest(
             build_dir=build / "sample", target="tflite", variant="int8", platform="linux/x86_64",
             python="3.11", with_images=True, dist=tmp_path, constraints=ROOT / "constraints.txt"))
         assert "images/bundletest.tar" in verify_archive(path).bundle["files"]
-        assert docker.docker("rmi", stand_in.tag).returncode == 0
+        assert docker_cli.docker("rmi", stand_in.tag).returncode == 0
         loaded = load_images_from_bundle(path)
         assert any(stand_in.tag in line for line in loaded), loaded
-        assert docker.image_inspect(stand_in.tag) is not None
+        assert docker_cli.image_inspect(stand_in.tag) is not None
     finally:
-        docker.docker("rmi", stand_in.tag)
+        docker_cli.docker("rmi", stand_in.tag)
 
 
 def test_onnx_bundle_installs_offline_and_agrees(built: tuple[Path, Path], tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from converters import docker
+from converters import docker_cli
 from converters.fsutil import sha256_file
 from converters.images import IMAGES, default_ca_bundle
 from converters.runners.docker import DockerRunner
@@ -33,20 +33,20 @@ SAMPLE_FLAGS = ["--model", str(ROOT / "model" / "sample.h5"), "--dataset", str(R
 @pytest.fixture(scope="module")
 def tflite_image() -> str:
     """The tflite image's ID, once the engine answers and the image matches this checkout."""
-    problem = docker.engine_problem()
+    problem = docker_cli.engine_problem()
     if problem is not None:
         skip_or_fail(problem)
     problem = DockerRunner(Path("/tmp")).image_problem("tflite")
     if problem is not None:
         skip_or_fail(problem)
-    inspected = docker.image_inspect(TFLITE_TAG)
+    inspected = docker_cli.image_inspect(TFLITE_TAG)
     assert inspected is not None
     return str(inspected["Id"])
 
 
 def containers_of(out: Path) -> list[str]:
-    listed = docker.docker("ps", "--all", "--quiet", "--filter",
-                           f"label={docker.BUILD_DIR_LABEL}={out.resolve()}")
+    listed = docker_cli.docker("ps", "--all", "--quiet", "--filter",
+                           f"label={docker_cli.BUILD_DIR_LABEL}={out.resolve()}")
     return listed.stdout.split()
 
 
@@ -152,14 +152,14 @@ def test_container_of_a_killed_build_is_removed_by_the_next(tflite_image: str,
     runs on. The next build of the same folder (holding its lock) removes it and says so."""
     process = _start_docker_convert(tmp_path)
     [orphan] = _wait_for_container(tmp_path, process, limit_s=60)
-    orphan_name = docker.docker("inspect", "--format", "{{.Name}}", orphan).stdout.strip("/\n")
+    orphan_name = docker_cli.docker("inspect", "--format", "{{.Name}}", orphan).stdout.strip("/\n")
     process.kill()
     process.communicate(timeout=30)
     rerun = run_invoke("convert", *SAMPLE_FLAGS, "--out", str(tmp_path), "--runner", "docker",
                        check=True)
     assert f"removed container {orphan_name} left by an interrupted build" in rerun.stdout
     assert containers_of(tmp_path) == []
-    assert docker.docker("inspect", orphan).returncode != 0  # gone
+    assert docker_cli.docker("inspect", orphan).returncode != 0  # gone
     assert run_invoke("verify", "--out", str(tmp_path)).returncode == 0
 
 
@@ -169,7 +169,7 @@ def test_named_volume_is_stored_in_the_build_folder(tflite_image: str, tmp_path:
         run_invoke("convert", *SAMPLE_FLAGS, "--quant", "fp32", "--out", str(tmp_path),
                    "--runner", "docker", "--volume", volume, check=True)
         assert (tmp_path / "sample" / "tflite" / "sample_fp32.tflite").exists()
-        options = docker.docker("volume", "inspect", "--format", "{{json .Options}}", volume)
+        options = docker_cli.docker("volume", "inspect", "--format", "{{json .Options}}", volume)
         assert json.loads(options.stdout)["device"] == str(tmp_path.resolve())
         elsewhere = tmp_path / "other"
         clash = run_invoke("convert", *SAMPLE_FLAGS, "--quant", "fp32", "--out", str(elsewhere),
@@ -177,7 +177,7 @@ def test_named_volume_is_stored_in_the_build_folder(tflite_image: str, tmp_path:
         assert clash.returncode != 0 and "Traceback" not in clash.stdout + clash.stderr
         assert f"docker volume {volume} is stored in {tmp_path.resolve()}" in clash.stderr
     finally:
-        docker.docker("volume", "rm", "--force", volume)
+        docker_cli.docker("volume", "rm", "--force", volume)
 
 
 def test_stale_or_missing_image_is_refused_with_the_fix(tflite_image: str, tmp_path: Path,
@@ -225,7 +225,7 @@ def test_ca_bundle_is_in_no_layer_of_the_image(tflite_image: str) -> None:
     control = Path(certifi.where()).read_text().split("-----BEGIN CERTIFICATE-----")[1]
     control_marker = control.strip().splitlines()[3].encode()
     found = {marker: False for marker in [*markers, control_marker]}
-    saved = subprocess.Popen([docker.docker_cli(), "save", TFLITE_TAG], stdout=subprocess.PIPE)
+    saved = subprocess.Popen([docker_cli.docker_cli(), "save", TFLITE_TAG], stdout=subprocess.PIPE)
     assert saved.stdout is not None
     tail = b""
     while chunk := saved.stdout.read(1 << 22):
@@ -236,8 +236,8 @@ def test_ca_bundle_is_in_no_layer_of_the_image(tflite_image: str) -> None:
     assert saved.wait() == 0
     assert found[control_marker], "the scan did not see a file that is in the image"
     assert not any(found[marker] for marker in markers), "the proxy CA is in a layer"
-    history = docker.docker("history", "--no-trunc", TFLITE_TAG).stdout
-    inspected = json.dumps(docker.image_inspect(TFLITE_TAG))
+    history = docker_cli.docker("history", "--no-trunc", TFLITE_TAG).stdout
+    inspected = json.dumps(docker_cli.image_inspect(TFLITE_TAG))
     for text in (history, inspected):
         assert str(bundle) not in text and "PIP_CERT=/" not in text
 
@@ -260,7 +260,7 @@ def test_edgetpu_image_builds_or_names_corals_repository(tflite_image: str) -> N
     host that reaches it the image builds and holds the compiler."""
     result = run_invoke("images", "--target", "edgetpu", "--base", "bootstrap", timeout=900)
     if result.returncode == 0:
-        version = docker.docker("run", "--rm", "--entrypoint", "edgetpu_compiler",
+        version = docker_cli.docker("run", "--rm", "--entrypoint", "edgetpu_compiler",
                                 IMAGES["edgetpu"].tag, "--version")
         assert "Edge TPU Compiler version" in version.stdout
     else:
@@ -274,7 +274,7 @@ def test_edgetpu_target_crosses_images(tflite_image: str, tmp_path: Path) -> Non
     edgetpu image. Where that image is missing (always here: Coral's repository is
     unreachable), its stage runs locally, records that the compiler is missing, and the build
     exits non-zero after writing the report."""
-    if docker.image_inspect(IMAGES["edgetpu"].tag) is not None:
+    if docker_cli.image_inspect(IMAGES["edgetpu"].tag) is not None:
         pytest.skip("the edgetpu image exists here: the compile stage runs in it")
     result = run_invoke("convert", *SAMPLE_FLAGS, "--target", "edgetpu", "--out", str(tmp_path),
                         "--runner", "docker")
@@ -292,7 +292,7 @@ def test_tensorrt_target_exports_onnx_in_the_tflite_image(tflite_image: str, tmp
     """ONNX export and Q/DQ quantization run in the tflite image; the engine stages belong to
     the tensorrt image, which cannot be built here (NGC unreachable): they run locally, record
     that TensorRT is missing, and the build exits non-zero after writing the report."""
-    if docker.image_inspect(IMAGES["tensorrt"].tag) is not None:
+    if docker_cli.image_inspect(IMAGES["tensorrt"].tag) is not None:
         pytest.skip("the tensorrt image exists here: the engine stages run in it")
     result = run_invoke("convert", *SAMPLE_FLAGS, "--target", "tensorrt", "--quant", "int8",
                         "--out", str(tmp_path), "--runner", "docker")

@@ -45,11 +45,11 @@ def test_images_with_the_engine_down_fails_clearly(engine_down: None) -> None:
 
 
 def test_no_docker_command_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    from converters import docker
+    from converters import docker_cli
 
-    monkeypatch.setattr(docker, "DEBIAN_DOCKER_CLI", Path("/nonexistent/docker"))
+    monkeypatch.setattr(docker_cli, "DEBIAN_DOCKER_CLI", Path("/nonexistent/docker"))
     monkeypatch.setenv("PATH", "/nonexistent")
-    problem = docker.engine_problem()
+    problem = docker_cli.engine_problem()
     assert problem is not None and "apt-get install docker.io" in problem
 
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from converters import cache, console, docker
+from converters import cache, console, docker_cli
 from converters.errors import ConfigError, ToolMissingError
 from converters.images import image_definition
 from converters.stages.base import StageSpec
@@ -35,11 +35,11 @@ class DockerRunner:
     def image_problem(self, image: str) -> str | None:
         """None when ``image`` can run this code's stages, else why not and how to fix it."""
         tag = image_definition(image).tag
-        inspected = docker.image_inspect(tag)
+        inspected = docker_cli.image_inspect(tag)
         fix = f"`invoke images --target {image}` (add --base bootstrap where no registry is reachable)"
         if inspected is None:
             return f"the {image} image {tag} does not exist: build it with {fix}"
-        if docker.image_labels(inspected).get(docker.CODE_LABEL) != cache.code_fingerprint():
+        if docker_cli.image_labels(inspected).get(docker_cli.CODE_LABEL) != cache.code_fingerprint():
             return (f"the {image} image {tag} holds other converters code than this checkout: "
                     f"rebuild it with {fix}")
         self._image_ids[image] = str(inspected["Id"])
@@ -55,7 +55,7 @@ class DockerRunner:
         """Make the shared volume and remove containers a killed build of this folder left."""
         if self.volume is not None:
             ensure_volume(self.volume, self.out_dir)
-        for name in docker.remove_containers_labelled(docker.BUILD_DIR_LABEL, str(self.out_dir)):
+        for name in docker_cli.remove_containers_labelled(docker_cli.BUILD_DIR_LABEL, str(self.out_dir)):
             console.info(f"removed container {name} left by an interrupted build")
 
     def command(self, job_path: Path, job: dict[str, Any]) -> list[str]:
@@ -69,8 +69,8 @@ class DockerRunner:
         model, dataset = Path(job["model_path"]), Path(job["dataset_dir"])
         shared = self.volume or str(self.out_dir)
         argv = [
-            docker.docker_cli(), "run", "--rm", "--init", "--name", name,
-            "--label", f"{docker.BUILD_DIR_LABEL}={self.out_dir}",
+            docker_cli.docker_cli(), "run", "--rm", "--init", "--name", name,
+            "--label", f"{docker_cli.BUILD_DIR_LABEL}={self.out_dir}",
             "--network", "none",
             "--user", f"{os.getuid()}:{os.getgid()}",
             "--mount", mount_option("volume" if self.volume else "bind", shared, self.out_dir),
@@ -87,7 +87,7 @@ class DockerRunner:
 
     def finish(self, job_path: Path, job: dict[str, Any]) -> None:
         """Remove the container if it outlived its process (Ctrl-C, a killed docker CLI)."""
-        docker.remove_container(container_name(job_path, job))
+        docker_cli.remove_container(container_name(job_path, job))
 
 
 def mount_option(kind: str, source: str, target: Path, read_only: bool = False) -> str:
@@ -107,9 +107,9 @@ def container_name(job_path: Path, job: dict[str, Any]) -> str:
 
 def ensure_volume(name: str, out_dir: Path) -> None:
     """A named volume stored in ``out_dir`` (local driver, bind), so host and images share it."""
-    inspected = docker.docker("volume", "inspect", "--format", "{{json .Options}}", name)
+    inspected = docker_cli.docker("volume", "inspect", "--format", "{{json .Options}}", name)
     if inspected.returncode != 0:
-        created = docker.docker("volume", "create", "--driver", "local", "--opt", "type=none",
+        created = docker_cli.docker("volume", "create", "--driver", "local", "--opt", "type=none",
                                 "--opt", "o=bind", "--opt", f"device={out_dir}", name)
         if created.returncode != 0:
             raise ConfigError(f"cannot create docker volume {name}: {created.stderr.strip()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from converters import console, docker
+from converters import console, docker_cli
 from converters.config import Runner
 from converters.errors import ToolMissingError
 from converters.runners import StageRunner
@@ -25,7 +25,7 @@ def select_runners(choice: Runner, images: Iterable[str], out_dir: Path,
     local = LocalRunner()
     if choice is Runner.LOCAL:
         return dict.fromkeys(names, local)
-    engine_problem = docker.engine_problem()
+    engine_problem = docker_cli.engine_problem()
     if engine_problem is not None:
         if choice is Runner.DOCKER:
             raise ToolMissingError(f"--runner docker: {engine_problem}")

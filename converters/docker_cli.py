@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from converters.errors import ToolMissingError
+from converters.errors import EngineUnavailable
 
 DOCKER_TIMEOUT_S = 30
 # Debian's docker.io CLI builds with BuildKit (secret mounts) without the buildx plugin; a newer
@@ -19,10 +19,6 @@ DEBIAN_DOCKER_CLI = Path("/usr/bin/docker")
 PROJECT_LABEL = "io.tensor-edge-converter"
 CODE_LABEL = f"{PROJECT_LABEL}.code"
 BUILD_DIR_LABEL = f"{PROJECT_LABEL}.build-dir"
-
-
-class EngineUnavailable(ToolMissingError):
-    """No docker CLI, or the Docker engine does not answer."""
 
 
 def docker_cli() -> str:
