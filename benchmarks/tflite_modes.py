@@ -113,7 +113,7 @@ def main() -> None:
             path = Path(folder) / f"{mode}.tflite"
             path.write_bytes(export_once[mode][0])
             runner = TFLiteRunner(path, threads=args.threads)
-            ms = runner.latency_ms(image[0], args.runs)
+            ms = runner.latency(image[0], args.runs).median_ms
             print(f"| tflite {mode} | {path.stat().st_size / 1e6:.2f} | {ms:.2f} | "
                   f"{ms / keras_ms:.2f} |")
 

@@ -70,9 +70,17 @@ def run_job(job: dict[str, Any]) -> None:
     # TensorFlow reads its thread pools' sizes once, when it starts: set them before any stage.
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(job["threads"]))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(job["threads"]))
-    for entry in job["stages"]:
-        spec = StageSpec.from_dict(entry["spec"])
+    specs = [StageSpec.from_dict(entry["spec"]) for entry in job["stages"]]
+    if any("tensorflow" in spec.tools for spec in specs):
+        import_tensorflow_quietly()
+    for spec, entry in zip(specs, job["stages"], strict=True):
         run_stage(spec, entry["key"], entry["environment"], job, build_dir)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow once, without the informational lines its C++ code prints on import."""
+    with console.native_noise_filtered():
+        import tensorflow  # noqa: F401
 
 
 def run_stage(spec: StageSpec, key: str, environment: dict[str, str], job: dict[str, Any],

@@ -54,3 +54,66 @@ def test_tensorrt_lines_show_numbers_or_why_not_built() -> None:
                         "sm 8.7): top-1 agreement 0.995, accuracy 99.0 %, latency 0.41 ms at batch "
                         "1, 1.73 ms at batch 8")
     assert lines[1] == "int8 engine: not built. no GPU here"
+
+
+def sample_report(**recommendation: object) -> dict[str, object]:
+    """A small report document with one artifact (no labels)."""
+    metrics = {"max_abs_error": 0.5, "mean_abs_error": 0.1, "cosine_similarity": 0.99,
+               "top1_agreement": 0.9, "accuracy": None}
+    return {
+        "model": {"name": "m", "path": "m.h5", "format": "h5", "input_shape": [8, 8, 3]},
+        "dataset": {"path": "d", "validation_count": 10, "calibration_count": 5},
+        "reference": {"accuracy": None, "latency_ms": 3.0, "latency_spread_ms": [2.5, 3.5],
+                      "latency_runs": 30, "threads": 2},
+        "artifacts": [{"target": "tflite", "variant": "int8", "path": "tflite/m_int8.tflite",
+                       "size_bytes": 2048, "latency_ms": 1.0, "latency_spread_ms": [0.9, 1.2],
+                       "metrics": metrics, "float_ops": []}],
+        "recommendation": {"max_accuracy_drop": 0.2, "smallest": "tflite/m_int8.tflite",
+                           "fastest": "tflite/m_int8.tflite", "rejected": [], **recommendation},
+        "stages": {},
+    }
+
+
+def test_markdown_table_escapes_pipes_so_every_row_has_one_cell_per_header() -> None:
+    from converters.markup import md_table
+
+    lines = markdown(sample_report()).splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert "max \\|err\\|" in table[0]
+    cells = [len(line.replace("\\|", "").strip("|").split("|")) for line in table]
+    assert cells == [10] * 4  # header, rule, Keras, the artifact
+    assert md_table(["a|b"], [["x|y"]])[2] == "| x\\|y |"
+
+
+def test_latency_ties_within_the_spread_are_named_not_broken_silently() -> None:
+    def timed(path: str, size: int, median: float, low: float, high: float) -> dict[str, object]:
+        return {**artifact(path, size, median, 0.0), "latency_spread_ms": [low, high]}
+
+    artifacts = [timed("fp32", 400, 2.0, 1.9, 2.3), timed("dynamic", 100, 1.95, 1.8, 2.1),
+                 timed("int8", 110, 3.0, 2.8, 3.3)]
+    rec = recommend(artifacts, 0.01)  # type: ignore[arg-type]
+    assert (rec["smallest"], rec["fastest"], rec["fastest_ties"]) == ("dynamic", "dynamic",
+                                                                      ["fp32"])
+    assert "fp32 is within its p10-p90 spread" in rec["note"]
+    clear = recommend([artifacts[0], artifacts[2]], 0.01)  # type: ignore[arg-type]
+    assert clear["fastest_ties"] == [] and clear["note"] is None
+
+
+def test_report_says_latency_is_from_this_host_with_its_threads_and_the_spread() -> None:
+    text = markdown(sample_report(note="x is fastest, y ties"))
+    assert "not on the target device" in text and "2 thread(s)" in text
+    assert "median and p10-p90 of 30 single-image runs" in text
+    assert "| 1.00 | 0.90-1.20 |" in text and "Note: x is fastest, y ties." in text
+
+
+def test_html_has_the_context_line_and_code_elements_not_backticks() -> None:
+    import re
+
+    from converters.report import html_page
+
+    page = html_page(sample_report())
+    assert "<code>m.h5</code> (h5, input [8, 8, 3]); 10 validation and 5 calibration" in page
+    assert "not on the target device" in page
+    text = re.sub(r"<[^>]+>", "", page.split("<body>")[1])
+    assert "`" not in text
+    assert '<td class=num>1.00</td>' in page and "<td>tflite int8</td>" in page
