@@ -74,7 +74,7 @@ def run_job(job: dict[str, Any]) -> None:
     if any("tensorflow" in spec.tools for spec in specs):
         import_tensorflow_quietly()
     for spec, entry in zip(specs, job["stages"], strict=True):
-        run_stage(spec, entry["key"], entry["environment"], job, build_dir)
+        run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
 
 
 def import_tensorflow_quietly() -> None:
@@ -83,8 +83,8 @@ def import_tensorflow_quietly() -> None:
         import tensorflow  # noqa: F401
 
 
-def run_stage(spec: StageSpec, key: str, environment: dict[str, str], job: dict[str, Any],
-              build_dir: Path) -> None:
+def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: dict[str, str],
+              job: dict[str, Any], build_dir: Path) -> None:
     console.info(f"▶ {job['model_name']}: {spec.name}")
     started = time.time()
     cache.remove_stamp(build_dir, spec.name)
@@ -102,5 +102,5 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], job: dict[
         target.parent.mkdir(parents=True, exist_ok=True)
         replace(staging / relative, target)
     remove(staging)
-    cache.write_stamp(build_dir, spec, key, started, environment, job["runner"])
+    cache.write_stamp(build_dir, spec, key, started, environment, job["runner"], dep_keys)
     console.info(f"✔ {job['model_name']}: {spec.name} ({time.time() - started:.1f} s)")

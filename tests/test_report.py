@@ -1,4 +1,13 @@
+"""The report: its tables, recommendation and pages, and the build folder it describes."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
 from converters.report import markdown, recommend
+from tests.conftest import quick_flags, run_invoke
 
 
 def artifact(path: str, size: int, latency: float, drop: float) -> dict[str, object]:
@@ -117,3 +126,44 @@ def test_html_has_the_context_line_and_code_elements_not_backticks() -> None:
     text = re.sub(r"<[^>]+>", "", page.split("<body>")[1])
     assert "`" not in text
     assert '<td class=num>1.00</td>' in page and "<td>tflite int8</td>" in page
+
+
+@pytest.fixture(scope="module")
+def two_command_build(tmp_path_factory: pytest.TempPathFactory, tiny_h5: Path,
+                      tiny_dataset: Path) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
+    """``--target tflite`` then ``--target onnx`` into one build folder, through invoke."""
+    out = tmp_path_factory.mktemp("two-commands")
+    flags = ["--model", str(tiny_h5), *quick_flags(tiny_dataset, out)]
+    runs = [run_invoke("convert", *flags, "--target", "tflite", "--quant", "fp32,int8", check=True),
+            run_invoke("convert", *flags, "--target", "onnx", "--quant", "fp32", check=True)]
+    return out / "tiny", runs
+
+
+def rows(build_dir: Path) -> list[tuple[str, str]]:
+    report = json.loads((build_dir / "report.json").read_text())
+    return [(a["target"], a["variant"]) for a in report["artifacts"]]
+
+
+def test_report_lists_every_valid_artifact_of_the_folder_not_only_the_last_targets(
+        two_command_build: tuple[Path, list[subprocess.CompletedProcess[str]]],
+        tiny_h5: Path, tiny_dataset: Path) -> None:
+    build_dir, _ = two_command_build
+    assert rows(build_dir) == [("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "int8")]
+    assert "tflite/tiny_int8.tflite" in (build_dir / "report.md").read_text()
+    # An artifact changed by hand is no longer valid: the report drops it at the next build.
+    (build_dir / "tflite" / "tiny_int8.tflite").write_bytes(b"changed")
+    again = run_invoke("convert", "--model", str(tiny_h5),
+                       *quick_flags(tiny_dataset, build_dir.parent), "--target", "onnx",
+                       "--quant", "fp32", check=True)
+    assert "report is up to date" not in again.stdout
+    assert rows(build_dir) == [("onnx", "fp32"), ("tflite", "fp32")]
+
+
+def test_stage_output_has_no_tensorflow_or_litert_info_lines(
+        two_command_build: tuple[Path, list[subprocess.CompletedProcess[str]]]) -> None:
+    _, runs = two_command_build
+    output = "".join(run.stdout + run.stderr for run in runs)
+    assert "▶ tiny: tflite-int8" in output  # the stages did run in this output
+    for noise in ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
+                  "fully_quantize"):
+        assert noise not in output
