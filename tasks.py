@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from invoke import Context, Exit, task
+from invoke.tasks import Task
 
 from converters import console
 from converters.errors import ConfigError, ConverterError, filesystem_error
 
 ROOT = Path(__file__).resolve().parent
+
+
+def cli_task(**options: Any) -> Callable[[Callable[..., None]], Task[Any]]:
+    """Invoke's ``@task`` without automatic short flags: ``-h`` is help for every task, and no
+    flag gets a one-letter form by accident (``-h`` was ``--threads``, ``--`` a flag)."""
+    decorator: Callable[[Callable[..., None]], Task[Any]] = task(auto_shortflags=False, **options)
+    return decorator
 
 
 @contextmanager
@@ -35,6 +43,15 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         console.error("interrupted")
         raise Exit(code=130) from None
+
+
+def required(task_name: str, **flags: str) -> None:
+    """Refuse an empty required flag. Required flags are not Invoke positionals, because a task
+    with a missing positional rejects ``-h`` before it can show its help."""
+    for name, value in flags.items():
+        if not value:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} is required: invoke {task_name} -h shows every flag")
 
 
 # Built-in defaults, used when neither a flag nor invoke.yaml gives a value (a null in
@@ -187,7 +204,7 @@ def edgetpu_options(get: Any) -> Any:
     )
 
 
-@task(
+@cli_task(
     iterable=["model"],
     help={
         "model": "model file (.h5, .keras) or SavedModel folder; repeat for several "
@@ -266,7 +283,7 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
             raise BuildError("\n".join(result.problems))
 
 
-@task(help={
+@cli_task(help={
     "target": "comma list of images: tflite, edgetpu, tensorrt, or all (default: tflite)",
     "base": "pull (the Dockerfile's pinned Debian/NGC base from a registry) or bootstrap (a "
             "Debian base made with debootstrap from --mirror, for hosts without a registry)",
@@ -295,7 +312,7 @@ def images(c: Context, target: str = "tflite", base: str = "pull", ca_bundle: st
                      mirror or DEFAULT_MIRROR)
 
 
-@task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})
+@cli_task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})
 def report(c: Context, out: str = "", model: str = "") -> None:
     """Print the summary table of built models and where their reports are."""
     with user_errors():
@@ -305,15 +322,16 @@ def report(c: Context, out: str = "", model: str = "") -> None:
             print_summary(build_dir)
 
 
-@task(help={"artifact": "a built .tflite file (an *_edgetpu.tflite runs on the Edge TPU)",
+@cli_task(help={"artifact": "a built .tflite file (an *_edgetpu.tflite runs on the Edge TPU)",
             "image": "an image file",
             "top_k": "how many classes to print (default 5)",
             "threads": "interpreter threads (default 1)",
             "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
-def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 1,
+def infer(c: Context, artifact: str = "", image: str = "", top_k: int = 5, threads: int = 1,
           device: str = "") -> None:
     """Classify one image with a built artifact (minimal inference code)."""
     with user_errors():
+        required("infer", artifact=artifact, image=image)
         from converters.infer import classify
 
         for prediction in classify(Path(artifact), Path(image), top_k=top_k, threads=threads,
@@ -321,19 +339,21 @@ def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 
             print(f"{prediction.label}\t{prediction.score:.4f}")
 
 
-@task(name="edgetpu-check", help={
+@cli_task(name="edgetpu-check", help={
     "model": "an int8 .tflite file",
     "json": "print the full result as JSON instead of tables",
     "edgetpu_split": "write X_head.tflite (Edge TPU) and X_tail.tflite (CPU) next to the model, "
                      "cut where the prediction leaves the Edge TPU, and X_split.json",
 })
-def edgetpu_check(c: Context, model: str, json: bool = False, edgetpu_split: bool = False) -> None:
+def edgetpu_check(c: Context, model: str = "", json: bool = False,
+                  edgetpu_split: bool = False) -> None:
     """Predict which ops of an int8 .tflite map to the Edge TPU (no compiler needed).
 
     Exits non-zero when the model cannot compile at all (not quantized, batch > 1), or when
     --edgetpu-split cannot split it.
     """
     with user_errors():
+        required("edgetpu-check", model=model)
         from converters.edgetpu_check import check_model
         from converters.summary import print_precheck
 
@@ -360,7 +380,7 @@ def split_and_print(model: Path) -> None:
         raise ConversionError(f"{model} was not split: {record['reason']}")
 
 
-@task(help={
+@cli_task(help={
     "model": "the model (file, folder or its name in the build folder; default: the only one)",
     "target": "tflite, edgetpu, onnx or tensorrt",
     "variant": "fp32, fp16, dynamic or int8 (default int8)",
@@ -370,11 +390,15 @@ def split_and_print(model: Path) -> None:
     "out": "build folder (default: build)",
     "dist": "where the bundle goes (default: dist)",
 })
-def bundle(c: Context, target: str, model: str = "", variant: str = "int8", platform: str = "",
+def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8", platform: str = "",
            python: str = "", with_images: bool = False, out: str = "", dist: str = "dist") -> None:
-    """Write dist/<model>-<target>-<variant>-<platform>.tar.gz: artifact, bundle.json, run.py,
-    requirements.txt and the runtime wheels, README (and the images), for offline install."""
+    """Write an offline deployment bundle for one built artifact.
+
+    dist/<model>-<target>-<variant>-<platform>.tar.gz holds the artifact, bundle.json, run.py,
+    requirements.txt and the runtime wheels, a README (and with --with-images the images).
+    """
     with user_errors():
+        required("bundle", target=target)
         import platform as host
 
         from converters.bundle import BundleRequest, build_bundle
@@ -396,11 +420,15 @@ def bundle(c: Context, target: str, model: str = "", variant: str = "int8", plat
             with_images=with_images, dist=Path(dist), constraints=ROOT / "constraints.txt"))
 
 
-@task(name="verify-bundle", help={"path": "a bundle .tar.gz"})
-def verify_bundle(c: Context, path: str) -> None:
-    """Check every member of a bundle against its bundle.json (hashes, sizes, missing, extra,
-    unsafe paths, links, devices); exit non-zero naming the member."""
+@cli_task(name="verify-bundle", help={"path": "a bundle .tar.gz"})
+def verify_bundle(c: Context, path: str = "") -> None:
+    """Check every member of a bundle against its bundle.json.
+
+    Hashes, sizes, missing and extra members, unsafe paths, links and devices; exits non-zero
+    naming the member.
+    """
     with user_errors():
+        required("verify-bundle", path=path)
         from converters.bundle_archive import verify_archive
 
         listing = verify_archive(Path(path))
@@ -408,7 +436,7 @@ def verify_bundle(c: Context, path: str) -> None:
                      f"({listing['target']} {listing['variant']}, {listing['platform']})")
 
 
-@task(help={"model_dir": "where to write sample.h5 (default: model)",
+@cli_task(help={"model_dir": "where to write sample.h5 (default: model)",
             "dataset": "where to write the images (default: dataset); a folder holding other "
                        "files is refused",
             "per_class": "held-out images per class (default 80)",
@@ -428,7 +456,7 @@ def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
         train_model(Path(model_dir) / "sample.h5")
 
 
-@task(help={"out": "build folder (default: build)"})
+@cli_task(help={"out": "build folder (default: build)"})
 def verify(c: Context, out: str = "") -> None:
     """Re-hash every artifact against build/<model>/manifest.json; exit non-zero on a mismatch."""
     with user_errors():
@@ -437,7 +465,7 @@ def verify(c: Context, out: str = "") -> None:
         verify_build(Path(setting(c, out, "out")))
 
 
-@task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
+@cli_task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
 def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
     """Remove build outputs."""
     with user_errors():
@@ -446,7 +474,7 @@ def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
         clean_build(Path(setting(c, out, "out")), dry_run)
 
 
-@task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\""})
+@cli_task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\""})
 def test(c: Context, pytest_args: str = "") -> None:
     """Run the test suite (pytest)."""
     c.run(f"{sys.executable} -m pytest {pytest_args}", pty=False)

@@ -227,7 +227,7 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         "## Check, then install without a network",
         "",
         "```bash",
-        f"invoke verify-bundle {name}.tar.gz   # on a host with tensor-edge-converter",
+        f"invoke verify-bundle --path {name}.tar.gz   # on a host with tensor-edge-converter",
         f"tar -xzf {name}.tar.gz && cd {name}   # bundle.json lists every file's sha256 and size",
         f"python{request.python} -m venv venv && . venv/bin/activate",
         "pip install --no-index --find-links wheels -r requirements.txt",

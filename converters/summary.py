@@ -15,13 +15,15 @@ from converters.fsutil import read_json
 
 def built_models(out: Path, name: str | None = None) -> list[Path]:
     """Build folders under ``out`` that hold a report (optionally only ``name``)."""
-    folders = sorted(p.parent for p in out.glob(f"*/{report.REPORT_JSON}"))
-    if name is not None:
-        folders = [p for p in folders if p.name == name]
-    if not folders:
-        what = f"model '{name}'" if name else "any model"
-        raise ConfigError(f"no report for {what} in {out}/: run invoke convert first")
-    return folders
+    every = sorted(p.parent for p in out.glob(f"*/{report.REPORT_JSON}"))
+    folders = every if name is None else [p for p in every if p.name == name]
+    if folders:
+        return folders
+    if not every:
+        raise ConfigError(f"no report for any model in {out}/: run invoke convert first")
+    raise ConfigError(f"no report for model '{name}' in {out}/; built models: "
+                      f"{', '.join(p.name for p in every)}. Pass one of them to --model, or run "
+                      f"invoke convert --model PATH first")
 
 
 def print_summary(build_dir: Path) -> None:

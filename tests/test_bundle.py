@@ -45,7 +45,7 @@ def host_top1(build: Path) -> str:
 
 def test_bundle_content_and_verification(built: tuple[Path, Path]) -> None:
     _, bundle_path = built
-    assert run_invoke("verify-bundle", str(bundle_path)).returncode == 0
+    assert run_invoke("verify-bundle", "--path", str(bundle_path)).returncode == 0
     bundle = verify_archive(bundle_path)
     assert bundle["runtime"] == "litert" and bundle["artifact"] == "artifacts/sample_int8.tflite"
     assert bundle["model"]["input_shape"] == [32, 32, 3]
@@ -95,7 +95,7 @@ def test_tampered_bundles_are_refused_naming_the_member(built: tuple[Path, Path]
                                                        change: str, message: str) -> None:
     _, bundle_path = built
     tampered = _repack(bundle_path, tmp_path, change)
-    result = run_invoke("verify-bundle", str(tampered))
+    result = run_invoke("verify-bundle", "--path", str(tampered))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert message in result.stderr
 
@@ -126,7 +126,7 @@ def _link(name: str, kind: bytes, target: str) -> tarfile.TarInfo:
 ], ids=["dotdot", "absolute", "symlink", "hardlink", "device"])
 def test_crafted_archives_are_refused(tmp_path: Path, member: tarfile.TarInfo, message: str) -> None:
     crafted = _crafted(tmp_path / "crafted.tar.gz", member)
-    result = run_invoke("verify-bundle", str(crafted))
+    result = run_invoke("verify-bundle", "--path", str(crafted))
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert f"member '{member.name}'" in result.stderr
     with pytest.raises(BundleError, match="refusing the bundle"):
