@@ -268,11 +268,11 @@ def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def tensorrt_lines(report: dict[str, Any]) -> list[str]:
-    """One line per engine asked for: its numbers, or why it was not built."""
-    lines = []
+    """One line per engine built, and one per reason for the engines that were not."""
+    lines = [f"{', '.join(precisions)} {'engine' if len(precisions) == 1 else 'engines'}: not "
+             f"built. {reason}" for precisions, reason in not_built(report["tensorrt"])]
     for engine in report["tensorrt"]:
         if not engine["ran"]:
-            lines.append(f"{engine['precision']} engine: not built. {engine['reason']}")
             continue
         metrics, facts = engine["metrics"], engine["sidecar"]
         lines.append(
@@ -282,6 +282,15 @@ def tensorrt_lines(report: dict[str, Any]) -> list[str]:
             f" latency {engine['latency_ms']:.2f} ms at batch 1, "
             f"{engine['latency_ms_opt_batch']:.2f} ms at batch {engine['opt_batch']}")
     return lines
+
+
+def not_built(engines: list[dict[str, Any]]) -> list[tuple[list[str], str]]:
+    """Engines that were not built, grouped by reason (one reason is said once, not per engine)."""
+    groups: dict[str, list[str]] = {}
+    for engine in engines:
+        if not engine["ran"]:
+            groups.setdefault(engine["reason"], []).append(engine["precision"])
+    return [(precisions, reason) for reason, precisions in groups.items()]
 
 
 QUALITY_MARGIN = 0.02  # below the lowest point on the quality axis, so no marker sits on the edge

@@ -58,11 +58,11 @@ def test_tensorrt_lines_show_numbers_or_why_not_built() -> None:
              "latency_ms_opt_batch": 1.73, "opt_batch": 8,
              "sidecar": {"tensorrt_version": "10.8.0", "gpu": "GPU", "compute_capability": "8.7"}}
     missing = {"ran": False, "precision": "int8", "reason": "no GPU here"}
-    lines = tensorrt_lines({"tensorrt": [built, missing]})
-    assert lines[0] == ("fp16 engine `tensorrt/fp16/m_fp16.engine` (3.00 MiB, TensorRT 10.8.0, GPU "
+    lines = tensorrt_lines({"tensorrt": [built, missing, {**missing, "precision": "fp32"}]})
+    assert lines[1] == ("fp16 engine `tensorrt/fp16/m_fp16.engine` (3.00 MiB, TensorRT 10.8.0, GPU "
                         "sm 8.7): top-1 agreement 0.995, accuracy 99.0 %, latency 0.41 ms at batch "
                         "1, 1.73 ms at batch 8")
-    assert lines[1] == "int8 engine: not built. no GPU here"
+    assert lines[0] == "int8, fp32 engines: not built. no GPU here"  # one reason, said once
 
 
 def sample_report(**recommendation: object) -> dict[str, object]:
