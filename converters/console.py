@@ -19,10 +19,12 @@ T = TypeVar("T")
 # variable when it is on a terminal, so the stage's progress bars still animate.
 FORCE_TERMINAL = "CONVERTERS_FORCE_TERMINAL"
 _forced = bool(os.environ.get(FORCE_TERMINAL))
-# Off a terminal (CI logs, pipes) rich would assume 80 columns; tables need more.
+# Off a terminal (CI logs, pipes) rich would assume 80 columns; tables need more, unless
+# COLUMNS says how wide the output is.
 console = Console(stderr=False, highlight=False, soft_wrap=True,
                   force_terminal=True if _forced else None,
-                  width=None if sys.stdout.isatty() or _forced else 120)
+                  width=None if sys.stdout.isatty() or _forced or os.environ.get("COLUMNS")
+                  else 120)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

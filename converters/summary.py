@@ -26,23 +26,53 @@ def built_models(out: Path, name: str | None = None) -> list[Path]:
                       f"invoke convert --model PATH first")
 
 
+# Console columns left out first when the terminal is narrow (report.md and report.html keep
+# them all); "path" is never shown on the console.
+DROPPED_WHEN_NARROW = ("cosine", "p10-p90 ms", "max |err|", "top-1 agree", "float ops")
+
+
+def summary_columns(rows: list[list[str]], width: int) -> list[int]:
+    """Indexes of report.HEADERS to show: every column but the path, minus the least important
+    ones until the table fits ``width`` characters (cell text plus 3 characters of rule)."""
+    shown = [i for i, header in enumerate(report.HEADERS) if header != "path"]
+
+    def needed(columns: list[int]) -> int:
+        return 1 + sum(3 + max(len(str(row[i])) for row in [report.HEADERS, *rows])
+                       for i in columns)
+
+    for header in DROPPED_WHEN_NARROW:
+        if needed(shown) <= width:
+            break
+        shown.remove(report.HEADERS.index(header))
+    return shown
+
+
 def print_summary(build_dir: Path) -> None:
     data = read_json(build_dir / report.REPORT_JSON)
     table = Table(title=f"{data['model']['name']}: {build_dir}/", title_justify="left")
-    # The console shows every column but the path; float ops as a count (report.md lists them).
-    shown = [i for i, header in enumerate(report.HEADERS) if header != "path"]
+    # Float ops as a count on the console (report.md lists them).
+    rows = [row[:-1] + [floats] for row, floats in zip(
+        report.table_rows(data),
+        ["-"] + [str(sum(o["count"] for o in a["float_ops"])) for a in data["artifacts"]],
+        strict=True)]
+    shown = summary_columns(rows, console.console.width)
     for i in shown:
-        table.add_column(report.HEADERS[i], justify="left" if i == 0 else "right")
-    float_counts = ["-"] + [str(sum(o["count"] for o in a["float_ops"]))
-                            for a in data["artifacts"]]
-    for row, floats in zip(report.table_rows(data), float_counts, strict=True):
-        table.add_row(*[row[i] for i in shown[:-1]], floats)
+        table.add_column(report.HEADERS[i], justify="left" if i == 0 else "right",
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*[row[i] for i in shown])
     console.console.print(table)
+    hidden = [h for i, h in enumerate(report.HEADERS) if i not in shown and h != "path"]
+    if hidden:
+        console.info(f"(narrow terminal: {', '.join(hidden)} not shown; report.md has them)")
     recommendation = data["recommendation"]
     console.info(
         f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
         f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
     )
+    if recommendation.get("note"):
+        console.info(f"note: {recommendation['note']}")
+    console.info(report.latency_line(data))
     if data.get("edgetpu"):
         for line in edgetpu_report.summary_lines(data["edgetpu"]):
             console.info(f"Edge TPU: {line}")

@@ -167,3 +167,18 @@ def test_stage_output_has_no_tensorflow_or_litert_info_lines(
     for noise in ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
                   "fully_quantize"):
         assert noise not in output
+
+
+def test_summary_fits_an_80_column_terminal_without_cutting_names(
+        two_command_build: tuple[Path, list[subprocess.CompletedProcess[str]]]) -> None:
+    build_dir, _ = two_command_build
+    narrow = run_invoke("report", "--out", str(build_dir.parent), env={"COLUMNS": "80"},
+                        check=True).stdout
+    table = [line for line in narrow.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and all(len(line) <= 80 for line in table), narrow
+    for name in ("Keras (reference)", "tflite fp32", "onnx fp32", "latency ms", "accuracy"):
+        assert name in narrow
+    assert "not shown; report.md has them" in narrow
+    assert "not on the target device" in narrow
+    wide = run_invoke("report", "--out", str(build_dir.parent), check=True).stdout
+    assert "p10-p90 ms" in wide and "not shown" not in wide
