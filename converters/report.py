@@ -333,11 +333,12 @@ def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
     by_latency.axvline(keras["latency_ms"], color="grey", linestyle=":", label="Keras latency")
     names = [a["variant"] if a["target"] == "tflite" else f"{a['target']} {a['variant']}"
              for a in measured]
-    for axis, points in ((by_size, size_points), (by_latency, latency_points)):
-        label_points(axis, points, names)
-        quality_axis(axis, qualities, quality_name)
     by_size.set(xlabel="size (KiB)", title="size vs " + quality_name)
-    by_latency.set(xlabel="latency (ms, median; bar: p10-p90)", title="latency vs " + quality_name)
+    by_latency.set(xlabel="latency (ms, log scale; median, bar: p10-p90)", xscale="log",
+                   title="latency vs " + quality_name)
+    for axis, points in ((by_size, size_points), (by_latency, latency_points)):
+        quality_axis(axis, qualities, quality_name)
+        label_points(axis, points, names)
     handles = by_size.get_legend_handles_labels()[0] + by_latency.get_legend_handles_labels()[0]
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=9,
                   frameon=False)
@@ -362,24 +363,25 @@ def quality_axis(axis: Any, qualities: list[float], name: str) -> None:
     axis.set_ylim(low, 1.0 + QUALITY_MARGIN / 4)  # room for a marker drawn at exactly 100 %
     ticks = [t for t in MaxNLocator(nbins=5).tick_values(low, 1.0) if low <= t <= 1.0 + 1e-9]
     axis.set_yticks(ticks)
-    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     axis.set_ylabel(name)
     axis.grid(alpha=0.3)
 
 
+LABEL_BOX = (70.0, 14.0)  # pixels a point's label takes beside it: closer points stack labels
+
+
 def label_points(axis: Any, points: list[tuple[float, float]], names: list[str]) -> None:
-    """Write each point's name beside it; names of points that nearly coincide are stacked."""
-    xs = [x for x, _ in points] or [0.0]
-    ys = [y for _, y in points] or [0.0]
-    x_span = (max(xs) - min(xs)) or 1.0
-    y_span = (max(ys) - min(ys)) or 1.0
+    """Write each point's name beside it; labels of points closer on screen than a label's
+    size are stacked upwards instead of printed over each other."""
     placed: list[tuple[float, float]] = []
     for (x, y), name in zip(points, names, strict=True):
-        near = sum(1 for px, py in placed
-                   if abs(px - x) / x_span < 0.06 and abs(py - y) / y_span < 0.06)
-        placed.append((x, y))
-        axis.annotate(name, (x, y), xytext=(8, -12 * near + 4), textcoords="offset points",
-                      fontsize=8, va="center")
+        px, py = axis.transData.transform((x, y))
+        near = sum(1 for qx, qy in placed
+                   if abs(qx - px) < LABEL_BOX[0] and abs(qy - py) < LABEL_BOX[1])
+        placed.append((px, py))
+        axis.annotate(name, (x, y), xytext=(7, 5 + 11 * near), textcoords="offset points",
+                      fontsize=8, va="bottom")
 
 
 def html_page(report: dict[str, Any]) -> str:
@@ -397,9 +399,11 @@ def html_page(report: dict[str, Any]) -> str:
                           *text_lines(report)))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Conversion report: {name}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:80em}}table{{border-collapse:collapse}}
+<style>body{{font-family:sans-serif;margin:2em;max-width:80em}}
+table{{border-collapse:collapse;width:100%}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
 .num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
+td:nth-child(-n+2){{white-space:nowrap}}td:last-child{{font-size:smaller;overflow-wrap:anywhere}}
 img{{max-width:100%;height:auto}}</style>
 </head><body>
 <h1>Conversion report: {name}</h1>

@@ -182,3 +182,52 @@ def test_summary_fits_an_80_column_terminal_without_cutting_names(
     assert "not on the target device" in narrow
     wide = run_invoke("report", "--out", str(build_dir.parent), check=True).stdout
     assert "p10-p90 ms" in wide and "not shown" not in wide
+
+
+# Injected into a copy of report.html: after the page loaded, write what a reader would see
+# broken (images that did not decode, missing tables) into the DOM that --dump-dom prints.
+PAGE_CHECK = """<script>window.addEventListener("load", () => {
+  const out = document.createElement("pre"); out.id = "page-check";
+  out.textContent = JSON.stringify({
+    images: [...document.images].map(i => ({id: i.id, width: i.naturalWidth,
+                                              shown: i.getBoundingClientRect().width})),
+    tables: document.querySelectorAll("table").length,
+    artifact_rows: document.querySelectorAll("#artifacts tr").length,
+    page_width: document.documentElement.scrollWidth});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def chromium() -> str:
+    """The headless browser, or skip (fail under REQUIRE_BROWSER=1, as CI sets it)."""
+    import os
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        reason = "chromium is not installed (Debian: apt-get install chromium)"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    return found
+
+
+def test_report_html_renders_in_headless_chromium_with_no_broken_element(
+        two_command_build: tuple[Path, list[subprocess.CompletedProcess[str]]],
+        tmp_path: Path) -> None:
+    browser = chromium()
+    build_dir, _ = two_command_build
+    page = tmp_path / "report.html"
+    page.write_text((build_dir / "report.html").read_text().replace("</body>",
+                                                                    PAGE_CHECK + "</body>"))
+    profile = tmp_path / "profile"
+    dumped = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={profile}", "--window-size=1200,1600", "--virtual-time-budget=5000",
+         "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    check = json.loads(dumped.stdout.split('<pre id="page-check">')[1].split("</pre>")[0])
+    assert check["images"] and all(i["width"] > 0 and i["shown"] > 0 for i in check["images"])
+    assert [i["id"] for i in check["images"]] == ["tradeoff"]
+    assert check["tables"] >= 1 and check["artifact_rows"] == 1 + 1 + len(rows(build_dir))
+    assert check["page_width"] <= 1200  # nothing overflows the window sideways
