@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import ROOT, quick_flags, run_invoke
 
+pytestmark = pytest.mark.quick  # part of `invoke test --quick`
+
 
 def assert_user_error(result: object, *fragments: str) -> None:
     assert result.returncode != 0  # type: ignore[attr-defined]

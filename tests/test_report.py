@@ -9,6 +9,8 @@ import pytest
 from converters.report import markdown, recommend
 from tests.conftest import quick_flags, run_invoke
 
+pytestmark = pytest.mark.quick  # part of `invoke test --quick`
+
 
 def artifact(path: str, size: int, latency: float, drop: float) -> dict[str, object]:
     return {"path": path, "size_bytes": size, "latency_ms": latency, "accuracy_drop": drop}
