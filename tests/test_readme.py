@@ -38,7 +38,8 @@ def test_readme_examples_work_in_the_order_written(tmp_path: Path) -> None:
         words = shlex.split(command, comments=True)
         assert words[0] == "invoke", command
         expected = EXIT_COMMENT.search(command)
-        result = run_invoke(*words[1:], cwd=tmp_path)
+        # Outside the checkout, stage processes must still import this checkout's converters.
+        result = run_invoke(*words[1:], cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
         assert result.returncode == (int(expected.group(1)) if expected else 0), (
             command, result.stdout[-2000:], result.stderr[-2000:])
         assert "Traceback" not in result.stderr, command
