@@ -6,18 +6,27 @@ Values come from a flag, then invoke.yaml (section ``convert``), then the built-
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from invoke import Context, Exit, task
+from invoke.tasks import Task
 
 from converters import console
 from converters.errors import ConfigError, ConverterError, filesystem_error
 
 ROOT = Path(__file__).resolve().parent
+
+
+def cli_task(**options: Any) -> Callable[[Callable[..., None]], Task[Any]]:
+    """Invoke's ``@task`` without automatic short flags: ``-h`` is help for every task, and no
+    flag gets a one-letter form by accident (``-h`` was ``--threads``, ``--`` a flag)."""
+    decorator: Callable[[Callable[..., None]], Task[Any]] = task(auto_shortflags=False, **options)
+    return decorator
 
 
 @contextmanager
@@ -35,6 +44,21 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         console.error("interrupted")
         raise Exit(code=130) from None
+
+
+def required(task_name: str, **flags: str) -> None:
+    """Refuse an empty required flag. Required flags are not Invoke positionals, because a task
+    with a missing positional rejects ``-h`` before it can show its help."""
+    for name, value in flags.items():
+        if not value:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} is required: invoke {task_name} -h shows every flag")
+
+
+def show_help(task_name: str) -> None:
+    """``invoke --help TASK`` (for a task whose positional argument took ``-h``)."""
+    subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), "--help",
+                    task_name], check=False)
 
 
 # Built-in defaults, used when neither a flag nor invoke.yaml gives a value (a null in
@@ -222,7 +246,7 @@ def edgetpu_options(get: Any) -> Any:
     )
 
 
-@task(
+@cli_task(
     iterable=["model"],
     help={
         "model": "model file (.h5, .keras) or SavedModel folder; repeat for several "
@@ -302,7 +326,7 @@ def convert(c: Context, model: list[str] | None = None, dataset: str = "", targe
             raise BuildError("\n".join(result.problems))
 
 
-@task(help={
+@cli_task(help={
     "target": "comma list of images: tflite, edgetpu, tensorrt, or all (default: tflite)",
     "base": "pull (the Dockerfile's pinned Debian/NGC base from a registry) or bootstrap (a "
             "Debian base made with debootstrap from --mirror, for hosts without a registry)",
@@ -335,7 +359,7 @@ def images(c: Context, target: str = "tflite", base: str = "pull", ca_bundle: st
                      mirror or DEFAULT_MIRROR)
 
 
-@task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})
+@cli_task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})
 def report(c: Context, out: str = "", model: str = "") -> None:
     """Print the summary table of built models and where their reports are."""
     with user_errors():
@@ -345,15 +369,16 @@ def report(c: Context, out: str = "", model: str = "") -> None:
             print_summary(build_dir)
 
 
-@task(help={"artifact": "a built .tflite file (an *_edgetpu.tflite runs on the Edge TPU)",
+@cli_task(help={"artifact": "a built .tflite file (an *_edgetpu.tflite runs on the Edge TPU)",
             "image": "an image file",
             "top_k": "how many classes to print (default 5)",
             "threads": "interpreter threads (default 1)",
             "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
-def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 1,
+def infer(c: Context, artifact: str = "", image: str = "", top_k: int = 5, threads: int = 1,
           device: str = "") -> None:
     """Classify one image with a built artifact (minimal inference code)."""
     with user_errors():
+        required("infer", artifact=artifact, image=image)
         from converters.infer import classify
 
         for prediction in classify(Path(artifact), Path(image), top_k=top_k, threads=threads,
@@ -361,19 +386,21 @@ def infer(c: Context, artifact: str, image: str, top_k: int = 5, threads: int = 
             print(f"{prediction.label}\t{prediction.score:.4f}")
 
 
-@task(name="edgetpu-check", help={
+@cli_task(name="edgetpu-check", help={
     "model": "an int8 .tflite file",
     "json": "print the full result as JSON instead of tables",
     "edgetpu_split": "write X_head.tflite (Edge TPU) and X_tail.tflite (CPU) next to the model, "
                      "cut where the prediction leaves the Edge TPU, and X_split.json",
 })
-def edgetpu_check(c: Context, model: str, json: bool = False, edgetpu_split: bool = False) -> None:
+def edgetpu_check(c: Context, model: str = "", json: bool = False,
+                  edgetpu_split: bool = False) -> None:
     """Predict which ops of an int8 .tflite map to the Edge TPU (no compiler needed).
 
     Exits non-zero when the model cannot compile at all (not quantized, batch > 1), or when
     --edgetpu-split cannot split it.
     """
     with user_errors():
+        required("edgetpu-check", model=model)
         from converters.edgetpu_check import check_model
         from converters.summary import print_precheck
 
@@ -400,7 +427,7 @@ def split_and_print(model: Path) -> None:
         raise ConversionError(f"{model} was not split: {record['reason']}")
 
 
-@task(help={
+@cli_task(help={
     "model": "the model (file, folder or its name in the build folder; default: the only one)",
     "target": "tflite, edgetpu, onnx or tensorrt",
     "variant": "fp32, fp16, dynamic or int8 (default int8)",
@@ -411,12 +438,17 @@ def split_and_print(model: Path) -> None:
     "dist": "where the bundle goes (default: dist)",
     "sign_key": "Ed25519 private key (PEM): also write the detached signature <bundle>.sig",
 })
-def bundle(c: Context, target: str, model: str = "", variant: str = "int8", platform: str = "",
+def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8", platform: str = "",
            python: str = "", with_images: bool = False, out: str = "", dist: str = "dist",
            sign_key: str = "") -> None:
-    """Write dist/<model>-<target>-<variant>-<platform>.tar.gz (+ .sha256, + .sig when signed):
-    artifact, bundle.json, run.py, verify.py, the runtime wheels, README, for offline install."""
+    """Write an offline deployment bundle for one built artifact.
+
+    dist/<model>-<target>-<variant>-<platform>.tar.gz (+ .sha256, + .sig when signed) holds the
+    artifact, bundle.json, run.py, verify.py, requirements.txt and the runtime wheels, a README
+    (and with --with-images the images).
+    """
     with user_errors():
+        required("bundle", target=target)
         import platform as host
 
         from converters.bundle import BundleRequest, build_bundle
@@ -439,14 +471,20 @@ def bundle(c: Context, target: str, model: str = "", variant: str = "int8", plat
             sign_key=Path(sign_key) if sign_key else None))
 
 
-@task(name="verify-bundle", help={
-    "path": "a bundle .tar.gz",
+@cli_task(name="verify-bundle", help={
+    "path": "a bundle .tar.gz (the first argument, or --path)",
     "public_key": "Ed25519 public key (PEM): refuse a bundle without a valid <bundle>.sig by it",
 })
 def verify_bundle(c: Context, path: str, public_key: str = "") -> None:
-    """Check every member of a bundle against its bundle.json (hashes, sizes, missing, extra,
-    unsafe paths, links, devices, size limits), <bundle>.sha256 when present, and with
-    --public-key its signature; exit non-zero naming what is wrong."""
+    """Check every member of a bundle against its bundle.json.
+
+    Hashes, sizes, missing and extra members, unsafe paths, links, devices and size limits,
+    <bundle>.sha256 when present, and with --public-key its signature; exits non-zero naming
+    what is wrong.
+    """
+    if path in ("-h", "--help"):  # the positional took the help flag: show the help anyway
+        show_help("verify-bundle")
+        return
     with user_errors():
         from converters.bundle_archive import verify_archive
         from converters.bundle_verify import describe
@@ -455,7 +493,7 @@ def verify_bundle(c: Context, path: str, public_key: str = "") -> None:
         console.info(describe(verified, Path(path)))
 
 
-@task(name="bundle-keygen", help={"out": "folder for bundle-signing.pem and bundle-signing.pub.pem"})
+@cli_task(name="bundle-keygen", help={"out": "folder for bundle-signing.pem and bundle-signing.pub.pem"})
 def bundle_keygen(c: Context, out: str) -> None:
     """Make an Ed25519 key pair for invoke bundle --sign-key / verify-bundle --public-key."""
     with user_errors():
@@ -466,7 +504,7 @@ def bundle_keygen(c: Context, out: str) -> None:
         console.info(f"public key:  {public} (give it to whoever checks bundles)")
 
 
-@task(help={"model_dir": "where to write sample.h5 (default: model)",
+@cli_task(help={"model_dir": "where to write sample.h5 (default: model)",
             "dataset": "where to write the images (default: dataset); a folder holding other "
                        "files is refused",
             "per_class": "held-out images per class (default 80)",
@@ -486,7 +524,7 @@ def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
         train_model(Path(model_dir) / "sample.h5")
 
 
-@task(help={"out": "build folder (default: build)"})
+@cli_task(help={"out": "build folder (default: build)"})
 def verify(c: Context, out: str = "") -> None:
     """Re-hash every artifact against build/<model>/manifest.json; exit non-zero on a mismatch."""
     with user_errors():
@@ -495,7 +533,7 @@ def verify(c: Context, out: str = "") -> None:
         verify_build(Path(setting(c, out, "out")))
 
 
-@task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
+@cli_task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
 def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
     """Remove build outputs."""
     with user_errors():
@@ -504,7 +542,15 @@ def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
         clean_build(Path(setting(c, out, "out")), dry_run)
 
 
-@task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\""})
-def test(c: Context, pytest_args: str = "") -> None:
+# The fast subset: tests marked quick (they convert the sample end to end, check the report in a
+# browser and the command line), without the docker, slow and gpu ones.
+QUICK_TESTS = "-m 'quick and not docker and not slow and not gpu'"
+
+
+@cli_task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\"",
+                "quick": "only the fast subset (tests marked quick, about 2 minutes); the whole "
+                         "suite takes about 17 minutes on a busy 2-core machine"})
+def test(c: Context, pytest_args: str = "", quick: bool = False) -> None:
     """Run the test suite (pytest)."""
-    c.run(f"{sys.executable} -m pytest {pytest_args}", pty=False)
+    selection = QUICK_TESTS if quick else ""
+    c.run(f"{sys.executable} -m pytest {selection} {pytest_args}", pty=False)

@@ -3,7 +3,8 @@
 MobileNetV2 (keras.applications, weights=None, 224x224) is converted to fp32, fp16, dynamic and
 int8 twice in this process: (a) the project's way, model.export() once then from_saved_model per
 mode; (b) four TFLiteConverter.from_keras_model conversions. Then each artifact's size and
-median LiteRT latency against the Keras model on the same input. Prints markdown tables.
+median LiteRT latency against the Keras model on the same input. Prints markdown tables and
+writes exactly those (nothing else: no log line, no exit status) to --out.
 
     python benchmarks/tflite_modes.py [--size 224] [--runs 30] [--threads 2]
 """
@@ -60,7 +61,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibration", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".out.md"),
+                        help="markdown file the tables are written to (README quotes it)")
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def emit(text: str = "") -> None:
+        """Print one line of the tables and keep it for --out."""
+        print(text)
+        lines.append(text)
+
 
     import keras
     import tensorflow as tf
@@ -88,34 +98,35 @@ def main() -> None:
                 tf.lite.TFLiteConverter.from_keras_model(model), mode,
                 calibration).convert())[1]  # type: ignore[attr-defined]
 
-    print(f"MobileNetV2 {args.size}x{args.size}, weights=None, {model.count_params():,} "
-          f"parameters; {args.threads} threads; median of {args.runs} runs\n")
-    print("| mode | export once: convert s | from_keras_model s |")
-    print("|---|---|---|")
-    print(f"| (export) | {export_seconds:.1f} | - |")
+    emit(f"MobileNetV2 {args.size}x{args.size}, weights=None, {model.count_params():,} "
+         f"parameters; {args.threads} threads; median of {args.runs} runs\n")
+    emit("| mode | export once: convert s | from_keras_model s |")
+    emit("|---|---|---|")
+    emit(f"| (export) | {export_seconds:.1f} | - |")
     for mode in MODES:
-        print(f"| {mode} | {export_once[mode][1]:.1f} | {independent[mode]:.1f} |")
+        emit(f"| {mode} | {export_once[mode][1]:.1f} | {independent[mode]:.1f} |")
     total_once = export_seconds + sum(t for _, t in export_once.values())
     total_independent = sum(independent.values())
-    print(f"| **total** | **{total_once:.1f}** | **{total_independent:.1f}** |")
-    print(f"\nexport-once / independent = {total_once / total_independent:.2f}\n")
+    emit(f"| **total** | **{total_once:.1f}** | **{total_independent:.1f}** |")
+    emit(f"\nexport-once / independent = {total_once / total_independent:.2f}\n")
 
     image = calibration[:1]
     tensor = tf.constant(image)
     graph = tf.function(lambda x: model(x, training=False))
     keras_ms = median_latency_ms(lambda: graph(tensor), args.runs)
-    print("| artifact | size MB | latency ms | latency / Keras |")
-    print("|---|---|---|---|")
-    print(f"| Keras (tf.function) | {sum(v.numpy().nbytes for v in model.weights) / 1e6:.2f} "
-          f"(weights) | {keras_ms:.2f} | 1.00 |")
+    emit("| artifact | size MB | latency ms | latency / Keras |")
+    emit("|---|---|---|---|")
+    emit(f"| Keras (tf.function) | {sum(v.numpy().nbytes for v in model.weights) / 1e6:.2f} "
+         f"(weights) | {keras_ms:.2f} | 1.00 |")
     with tempfile.TemporaryDirectory() as folder:
         for mode in MODES:
             path = Path(folder) / f"{mode}.tflite"
             path.write_bytes(export_once[mode][0])
             runner = TFLiteRunner(path, threads=args.threads)
-            ms = runner.latency_ms(image[0], args.runs)
-            print(f"| tflite {mode} | {path.stat().st_size / 1e6:.2f} | {ms:.2f} | "
-                  f"{ms / keras_ms:.2f} |")
+            ms = runner.latency(image[0], args.runs).median_ms
+            emit(f"| tflite {mode} | {path.stat().st_size / 1e6:.2f} | {ms:.2f} | "
+                 f"{ms / keras_ms:.2f} |")
+    args.out.write_text("\n".join(lines).strip() + "\n")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
         for plan in plans:
             for spec in host_stages[plan.stem]:
                 run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
-                          job_document(plan, HOST, runners[HOST], []), plan.build_dir)
+                          plan.dep_keys(spec), job_document(plan, HOST, runners[HOST], []), plan.build_dir)
     except BaseException:
         for plan in plans:
             discard_failed_build(plan, created=plan.stem in new_dirs)
@@ -195,7 +195,7 @@ def job_document(plan: ModelPlan, image: str, runner: StageRunner,
         "build_dir": str(plan.build_dir.resolve()),
         "runner": runner.name,
         "threads": plan.threads,
-        "stages": [{"spec": s.to_dict(), "key": plan.keys[s.name],
+        "stages": [{"spec": s.to_dict(), "key": plan.keys[s.name], "deps": plan.dep_keys(s),
                     "environment": plan.environments[s.name]} for s in specs],
     }
 

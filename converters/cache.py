@@ -129,18 +129,44 @@ def is_fresh(build_dir: Path, spec: StageSpec, key: str) -> bool:
     return True
 
 
+def outputs_intact(build_dir: Path, stamp: dict[str, Any]) -> bool:
+    """True when every output a stamp records is there with its recorded hash."""
+    return all((build_dir / relative).exists()
+               and sha256_tree(build_dir / relative) == record["sha256"]
+               for relative, record in stamp.get("outputs", {}).items())
+
+
+def still_valid(build_dir: Path, stage: str, reference_key: str) -> dict[str, Any] | None:
+    """The stamp of a stage an earlier build ran, when its outputs still hold: its outputs and
+    its upstream stages' outputs are intact, those stages still have the keys it was built
+    from, and its chain leads to the current ``reference`` stage (same model, data, timing)."""
+    stamp = read_stamp(build_dir, stage)
+    if stamp is None or not outputs_intact(build_dir, stamp):
+        return None
+    deps: dict[str, str] = stamp.get("deps") or {}
+    if deps.get("reference") != reference_key:
+        return None
+    for name, key in deps.items():
+        upstream = read_stamp(build_dir, name)
+        if upstream is None or upstream.get("key") != key or not outputs_intact(build_dir, upstream):
+            return None
+    return stamp
+
+
 def remove_stamp(build_dir: Path, stage: str) -> None:
     stamp_path(build_dir, stage).unlink(missing_ok=True)
     write_manifest(build_dir)
 
 
 def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
-                environment: dict[str, str], runner: str) -> None:
+                environment: dict[str, str], runner: str, dep_keys: dict[str, str]) -> None:
+    """Record a finished stage: its key, its upstream stages' keys and its outputs' hashes."""
     stamp = {
         "stage": spec.name,
         "kind": spec.kind,
         "image": spec.image,
         "key": key,
+        "deps": dep_keys,
         "environment": environment,
         "runner": runner,
         "started": iso_time(started),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
@@ -16,10 +19,12 @@ T = TypeVar("T")
 # variable when it is on a terminal, so the stage's progress bars still animate.
 FORCE_TERMINAL = "CONVERTERS_FORCE_TERMINAL"
 _forced = bool(os.environ.get(FORCE_TERMINAL))
-# Off a terminal (CI logs, pipes) rich would assume 80 columns; tables need more.
+# Off a terminal (CI logs, pipes) rich would assume 80 columns; tables need more, unless
+# COLUMNS says how wide the output is.
 console = Console(stderr=False, highlight=False, soft_wrap=True,
                   force_terminal=True if _forced else None,
-                  width=None if sys.stdout.isatty() or _forced else 120)
+                  width=None if sys.stdout.isatty() or _forced or os.environ.get("COLUMNS")
+                  else 120)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -53,3 +58,34 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
 def flush() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+# Informational lines that TensorFlow's and LiteRT's C++ code writes straight to file
+# descriptor 2. TF_CPP_MIN_LOG_LEVEL does not reach them: TensorFlow 2.21 logs the oneDNN line
+# through absl before absl::InitializeLog() runs (absl then writes every message to stderr), and
+# LiteRT prints the XNNPACK line with its own logger. Nothing else is dropped.
+NATIVE_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|fully_quantize: \d+, inference_type: \d+")
+
+
+@contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Capture what native code writes to stderr inside the block, then write it back without
+    the lines NATIVE_NOISE matches (warnings and errors still reach the user, after the block)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not NATIVE_NOISE.match(line)))
+            sys.stderr.flush()

@@ -1,6 +1,7 @@
 """The Docker engine as this project uses it: find the CLI, ask whether the engine answers, read
 image metadata, remove containers. Every call is an argv list and fails with a message that says
-what to do (DESIGN.md, conventions 4 and 5).
+what to do: a ConverterError naming the command, its exit code and its output (README,
+Development), never a shell string.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from converters.errors import EngineUnavailable
 
 DOCKER_TIMEOUT_S = 30
 # Debian's docker.io CLI builds with BuildKit (secret mounts) without the buildx plugin; a newer
-# CLI without buildx refuses DOCKER_BUILDKIT=1 (FACTS.md). Prefer it when both are installed.
+# CLI without buildx refuses DOCKER_BUILDKIT=1 (Docker 23+ builds through buildx:
+# https://docs.docker.com/build/buildkit/). Prefer it when both are installed.
 DEBIAN_DOCKER_CLI = Path("/usr/bin/docker")
 PROJECT_LABEL = "io.tensor-edge-converter"
 CODE_LABEL = f"{PROJECT_LABEL}.code"

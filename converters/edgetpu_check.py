@@ -1,7 +1,8 @@
 """Edge TPU pre-check: predict, without the compiler, which ops of an int8 .tflite map to the TPU.
 
 Reads the flatbuffer with LiteRT's schema module (:mod:`converters.tflite_inspect`) and checks
-every operator against Coral's documented requirements (FACTS.md): supported ops, integer data
+every operator against Coral's documented requirements (https://coral.ai/docs/edgetpu/models-intro/):
+supported ops, integer data
 types, static shapes, batch 1, at most 3 non-unit innermost dimensions, and per-op limits.
 
 Placement follows the data flow, as the real compiler does (measured on the compiled pairs in
@@ -26,7 +27,8 @@ from converters.errors import ModelError
 from converters.tflite_inspect import OperatorInfo
 
 MAPPED = "Mapped to Edge TPU"
-# The compiler's statuses (FACTS.md and the real outputs in shared/edgetpu-truth); the pre-check
+# The compiler's statuses (https://coral.ai/docs/edgetpu/compiler/, and the real outputs in
+# tests/data/edgetpu and shared/edgetpu-truth); the pre-check
 # adds a specific reason to each.
 NOT_SUPPORTED = "Operation not supported"
 AFTER_CUT = "More than one subgraph is not supported"

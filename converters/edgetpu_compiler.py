@@ -1,6 +1,7 @@
 """Run ``edgetpu_compiler`` and read what it says: its stdout and its ``_edgetpu.log``.
 
-The formats are Coral's (FACTS.md): ``key: value`` lines on stdout, and an op table
+The formats are Coral's (https://coral.ai/docs/edgetpu/compiler/): ``key: value`` lines on
+stdout, and an op table
 (``Operator  Count  Status``, left-justified columns; one operator may have several rows with
 different statuses). The parsed report has the pre-check's structure
 (:mod:`converters.edgetpu_check`) so prediction and verdict sit side by side.

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.fsutil import read_json
+from converters.markup import inline_html, md_table
 
 
 def section(build_dir: Path, records: dict[str, str]) -> dict[str, Any]:
@@ -95,9 +96,9 @@ def summary_lines(edgetpu: dict[str, Any]) -> list[str]:
 def markdown(edgetpu: dict[str, Any]) -> list[str]:
     lines = ["", "## Edge TPU", ""]
     lines += [f"- {line}" for line in summary_lines(edgetpu)]
-    lines += ["", "| operator | pre-check | compiler |", "|---|---|---|"]
-    lines += [f"| {row['operator']} | {_cell(row['precheck'])} | {_cell(row['compiler'])} |"
-              for row in edgetpu["side_by_side"]]
+    lines += ["", *md_table(["operator", "pre-check", "compiler"],
+                            [[row["operator"], _cell(row["precheck"]), _cell(row["compiler"])]
+                             for row in edgetpu["side_by_side"]])]
     reasons = edgetpu["precheck"]["cpu_op_reasons"]
     if reasons:
         lines += ["", "Predicted CPU ops and why:", ""]
@@ -107,7 +108,7 @@ def markdown(edgetpu: dict[str, Any]) -> list[str]:
 
 def html_section(edgetpu: dict[str, Any]) -> str:
     escape = html.escape
-    items = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(edgetpu))
+    items = "".join(f"<li>{inline_html(line)}</li>" for line in summary_lines(edgetpu))
     rows = "".join(f"<tr><td>{escape(row['operator'])}</td><td>{escape(_cell(row['precheck']))}"
                    f"</td><td>{escape(_cell(row['compiler']))}</td></tr>"
                    for row in edgetpu["side_by_side"])

@@ -70,13 +70,21 @@ def run_job(job: dict[str, Any]) -> None:
     # TensorFlow reads its thread pools' sizes once, when it starts: set them before any stage.
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(job["threads"]))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(job["threads"]))
-    for entry in job["stages"]:
-        spec = StageSpec.from_dict(entry["spec"])
-        run_stage(spec, entry["key"], entry["environment"], job, build_dir)
+    specs = [StageSpec.from_dict(entry["spec"]) for entry in job["stages"]]
+    if any("tensorflow" in spec.tools for spec in specs):
+        import_tensorflow_quietly()
+    for spec, entry in zip(specs, job["stages"], strict=True):
+        run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
 
 
-def run_stage(spec: StageSpec, key: str, environment: dict[str, str], job: dict[str, Any],
-              build_dir: Path) -> None:
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow once, without the informational lines its C++ code prints on import."""
+    with console.native_noise_filtered():
+        import tensorflow  # noqa: F401
+
+
+def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: dict[str, str],
+              job: dict[str, Any], build_dir: Path) -> None:
     console.info(f"▶ {job['model_name']}: {spec.name}")
     started = time.time()
     cache.remove_stamp(build_dir, spec.name)
@@ -94,5 +102,5 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], job: dict[
         target.parent.mkdir(parents=True, exist_ok=True)
         replace(staging / relative, target)
     remove(staging)
-    cache.write_stamp(build_dir, spec, key, started, environment, job["runner"])
+    cache.write_stamp(build_dir, spec, key, started, environment, job["runner"], dep_keys)
     console.info(f"✔ {job['model_name']}: {spec.name} ({time.time() - started:.1f} s)")

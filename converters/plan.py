@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from converters import cache, report
@@ -45,6 +45,10 @@ class ModelPlan:
 
     def stage(self, name: str) -> StageSpec:
         return next(spec for spec in self.stages if spec.name == name)
+
+    def dep_keys(self, spec: StageSpec) -> dict[str, str]:
+        """The keys of ``spec``'s upstream stages (recorded in its stamp)."""
+        return {name: self.keys[name] for name in spec.deps}
 
 
 def tflite_artifact(stem: str, mode: Quantization) -> str:
@@ -224,8 +228,36 @@ def plan_model(config: ConvertConfig, model_path: Path, runners: Mapping[str, St
                     "dataset": dataset_hash or sha256_tree(config.dataset.path)}
     keys: dict[str, str] = {}
     environments: dict[str, dict[str, str]] = {}
-    for spec in stages:
+    build_dir = config.out / stem
+    for index, spec in enumerate(stages):
+        if spec.kind == "report":  # keys of every earlier stage are known now
+            spec = stages[index] = with_earlier_records(spec, build_dir, stages, keys["reference"])
         environments[spec.name] = runners[spec.image].environment(spec)
         keys[spec.name] = cache.stage_key(spec, input_hashes, keys, environments[spec.name])
-    return ModelPlan(stem, model_path, config.dataset.path, config.out / stem, tuple(stages), keys,
+    return ModelPlan(stem, model_path, config.dataset.path, build_dir, tuple(stages), keys,
                      environments, input_hashes, config.threads)
+
+
+def with_earlier_records(report_spec: StageSpec, build_dir: Path, stages: list[StageSpec],
+                         reference_key: str) -> StageSpec:
+    """The report stage, also listing validation records that earlier builds of this folder
+    wrote for other targets and that are still valid (see cache.still_valid).
+
+    The report is of the build folder, not of the last command: after ``--target edgetpu``
+    the TFLite rows stay. Each record's stage key is in the params, so the report's key (and
+    the report) changes whenever that set of records changes.
+    """
+    planned = {spec.name for spec in stages}
+    earlier: dict[str, str] = {}
+    for stamp_file in sorted((build_dir / cache.STAMP_DIR).glob("validate-*.json")):
+        if stamp_file.stem in planned:
+            continue
+        stamp = cache.still_valid(build_dir, stamp_file.stem, reference_key)
+        if stamp is not None and stamp.get("kind") == "validate":
+            earlier |= dict.fromkeys(stamp["outputs"], stamp["key"])
+    if not earlier:
+        return report_spec
+    params = {**report_spec.params,
+              "records": [*report_spec.params["records"], *sorted(earlier)],
+              "earlier_records": earlier}
+    return replace(report_spec, params=params)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from converters.fsutil import (
     write_json_atomic,
     write_text_atomic,
 )
+from converters.markup import inline_html, md_table
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext
 
@@ -71,7 +73,9 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
         "reference": {
             "accuracy": keras["accuracy"],
             "latency_ms": keras["latency_ms"],
+            "latency_spread_ms": keras.get("latency_spread_ms"),
             "latency_method": keras["latency_method"],
+            "latency_runs": keras.get("latency_runs"),
             "threads": keras["threads"],
         },
         "artifacts": artifacts,
@@ -151,6 +155,7 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "sha256": sha256_tree(path),
         "size_bytes": tree_size(path),
         "latency_ms": record["latency_ms"],
+        "latency_spread_ms": record.get("latency_spread_ms"),
         "threads": record["threads"],
         "runtime": record["runtime"],
         "metrics": metrics,
@@ -163,68 +168,129 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
-    """The smallest and the fastest artifact whose accuracy drop stays within ``bound``."""
+    """The smallest and the fastest artifact whose accuracy drop stays within ``bound``.
+
+    Latencies are noisy: an artifact whose p10-p90 latency spread overlaps the fastest one's is
+    a tie (``fastest_ties``), and ``note`` says so rather than crowning one of them silently.
+    """
     eligible = [a for a in artifacts
                 if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
     fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
+    ties = sorted(a["path"] for a in eligible
+                  if fastest is not None and a is not fastest and latencies_overlap(a, fastest))
+    note = None
+    if fastest is not None and ties:
+        note = (f"{fastest['path']} has the lowest median latency, but "
+                f"{', '.join(ties)} {'is' if len(ties) == 1 else 'are'} within its p10-p90 "
+                "spread: a tie on this host")
     return {
         "max_accuracy_drop": bound,
         "smallest": smallest["path"] if smallest else None,
         "fastest": fastest["path"] if fastest else None,
+        "fastest_ties": ties,
+        "note": note,
         "rejected": sorted(a["path"] for a in artifacts if a not in eligible),
     }
+
+
+def latency_range(entry: dict[str, Any]) -> tuple[float, float]:
+    """An entry's p10-p90 latency in ms (just the median for a record without a spread)."""
+    spread = entry.get("latency_spread_ms")
+    return (spread[0], spread[1]) if spread else (entry["latency_ms"], entry["latency_ms"])
+
+
+def latencies_overlap(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """True when the two p10-p90 latency spreads overlap: the difference is within the noise."""
+    low_a, high_a = latency_range(first)
+    low_b, high_b = latency_range(second)
+    return low_a <= high_b and low_b <= high_a
 
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _spread(entry: dict[str, Any]) -> str:
+    spread = entry.get("latency_spread_ms")
+    return "-" if not spread else f"{spread[0]:.2f}-{spread[1]:.2f}"
+
+
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Rows shared by report.md, report.html and the console summary."""
+    """Rows shared by report.md, report.html and the console summary (columns as HEADERS)."""
     keras = report["reference"]
     rows = [["Keras (reference)", "-", "-", _percent(keras["accuracy"]), "-", "-", "-",
-             f"{keras['latency_ms']:.2f}", "-"]]
+             f"{keras['latency_ms']:.2f}", _spread(keras), "-"]]
     for a in report["artifacts"]:
         m = a["metrics"]
         float_ops = ", ".join(f"{o['op']}×{o['count']}" for o in a["float_ops"]) or "none"
         if a.get("failed"):
             rows.append([f"{a['target']} {a['variant']}", a["path"],
-                         f"{a['size_bytes'] / 1024:.1f}", "failed", "-", "-", "-", "-", float_ops])
+                         f"{a['size_bytes'] / 1024:.1f}", "failed", "-", "-", "-", "-", "-",
+                         float_ops])
             continue
         rows.append([
             f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
             _percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
-            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", float_ops,
+            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
     return rows
 
 
 HEADERS = ["artifact", "path", "size KiB", "accuracy", "top-1 agree", "cosine", "max |err|",
-           "latency ms", "float ops"]
+           "latency ms", "p10-p90 ms", "float ops"]
+
+
+def context_line(report: dict[str, Any]) -> str:
+    """What was converted and validated on what (markdown inline code for names)."""
+    model, dataset = report["model"], report["dataset"]
+    return (f"Model `{model['path']}` ({model['format']}, input {model['input_shape']}); "
+            f"{dataset['validation_count']} validation and {dataset['calibration_count']} "
+            f"calibration images from `{dataset['path']}`.")
+
+
+def latency_line(report: dict[str, Any]) -> str:
+    """How latency was measured: on this host, not on the target device."""
+    keras = report["reference"]
+    runs = keras.get("latency_runs")
+    return (f"Latency was measured on this build host ({platform.machine() or 'unknown CPU'}, "
+            f"{keras['threads']} thread(s)), not on the target device: median and p10-p90 of "
+            f"{runs if runs is not None else 'the'} single-image runs.")
+
+
+def recommendation_line(report: dict[str, Any]) -> str:
+    """The recommendation in one sentence (markdown inline code for paths)."""
+    rec = report["recommendation"]
+    if rec.get("withheld"):
+        return f"No recommendation: {rec['withheld']}."
+    line = (f"Recommendation (accuracy drop at most {_percent(rec['max_accuracy_drop'])}): "
+            f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.")
+    if rec.get("note"):
+        line += f" Note: {rec['note']}."
+    return line
+
+
+def text_lines(report: dict[str, Any]) -> list[str]:
+    """The report's sentences, shared by report.md and report.html (markdown inline code)."""
+    rec = report["recommendation"]
+    lines = [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
+    lines.append(recommendation_line(report))
+    if rec["rejected"]:
+        lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+    lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
-    model, dataset, rec = report["model"], report["dataset"], report["recommendation"]
     lines = [
-        f"# Conversion report: {model['name']}",
+        f"# Conversion report: {report['model']['name']}",
         "",
-        f"Model `{model['path']}` ({model['format']}, input {model['input_shape']}); "
-        f"{dataset['validation_count']} validation and {dataset['calibration_count']} calibration "
-        f"images from `{dataset['path']}`. Latency: median of single-image runs, "
-        f"{report['reference']['threads']} thread(s). {toolchain_line(report)}",
+        f"{context_line(report)} {latency_line(report)} {toolchain_line(report)}",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "---|" * len(HEADERS),
+        *md_table(HEADERS, table_rows(report)),
+        "",
+        *text_lines(report),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
-    lines += [""] + [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
-    lines += ["", f"No recommendation: {rec['withheld']}." if rec.get("withheld") else
-              f"Recommendation (accuracy drop at most {_percent(rec['max_accuracy_drop'])}): "
-              f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`."]
-    if rec["rejected"]:
-        lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
-    lines += [f"- `{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
     if report.get("edgetpu"):
         lines += edgetpu_report.markdown(report["edgetpu"])
     if report.get("tensorrt"):
@@ -238,11 +304,11 @@ def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def tensorrt_lines(report: dict[str, Any]) -> list[str]:
-    """One line per engine asked for: its numbers, or why it was not built."""
-    lines = []
+    """One line per engine built, and one per reason for the engines that were not."""
+    lines = [f"{', '.join(precisions)} {'engine' if len(precisions) == 1 else 'engines'}: not "
+             f"built. {reason}" for precisions, reason in not_built(report["tensorrt"])]
     for engine in report["tensorrt"]:
         if not engine["ran"]:
-            lines.append(f"{engine['precision']} engine: not built. {engine['reason']}")
             continue
         metrics, facts = engine["metrics"], engine["sidecar"]
         lines.append(
@@ -254,8 +320,26 @@ def tensorrt_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def not_built(engines: list[dict[str, Any]]) -> list[tuple[list[str], str]]:
+    """Engines that were not built, grouped by reason (one reason is said once, not per engine)."""
+    groups: dict[str, list[str]] = {}
+    for engine in engines:
+        if not engine["ran"]:
+            groups.setdefault(engine["reason"], []).append(engine["precision"])
+    return [(precisions, reason) for reason, precisions in groups.items()]
+
+
+QUALITY_MARGIN = 0.02  # below the lowest point on the quality axis, so no marker sits on the edge
+MARKERS = "osD^vP*X"
+
+
 def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
-    """Size and latency against accuracy (or top-1 agreement without labels), one run's numbers."""
+    """Size and latency against accuracy (or top-1 agreement without labels), one run's numbers.
+
+    One marker and colour per artifact in both panels, one shared legend, each point labelled
+    (labels of points that sit on top of each other are stacked, not overlapped); the latency
+    panel shows each p10-p90 spread; the quality axis stops at 100 %.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,63 +347,108 @@ def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
 
     labelled = report["reference"]["accuracy"] is not None
     quality_name = "accuracy" if labelled else "top-1 agreement with Keras"
-    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    markers = "osD^vP*X"
-    # One colour and marker per artifact in both panels, named once in the legend: artifacts
-    # often sit on top of each other, where text labels would overlap.
     measured = [a for a in report["artifacts"] if not a.get("failed")]
+    qualities = [quality(a, labelled) for a in measured]
+    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(10, 4.6), dpi=100)
+    size_points = [(a["size_bytes"] / 1024, q) for a, q in zip(measured, qualities, strict=True)]
+    latency_points = [(a["latency_ms"], q) for a, q in zip(measured, qualities, strict=True)]
     for index, artifact in enumerate(measured):
-        metrics = artifact["metrics"]
-        quality = metrics["accuracy"] if labelled else metrics["top1_agreement"]
-        style = {"s": 70, "marker": markers[index % len(markers)], "color": f"C{index}",
-                 "alpha": 0.8}
-        by_size.scatter(artifact["size_bytes"] / 1024, quality,
-                        label=f"{artifact['target']} {artifact['variant']}", **style)
-        by_latency.scatter(artifact["latency_ms"], quality, **style)
+        style = {"s": 70, "marker": MARKERS[index % len(MARKERS)], "color": f"C{index}",
+                 "alpha": 0.8, "zorder": 3}
+        by_size.scatter(*size_points[index], label=f"{artifact['target']} {artifact['variant']}",
+                        **style)
+        by_latency.scatter(*latency_points[index], **style)
+        low, high = latency_range(artifact)
+        by_latency.plot([low, high], [qualities[index]] * 2, color=f"C{index}", alpha=0.5,
+                        linewidth=2, zorder=2)
+    keras = report["reference"]
     if labelled:
-        for axis in (by_size, by_latency):
-            axis.axhline(report["reference"]["accuracy"], color="grey", linestyle="--",
-                         label="Keras" if axis is by_size else None)
-    by_latency.axvline(report["reference"]["latency_ms"], color="grey", linestyle=":",
-                       label="Keras latency")
-    by_size.legend(loc="lower right", fontsize=8)
-    by_latency.legend(loc="lower right", fontsize=8)
-    by_size.set(xlabel="size (KiB)", ylabel=quality_name, title="size vs " + quality_name)
-    by_latency.set(xlabel="median latency (ms)", ylabel=quality_name,
+        qualities.append(keras["accuracy"])
+        by_size.axhline(keras["accuracy"], color="grey", linestyle="--", label="Keras accuracy")
+        by_latency.axhline(keras["accuracy"], color="grey", linestyle="--")
+    by_latency.axvline(keras["latency_ms"], color="grey", linestyle=":", label="Keras latency")
+    names = [a["variant"] if a["target"] == "tflite" else f"{a['target']} {a['variant']}"
+             for a in measured]
+    by_size.set(xlabel="size (KiB)", title="size vs " + quality_name)
+    by_latency.set(xlabel="latency (ms, log scale; median, bar: p10-p90)", xscale="log",
                    title="latency vs " + quality_name)
-    figure.tight_layout()
+    for axis, points in ((by_size, size_points), (by_latency, latency_points)):
+        quality_axis(axis, qualities, quality_name)
+        label_points(axis, points, names)
+    handles = by_size.get_legend_handles_labels()[0] + by_latency.get_legend_handles_labels()[0]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=9,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(figure)
     return buffer.getvalue()
 
 
+def quality(artifact: dict[str, Any], labelled: bool) -> float:
+    """The plotted quality of an artifact: accuracy with labels, else top-1 agreement."""
+    metrics = artifact["metrics"]
+    return float(metrics["accuracy"] if labelled else metrics["top1_agreement"])
+
+
+def quality_axis(axis: Any, qualities: list[float], name: str) -> None:
+    """A percent axis from a little below the lowest point to 100 %, no tick above 100 %."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    low = max(0.0, min(qualities, default=0.0) - QUALITY_MARGIN)
+    axis.set_ylim(low, 1.0 + QUALITY_MARGIN / 4)  # room for a marker drawn at exactly 100 %
+    ticks = [t for t in MaxNLocator(nbins=5).tick_values(low, 1.0) if low <= t <= 1.0 + 1e-9]
+    axis.set_yticks(ticks)
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    axis.set_ylabel(name)
+    axis.grid(alpha=0.3)
+
+
+LABEL_BOX = (70.0, 14.0)  # pixels a point's label takes beside it: closer points stack labels
+
+
+def label_points(axis: Any, points: list[tuple[float, float]], names: list[str]) -> None:
+    """Write each point's name beside it; labels of points closer on screen than a label's
+    size are stacked upwards instead of printed over each other."""
+    placed: list[tuple[float, float]] = []
+    for (x, y), name in zip(points, names, strict=True):
+        px, py = axis.transData.transform((x, y))
+        near = sum(1 for qx, qy in placed
+                   if abs(qx - px) < LABEL_BOX[0] and abs(qy - py) < LABEL_BOX[1])
+        placed.append((px, py))
+        axis.annotate(name, (x, y), xytext=(7, 5 + 11 * near), textcoords="offset points",
+                      fontsize=8, va="bottom")
+
+
 def html_page(report: dict[str, Any]) -> str:
     escape = html.escape
-    header = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
-    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
+    numeric = {i for i, h in enumerate(HEADERS) if h not in ("artifact", "path", "float ops")}
+    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>"
+                     for i, h in enumerate(HEADERS))
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{escape(cell)}</td>"
+                                    for i, cell in enumerate(row)) + "</tr>"
                    for row in table_rows(report))
     plot = base64.b64encode(tradeoff_plot_png(report)).decode()
-    rec = report["recommendation"]
     name = escape(report["model"]["name"])
+    paragraphs = "".join(f"<p>{inline_html(line)}</p>" for line in
+                         (context_line(report), latency_line(report), toolchain_line(report),
+                          *text_lines(report)))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Conversion report: {name}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:nth-child(-n+2){{text-align:left}}</style>
+<style>body{{font-family:sans-serif;margin:2em;max-width:80em}}
+table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
+.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
+td:nth-child(-n+2){{white-space:nowrap}}td:last-child{{font-size:smaller;overflow-wrap:anywhere}}
+img{{max-width:100%;height:auto}}</style>
 </head><body>
 <h1>Conversion report: {name}</h1>
-<p>{f"No recommendation: {escape(rec['withheld'])}." if rec.get("withheld") else
-f"Recommendation (accuracy drop at most {escape(_percent(rec['max_accuracy_drop']))}): smallest "
-f"<code>{escape(str(rec['smallest']))}</code>, fastest <code>{escape(str(rec['fastest']))}</code>."}</p>
-<p>{escape(toolchain_line(report))}</p>
-{"".join(f'<p class="warning"><strong>Warning:</strong> {escape(w)}</p>' for w in report.get("warnings", []))}
-<table><tr>{header}</tr>{body}</table>
-{"<ul>" + "".join(f"<li><code>{escape(a['path'])}</code> failed validation: {escape(a['failed'])}</li>"
-                  for a in failed(report)) + "</ul>" if failed(report) else ""}
+{paragraphs}
+<table id="artifacts"><tr>{header}</tr>{body}</table>
 {edgetpu_report.html_section(report["edgetpu"]) if report.get("edgetpu") else ""}
-{"<h2>TensorRT</h2><ul>" + "".join(f"<li>{escape(line)}</li>" for line in tensorrt_lines(report))
+{"<h2>TensorRT</h2><ul>" + "".join(f"<li>{inline_html(line)}</li>" for line in tensorrt_lines(report))
  + "</ul>" if report.get("tensorrt") else ""}
 <h2>Trade-off</h2>
-<img alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
+<img id="tradeoff" alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
 </body></html>
 """

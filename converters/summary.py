@@ -15,27 +15,56 @@ from converters.fsutil import read_json
 
 def built_models(out: Path, name: str | None = None) -> list[Path]:
     """Build folders under ``out`` that hold a report (optionally only ``name``)."""
-    folders = sorted(p.parent for p in out.glob(f"*/{report.REPORT_JSON}"))
-    if name is not None:
-        folders = [p for p in folders if p.name == name]
-    if not folders:
-        what = f"model '{name}'" if name else "any model"
-        raise ConfigError(f"no report for {what} in {out}/: run invoke convert first")
-    return folders
+    every = sorted(p.parent for p in out.glob(f"*/{report.REPORT_JSON}"))
+    folders = every if name is None else [p for p in every if p.name == name]
+    if folders:
+        return folders
+    if not every:
+        raise ConfigError(f"no report for any model in {out}/: run invoke convert first")
+    raise ConfigError(f"no report for model '{name}' in {out}/; built models: "
+                      f"{', '.join(p.name for p in every)}. Pass one of them to --model, or run "
+                      f"invoke convert --model PATH first")
+
+
+# Console columns left out first when the terminal is narrow (report.md and report.html keep
+# them all); "path" is never shown on the console.
+DROPPED_WHEN_NARROW = ("cosine", "p10-p90 ms", "max |err|", "top-1 agree", "float ops")
+
+
+def summary_columns(rows: list[list[str]], width: int) -> list[int]:
+    """Indexes of report.HEADERS to show: every column but the path, minus the least important
+    ones until the table fits ``width`` characters (cell text plus 3 characters of rule)."""
+    shown = [i for i, header in enumerate(report.HEADERS) if header != "path"]
+
+    def needed(columns: list[int]) -> int:
+        return 1 + sum(3 + max(len(str(row[i])) for row in [report.HEADERS, *rows])
+                       for i in columns)
+
+    for header in DROPPED_WHEN_NARROW:
+        if needed(shown) <= width:
+            break
+        shown.remove(report.HEADERS.index(header))
+    return shown
 
 
 def print_summary(build_dir: Path) -> None:
     data = read_json(build_dir / report.REPORT_JSON)
     table = Table(title=f"{data['model']['name']}: {build_dir}/", title_justify="left")
-    # The console shows every column but the path; float ops as a count (report.md lists them).
-    shown = [i for i, header in enumerate(report.HEADERS) if header != "path"]
+    # Float ops as a count on the console (report.md lists them).
+    rows = [row[:-1] + [floats] for row, floats in zip(
+        report.table_rows(data),
+        ["-"] + [str(sum(o["count"] for o in a["float_ops"])) for a in data["artifacts"]],
+        strict=True)]
+    shown = summary_columns(rows, console.console.width)
     for i in shown:
-        table.add_column(report.HEADERS[i], justify="left" if i == 0 else "right")
-    float_counts = ["-"] + [str(sum(o["count"] for o in a["float_ops"]))
-                            for a in data["artifacts"]]
-    for row, floats in zip(report.table_rows(data), float_counts, strict=True):
-        table.add_row(*[row[i] for i in shown[:-1]], floats)
+        table.add_column(report.HEADERS[i], justify="left" if i == 0 else "right",
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*[row[i] for i in shown])
     console.console.print(table)
+    hidden = [h for i, h in enumerate(report.HEADERS) if i not in shown and h != "path"]
+    if hidden:
+        console.info(f"(narrow terminal: {', '.join(hidden)} not shown; report.md has them)")
     for warning in data.get("warnings", []):
         console.warn(warning)
     recommendation = data["recommendation"]
@@ -46,6 +75,9 @@ def print_summary(build_dir: Path) -> None:
             f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
             f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
         )
+    if recommendation.get("note"):
+        console.info(f"note: {recommendation['note']}")
+    console.info(report.latency_line(data))
     if data.get("edgetpu"):
         for line in edgetpu_report.summary_lines(data["edgetpu"]):
             console.info(f"Edge TPU: {line}")

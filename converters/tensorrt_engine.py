@@ -1,6 +1,7 @@
 """TensorRT engines from ONNX: build (fp32, fp16, int8 from a Q/DQ model), run, describe.
 
-Written for TensorRT 10 and 11 (FACTS.md): the Q/DQ int8 model is always built as a strongly
+Written for TensorRT 10 and 11 (https://docs.nvidia.com/deeplearning/tensorrt/latest/): the Q/DQ
+int8 model is always built as a strongly
 typed network; on TensorRT 11, which removed the precision builder flags, every network is
 strongly typed and fp16 needs an fp16 ONNX model. Device buffers use cuda-python (NVIDIA's
 maintained bindings, used by TensorRT's own samples since 10.14; pycuda compiles against the

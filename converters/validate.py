@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,21 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float(np.mean(predicted == labels))
 
 
-def median_latency_ms(call: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``call`` over ``runs`` calls, after a short warm-up."""
+@dataclass(frozen=True)
+class Latency:
+    """Wall times of repeated single calls: the median and the 10th-90th percentile spread."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+
+    def as_record(self) -> dict[str, Any]:
+        """The fields a validation or reference record stores (``latency_ms`` is the median)."""
+        return {"latency_ms": self.median_ms, "latency_spread_ms": [self.p10_ms, self.p90_ms]}
+
+
+def measure_latency(call: Callable[[], object], runs: int) -> Latency:
+    """Time ``call`` ``runs`` times after a short warm-up; the median and p10-p90 of the runs."""
     for _ in range(WARMUP_RUNS):
         call()
     times = []
@@ -74,7 +88,13 @@ def median_latency_ms(call: Callable[[], object], runs: int) -> float:
         start = time.perf_counter()
         call()
         times.append((time.perf_counter() - start) * 1000.0)
-    return float(statistics.median(times))
+    p10, p90 = np.percentile(times, [10, 90])
+    return Latency(float(statistics.median(times)), float(p10), float(p90))
+
+
+def median_latency_ms(call: Callable[[], object], runs: int) -> float:
+    """Median wall time of ``call`` over ``runs`` calls, after a short warm-up."""
+    return measure_latency(call, runs).median_ms
 
 
 def predict_one_by_one(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
@@ -97,9 +117,10 @@ class TFLiteRunner:
                 "(or pip install '.[tflite]')"
             ) from None
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
-                                           experimental_delegates=delegates)
-            self.interpreter.allocate_tensors()
+            with console.native_noise_filtered():  # LiteRT announces its XNNPACK delegate
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                                               experimental_delegates=delegates)
+                self.interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as error:
             hint = ""
             if "Flex" in str(error) or "Select TensorFlow op" in str(error):
@@ -146,9 +167,10 @@ class TFLiteRunner:
         return predict_one_by_one(lambda one: self.dequantize_output(self.invoke_raw(one)),
                                   quantized, description)
 
-    def latency_ms(self, image: np.ndarray, runs: int) -> float:
+    def latency(self, image: np.ndarray, runs: int) -> Latency:
+        """Single-image latency of the interpreter (input already quantized)."""
         one = self.quantize_input(image[None])
-        return median_latency_ms(lambda: self.invoke_raw(one), runs)
+        return measure_latency(lambda: self.invoke_raw(one), runs)
 
 
 class OnnxRunner:
@@ -179,9 +201,10 @@ class OnnxRunner:
         """Run float32 images (N×H×W×C) one at a time, as the TFLite runner does."""
         return predict_one_by_one(self.run, images, description)
 
-    def latency_ms(self, image: np.ndarray, runs: int) -> float:
+    def latency(self, image: np.ndarray, runs: int) -> Latency:
+        """Single-image latency of the session."""
         one = image[None].astype(np.float32)
-        return median_latency_ms(lambda: self.run(one), runs)
+        return measure_latency(lambda: self.run(one), runs)
 
 
 def artifact_runner(path: Path, threads: int) -> TFLiteRunner | OnnxRunner:

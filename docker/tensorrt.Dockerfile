@@ -3,7 +3,7 @@
 # engine stage's device buffers. Built by `invoke images --target tensorrt`; runs with
 # `docker run --gpus all` (NVIDIA Container Toolkit).
 #
-# NOT built on the project's machines: NGC (nvcr.io) is unreachable there (FACTS.md). A Debian
+# NOT built on the project's machines: NGC (nvcr.io) is unreachable there (README, status). A Debian
 # base cannot stand in: the TensorRT and CUDA libraries come with the NGC image.
 # No "# syntax=" line: it would pull a frontend image. Needs BuildKit (DOCKER_BUILDKIT=1).
 ARG BASE=nvcr.io/nvidia/tensorrt:25.01-py3

@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def run_invoke(*args: str, cwd: Path = ROOT, timeout: float = 600,
-               check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run ``invoke ARGS`` as a user would (tasks.py from the repository root)."""
+def run_invoke(*args: str, cwd: Path = ROOT, timeout: float = 600, check: bool = False,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``invoke ARGS`` as a user would (tasks.py from the repository root); ``env`` adds
+    to or overrides the environment (output is 200 columns wide unless COLUMNS is given)."""
     command = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args]
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"invoke {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -119,7 +119,7 @@ def test_tampered_bundles_are_refused_naming_the_member(built: tuple[Path, Path]
                                                        change: str, message: str) -> None:
     _, bundle_path = built
     tampered = _repack(bundle_path, tmp_path, change)
-    result = run_invoke("verify-bundle", str(tampered))
+    result = run_invoke("verify-bundle", "--path", str(tampered))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert message in result.stderr
 
@@ -150,7 +150,7 @@ def _link(name: str, kind: bytes, target: str) -> tarfile.TarInfo:
 ], ids=["dotdot", "absolute", "symlink", "hardlink", "device"])
 def test_crafted_archives_are_refused(tmp_path: Path, member: tarfile.TarInfo, message: str) -> None:
     crafted = _crafted(tmp_path / "crafted.tar.gz", member)
-    result = run_invoke("verify-bundle", str(crafted))
+    result = run_invoke("verify-bundle", "--path", str(crafted))
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert f"member '{member.name}'" in result.stderr
     with pytest.raises(BundleError, match="refusing the bundle"):

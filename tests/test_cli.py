@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import ROOT, quick_flags, run_invoke
 
+pytestmark = pytest.mark.quick  # part of `invoke test --quick`
+
 
 def assert_user_error(result: object, *fragments: str) -> None:
     assert result.returncode != 0  # type: ignore[attr-defined]
@@ -112,3 +114,44 @@ def test_model_shape_problems_from_the_command_line(tmp_path: Path, tiny_dataset
                 ).save(two)
     result = run_invoke("convert", "--model", str(two), *quick_flags(tiny_dataset, tmp_path))
     assert_user_error(result, "has 2 input(s) and 2 output(s)")
+
+
+TASKS = ["bundle", "clean", "convert", "edgetpu-check", "images", "infer", "report", "sample",
+         "test", "verify", "verify-bundle"]
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_dash_h_is_help_for_every_task_and_no_flag_has_an_accidental_short_form(
+        name: str) -> None:
+    result = run_invoke(name, "-h", check=True)
+    assert f"{name} [--options]" in result.stdout
+    options = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("-")]
+    assert options and all(line.startswith("--") and not line.startswith("--,")
+                           for line in options), options
+
+
+def test_invoke_list_shows_one_complete_sentence_per_task() -> None:
+    listing = run_invoke("--list", check=True).stdout
+    descriptions: dict[str, str] = {}
+    name = ""
+    for line in listing.split("Available tasks:")[1].splitlines():
+        if line.startswith("  ") and not line.startswith("   "):  # "  name   description"
+            name, _, text = line.strip().partition(" ")
+            descriptions[name] = text.strip()
+        elif line.strip() and name:  # a wrapped continuation of the description
+            descriptions[name] += " " + line.strip()
+    assert sorted(descriptions) == TASKS
+    for name, text in descriptions.items():
+        assert text.endswith(".") and text.count(". ") == 0, (name, text)
+
+
+def test_report_for_an_unknown_model_lists_the_built_ones(tmp_path: Path) -> None:
+    (tmp_path / "alpha").mkdir()
+    (tmp_path / "alpha" / "report.json").write_text("{}")
+    result = run_invoke("report", "--out", str(tmp_path), "--model", "nosuch")
+    assert_user_error(result, "no report for model 'nosuch'", "built models: alpha")
+
+
+def test_a_missing_required_flag_is_a_message_naming_the_flag() -> None:
+    assert_user_error(run_invoke("infer", "--image", "x.png"), "--artifact is required",
+                      "invoke infer -h")

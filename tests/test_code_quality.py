@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.quick  # part of `invoke test --quick`
 
 
 def test_ruff_is_clean() -> None:

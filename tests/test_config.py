@@ -16,6 +16,8 @@ from converters.config import (
 )
 from converters.errors import ConfigError
 
+pytestmark = pytest.mark.quick  # part of `invoke test --quick`
+
 
 def test_enum_list_keeps_order_and_drops_repeats() -> None:
     assert parse_enum_list(Quantization, "int8,fp32,int8", "mode") == (

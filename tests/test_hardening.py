@@ -146,7 +146,8 @@ def test_non_finite_artifact_fails_its_validation_and_json_stays_strict(
     failed = {"path": "broken", "failed": result["failed"], "accuracy_drop": None,
               "size_bytes": 1, "latency_ms": None}
     assert recommend([failed], 1.0) == {"max_accuracy_drop": 1.0, "smallest": None,
-                                        "fastest": None, "rejected": ["broken"]}
+                                        "fastest": None, "fastest_ties": [], "note": None,
+                                        "rejected": ["broken"]}
     with pytest.raises(ValueError, match="not JSON compliant"):
         write_json_atomic(tmp_path / "x.json", {"value": float("nan")})
     assert not (tmp_path / "x.json").exists()

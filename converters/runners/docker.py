@@ -45,6 +45,10 @@ class DockerRunner:
         self._image_ids[image] = str(inspected["Id"])
         return None
 
+    def image_exists(self, image: str) -> bool:
+        """True when the image is there (current or not)."""
+        return docker_cli.image_inspect(image_definition(image).tag) is not None
+
     def environment(self, spec: StageSpec) -> dict[str, str]:
         """The image ID stands for every tool version inside the image."""
         if spec.image not in self._image_ids and (problem := self.image_problem(spec.image)):

@@ -33,15 +33,30 @@ def select_runners(choice: Runner, images: Iterable[str], out_dir: Path,
         return dict.fromkeys(names, local)
     container = DockerRunner(out_dir, volume)
     chosen: dict[str, StageRunner] = {}
+    local_because: dict[str, str] = {}
     for image in names:
         problem = container.image_problem(image)
         if problem is None:
             chosen[image] = container
-            if choice is Runner.AUTO:
-                console.info(f"runner auto: {image} stages run in docker (engine answers, image is current)")
         elif choice is Runner.DOCKER and image not in OPTIONAL_IMAGES:
             raise ToolMissingError(f"--runner docker: {problem}")
         else:
             chosen[image] = local
-            console.info(f"runner {choice.value}: {image} stages run locally because {problem}")
+            local_because[image] = problem
+    say_choice(choice, [i for i in names if i not in local_because], local_because, container)
     return chosen
+
+
+def say_choice(choice: Runner, in_docker: list[str], local_because: dict[str, str],
+               container: DockerRunner) -> None:
+    """One calm line saying where each image's stages run; a warning only where something is
+    wrong: an image that exists but holds other code, or a missing one under --runner docker."""
+    parts = [f"{', '.join(in_docker)} stages in docker"] if in_docker else []
+    if local_because:
+        missing = sorted(local_because)
+        parts.append(f"{', '.join(missing)} stages locally (no current image; `invoke images "
+                     f"--target {','.join(missing)}` builds it)")
+    console.info(f"runner {choice.value}: " + "; ".join(parts))
+    for image, problem in local_because.items():
+        if choice is Runner.DOCKER or container.image_exists(image):
+            console.warn(f"{image} stages run locally: {problem}")

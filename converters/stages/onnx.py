@@ -2,15 +2,17 @@
 (``onnx-quantize``), both in the tflite image (TensorFlow, tf2onnx, onnx, onnxruntime).
 
 Export: the exported SavedModel's serving signature, wrapped in a tf.function with an explicit
-input signature, goes through ``tf2onnx.convert.from_function`` (``from_keras`` is broken on
-Keras 3, FACTS.md). The batch dimension stays dynamic and is named ``batch``; ``onnx.checker``
+input signature, goes through ``tf2onnx.convert.from_function`` (tf2onnx 1.17's ``from_keras``
+fails on Keras 3 models: it expects the Keras 2 model internals). The batch dimension stays
+dynamic and is named ``batch``; ``onnx.checker``
 checks the result.
 
 INT8 — why onnxruntime's static quantization and not NVIDIA ModelOpt: both calibrate on the CPU
 and both emit the explicit Q/DQ form TensorRT 10/11 builds strongly typed (implicit INT8
 calibrators are deprecated in 10 and removed in 11). onnxruntime is already needed to validate
 every ONNX artifact, so it adds nothing to install, while ModelOpt pulls torch and cupy (about
-2.5 min and several GB, FACTS.md) for the same result on these models. The settings are the ones
+2.5 min and several GB to install, measured on the development machine) for the same result
+on these models. The settings are the ones
 TensorRT accepts: QDQ format, int8 activations and weights, symmetric (zero point 0),
 per-channel weights, float biases. Calibration uses the project's calibration split; the stage's key includes
 the dataset's content hash (through the data stage), so a changed dataset recalibrates, and the

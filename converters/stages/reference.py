@@ -36,11 +36,11 @@ def run(context: StageContext) -> None:
             f"of {len(outputs)} validation images: nothing can be validated against it. Check "
             "the model's weights and its preprocessing (--preprocessing), then convert again")
     one = tf.constant(inputs[:1])
-    latency = validate.median_latency_ms(lambda: model.graph_function(one), params["latency_runs"])
+    latency = validate.measure_latency(lambda: model.graph_function(one), params["latency_runs"])
     np.save(context.write(OUTPUTS), outputs, allow_pickle=False)
     summary = {
         "accuracy": validate.accuracy(outputs, data.load_labels(context.build_dir)),
-        "latency_ms": latency,
+        **latency.as_record(),
         "latency_method": "tf.function call, batch 1",
         "threads": threads,
         "latency_runs": params["latency_runs"],

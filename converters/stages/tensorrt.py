@@ -37,8 +37,8 @@ def run(context: StageContext) -> None:
     engine_dir = context.write(params["engine_dir"])
     engine_dir.mkdir(parents=True, exist_ok=True)
     problem = tensorrt_problem()
-    if problem is not None:
-        console.warn(f"TensorRT {params['precision']} engine not built: {problem}")
+    if problem is not None:  # said once for all engines, after the report (build_problems)
+        console.info(f"TensorRT {params['precision']} engine: not built (why: after the report)")
         write_json_atomic(record_path, {"ran": False, "precision": params["precision"],
                                         "reason": f"{problem}: {NOT_RUN_HELP}"})
         return
@@ -72,10 +72,9 @@ def run(context: StageContext) -> None:
 
 def build_problems(build_dir: Path, records: list[str]) -> list[str]:
     """Engines that were asked for and could not be built here."""
-    problems = []
-    for record in records:
-        path = build_dir / record
-        if path.exists() and not (entry := read_json(path))["ran"]:
-            problems.append(f"{build_dir.name}: the TensorRT {entry['precision']} engine was not "
-                            f"built: {entry['reason']}")
-    return problems
+    from converters.report import not_built
+
+    engines = [read_json(build_dir / record) for record in records if (build_dir / record).exists()]
+    return [f"{build_dir.name}: the TensorRT {', '.join(precisions)} "
+            f"{'engine was' if len(precisions) == 1 else 'engines were'} not built: {reason}"
+            for precisions, reason in not_built(engines)]

@@ -144,7 +144,8 @@ def _require_full_integer(context: StageContext, graph: tflite_inspect.TFLiteGra
 
 def _run_converter(converter: Any, context: StageContext, mode: str, allow_flex: bool) -> bytes:
     try:
-        result: bytes = converter.convert()
+        with console.native_noise_filtered():  # the int8 converter prints its settings
+            result: bytes = converter.convert()
     except Exception as error:  # the converter raises its own ConverterError and others
         raise _conversion_error(context, mode, allow_flex, error) from None
     return result

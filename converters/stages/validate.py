@@ -31,13 +31,13 @@ def run(context: StageContext) -> None:
                                           f"artifact {artifact.name}")
     if failure is not None:
         console.warn(failure)
-        result |= {"failed": failure, "metrics": None, "latency_ms": None}
+        result |= {"failed": failure, "metrics": None, "latency_ms": None, "latency_spread_ms": None}
     else:
         metrics = validate.compare(keras_outputs, outputs, labels)
-        latency = runner.latency_ms(inputs[0], params["latency_runs"])
+        latency = runner.latency(inputs[0], params["latency_runs"])
         console.info(
             f"{artifact.name}: top-1 agreement {metrics['top1_agreement']:.3f}, "
-            f"max |error| {metrics['max_abs_error']:.4g}, {latency:.2f} ms"
+            f"max |error| {metrics['max_abs_error']:.4g}, {latency.median_ms:.2f} ms"
         )
-        result |= {"failed": None, "metrics": metrics, "latency_ms": latency}
+        result |= {"failed": None, "metrics": metrics, **latency.as_record()}
     write_json_atomic(context.write(params["output"]), result)
