@@ -494,9 +494,10 @@ def verify_bundle(c: Context, path: str, public_key: str = "") -> None:
 
 
 @cli_task(name="bundle-keygen", help={"out": "folder for bundle-signing.pem and bundle-signing.pub.pem"})
-def bundle_keygen(c: Context, out: str) -> None:
-    """Make an Ed25519 key pair for invoke bundle --sign-key / verify-bundle --public-key."""
+def bundle_keygen(c: Context, out: str = "") -> None:
+    """Make an Ed25519 key pair for signing bundles (bundle --sign-key, verify-bundle --public-key)."""
     with user_errors():
+        required("bundle-keygen", out=out)
         from converters.bundle_signing import generate_keys
 
         private, public = generate_keys(Path(out))
