@@ -5,6 +5,7 @@ Values come from a flag, then invoke.yaml (section ``convert``), then the built-
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -61,269 +62,56 @@ def show_help(task_name: str) -> None:
                     task_name], check=False)
 
 
-# Built-in defaults, used when neither a flag nor invoke.yaml gives a value (a null in
-# invoke.yaml means "the built-in default" too).
-DEFAULTS: dict[str, Any] = {
-    "model_dir": "model", "dataset": "dataset", "target": "tflite",
-    "quant": "fp32,fp16,dynamic,int8", "io_dtype": "uint8", "out": "build", "runner": "auto",
-    "preprocessing": "auto", "calibration_size": 100, "validation_size": 200, "seed": 0,
-    "latency_runs": 30, "max_accuracy_drop": 0.01, "jobs": 1, "compiler_timeout": 180,
-    "num_segments": 1, "opset": 17, "batch": "1,8,32", "workspace_mb": 1024,
-}
+def project_setting(c: Context, flag: Any, name: str) -> Any:
+    """A setting of converters/settings.py's table: the flag, else invoke.yaml, else its default."""
+    from converters.settings import resolve
+
+    return resolve(name, flag, c.config.get("convert", {}))
 
 
-def setting(c: Context, flag: Any, name: str) -> Any:
-    """The flag's value when given, else invoke.yaml's ``convert.<name>``, else the default.
+def convert_flags() -> inspect.Signature:
+    """``convert``'s parameters, one per flag of the settings table (text flags are parsed by
+    the table, so their default is empty: "not given")."""
+    from converters.settings import FLAGS, PATHS, SWITCH
 
-    A boolean flag is "given" only when set: ``--allow-flex`` absent leaves invoke.yaml's value.
-    """
-    if flag not in (None, [], "", False):
-        return flag
-    configured = c.config.get("convert", {}).get(name)
-    if configured is not None:
-        return configured
-    return DEFAULTS.get(name)
-
-
-def default_models(model_dir: Path) -> list[Path]:
-    """Every model file (.h5, .keras) and SavedModel folder in ``model_dir``."""
-    from converters.config import MODEL_SUFFIXES
-
-    if not model_dir.is_dir():
-        raise ConfigError(f"model folder {model_dir} does not exist: pass --model PATH")
-    found = sorted(p for p in model_dir.iterdir()
-                   if (p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)
-                   or (p.is_dir() and (p / "saved_model.pb").exists()))
-    if not found:
-        raise ConfigError(
-            f"no model in {model_dir}: put name.h5 (or .keras, or a SavedModel folder) there, "
-            "pass --model PATH, or run invoke sample"
-        )
-    return found
+    parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for setting in FLAGS:
+        default: Any = False if setting.kind == SWITCH else None if setting.kind == PATHS else ""
+        parameters.append(inspect.Parameter(setting.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            default=default))
+    return inspect.Signature(parameters)
 
 
-SAMPLE_MODEL = ROOT / "model" / "sample.h5"
-SAMPLE_DATASET = ROOT / "dataset"
-
-
-def without_sample_model(models: list[Path], dataset: Path) -> list[Path]:
-    """The bundled sample model goes with the bundled images only: a user who drops a model into
-    model/ and points --dataset at their images does not get sample.h5 converted against them."""
-    if dataset.resolve() == SAMPLE_DATASET:
-        return models
-    kept = [m for m in models if m.resolve() != SAMPLE_MODEL]
-    if len(kept) < len(models):
-        console.info(f"skipping the bundled sample {SAMPLE_MODEL.relative_to(ROOT)}: it goes with "
-                     f"the bundled images, not {dataset} (pass --model to convert it anyway)")
-    if not kept:
-        raise ConfigError(f"no model to convert against {dataset}: put yours in model/ or pass "
-                          "--model PATH")
-    return kept
-
-
-def check_not_on_sample_images(models: list[Path], dataset: Path) -> None:
-    """Your model is never calibrated and validated on the bundled shape images by accident."""
-    if dataset.resolve() != SAMPLE_DATASET:
-        return
-    others = [m for m in models if m.resolve() != SAMPLE_MODEL]
-    if others:
-        raise ConfigError(
-            f"no --dataset given for {others[0]}: the default dataset/ holds the bundled sample's "
-            "shape images, which only fit model/sample.h5. Pass --dataset DIR with your own images "
-            "(one sub-folder per class, for accuracy), or --dataset dataset to use the sample "
-            "images anyway")
-
-
-def convert_config(c: Context, **flags: Any) -> Any:
-    from converters.config import (
-        ConvertConfig,
-        DatasetConfig,
-        IODType,
-        Preprocessing,
-        PreprocessingMode,
-        Quantization,
-        Runner,
-        Target,
-        parse_enum,
-        parse_enum_list,
-        parse_floats,
-        parse_input_shape,
-    )
-    from converters.tensorrt_engine import BatchProfile
-
-    def get(name: str) -> Any:
-        return setting(c, flags.get(name), name)
-
-    listed = flags.get("model") or get("models") or []
-    if isinstance(listed, str):  # `models: a.h5` in invoke.yaml means one model, not 4 letters
-        listed = [listed]
-    if not isinstance(listed, list) or not all(isinstance(m, str) for m in listed):
-        raise ConfigError(f"models in invoke.yaml must be a list of paths, got {listed!r}")
-    models = [Path(m) for m in listed]
-    dataset = Path(get("dataset"))
-    if not models:
-        models = without_sample_model(default_models(Path(get("model_dir"))), dataset)
-    if not flags.get("dataset"):
-        check_not_on_sample_images(models, dataset)
-    preprocessing = Preprocessing(
-        parse_enum(PreprocessingMode, str(get("preprocessing")), "preprocessing"),
-        parse_floats(get("mean"), "--mean"),
-        parse_floats(get("std"), "--std"),
-    )
-    numbers = {name: whole_number(get(name), name) for name in
-               ("calibration_size", "validation_size", "seed", "latency_runs", "jobs")}
-    if numbers["seed"] < 0:
-        raise ConfigError(f"--seed must be 0 or more, got {numbers['seed']}")
-    # One rule for the flag and invoke.yaml: no value means every core; 0 is refused below.
-    threads = os.cpu_count() or 1 if get("threads") is None else whole_number(get("threads"),
-                                                                                "threads")
-    max_drop = optional_number(get("max_accuracy_drop"), float, "--max-accuracy-drop")
-    return ConvertConfig(
-        models=tuple(models),
-        dataset=DatasetConfig(dataset, preprocessing, numbers["calibration_size"],
-                              numbers["validation_size"], numbers["seed"]),
-        targets=parse_enum_list(Target, get("target"), "target"),
-        quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
-        io_dtype=parse_enum(IODType, str(get("io_dtype")), "--io-dtype"),
-        allow_flex=bool(get("allow_flex")),
-        allow_float_fallback=bool(get("allow_float_fallback")),
-        unsafe=bool(get("unsafe")),
-        allow_class_mismatch=bool(get("allow_class_mismatch")),
-        input_shape=parse_input_shape(get("input_shape")),
-        out=Path(get("out")),
-        runner=parse_enum(Runner, str(get("runner")), "--runner"),
-        volume=get("volume") or None,
-        threads=threads,
-        latency_runs=numbers["latency_runs"],
-        max_accuracy_drop=max_drop,
-        force=bool(flags.get("force")),
-        jobs=numbers["jobs"],
-        edgetpu=edgetpu_options(get),
-        min_tpu_ops=optional_number(get("min_tpu_ops"), float, "--min-tpu-ops"),
-        edgetpu_split=bool(get("edgetpu_split")),
-        onnx_opset=whole_number(get("opset"), "opset"),
-        batch=BatchProfile.parse(str(get("batch"))),
-        workspace_mb=whole_number(get("workspace_mb"), "workspace_mb"),
-    )
-
-
-def whole_number(value: Any, name: str) -> int:
-    """An integer setting from a flag (text) or invoke.yaml (a number), named when it is not."""
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool) or value is None or (isinstance(value, float)
-                                                      and not value.is_integer()):
-        raise ConfigError(f"{flag} (invoke.yaml: {name}) must be a whole number, got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{flag} (invoke.yaml: {name}) must be a whole number, got "
-                          f"{value!r}") from None
-
-
-def optional_number(value: Any, kind: type, flag: str) -> Any:
-    from converters.errors import ConfigError
-
-    if value in (None, ""):
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{flag} must be a number, got '{value}'") from None
-
-
-def edgetpu_options(get: Any) -> Any:
-    from converters.edgetpu_compiler import CompileOptions
-
-    tensors = get("intermediate_tensors") or ""
-    return CompileOptions(
-        min_runtime_version=optional_number(get("min_runtime_version"), int, "--min-runtime-version"),
-        num_segments=whole_number(get("num_segments"), "num_segments"),
-        search_delegate=bool(get("search_delegate")),
-        delegate_search_step=optional_number(get("delegate_search_step"), int,
-                                             "--delegate-search-step"),
-        timeout_sec=whole_number(get("compiler_timeout"), "compiler_timeout"),
-        intermediate_tensors=tuple(t.strip() for t in str(tensors).split(",") if t.strip()),
-    )
-
-
-@cli_task(
-    iterable=["model"],
-    help={
-        "model": "model file (.h5, .keras) or SavedModel folder; repeat for several "
-                 "(default: every model in model/)",
-        "dataset": "image folder, flat or one sub-folder per class (default: dataset/)",
-        "target": "comma list of targets: tflite, edgetpu, onnx, tensorrt (default from "
-                  "invoke.yaml)",
-        "quant": "comma list of fp32,fp16,dynamic,int8 or all",
-        "io_dtype": "int8 model input/output type: uint8 (default), int8 or float32",
-        "out": "build folder (default: build)",
-        "runner": "where stages run: local (this Python), docker (each stage in its toolchain "
-                  "image) or auto (docker when an engine answers and the image is current)",
-        "volume": "docker runner: share the build folder as this named volume (stored in --out) "
-                  "instead of a bind mount",
-        "preprocessing": "auto (default: from the model's input layer and, with labelled "
-                         "images, Keras accuracy), 0..1, -1..1, 0..255 or mean-std",
-        "mean": "per-channel means for mean-std, e.g. 123.7,116.3,103.5",
-        "std": "per-channel standard deviations for mean-std",
-        "calibration_size": "images used to calibrate int8 (default 100)",
-        "validation_size": "held-out images used to validate (default 200)",
-        "seed": "seed of the calibration/validation split",
-        "threads": "interpreter threads for latency (default: all cores)",
-        "latency_runs": "runs per latency median (default 30)",
-        "max_accuracy_drop": "recommendation bound, a fraction (default 0.01)",
-        "allow_flex": "let fp32/fp16/dynamic keep TensorFlow (Flex) ops",
-        "allow_float_fallback": "let int8 keep ops that cannot be quantized in float",
-        "unsafe": "allow unsafe deserialisation (Lambda layers) of a trusted .keras/.h5",
-        "allow_class_mismatch": "go on when the dataset's class folders do not match the model's "
-                                "output classes in number",
-        "input_shape": "H,W,C for a model without a static input size",
-        "force": "rebuild every stage even when it is up to date",
-        "jobs": "independent jobs run in parallel (default 1)",
-        "min_runtime_version": "edgetpu: oldest Edge TPU runtime the model must run on "
-                               "(compiler -m; default: the compiler's, 14)",
-        "num_segments": "edgetpu: split the model for pipelining across N Edge TPUs (compiler -n)",
-        "search_delegate": "edgetpu: search for the largest graph prefix that compiles (-d)",
-        "delegate_search_step": "edgetpu: op step of that search (-k)",
-        "compiler_timeout": "edgetpu: compiler timeout in seconds (default 180)",
-        "intermediate_tensors": "edgetpu: comma list of tensors to expose as outputs (-i)",
-        "min_tpu_ops": "edgetpu: fail the build when a smaller fraction of ops maps to the TPU",
-        "edgetpu_split": "edgetpu: also write the TPU-mappable head and the CPU tail as two "
-                         ".tflite models (validated against the whole model)",
-        "opset": "onnx: ONNX opset (13-18, default 17)",
-        "batch": "tensorrt: optimization profile of the batch dimension min,opt,max (default 1,8,32)",
-        "workspace_mb": "tensorrt: builder workspace limit in MiB (default 1024)",
-    },
-)
-def convert(c: Context, model: list[str] | None = None, dataset: str = "", target: str = "",
-            quant: str = "", io_dtype: str = "", out: str = "", runner: str = "",
-            preprocessing: str = "", mean: str = "", std: str = "", calibration_size: str = "",
-            validation_size: str = "", seed: str = "", threads: str = "", latency_runs: str = "",
-            volume: str = "",
-            max_accuracy_drop: str = "", allow_flex: bool = False,
-            allow_float_fallback: bool = False, unsafe: bool = False,
-            allow_class_mismatch: bool = False, input_shape: str = "",
-            force: bool = False, jobs: str = "", min_runtime_version: str = "",
-            num_segments: str = "", search_delegate: bool = False, delegate_search_step: str = "",
-            compiler_timeout: str = "", intermediate_tensors: str = "", min_tpu_ops: str = "",
-            edgetpu_split: bool = False, opset: str = "", batch: str = "", workspace_mb: str = "") -> None:
+def convert_body(c: Context, **flags: Any) -> None:
     """Convert Keras models to TFLite, Edge TPU, ONNX and TensorRT artifacts, validate, report.
 
     Outputs go to build/<model>/ (never next to your inputs): tflite/<model>_<mode>.tflite,
     report.json/.md/.html and manifest.json. Stages whose inputs did not change are skipped.
+    Every flag, its default and invoke.yaml key come from converters/settings.py.
     """
-    flags = {k: v for k, v in locals().items() if k != "c"}
     with user_errors():
         from converters.build import convert as run_build
+        from converters.errors import BuildError
+        from converters.settings import convert_config
         from converters.summary import print_summary
 
-        config = convert_config(c, **flags)
+        config = convert_config(flags, c.config.get("convert", {}))
         result = run_build(config, sys.argv)
         for plan in result.plans:
             print_summary(plan.build_dir)
         if result.problems:
-            from converters.errors import BuildError
-
             raise BuildError("\n".join(result.problems))
+
+
+def _convert_task() -> Task[Any]:
+    from converters.settings import FLAGS
+
+    convert_body.__signature__ = convert_flags()  # type: ignore[attr-defined]
+    return cli_task(name="convert", iterable=["model"],
+                    help={setting.name: setting.describe() for setting in FLAGS})(convert_body)
+
+
+convert = _convert_task()
 
 
 @cli_task(help={
@@ -365,7 +153,7 @@ def report(c: Context, out: str = "", model: str = "") -> None:
     with user_errors():
         from converters.summary import built_models, print_summary
 
-        for build_dir in built_models(Path(setting(c, out, "out")), model or None):
+        for build_dir in built_models(Path(project_setting(c, out, "out")), model or None):
             print_summary(build_dir)
 
 
@@ -457,7 +245,7 @@ def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8",
 
         # --model takes the model's name in the build folder or the model file/folder itself.
         name = model_stem(Path(model)) if model else None
-        candidates = built_models(Path(setting(c, out, "out")), name)
+        candidates = built_models(Path(project_setting(c, out, "out")), name)
         if len(candidates) > 1:
             raise ConfigError(f"several models are built ({', '.join(p.name for p in candidates)}):"
                               " pass --model NAME")
@@ -531,7 +319,7 @@ def verify(c: Context, out: str = "") -> None:
     with user_errors():
         from converters.housekeeping import verify_build
 
-        verify_build(Path(setting(c, out, "out")))
+        verify_build(Path(project_setting(c, out, "out")))
 
 
 @cli_task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
@@ -540,7 +328,7 @@ def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
     with user_errors():
         from converters.housekeeping import clean_build
 
-        clean_build(Path(setting(c, out, "out")), dry_run)
+        clean_build(Path(project_setting(c, out, "out")), dry_run)
 
 
 # The fast subset: tests marked quick (they convert the sample end to end, check the report in a

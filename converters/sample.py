@@ -16,6 +16,10 @@ from converters import console
 from converters.errors import ConfigError
 from converters.fsutil import atomic_path
 
+# The bundled sample in a checkout: model/sample.h5 and dataset/ beside this package.
+CHECKOUT = Path(__file__).resolve().parent.parent
+SAMPLE_MODEL = CHECKOUT / "model" / "sample.h5"
+SAMPLE_DATASET = CHECKOUT / "dataset"
 CLASSES = ("circle", "square", "stripes", "triangle")  # sorted: folder order = class index
 IMAGE_SIZE = 32
 TRAIN_SEED = 1
@@ -139,3 +143,48 @@ def train_model(path: Path, count_per_class: int = 400, epochs: int = 8) -> floa
         temporary.with_suffix(".h5").rename(temporary)
     console.info(f"trained {path} (training accuracy {accuracy:.3f})")
     return accuracy
+
+
+def default_models(model_dir: Path) -> list[Path]:
+    """Every model file (.h5, .keras) and SavedModel folder in ``model_dir``."""
+    from converters.config import MODEL_SUFFIXES
+
+    if not model_dir.is_dir():
+        raise ConfigError(f"model folder {model_dir} does not exist: pass --model PATH")
+    found = sorted(p for p in model_dir.iterdir()
+                   if (p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)
+                   or (p.is_dir() and (p / "saved_model.pb").exists()))
+    if not found:
+        raise ConfigError(
+            f"no model in {model_dir}: put name.h5 (or .keras, or a SavedModel folder) there, "
+            "pass --model PATH, or run invoke sample"
+        )
+    return found
+
+
+def paired_with_sample(models: list[Path], dataset: Path, listed: bool,
+                       dataset_given: bool) -> list[Path]:
+    """The bundled sample model goes with the bundled images, and only with them.
+
+    A model found in model/ (not ``listed``) is skipped when it is the sample and ``dataset``
+    is not the sample's; any other model on the bundled images without ``--dataset`` is an
+    error (it would be calibrated and validated on shapes it was never trained for).
+    """
+    on_sample_images = dataset.resolve() == SAMPLE_DATASET
+    if not listed and not on_sample_images:
+        kept = [m for m in models if m.resolve() != SAMPLE_MODEL]
+        if len(kept) < len(models):
+            console.info(f"skipping the bundled sample {SAMPLE_MODEL.name}: it goes with the "
+                         f"bundled images, not {dataset} (pass --model to convert it anyway)")
+        if not kept:
+            raise ConfigError(f"no model to convert against {dataset}: put yours in model/ or "
+                              "pass --model PATH")
+        models = kept
+    others = [m for m in models if m.resolve() != SAMPLE_MODEL]
+    if on_sample_images and not dataset_given and others:
+        raise ConfigError(
+            f"no --dataset given for {others[0]}: the default dataset/ holds the bundled sample's "
+            "shape images, which only fit model/sample.h5. Pass --dataset DIR with your own images "
+            "(one sub-folder per class, for accuracy), or --dataset dataset to use the sample "
+            "images anyway")
+    return models

@@ -327,7 +327,7 @@ def test_null_values_in_invoke_yaml_mean_the_default_and_models_may_be_one_strin
 
 
 @pytest.mark.parametrize("flags,yaml,fragment", [
-    (["--seed", "-1"], "", "--seed must be 0 or more, got -1"),
+    (["--seed", "-1"], "", "--seed must be at least 0, got -1"),
     (["--threads", "0"], "", "--threads must be at least 1, got 0"),
     ([], "  threads: 0\n", "--threads must be at least 1, got 0"),
     ([], "  seed: 1.5\n", "--seed (invoke.yaml: seed) must be a whole number, got 1.5"),

@@ -104,11 +104,13 @@ def test_without_labels_the_layer_decides_else_0_to_1_is_assumed_and_said() -> N
 
 
 def test_sample_model_and_sample_images_go_together(tmp_path: Path, tiny_h5: Path) -> None:
-    import tasks
+    from converters.sample import paired_with_sample
 
     sample = ROOT / "model" / "sample.h5"
-    assert tasks.without_sample_model([sample, tiny_h5], tmp_path) == [tiny_h5]
-    assert tasks.without_sample_model([sample, tiny_h5], ROOT / "dataset") == [sample, tiny_h5]
+    found = [sample, tiny_h5]  # what model/ holds when a user dropped a model in
+    assert paired_with_sample(found, tmp_path, listed=False, dataset_given=True) == [tiny_h5]
+    assert paired_with_sample([sample], ROOT / "dataset", listed=False, dataset_given=False) == [sample]
+    assert paired_with_sample(found, ROOT / "dataset", listed=False, dataset_given=True) == found
     forgot = run_invoke("convert", "--model", str(tiny_h5), "--out", str(tmp_path / "out"))
     assert_user_error(forgot, f"no --dataset given for {tiny_h5}", "--dataset DIR")
     assert not (tmp_path / "out").exists()

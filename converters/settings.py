@@ -1,0 +1,279 @@
+"""One table of ``invoke convert`` settings: name, type, default, help, choices, targets.
+
+Everything else is derived from it: the task's flags and their help (tasks.py), the documented
+defaults in invoke.yaml (:func:`render_yaml`; a test keeps the file equal to it), and the
+validated :class:`~converters.config.ConvertConfig` (:func:`convert_config`). A value comes
+from the flag, else from invoke.yaml (section ``convert``), else from the default here, in one
+place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from converters.errors import ConfigError
+
+if TYPE_CHECKING:
+    from converters.config import ConvertConfig
+
+# Value kinds: how a flag's text (or an invoke.yaml value) becomes a Python value.
+TEXT, WHOLE, FRACTION, SWITCH, PATHS = "text", "whole", "fraction", "switch", "paths"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # invoke.yaml key; the flag is --name-with-dashes
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()  # documented choices (a comma list may combine them)
+    targets: tuple[str, ...] = ()  # the targets it applies to; () for every target
+    flag: bool = True  # False: invoke.yaml only (models, model_dir)
+    minimum: float | None = None  # WHOLE/FRACTION: smallest accepted value
+    maximum: float | None = None
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def describe(self, with_default: bool = True) -> str:
+        """The flag's help: where it applies, the text, and its default."""
+        scope = f"{'/'.join(self.targets)}: " if self.targets else ""
+        shown = with_default and self.default not in (None, "", False, ())
+        return f"{scope}{self.help}" + (f" (default {self.default})" if shown else "")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("models", PATHS, (), "models to convert (empty: every model in model_dir)", flag=False),
+    Setting("model_dir", TEXT, "model", "folder whose models convert by default", flag=False),
+    Setting("model", PATHS, (), "model file (.h5, .keras) or SavedModel folder; repeat for "
+            "several (default: every model in model/)"),
+    Setting("dataset", TEXT, "dataset", "image folder, flat or one sub-folder per class"),
+    Setting("target", TEXT, "tflite", "comma list of targets, or all",
+            choices=("tflite", "edgetpu", "onnx", "tensorrt")),
+    Setting("quant", TEXT, "fp32,fp16,dynamic,int8", "comma list of quantization modes, or all",
+            choices=("fp32", "fp16", "dynamic", "int8")),
+    Setting("io_dtype", TEXT, "uint8", "int8 model input/output type (uint8 is what Coral "
+            "expects)", choices=("uint8", "int8", "float32")),
+    Setting("out", TEXT, "build", "build folder"),
+    Setting("runner", TEXT, "auto", "where stages run: local (this Python), docker (each stage in "
+            "its toolchain image) or auto (docker when an engine answers and the image is current)",
+            choices=("auto", "docker", "local")),
+    Setting("volume", TEXT, None, "docker runner: share the build folder as this named volume "
+            "(stored in --out) instead of a bind mount"),
+    Setting("preprocessing", TEXT, "auto", "pixel scaling: auto (the model's input layer and, "
+            "with labelled images, Keras accuracy decide), 0..1, -1..1, 0..255 or mean-std",
+            choices=("auto", "0..1", "-1..1", "0..255", "mean-std")),
+    Setting("mean", TEXT, None, "per-channel means for mean-std, e.g. 123.7,116.3,103.5"),
+    Setting("std", TEXT, None, "per-channel standard deviations for mean-std"),
+    Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1),
+    Setting("validation_size", WHOLE, 200, "held-out images used to validate", minimum=1),
+    Setting("seed", WHOLE, 0, "seed of the calibration/validation split", minimum=0),
+    Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores)",
+            minimum=1),
+    Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1),
+    Setting("max_accuracy_drop", FRACTION, 0.01, "recommendation bound, a fraction", minimum=0,
+            maximum=1),
+    Setting("allow_flex", SWITCH, False, "let fp32/fp16/dynamic keep TensorFlow (Flex) ops"),
+    Setting("allow_float_fallback", SWITCH, False, "let int8 keep ops that cannot be quantized "
+            "in float"),
+    Setting("unsafe", SWITCH, False, "allow unsafe deserialisation (Lambda layers) of a trusted "
+            ".keras/.h5"),
+    Setting("allow_class_mismatch", SWITCH, False, "go on when the dataset's class folders do not "
+            "match the model's output classes in number"),
+    Setting("input_shape", TEXT, None, "H,W,C for a model without a static input size"),
+    Setting("force", SWITCH, False, "rebuild every stage even when it is up to date"),
+    Setting("jobs", WHOLE, 1, "independent jobs run in parallel", minimum=1),
+    Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
+            "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10),
+    Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
+            "(compiler -n)", targets=("edgetpu",), minimum=1),
+    Setting("search_delegate", SWITCH, False, "search for the largest graph prefix that compiles "
+            "(compiler -d)", targets=("edgetpu",)),
+    Setting("delegate_search_step", WHOLE, None, "op step of that search (compiler -k)",
+            targets=("edgetpu",), minimum=1),
+    Setting("compiler_timeout", WHOLE, 180, "compiler timeout in seconds", targets=("edgetpu",),
+            minimum=1),
+    Setting("intermediate_tensors", TEXT, "", "comma list of tensors to expose as outputs "
+            "(compiler -i)", targets=("edgetpu",)),
+    Setting("min_tpu_ops", FRACTION, None, "fail the build when a smaller fraction of ops maps "
+            "to the Edge TPU", targets=("edgetpu",), minimum=0, maximum=1),
+    Setting("edgetpu_split", SWITCH, False, "also write the Edge TPU head and the CPU tail of a "
+            "partly mapped model as two .tflite files", targets=("edgetpu",)),
+    Setting("opset", WHOLE, 17, "ONNX opset", targets=("onnx", "tensorrt"), minimum=13,
+            maximum=18),
+    Setting("batch", TEXT, "1,8,32", "optimization profile of the batch dimension min,opt,max",
+            targets=("tensorrt",)),
+    Setting("workspace_mb", WHOLE, 1024, "builder workspace limit in MiB", targets=("tensorrt",),
+            minimum=1),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+FLAGS = tuple(setting for setting in SETTINGS if setting.flag)
+
+
+def resolve(name: str, flag: Any, configured: Mapping[str, Any]) -> Any:
+    """The value of setting ``name``: the flag when given, else invoke.yaml's, else the default,
+    parsed and checked against the table. A switch is "given" only when set."""
+    setting = BY_NAME[name]
+    value = flag if flag not in (None, "", [], (), False) else configured.get(name)
+    if value is None:
+        value = setting.default
+    return parse(setting, value)
+
+
+def parse(setting: Setting, value: Any) -> Any:
+    """``value`` (a flag's text or an invoke.yaml value) as the setting's kind, in its range."""
+    if value is None:
+        return None
+    parsed = PARSERS[setting.kind](setting, value)
+    if setting.kind in (WHOLE, FRACTION) and parsed is not None:
+        low, high = setting.minimum, setting.maximum
+        if (low is not None and parsed < low) or (high is not None and parsed > high):
+            bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                      else f"at least {low:g}" if low is not None else f"at most {high:g}")
+            raise ConfigError(f"{setting.flag_name} must be {bounds}, got {value}")
+    return parsed
+
+
+def _whole(setting: Setting, value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise _not_a(setting, value, "a whole number")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _not_a(setting, value, "a whole number") from None
+
+
+def _fraction(setting: Setting, value: Any) -> float:
+    if isinstance(value, bool):
+        raise _not_a(setting, value, "a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise _not_a(setting, value, "a number") from None
+
+
+def _switch(setting: Setting, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _not_a(setting, value, "true or false")
+    return value
+
+
+def _paths(setting: Setting, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value  # `models: a.h5` is one model
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise _not_a(setting, value, "a list of paths")
+    return tuple(items)
+
+
+def _text(setting: Setting, value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, bool | dict):
+        raise _not_a(setting, value, "text")
+    return str(value)
+
+
+PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
+    TEXT: _text, WHOLE: _whole, FRACTION: _fraction, SWITCH: _switch, PATHS: _paths,
+}
+
+
+def _not_a(setting: Setting, value: Any, what: str) -> ConfigError:
+    where = f"{setting.flag_name} (invoke.yaml: {setting.name})" if setting.flag else \
+        f"invoke.yaml's {setting.name}"
+    return ConfigError(f"{where} must be {what}, got {value!r}")
+
+
+def render_yaml() -> str:
+    """invoke.yaml's ``convert`` section as the table documents it (defaults and comments)."""
+    lines = ["# Project defaults for `invoke convert` and friends, one line per setting of",
+             "# converters/settings.py (a test keeps them equal). Flags override every value;",
+             "# a value left null means the built-in default.", "convert:"]
+    for setting in SETTINGS:
+        if setting.name in ("model", "force"):
+            continue  # per-command choices, not project defaults
+        lines.append(f"  {setting.name}: {_yaml_value(setting.default)}".ljust(34)
+                     + f"# {setting.describe(with_default=False)}")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> ConvertConfig:
+    """The validated configuration of one ``invoke convert`` from its flags and invoke.yaml's
+    ``convert`` section (precedence: flag, invoke.yaml, default)."""
+    from converters.config import (
+        ConvertConfig,
+        DatasetConfig,
+        IODType,
+        Preprocessing,
+        PreprocessingMode,
+        Quantization,
+        Runner,
+        Target,
+        parse_enum,
+        parse_enum_list,
+        parse_floats,
+        parse_input_shape,
+    )
+    from converters.edgetpu_compiler import CompileOptions
+    from converters.sample import default_models, paired_with_sample
+    from converters.tensorrt_engine import BatchProfile
+
+    def get(name: str) -> Any:
+        return resolve(name, flags.get(name), configured)
+
+    dataset = Path(get("dataset"))
+    given = [Path(m) for m in get("model") or get("models")]
+    models = paired_with_sample(given or default_models(Path(get("model_dir"))), dataset,
+                                listed=bool(given), dataset_given=bool(flags.get("dataset")))
+    preprocessing = Preprocessing(parse_enum(PreprocessingMode, get("preprocessing"), "preprocessing"),
+                                  parse_floats(get("mean"), "--mean"), parse_floats(get("std"), "--std"))
+    threads = get("threads")
+    tensors = tuple(t.strip() for t in get("intermediate_tensors").split(",") if t.strip())
+    return ConvertConfig(
+        models=tuple(models),
+        dataset=DatasetConfig(dataset, preprocessing, get("calibration_size"),
+                              get("validation_size"), get("seed")),
+        targets=parse_enum_list(Target, get("target"), "target"),
+        quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
+        io_dtype=parse_enum(IODType, get("io_dtype"), "--io-dtype"),
+        allow_flex=get("allow_flex"),
+        allow_float_fallback=get("allow_float_fallback"),
+        unsafe=get("unsafe"),
+        allow_class_mismatch=get("allow_class_mismatch"),
+        input_shape=parse_input_shape(get("input_shape")),
+        out=Path(get("out")),
+        runner=parse_enum(Runner, get("runner"), "--runner"),
+        volume=get("volume") or None,
+        threads=os.cpu_count() or 1 if threads is None else threads,  # none: every core
+        latency_runs=get("latency_runs"),
+        max_accuracy_drop=get("max_accuracy_drop"),
+        force=get("force"),
+        jobs=get("jobs"),
+        edgetpu=CompileOptions(
+            min_runtime_version=get("min_runtime_version"), num_segments=get("num_segments"),
+            search_delegate=get("search_delegate"),
+            delegate_search_step=get("delegate_search_step"),
+            timeout_sec=get("compiler_timeout"), intermediate_tensors=tensors),
+        min_tpu_ops=get("min_tpu_ops"),
+        edgetpu_split=get("edgetpu_split"),
+        onnx_opset=get("opset"),
+        batch=BatchProfile.parse(get("batch")),
+        workspace_mb=get("workspace_mb"),
+    )

@@ -1,0 +1,65 @@
+"""The one table of settings: invoke.yaml, the flags and their precedence all come from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from converters.errors import ConfigError
+from converters.settings import FLAGS, SETTINGS, render_yaml, resolve
+from tests.conftest import ROOT, run_invoke
+
+
+def test_invoke_yaml_is_the_table_rendered() -> None:
+    assert (ROOT / "invoke.yaml").read_text() == render_yaml(), (
+        "invoke.yaml differs from converters/settings.py: regenerate it with "
+        "python -c 'from converters.settings import render_yaml; print(render_yaml(), end=\"\")'"
+        " > invoke.yaml")
+
+
+def test_every_flag_of_the_table_is_a_convert_flag_with_its_help() -> None:
+    shown = " ".join(run_invoke("convert", "-h", check=True).stdout.split())
+    for setting in FLAGS:
+        assert setting.flag_name in shown, setting.name
+        assert " ".join(setting.help.split()[:4]) in shown, setting.name
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+
+
+def test_precedence_flag_then_invoke_yaml_then_default() -> None:
+    assert resolve("jobs", "3", {"jobs": 2}) == 3
+    assert resolve("jobs", "", {"jobs": 2}) == 2
+    assert resolve("jobs", "", {"jobs": None}) == 1  # null in invoke.yaml: the default
+    assert resolve("allow_flex", False, {"allow_flex": True}) is True  # a switch not given
+    assert resolve("allow_flex", True, {}) is True
+    assert resolve("models", None, {"models": "one.h5"}) == ("one.h5",)
+
+
+@pytest.mark.parametrize("name,flag,configured,message", [
+    ("opset", "0", None, "--opset must be between 13 and 18, got 0"),
+    ("num_segments", "0", None, "--num-segments must be at least 1, got 0"),
+    ("workspace_mb", "0", None, "--workspace-mb must be at least 1, got 0"),
+    ("seed", None, 1.5, "--seed (invoke.yaml: seed) must be a whole number, got 1.5"),
+    ("allow_flex", None, "yes", "--allow-flex (invoke.yaml: allow_flex) must be true or false"),
+    ("models", None, {"a": 1}, "invoke.yaml's models must be a list of paths"),
+])
+def test_invalid_values_are_refused_never_replaced_by_a_default(
+        name: str, flag: str | None, configured: object, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        resolve(name, flag, {name: configured})
+    assert message in str(refused.value)
+
+
+def test_boolean_in_invoke_yaml_is_honoured_by_convert(tmp_path: Path, tiny_h5: Path,
+                                                       tiny_dataset: Path) -> None:
+    """allow_class_mismatch: true in a config file lets a 3-class model meet 2 class folders."""
+    two = tmp_path / "two"
+    for name in ("a", "b"):
+        (two / name).mkdir(parents=True)
+        for image in sorted((tiny_dataset / name).iterdir())[:4]:
+            (two / name / image.name).write_bytes(image.read_bytes())
+    config = tmp_path / "config.yaml"
+    config.write_text("convert:\n  allow_class_mismatch: true\n  quant: fp32\n  runner: local\n")
+    result = run_invoke("-f", str(config), "convert", "--model", str(tiny_h5), "--dataset",
+                        str(two), "--out", str(tmp_path / "out"), "--latency-runs", "1")
+    assert result.returncode == 0, result.stderr
