@@ -52,7 +52,8 @@ class PreprocessingMode(str, Enum):
     MEAN_STD = "mean-std"
 
 
-MODEL_SUFFIXES = (".h5", ".keras")
+# Keras 2 and 3 write HDF5 as .h5 or .hdf5 (the same format); .keras is the zip format.
+MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
 # tf2onnx 1.17 writes opsets up to 18; onnxruntime's Q/DQ per-channel needs 13 or newer.
 MIN_OPSET, MAX_OPSET = 13, 18
 

@@ -63,10 +63,10 @@ def check_model_path(path: Path) -> str:
         return "saved_model"
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(
-            f"model {path} has the unsupported extension '{path.suffix}': expected .h5, .keras or "
-            "a SavedModel directory"
+            f"model {path} has the unsupported extension '{path.suffix}': expected .h5, .hdf5, "
+            ".keras or a SavedModel directory"
         )
-    return path.suffix.lower().lstrip(".")
+    return "keras" if path.suffix.lower() == ".keras" else "h5"
 
 
 def load(path: Path, unsafe: bool = False,

@@ -11,7 +11,7 @@ def test_missing_wrong_extension_and_non_savedmodel_folder(tmp_path: Path) -> No
     with pytest.raises(ModelError, match="does not exist"):
         model.check_model_path(tmp_path / "nope.h5")
     (tmp_path / "weights.pt").write_bytes(b"x")
-    with pytest.raises(ModelError, match=r"unsupported extension '\.pt': expected \.h5, \.keras"):
+    with pytest.raises(ModelError, match=r"unsupported extension '\.pt': expected \.h5, \.hdf5, \.keras"):
         model.check_model_path(tmp_path / "weights.pt")
     (tmp_path / "folder").mkdir()
     with pytest.raises(ModelError, match="not a SavedModel"):
@@ -79,3 +79,17 @@ def test_savedmodel_directory_loads(tmp_path: Path) -> None:
     assert loaded.format == "saved_model" and loaded.input_shape == (8, 8, 3)
     images = np.full((2, 8, 8, 3), 0.5, np.float32)
     np.testing.assert_allclose(loaded.predict(images), np.sin(0.5) * np.ones((2, 3)), rtol=1e-6)
+
+
+def test_a_keras_hdf5_file_named_hdf5_converts(tmp_path: Path, tiny_dataset: Path) -> None:
+    """Keras 2 wrote HDF5 files as .hdf5 as often as .h5: same format, same treatment."""
+    from tests.conftest import quick_flags, run_invoke, tiny_model
+
+    path = tmp_path / "legacy.hdf5"
+    tiny_model().save(tmp_path / "legacy.h5")  # type: ignore[attr-defined]
+    (tmp_path / "legacy.h5").rename(path)
+    result = run_invoke("convert", "--model", str(path), *quick_flags(tiny_dataset, tmp_path / "out"),
+                        "--quant", "fp32")
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "out" / "legacy" / "report.json").read_text()
+    assert '"format": "h5"' in report
