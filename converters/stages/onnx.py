@@ -55,6 +55,8 @@ REBUILD_HINT = ("rebuild the SavedModel: delete the model's export/ folder in th
                 "(or run invoke clean) and convert again")
 OPSET_HINT = ("Try another --opset (13-18), or leave onnx out of --target; the TFLite targets do "
               "not go through tf2onnx")
+UNCONVERTED_HINT = ("Replace the layer that uses it, try another --opset (13-18), or leave onnx "
+                    "out of --target; the TFLite targets do not go through tf2onnx")
 REPORT_HINT = "This is a tf2onnx/TensorFlow limitation or a bug: leave onnx out of --target"
 QUANTIZE_HINT = ("The fp32 ONNX model is built: ask for --quant fp32 to keep it without the int8 "
                  "model, or try another --opset")
@@ -152,7 +154,7 @@ def finish_model(model_proto: Any, model: str, opset: int) -> None:
         listed = ", ".join(f"{op} ({count})" for op, count in sorted(missing.items()))
         raise ConversionError(
             f"ONNX export of {model} failed: tf2onnx left TensorFlow op(s) without an ONNX "
-            f"equivalent at opset {opset}: {listed}. {OPSET_HINT}")
+            f"equivalent at opset {opset}: {listed}. {UNCONVERTED_HINT}")
     if dropped := onnx_graph.drop_unused_inputs(model_proto):
         console.info(f"dropped {len(dropped)} graph input(s) nothing reads: {', '.join(dropped)}")
     if len(model_proto.graph.input) != 1:
