@@ -203,7 +203,7 @@ def test_unconverted_op_is_a_message_naming_it(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_efficientnetb0_exports_and_matches_keras(tmp_path: Path) -> None:
-    """EfficientNetB0 (64x64, random weights), fp32 and int8: about 75 s. The fp32 model has one
+    """EfficientNetB0 (64x64, random weights), fp32 and int8: about 85 s. The fp32 model has one
     input (it used to get two unused extra ones and validation crashed)."""
     import keras
     import onnx
