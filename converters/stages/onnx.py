@@ -2,10 +2,12 @@
 (``onnx-quantize``), both in the tflite image (TensorFlow, tf2onnx, onnx, onnxruntime).
 
 Export: the exported SavedModel's serving signature, wrapped in a tf.function with an explicit
-input signature, goes through ``tf2onnx.convert.from_function`` (tf2onnx 1.17's ``from_keras``
-fails on Keras 3 models: it expects the Keras 2 model internals). The batch dimension stays
-dynamic and is named ``batch``; ``onnx.checker``
-checks the result.
+input signature (tf2onnx 1.17's ``from_keras`` fails on Keras 3 models: it expects the Keras 2
+model internals), is frozen with its function calls inlined, edited where tf2onnx would fail (no-inline XLA calls, Erfc: see ``onnx_graph``) and
+converted with ``tf2onnx.convert.from_graph_def``. Graph inputs nothing reads are dropped, the
+batch dimension stays dynamic and is named ``batch``, ``onnx.checker`` checks the result and
+onnxruntime runs it once. Every library failure becomes a ConversionError naming the model, the
+step and what to try (:func:`onnx_step`).
 
 INT8 — why onnxruntime's static quantization and not NVIDIA ModelOpt: both calibrate on the CPU
 and both emit the explicit Q/DQ form TensorRT 10/11 builds strongly typed (implicit INT8
@@ -23,19 +25,23 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from converters import console
-from converters.errors import ConversionError, ToolMissingError
+from converters.errors import ConversionError, ConverterError, ToolMissingError
 from converters.fsutil import write_json_atomic
-from converters.stages import data, export
+from converters.stages import data, export, onnx_graph
 from converters.stages.base import StageContext
 
 BATCH_AXIS = "batch"
 INPUT_NAME = "input"
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+INT8 = "int8 quantization"
 
 
 def onnx_artifact(stem: str, variant: str) -> str:
@@ -44,6 +50,32 @@ def onnx_artifact(stem: str, variant: str) -> str:
 
 def calibration_record(stem: str) -> str:
     return f"onnx/{stem}_int8_calibration.json"
+
+
+REBUILD_HINT = ("rebuild the SavedModel: delete the model's export/ folder in the build folder "
+                "(or run invoke clean) and convert again")
+OPSET_HINT = ("Try another --opset (13-18), or leave onnx out of --target; the TFLite targets do "
+              "not go through tf2onnx")
+UNCONVERTED_HINT = ("Replace the layer that uses it, try another --opset (13-18), or leave onnx "
+                    "out of --target; the TFLite targets do not go through tf2onnx")
+REPORT_HINT = "This is a tf2onnx/TensorFlow limitation or a bug: leave onnx out of --target"
+QUANTIZE_HINT = ("The fp32 ONNX model is built: ask for --quant fp32 to keep it without the int8 "
+                 "model, or try another --opset")
+
+
+@contextmanager
+def onnx_step(model: str, step: str, hint: str, action: str = "export") -> Iterator[None]:
+    """Turn any library exception (tf2onnx, onnx, onnxruntime, TensorFlow) raised by ``step``
+    into a ConversionError naming the model, the step, the library's first line and ``hint``.
+    ConverterErrors and OSErrors (disk full: the executor explains those) pass through."""
+    try:
+        yield
+    except (ConverterError, OSError):
+        raise
+    except Exception as error:  # tf2onnx, onnx and onnxruntime raise many kinds
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0][:400]
+        raise ConversionError(f"ONNX {action} of {model} failed while {step}: "
+                              f"{type(error).__name__}: {first_line}. {hint}") from None
 
 
 def _require(module: str) -> Any:
@@ -58,12 +90,40 @@ def _require(module: str) -> Any:
 
 def export_onnx(context: StageContext) -> None:
     """Stage ``onnx-export``: SavedModel → ONNX (fp32), dynamic batch axis named ``batch``."""
-    import tensorflow as tf
-
     tf2onnx = _require("tf2onnx")
     onnx = _require("onnx")
     params = context.params
+    model = context.model_path.name
+    opset = params["opset"]
     started = time.perf_counter()
+    with onnx_step(model, "loading the exported SavedModel", REBUILD_HINT):
+        serve, _loaded = serving_function(context)  # _loaded keeps the variables alive
+    with onnx_step(model, "freezing the TensorFlow graph", REPORT_HINT):
+        graph_def, inputs, outputs = onnx_graph.freeze(serve.get_concrete_function())
+    prepare_graph(graph_def)
+    console.info(f"exporting ONNX (opset {opset}) with tf2onnx from the frozen graph")
+    with onnx_step(model, f"converting with tf2onnx (opset {opset})", OPSET_HINT):
+        model_proto, _ = tf2onnx.convert.from_graph_def(
+            graph_def, name=model, input_names=inputs, output_names=outputs, opset=opset,
+            tensors_to_rename={inputs[0]: INPUT_NAME})
+    finish_model(model_proto, model, opset)
+    path = context.write(params["artifact"])
+    with onnx_step(model, f"saving {path.name}", REPORT_HINT):
+        onnx.save(model_proto, str(path))
+    with onnx_step(model, "a trial run of the exported model in onnxruntime", OPSET_HINT):
+        trial_run(path, model_proto)
+    info = model_info(model_proto, time.perf_counter() - started, {"opset": opset})
+    write_json_atomic(context.write(params["info"]), info)
+    console.info(f"ONNX fp32: {path.stat().st_size / 1024:.1f} KiB "
+                 f"({time.perf_counter() - started:.1f} s)")
+
+
+def serving_function(context: StageContext) -> tuple[Any, Any]:
+    """The SavedModel's serving signature as a tf.function of one tensor named ``input`` with
+    a dynamic batch axis, returning the signature's (only) output; and the loaded SavedModel,
+    which owns the variables the function reads."""
+    import tensorflow as tf
+
     loaded = tf.saved_model.load(str(context.read(export.SAVED_MODEL)))
     signature = loaded.signatures["serving_default"]
     [(input_key, spec)] = signature.structured_input_signature[1].items()
@@ -74,20 +134,51 @@ def export_onnx(context: StageContext) -> None:
         outputs = signature(**{input_key: images})
         return next(iter(outputs.values())) if isinstance(outputs, dict) else outputs
 
-    console.info(f"exporting ONNX (opset {params['opset']}) with tf2onnx.from_function")
-    try:
-        model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=[input_spec],
-                                                       opset=params["opset"])
-    except Exception as error:  # tf2onnx raises many kinds for unsupported ops
-        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
-        raise ConversionError(f"ONNX export of {context.model_path} failed: {first_line}") from None
+    return serve, loaded
+
+
+def prepare_graph(graph_def: Any) -> None:
+    """Edit the frozen GraphDef so tf2onnx can convert all of it (see onnx_graph)."""
+    released = onnx_graph.allow_inlining(graph_def)
+    if released:
+        console.info(f"inlining {len(released)} function(s) marked no-inline (Keras' XLA "
+                     "grouped convolutions)")
+    if rewritten := onnx_graph.replace_erfc(graph_def):
+        console.info(f"rewriting {rewritten} Erfc op(s) as 1 - Erf (tf2onnx has no Erfc)")
+
+
+def finish_model(model_proto: Any, model: str, opset: int) -> None:
+    """Refuse unconverted ops by name, drop unused inputs, name the batch axis, check."""
+    import onnx
+
+    if missing := onnx_graph.unconverted_ops(model_proto):
+        listed = ", ".join(f"{op} ({count})" for op, count in sorted(missing.items()))
+        raise ConversionError(
+            f"ONNX export of {model} failed: tf2onnx left TensorFlow op(s) without an ONNX "
+            f"equivalent at opset {opset}: {listed}. {UNCONVERTED_HINT}")
+    if dropped := onnx_graph.drop_unused_inputs(model_proto):
+        console.info(f"dropped {len(dropped)} graph input(s) nothing reads: {', '.join(dropped)}")
+    if len(model_proto.graph.input) != 1:
+        names = ", ".join(value.name for value in model_proto.graph.input)
+        raise ConversionError(f"ONNX export of {model} failed: the exported graph has "
+                              f"{len(model_proto.graph.input)} inputs ({names}), expected one. "
+                              f"{REPORT_HINT}")
     name_batch_axis(model_proto)
-    onnx.checker.check_model(model_proto)
-    path = context.write(params["artifact"])
-    onnx.save(model_proto, str(path))
-    info = model_info(model_proto, time.perf_counter() - started, {"opset": params["opset"]})
-    write_json_atomic(context.write(params["info"]), info)
-    console.info(f"ONNX fp32: {path.stat().st_size / 1024:.1f} KiB")
+    with onnx_step(model, "onnx.checker", OPSET_HINT):
+        onnx.checker.check_model(model_proto)
+
+
+def trial_run(path: Path, model_proto: Any) -> None:
+    """Load the saved model in onnxruntime and run one zero image, so a model that cannot run
+    fails here, in the export stage, with a message rather than in validation."""
+    import onnxruntime
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    [value] = model_proto.graph.input
+    tensor_type = value.type.tensor_type
+    shape = [1, *(d.dim_value or 1 for d in tensor_type.shape.dim[1:])]
+    session.run(None, {value.name: np.zeros(shape, tensor_dtype_to_np_dtype(tensor_type.elem_type))})
 
 
 def name_batch_axis(model_proto: Any) -> None:
@@ -147,25 +238,23 @@ def quantize_onnx(context: StageContext) -> None:
     started = time.perf_counter()
     source = context.read(params["source"])
     calibration = data.load_split(context.build_dir, data.CALIBRATION)
-    input_name = onnx.load(str(source)).graph.input[0].name
+    model = context.model_path.name
     target = context.write(params["artifact"])
     prepared = target.with_name(target.stem + "_prepared.onnx")
-    # ONNX shape inference suffices for image models; symbolic inference would need sympy.
-    quantization.shape_inference.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    with onnx_step(model, "preparing the fp32 model (shape inference)", QUANTIZE_HINT, INT8):
+        input_name = onnx.load(str(source)).graph.input[0].name
+        # ONNX shape inference suffices for image models; symbolic inference would need sympy.
+        quantization.shape_inference.quant_pre_process(str(source), str(prepared),
+                                                       skip_symbolic_shape=True)
     console.info(f"calibrating ONNX int8 on {len(calibration)} images ({params['method']})")
-    quantization.quantize_static(
-        str(prepared), str(target), _CalibrationReader(calibration, input_name),
-        quant_format=quantization.QuantFormat.QDQ,
-        activation_type=quantization.QuantType.QInt8,
-        weight_type=quantization.QuantType.QInt8,
-        per_channel=True,
-        calibrate_method=getattr(quantization.CalibrationMethod, params["method"]),
-        # Biases stay float: TensorRT takes int8 Q/DQ pairs, not int32 bias quantization.
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-    )
+    with onnx_step(model, "calibrating and quantizing (onnxruntime quantize_static)",
+                   QUANTIZE_HINT, INT8):
+        quantize_static(quantization, prepared, target,
+                        _CalibrationReader(calibration, input_name), params["method"])
     prepared.unlink()
-    model_proto = onnx.load(str(target))
-    onnx.checker.check_model(model_proto)
+    with onnx_step(model, "checking the int8 model (onnx.checker)", QUANTIZE_HINT, INT8):
+        model_proto = onnx.load(str(target))
+        onnx.checker.check_model(model_proto)
     ranges = calibration_ranges(model_proto)
     write_json_atomic(context.write(params["calibration"]), {
         "method": params["method"], "images": int(len(calibration)), "symmetric": True,
@@ -174,6 +263,22 @@ def quantize_onnx(context: StageContext) -> None:
         model_proto, time.perf_counter() - started,
         {"quantization": "QDQ int8, symmetric, per-channel weights", "method": params["method"]}))
     console.info(f"ONNX int8 (Q/DQ): {target.stat().st_size / 1024:.1f} KiB")
+
+
+def quantize_static(quantization: Any, source: Path, target: Path, reader: _CalibrationReader,
+                    method: str) -> None:
+    """onnxruntime's static quantization with the settings TensorRT's explicit quantization
+    accepts: QDQ, int8 symmetric activations and weights, per-channel weights, float biases."""
+    quantization.quantize_static(
+        str(source), str(target), reader,
+        quant_format=quantization.QuantFormat.QDQ,
+        activation_type=quantization.QuantType.QInt8,
+        weight_type=quantization.QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=getattr(quantization.CalibrationMethod, method),
+        # Biases stay float: TensorRT takes int8 Q/DQ pairs, not int32 bias quantization.
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )
 
 
 def calibration_ranges(model_proto: Any) -> dict[str, float]:

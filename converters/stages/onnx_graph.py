@@ -1,0 +1,138 @@
+"""Graph surgery around tf2onnx: what the ONNX export does before and after the conversion.
+
+Before (TensorFlow GraphDef):
+
+- **Freeze with calls inlined.** The serving function is frozen with TensorFlow's
+  ``convert_variables_to_constants_v2(..., aggressive_inlining=True)``, as tf2onnx's own
+  ``from_function`` does, but here the frozen GraphDef is kept so it can be edited.
+- **Let every call be inlined.** Keras 3's TensorFlow backend runs grouped convolutions (ConvNeXt's
+  depthwise 7x7 convolutions) in a ``jit_compile=True`` function marked ``_noinline`` and
+  ``_XlaMustCompile``; freezing leaves those as ``StatefulPartitionedCall`` nodes, which tf2onnx
+  copies through unconverted ("No Op registered for StatefulPartitionedCall"). Dropping the two
+  attributes lets TensorFlow's function optimizer (which tf2onnx runs) inline them. XLA is only a
+  compilation hint: the function's body is the same ops.
+- **Erfc as 1 - Erf.** Keras' exact GELU computes ``0.5 * x * erfc(-x / sqrt(2))``; tf2onnx 1.17
+  has no conversion for ``Erfc`` but has one for ``Erf`` (ONNX ``Erf``, opset 9).
+
+After (ONNX ModelProto):
+
+- **Drop unused graph inputs.** Captured non-variable tensors (EfficientNet's Normalization
+  mean and variance) can surface as extra graph inputs nothing reads; onnxruntime then refuses to
+  run without them ("Required inputs ... are missing").
+- **Name the ops tf2onnx could not convert.** tf2onnx copies unknown ops through and lets the
+  checker fail on the first one; :func:`unconverted_ops` lists them all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+# Attributes that keep TensorFlow from inlining a function call (see the module docstring).
+NO_INLINE_ATTRS = ("_noinline", "_XlaMustCompile")
+CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
+
+
+def freeze(concrete_function: Any) -> tuple[Any, list[str], list[str]]:
+    """The concrete function's GraphDef with variables as constants, and its tensor names
+    (inputs without resource handles, outputs)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(concrete_function, lower_control_flow=False,
+                                               aggressive_inlining=True)
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.dtypes.resource]
+    outputs = [t.name for t in frozen.outputs if t.dtype != tf.dtypes.resource]
+    return frozen.graph.as_graph_def(add_shapes=True), inputs, outputs
+
+
+def allow_inlining(graph_def: Any) -> list[str]:
+    """Remove the attributes that forbid inlining from every library function and call node;
+    return the names of the functions that had them."""
+    released = []
+    for function in graph_def.library.function:
+        found = [name for name in NO_INLINE_ATTRS if name in function.attr]
+        for name in found:
+            del function.attr[name]
+        if found:
+            released.append(function.signature.name)
+    for node in _all_nodes(graph_def):
+        for name in NO_INLINE_ATTRS:
+            if name in node.attr:
+                del node.attr[name]
+    return released
+
+
+def remaining_calls(graph_def: Any) -> list[str]:
+    """Function-call nodes left in the top-level graph (tf2onnx cannot convert them)."""
+    return [node.name for node in graph_def.node if node.op in CALL_OPS]
+
+
+def _all_nodes(graph_def: Any) -> Iterator[Any]:
+    yield from graph_def.node
+    for function in graph_def.library.function:
+        yield from function.node_def
+
+
+def replace_erfc(graph_def: Any) -> int:
+    """Rewrite each top-level ``Erfc(x)`` node as ``Sub(1, Erf(x))`` under the same name, so its
+    consumers are unchanged; return how many were rewritten."""
+    import tensorflow as tf
+
+    rewritten = 0
+    for node in [n for n in graph_def.node if n.op == "Erfc"]:
+        dtype = tf.dtypes.as_dtype(node.attr["T"].type)
+        erf = graph_def.node.add(name=f"{node.name}/erf", op="Erf", input=[node.input[0]])
+        erf.attr["T"].type = node.attr["T"].type
+        one = graph_def.node.add(name=f"{node.name}/one", op="Const")
+        one.attr["dtype"].type = node.attr["T"].type
+        one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(1.0, dtype=dtype))
+        node.op = "Sub"
+        node.input[:] = [one.name, erf.name]
+        rewritten += 1
+    return rewritten
+
+
+def drop_unused_inputs(model_proto: Any) -> list[str]:
+    """Remove the graph inputs no node (in any subgraph) reads and no output returns; return
+    their names."""
+    graph = model_proto.graph
+    used = _consumed_names(graph) | {output.name for output in graph.output}
+    unused = [value.name for value in graph.input if value.name not in used]
+    kept = [value for value in graph.input if value.name in used]
+    del graph.input[:]
+    graph.input.extend(kept)
+    return unused
+
+
+def _consumed_names(graph: Any) -> set[str]:
+    """Every value name a node of ``graph`` or of its subgraphs (If/Loop/Scan bodies) reads."""
+    from onnx import AttributeProto
+
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(name for name in node.input if name)
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                names |= _consumed_names(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    names |= _consumed_names(subgraph)
+    return names
+
+
+def unconverted_ops(model_proto: Any) -> Counter[str]:
+    """Op types in the standard ONNX domain that have no schema at the model's opset: the
+    TensorFlow ops tf2onnx copied through (e.g. ``StatefulPartitionedCall``), with counts."""
+    from onnx import defs
+
+    opsets = {entry.domain: entry.version for entry in model_proto.opset_import}
+    version = opsets.get("", opsets.get("ai.onnx", 0))
+    missing: Counter[str] = Counter()
+    for node in model_proto.graph.node:
+        if node.domain in ("", "ai.onnx") and not defs.has(node.op_type, version, ""):
+            missing[node.op_type] += 1
+    return missing
