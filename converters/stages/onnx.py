@@ -3,11 +3,12 @@
 
 Export: the exported SavedModel's serving signature, wrapped in a tf.function with an explicit
 input signature (tf2onnx 1.17's ``from_keras`` fails on Keras 3 models: it expects the Keras 2
-model internals), is frozen with its function calls inlined, edited where tf2onnx would fail (no-inline XLA calls, Erfc: see ``onnx_graph``) and
-converted with ``tf2onnx.convert.from_graph_def``. Graph inputs nothing reads are dropped, the
-batch dimension stays dynamic and is named ``batch``, ``onnx.checker`` checks the result and
-onnxruntime runs it once. Every library failure becomes a ConversionError naming the model, the
-step and what to try (:func:`onnx_step`).
+model internals), is frozen with its function calls inlined, edited where tf2onnx would fail
+(no-inline XLA calls, Erfc: see ``onnx_graph``) and converted with
+``tf2onnx.convert.from_graph_def``. Graph inputs nothing reads are dropped, the batch dimension
+stays dynamic and is named ``batch``, ``onnx.checker`` checks the result and onnxruntime runs it
+once. Every library failure becomes a ConversionError naming the model, the step and what to try
+(:func:`onnx_step`).
 
 INT8 — why onnxruntime's static quantization and not NVIDIA ModelOpt: both calibrate on the CPU
 and both emit the explicit Q/DQ form TensorRT 10/11 builds strongly typed (implicit INT8
