@@ -189,8 +189,8 @@ def edgetpu_check(c: Context, model: str = "", json: bool = False,
     """
     with user_errors():
         required("edgetpu-check", model=model)
-        from converters.edgetpu_check import check_model
         from converters.summary import print_precheck
+        from converters.targets.edgetpu.check import check_model
 
         result = check_model(Path(model))
         print_precheck(result, as_json=json)
@@ -205,8 +205,8 @@ def edgetpu_check(c: Context, model: str = "", json: bool = False,
 
 def split_and_print(model: Path) -> None:
     """``edgetpu-check --edgetpu-split``: write and validate the head/tail pair."""
-    from converters.edgetpu_split import split_lines, split_model
     from converters.errors import ConversionError
+    from converters.targets.edgetpu.split import split_lines, split_model
 
     record = split_model(model)
     for line in split_lines(record):

@@ -27,8 +27,9 @@ from converters.processes import run_streaming, stop_running_processes
 from converters.runners import StageRunner
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
-from converters.stages import edgetpu, tensorrt
 from converters.stages.base import StageSpec
+from converters.targets.edgetpu import stages as edgetpu
+from converters.targets.tensorrt import stages as tensorrt
 
 JOBS_DIR = ".jobs"
 

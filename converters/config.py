@@ -13,9 +13,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
-from converters.edgetpu_compiler import CompileOptions
 from converters.errors import ConfigError
-from converters.tensorrt_engine import BatchProfile
+from converters.targets.edgetpu.compiler import CompileOptions
+from converters.targets.tensorrt.engine import BatchProfile
 
 
 class Target(str, Enum):

@@ -56,14 +56,14 @@ def artifact_runner(artifact: Path, threads: int, device: str | None) -> Any:
     if artifact.suffix == ".onnx":
         return OnnxRunner(artifact, threads)
     if artifact.suffix == ".json":
-        from converters.edgetpu_split import Pipeline, head_to_run, read_record
+        from converters.targets.edgetpu.split import Pipeline, head_to_run, read_record
 
         record = read_record(artifact)
         head = head_to_run(artifact, record)
         return Pipeline(head, artifact.parent / record["tail"], threads,
                         edgetpu_delegates(head, device))
     if artifact.suffix == ".engine":
-        from converters.tensorrt_engine import EngineRunner, tensorrt_problem
+        from converters.targets.tensorrt.engine import EngineRunner, tensorrt_problem
 
         if (problem := tensorrt_problem()) is not None:
             raise ToolMissingError(f"cannot run {artifact}: {problem}; a TensorRT engine runs "

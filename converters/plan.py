@@ -10,8 +10,11 @@ from converters import cache, report
 from converters.config import ConvertConfig, Quantization, Target, model_stem
 from converters.fsutil import sha256_tree
 from converters.runners import StageRunner
-from converters.stages import data, edgetpu, export, onnx, reference, tensorrt
+from converters.stages import data, export, reference
 from converters.stages.base import StageSpec
+from converters.targets.edgetpu import stages as edgetpu
+from converters.targets.onnx import export as onnx
+from converters.targets.tensorrt import stages as tensorrt
 
 TFLITE_IMAGE = "tflite"
 EDGETPU_IMAGE = "edgetpu"

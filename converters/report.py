@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from converters import cache, edgetpu_report
+from converters import cache
 from converters.fsutil import (
     read_json,
     sha256_tree,
@@ -23,6 +23,7 @@ from converters.fsutil import (
 from converters.markup import inline_html, md_table
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext
+from converters.targets.edgetpu import report as edgetpu_report
 
 SCHEMA_VERSION = 1
 NEAR_CHANCE_FACTOR = 1.5  # reference accuracy below this many times chance is a warning

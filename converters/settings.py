@@ -231,9 +231,9 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         parse_floats,
         parse_input_shape,
     )
-    from converters.edgetpu_compiler import CompileOptions
     from converters.sample import default_models, paired_with_sample
-    from converters.tensorrt_engine import BatchProfile
+    from converters.targets.edgetpu.compiler import CompileOptions
+    from converters.targets.tensorrt.engine import BatchProfile
 
     def get(name: str) -> Any:
         return resolve(name, flags.get(name), configured)

@@ -8,9 +8,10 @@ from typing import Any
 
 from rich.table import Table
 
-from converters import console, edgetpu_report, report
+from converters import console, report
 from converters.errors import ConfigError
 from converters.fsutil import read_json
+from converters.targets.edgetpu import report as edgetpu_report
 
 
 def built_models(out: Path, name: str | None = None) -> list[Path]:

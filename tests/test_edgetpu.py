@@ -12,8 +12,8 @@ import pytest
 
 from converters import build
 from converters.config import Target
-from converters.edgetpu_check import AFTER_CUT, LIMITATION, MAPPED, NOT_COMPILED, RANK
 from converters.fsutil import read_json
+from converters.targets.edgetpu.check import AFTER_CUT, LIMITATION, MAPPED, NOT_COMPILED, RANK
 from tests.conftest import ROOT, make_config, run_invoke, save_function_model
 
 COMPILER = shutil.which("edgetpu_compiler")
@@ -90,7 +90,7 @@ def cut(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_int8_model_has_batch_one_and_static_shapes(edgetpu_build: tuple[Path, Any]) -> None:
-    from converters import tflite_inspect
+    from converters.targets.tflite import flatbuffer as tflite_inspect
 
     out, _ = edgetpu_build
     graph = tflite_inspect.read(out / "sample" / "edgetpu" / "sample_int8.tflite")

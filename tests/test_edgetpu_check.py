@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converters import edgetpu_check, tflite_inspect
+from converters.targets.edgetpu import check as edgetpu_check
+from converters.targets.tflite import flatbuffer as tflite_inspect
 
 
 def int8_tflite(model: Any, path: Path, float_io: bool = False, batch_one: bool = True) -> Path:

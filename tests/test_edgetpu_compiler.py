@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.edgetpu_compiler import (
+from converters.targets.edgetpu.compiler import (
     CompileOptions,
     parse_output,
     parse_size,
@@ -129,7 +129,7 @@ def _compiled_build(tmp_path: Path, stdout: str, log: str) -> Path:
 
 
 def test_min_tpu_ops_fails_a_build_below_the_floor(tmp_path: Path) -> None:
-    from converters.stages.edgetpu import build_problems
+    from converters.targets.edgetpu.stages import build_problems
 
     build_dir = _compiled_build(tmp_path, "partial.stdout", "partial.log")  # 55 of 64 ops
     [problem] = build_problems(build_dir, 0.9)
@@ -138,8 +138,8 @@ def test_min_tpu_ops_fails_a_build_below_the_floor(tmp_path: Path) -> None:
 
 
 def test_report_puts_prediction_and_verdict_side_by_side(tmp_path: Path) -> None:
-    from converters import edgetpu_report
     from converters.fsutil import write_json_atomic
+    from converters.targets.edgetpu import report as edgetpu_report
 
     build_dir = _compiled_build(tmp_path, "partial.stdout", "partial.log")
     predicted = {"model": "m", "compiles": True, "blocking": [], "total_ops": 64, "tpu_ops": 56,
@@ -176,7 +176,7 @@ def test_every_op_mapped_without_table_or_log_derives_the_counts() -> None:
 def test_counts_the_output_does_not_give_are_unknown_and_min_tpu_ops_says_so(
         tmp_path: Path) -> None:
     from converters.fsutil import write_json_atomic
-    from converters.stages.edgetpu import build_problems
+    from converters.targets.edgetpu.stages import build_problems
 
     stdout = "\n".join(line for line in _without_table(sample("success.stdout")).splitlines()
                        if not line.startswith("Total number of operations"))

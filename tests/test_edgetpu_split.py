@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converters import edgetpu_check
 from converters.fsutil import read_json
+from converters.targets.edgetpu import check as edgetpu_check
 from tests.conftest import quick_flags, run_invoke, write_images
 
 CLASSES = {"dark": 12, "mid": 12, "light": 12}

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from converters import edgetpu_check, tflite_inspect
-from converters.edgetpu_compiler import MAPPED, parse_output, parse_size
+from converters.targets.edgetpu import check as edgetpu_check
+from converters.targets.edgetpu.compiler import MAPPED, parse_output, parse_size
+from converters.targets.tflite import flatbuffer as tflite_inspect
 from tests.conftest import ROOT
 
 TRUTH = Path(os.environ.get("EDGETPU_TRUTH") or ROOT.parent / "shared" / "edgetpu-truth")

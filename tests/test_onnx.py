@@ -111,7 +111,7 @@ def test_changed_dataset_recalibrates_only_the_int8_model(onnx_build: tuple[Path
 
 
 def test_tensorrt_request_without_gpu_builds_onnx_and_fails(tmp_path: Path) -> None:
-    from converters.tensorrt_engine import tensorrt_problem
+    from converters.targets.tensorrt.engine import tensorrt_problem
 
     if tensorrt_problem() is None:
         pytest.skip("TensorRT and a GPU are present: test_tensorrt.py builds real engines")
@@ -241,7 +241,7 @@ def test_unused_graph_inputs_are_dropped(tmp_path: Path) -> None:
     import onnxruntime
     from onnx import TensorProto, helper
 
-    from converters.stages.onnx_graph import drop_unused_inputs
+    from converters.targets.onnx.graph import drop_unused_inputs
 
     def tensor(name: str, shape: list[Any]) -> Any:
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
@@ -267,7 +267,7 @@ def test_unused_graph_inputs_are_dropped(tmp_path: Path) -> None:
 
 def test_library_failures_become_conversion_errors() -> None:
     from converters.errors import ConversionError, ModelError
-    from converters.stages.onnx import onnx_step
+    from converters.targets.onnx.export import onnx_step
 
     with (pytest.raises(ConversionError) as caught,
           onnx_step("m.keras", "converting with tf2onnx (opset 17)", "Try --opset 13")):

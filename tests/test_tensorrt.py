@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from converters.errors import ConfigError
-from converters.tensorrt_engine import BatchProfile, sidecar, tensorrt_problem
+from converters.targets.tensorrt.engine import BatchProfile, sidecar, tensorrt_problem
 from tests.conftest import ROOT, run_invoke
 
 PROBLEM = tensorrt_problem()

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from converters import build, tflite_inspect
+from converters import build
 from converters.config import IODType, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import read_json
+from converters.targets.tflite import flatbuffer as tflite_inspect
 from tests.conftest import make_config, save_function_model
 
 

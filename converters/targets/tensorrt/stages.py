@@ -17,7 +17,7 @@ from converters import console, validate
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext
-from converters.tensorrt_engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
+from converters.targets.tensorrt.engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
 
 TIMING_CACHE = "tensorrt/timing.cache"
 
@@ -42,7 +42,7 @@ def run(context: StageContext) -> None:
         write_json_atomic(record_path, {"ran": False, "precision": params["precision"],
                                         "reason": f"{problem}: {NOT_RUN_HELP}"})
         return
-    from converters.tensorrt_engine import EngineRunner, build_engine
+    from converters.targets.tensorrt.engine import EngineRunner, build_engine
 
     profile = BatchProfile(**params["batch"])
     input_shape = export.input_shape(context.build_dir)

@@ -36,8 +36,9 @@ import numpy as np
 from converters import console
 from converters.errors import ConversionError, ConverterError, ToolMissingError
 from converters.fsutil import write_json_atomic
-from converters.stages import data, export, onnx_graph
+from converters.stages import data, export
 from converters.stages.base import StageContext
+from converters.targets.onnx import graph as onnx_graph
 
 BATCH_AXIS = "batch"
 INPUT_NAME = "input"

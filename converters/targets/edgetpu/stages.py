@@ -15,16 +15,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from converters import console, edgetpu_check
-from converters.edgetpu_compiler import (
+from converters import console
+from converters.errors import ConversionError
+from converters.fsutil import read_json, write_json_atomic, write_text_atomic
+from converters.stages.base import StageContext, StageSpec
+from converters.targets.edgetpu import check as edgetpu_check
+from converters.targets.edgetpu.compiler import (
     COMPILER,
     CompileOptions,
     parse_output,
     runtime_version_needed,
 )
-from converters.errors import ConversionError
-from converters.fsutil import read_json, write_json_atomic, write_text_atomic
-from converters.stages.base import StageContext, StageSpec
 
 COMPILER_TOOL = COMPILER
 COMPILED_DIR = "edgetpu/compiled"
@@ -148,7 +149,7 @@ def build_problems(build_dir: Path, min_tpu_ops: float | None) -> list[str]:
 
 
 def split_record(stem: str) -> str:
-    from converters.edgetpu_split import RECORD_SUFFIX
+    from converters.targets.edgetpu.split import RECORD_SUFFIX
 
     return f"{SPLIT_DIR}/{stem}_int8{RECORD_SUFFIX}"
 
@@ -173,7 +174,7 @@ def split_report_params(stem: str, enabled: bool) -> dict[str, str]:
 
 def split(context: StageContext) -> None:
     """Stage ``edgetpu-split``: write, validate and record the head/tail pair."""
-    from converters.edgetpu_split import split_lines, split_model
+    from converters.targets.edgetpu.split import split_lines, split_model
 
     out_dir = context.write(context.params["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)

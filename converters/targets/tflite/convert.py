@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from converters import console, tflite_inspect
+from converters import console
 from converters.config import IODType, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import write_bytes_atomic, write_json_atomic
 from converters.stages import data, export
 from converters.stages.base import StageContext
+from converters.targets.tflite import flatbuffer as tflite_inspect
 
 # TensorFlow ops in the converter's MLIR dump: "tf.Erfinv"(%4) ...
 TF_OP_PATTERN = re.compile(r'"(tf\.[A-Z][A-Za-z0-9_]*)"')

@@ -86,7 +86,7 @@ def summary_lines(edgetpu: dict[str, Any]) -> list[str]:
     if edgetpu["off_chip_warning"]:
         lines.append(f"Warning: {edgetpu['off_chip_warning']}.")
     if edgetpu.get("split"):
-        from converters.edgetpu_split import split_lines
+        from converters.targets.edgetpu.split import split_lines
 
         lines += split_lines(edgetpu["split"])
     lines += [f"Note: {note}" for note in precheck.get("notes", [])]

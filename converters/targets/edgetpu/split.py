@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from converters import edgetpu_check, tflite_inspect
 from converters.errors import ConversionError, ModelError, ToolMissingError
 from converters.fsutil import read_json, write_json_atomic
+from converters.targets.edgetpu import check as edgetpu_check
+from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.validate import predict_one_by_one
 
 HEAD_SUFFIX = "_head.tflite"

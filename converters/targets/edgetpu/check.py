@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from converters import tflite_inspect
 from converters.errors import ModelError
-from converters.tflite_inspect import OperatorInfo
+from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite.flatbuffer import OperatorInfo
 
 MAPPED = "Mapped to Edge TPU"
 # The compiler's statuses (https://coral.ai/docs/edgetpu/compiler/, and the real outputs in
