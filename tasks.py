@@ -7,59 +7,30 @@ from __future__ import annotations
 
 import inspect
 import os
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from invoke import Context, Exit, task
+from invoke import Collection, Context
 from invoke.tasks import Task
 
 from converters import console
-from converters.errors import ConfigError, ConverterError, filesystem_error
-
-ROOT = Path(__file__).resolve().parent
-
-
-def cli_task(**options: Any) -> Callable[[Callable[..., None]], Task[Any]]:
-    """Invoke's ``@task`` without automatic short flags: ``-h`` is help for every task, and no
-    flag gets a one-letter form by accident (``-h`` was ``--threads``, ``--`` a flag)."""
-    decorator: Callable[[Callable[..., None]], Task[Any]] = task(auto_shortflags=False, **options)
-    return decorator
+from converters.cli import ROOT, cli_task, required, show_help, user_errors
+from converters.errors import ConfigError
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """A ConverterError becomes a message and a non-zero exit, without a traceback."""
-    try:
-        yield
-    except ConverterError as error:
-        console.error(str(error))
-        raise Exit(code=error.exit_code) from None
-    except OSError as error:  # disk full, read-only folder: name the file, no traceback
-        problem = filesystem_error(error)
-        console.error(str(problem))
-        raise Exit(code=problem.exit_code) from None
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        raise Exit(code=130) from None
+def target_tasks() -> list[Task[Any]]:
+    """The Invoke tasks the targets' packages define (``Target.tasks``: a module's tasks)."""
+    import importlib
 
+    from converters.targets import all_targets
 
-def required(task_name: str, **flags: str) -> None:
-    """Refuse an empty required flag. Required flags are not Invoke positionals, because a task
-    with a missing positional rejects ``-h`` before it can show its help."""
-    for name, value in flags.items():
-        if not value:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} is required: invoke {task_name} -h shows every flag")
-
-
-def show_help(task_name: str) -> None:
-    """``invoke --help TASK`` (for a task whose positional argument took ``-h``)."""
-    subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), "--help",
-                    task_name], check=False)
+    found: list[Task[Any]] = []
+    for target in all_targets().values():
+        if target.tasks is not None:
+            module = importlib.import_module(target.tasks)
+            found += [value for value in vars(module).values() if isinstance(value, Task)]
+    return found
 
 
 def project_setting(c: Context, flag: Any, name: str) -> Any:
@@ -172,47 +143,6 @@ def infer(c: Context, artifact: str = "", image: str = "", top_k: int = 5, threa
         for prediction in classify(Path(artifact), Path(image), top_k=top_k, threads=threads,
                                    device=device or None):
             print(f"{prediction.label}\t{prediction.score:.4f}")
-
-
-@cli_task(name="edgetpu-check", help={
-    "model": "an int8 .tflite file",
-    "json": "print the full result as JSON instead of tables",
-    "edgetpu_split": "write X_head.tflite (Edge TPU) and X_tail.tflite (CPU) next to the model, "
-                     "cut where the prediction leaves the Edge TPU, and X_split.json",
-})
-def edgetpu_check(c: Context, model: str = "", json: bool = False,
-                  edgetpu_split: bool = False) -> None:
-    """Predict which ops of an int8 .tflite map to the Edge TPU (no compiler needed).
-
-    Exits non-zero when the model cannot compile at all (not quantized, batch > 1), or when
-    --edgetpu-split cannot split it.
-    """
-    with user_errors():
-        required("edgetpu-check", model=model)
-        from converters.summary import print_precheck
-        from converters.targets.edgetpu.check import check_model
-
-        result = check_model(Path(model))
-        print_precheck(result, as_json=json)
-        if result["blocking"]:
-            from converters.errors import ConversionError
-
-            raise ConversionError(f"{model} cannot be compiled for the Edge TPU: "
-                                  + "; ".join(result["blocking"]))
-        if edgetpu_split:
-            split_and_print(Path(model))
-
-
-def split_and_print(model: Path) -> None:
-    """``edgetpu-check --edgetpu-split``: write and validate the head/tail pair."""
-    from converters.errors import ConversionError
-    from converters.targets.edgetpu.split import split_lines, split_model
-
-    record = split_model(model)
-    for line in split_lines(record):
-        console.info(line)
-    if not record["split"] and record["needed"]:
-        raise ConversionError(f"{model} was not split: {record['reason']}")
 
 
 @cli_task(help={
@@ -343,3 +273,9 @@ def test(c: Context, pytest_args: str = "", quick: bool = False) -> None:
     """Run the test suite (pytest)."""
     selection = QUICK_TESTS if quick else ""
     c.run(f"{sys.executable} -m pytest {selection} {pytest_args}", pty=False)
+
+
+# Every task above, and the tasks each target brings (e.g. edgetpu-check).
+ns = Collection.from_module(sys.modules[__name__])
+for _target_tasks in target_tasks():
+    ns.add_task(_target_tasks)

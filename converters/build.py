@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from converters import cache, console, report
-from converters.config import ConvertConfig, Target
+from converters.config import ConvertConfig
 from converters.dataset import discover
 from converters.errors import BuildError, ConfigError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
@@ -28,8 +28,7 @@ from converters.runners import StageRunner
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
 from converters.stages.base import StageSpec
-from converters.targets.edgetpu import stages as edgetpu
-from converters.targets.tensorrt import stages as tensorrt
+from converters.targets import planned
 
 JOBS_DIR = ".jobs"
 
@@ -87,10 +86,8 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
         built = read_json(plan.build_dir / report.REPORT_JSON)
         problems += [f"{plan.stem}: {a['path']} failed validation: {a['failed']}"
                      for a in report.failed(built)]
-        if Target.EDGETPU in config.targets:
-            problems += edgetpu.build_problems(plan.build_dir, config.min_tpu_ops)
-        records = [s.params["record"] for s in plan.stages if s.kind == "tensorrt-engine"]
-        problems += tensorrt.build_problems(plan.build_dir, records)
+        for target in planned(config.targets):
+            problems += target.problems(plan.build_dir, config)
     return BuildResult(plans, ran, skipped, tuple(problems))
 
 

@@ -35,24 +35,14 @@ from converters.fsutil import (
     write_json_atomic,
     write_text_atomic,
 )
-from converters.images import IMAGES
+from converters.images import image_definition
 from converters.report import REPORT_JSON
 from converters.stages import data, export
+from converters.targets import BundleHooks, all_targets
+from converters.targets import get as get_target
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PLATFORMS = {"linux/x86_64": "x86_64", "linux/aarch64": "aarch64"}
-TARGETS = ("tflite", "edgetpu", "onnx", "tensorrt")
-# Runtime distributions per target (versions from constraints.txt); TensorRT comes with JetPack.
-RUNTIME_REQUIREMENTS = {
-    "tflite": ("ai-edge-litert", "numpy", "pillow"),
-    "edgetpu": ("ai-edge-litert", "numpy", "pillow"),
-    "onnx": ("onnxruntime", "numpy", "pillow"),
-    "tensorrt": ("numpy", "pillow", "cuda-python"),
-}
-RUNTIMES = {"tflite": "litert", "edgetpu": "litert-edgetpu", "onnx": "onnxruntime",
-            "tensorrt": "tensorrt"}
-STAGE_IMAGES = {"tflite": ("tflite",), "onnx": ("tflite",), "edgetpu": ("tflite", "edgetpu"),
-                "tensorrt": ("tflite", "tensorrt")}
 # glibc versions a manylinux wheel may target: any the device's glibc (2.17 or newer) can load.
 MANYLINUX_MINORS = range(17, 40)
 
@@ -70,9 +60,10 @@ class BundleRequest:
     sign_key: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
+        bundled = [name for name, target in all_targets().items() if target.bundle is not None]
+        if self.target not in bundled:
             raise ConfigError(f"unknown bundle target '{self.target}': expected one of "
-                              f"{', '.join(TARGETS)}")
+                              f"{', '.join(bundled)}")
         if self.platform not in PLATFORMS:
             raise ConfigError(f"unknown platform '{self.platform}': expected one of "
                               f"{', '.join(PLATFORMS)}")
@@ -82,6 +73,12 @@ class BundleRequest:
         if not (self.build_dir / "report.json").exists():
             raise ConfigError(f"no report in {self.build_dir}: run invoke convert --model ... "
                               f"--target {self.target} first")
+
+    @property
+    def hooks(self) -> BundleHooks:
+        hooks = get_target(self.target).bundle
+        assert hooks is not None  # checked in __post_init__
+        return hooks
 
     @property
     def name(self) -> str:
@@ -115,7 +112,7 @@ def build_bundle(request: BundleRequest) -> Path:
         write_text_atomic(staging / "requirements.txt", "\n".join(requirements) + "\n")
         download_wheels(requirements, request, staging / "wheels")
         if request.with_images:
-            save_images(STAGE_IMAGES[request.target], staging / "images")
+            save_images(request.hooks.images, staging / "images")
         write_text_atomic(staging / "README.md", readme(request, report_data, entry))
         bundle = bundle_document(request, report_data, entry, manifest, manifest_sha256, staging)
         write_json_atomic(staging / BUNDLE_JSON, bundle)
@@ -196,38 +193,26 @@ def manifest_record(build_dir: Path, manifest: dict[str, Any],
 
 def select_artifacts(request: BundleRequest, report: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
     """The files that run on the device, and the report entry that describes them."""
+    if request.hooks.select is not None:
+        return request.hooks.select(request, report)
     build_dir, target, variant = request.build_dir, request.target, request.variant
-    if target == "tensorrt":
-        engine = next((e for e in report.get("tensorrt") or [] if e["precision"] == variant), None)
-        if engine is None or not engine["ran"]:
-            why = engine["reason"] if engine else "it was not asked for (--target tensorrt)"
-            raise BundleError(f"no {variant} TensorRT engine in {build_dir}: {why}")
-        path = build_dir / engine["engine"]
-        return [path, path.with_suffix(".json")], {**engine, "target": "tensorrt", "variant": variant,
-                                                   "path": engine["engine"]}
-    kind = "edgetpu" if target == "edgetpu" else target
-    entry = next((a for a in report["artifacts"] if a["target"] == kind and a["variant"] == variant),
+    entry = next((a for a in report["artifacts"] if a["target"] == target and a["variant"] == variant),
                  None)
     if entry is None:
         built = ", ".join(f"{a['target']} {a['variant']}" for a in report["artifacts"]) or "none"
         raise BundleError(f"{build_dir} has no {target} {variant} artifact (built: {built}): run "
                           f"invoke convert --target {target} first")
-    if target != "edgetpu":
-        return [build_dir / entry["path"]], entry
-    edgetpu = report.get("edgetpu") or {}
-    if not edgetpu.get("compiled"):
-        raise BundleError(f"the Edge TPU compile did not run for {build_dir}: there is no "
-                          f"*_edgetpu.tflite to bundle. {edgetpu.get('not_run_reason', '')}")
-    split = edgetpu.get("split") or {}  # --edgetpu-split: the CPU tail and the pair's record
-    pair = [build_dir / split[key] for key in ("record", "tail")] if split.get("split") else []
-    return [build_dir / path for path in edgetpu["compiled_models"]] + pair, entry
+    return [build_dir / entry["path"]], entry
 
 
 def report_entries(report: dict[str, Any], entry: dict[str, Any], target: str) -> dict[str, Any]:
+    """The bundle's report.json: the model, dataset facts, reference, the artifact's entry and
+    the target's own report section when it has one."""
+    own = get_target(target).report
     return {"model": report["model"], "dataset": {k: report["dataset"][k] for k in
                                                   ("class_names", "validation_count", "preprocessing")},
             "reference": report["reference"], "artifact": entry,
-            "edgetpu": report.get("edgetpu") if target == "edgetpu" else None}
+            **({target: report.get(target)} if own is not None else {})}
 
 
 def pinned_requirements(request: BundleRequest) -> list[str]:
@@ -237,7 +222,7 @@ def pinned_requirements(request: BundleRequest) -> list[str]:
         if separator:
             pins[name.lower()] = version
     return [f"{name}=={pins[name]}" if name in pins else name
-            for name in RUNTIME_REQUIREMENTS[request.target]]
+            for name in request.hooks.requirements]
 
 
 def download_wheels(requirements: list[str], request: BundleRequest, folder: Path) -> None:
@@ -265,7 +250,7 @@ def save_images(names: tuple[str, ...], folder: Path) -> None:
     docker_cli.require_engine()
     folder.mkdir()
     for name in names:
-        tag = IMAGES[name].tag
+        tag = image_definition(name).tag
         if docker_cli.image_inspect(tag) is None:
             raise BundleError(f"--with-images: the {name} image {tag} does not exist: build it "
                               f"with invoke images --target {name}")
@@ -282,7 +267,6 @@ def bundle_document(request: BundleRequest, report: dict[str, Any], entry: dict[
     stages = manifest["stages"]
     files = {path.relative_to(staging).as_posix(): file_record(path)
              for path in sorted(staging.rglob("*")) if path.is_file()}
-    edgetpu = report.get("edgetpu") if request.target == "edgetpu" else None
     artifact = next(name for name in files if name.startswith("artifacts/")
                     and not name.endswith(".json"))
     return {
@@ -292,7 +276,7 @@ def bundle_document(request: BundleRequest, report: dict[str, Any], entry: dict[
         "variant": request.variant,
         "platform": request.platform,
         "python": request.python,
-        "runtime": RUNTIMES[request.target],
+        "runtime": request.hooks.runtime,
         "artifact": artifact,
         "model": {"name": report["model"]["name"],
                   "input_shape": list(export.input_shape(request.build_dir)),
@@ -301,7 +285,7 @@ def bundle_document(request: BundleRequest, report: dict[str, Any], entry: dict[
         "preprocessing": dataset["preprocessing"],
         "class_names": dataset["class_names"],
         "validation": {"metrics": entry.get("metrics"), "latency_ms": entry.get("latency_ms")},
-        "edgetpu_runtime_version_needed": edgetpu["runtime_version_needed"] if edgetpu else None,
+        **request.hooks.facts(report),
         "tools": {name: stage["environment"] for name, stage in sorted(stages.items())},
         "source_manifest_sha256": manifest_sha256,
         "files": files,
@@ -334,17 +318,7 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         f"a bundle you checked: `python3 verify.py {name}.tar.gz --public-key KEY.pub.pem` checks "
         "the archive and its signature before anything is extracted.",
     ]
-    if request.target == "tensorrt":
-        lines += ["", "TensorRT itself is not in `wheels/`: the device's JetPack (or the NGC "
-                  "image) provides it. The engine runs only with the TensorRT version and GPU "
-                  "architecture named in `artifacts/*.json`."]
-    if request.target == "edgetpu":
-        version = (report.get("edgetpu") or {}).get("runtime_version_needed")
-        lines += ["", "## Edge TPU runtime", "",
-                  f"The compiled model needs Edge TPU runtime {version} or newer. Install "
-                  "`libedgetpu1-std` (or `libedgetpu1-max`, maximum frequency, runs hotter) from "
-                  "Coral's apt repository on a USB Accelerator host, or use the Dev Board's "
-                  "Mendel image, which includes it. `python run.py IMAGE --device usb` (or pci)."]
+    lines += request.hooks.readme(request, report)
     if request.with_images:
         lines += ["", "## Build images", "", "`images/*.tar` are the stage images: on an "
                   f"air-gapped build host, `invoke images --load {name}.tar.gz`."]

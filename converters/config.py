@@ -18,13 +18,6 @@ from converters.targets.edgetpu.compiler import CompileOptions
 from converters.targets.tensorrt.engine import BatchProfile
 
 
-class Target(str, Enum):
-    TFLITE = "tflite"
-    EDGETPU = "edgetpu"
-    ONNX = "onnx"
-    TENSORRT = "tensorrt"
-
-
 class Quantization(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
@@ -179,7 +172,7 @@ class ConvertConfig:
 
     models: tuple[Path, ...]
     dataset: DatasetConfig
-    targets: tuple[Target, ...] = (Target.TFLITE,)
+    targets: tuple[str, ...] = ("tflite",)  # names in the target registry
     quantizations: tuple[Quantization, ...] = tuple(Quantization)
     io_dtype: IODType = IODType.UINT8
     allow_flex: bool = False
@@ -225,17 +218,18 @@ class ConvertConfig:
             )
         if self.jobs < 1:
             raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
-        if Target.EDGETPU in self.targets and self.io_dtype is IODType.FLOAT32:
-            raise ConfigError("--target edgetpu needs integer input and output: pass --io-dtype "
-                              "uint8 (what Coral's examples use) or int8, not float32")
         if not MIN_OPSET <= self.onnx_opset <= MAX_OPSET:
             raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.onnx_opset}")
         if self.workspace_mb < 1:
             raise ConfigError(f"--workspace-mb must be at least 1, got {self.workspace_mb}")
-        if self.edgetpu_split and Target.EDGETPU not in self.targets:
-            raise ConfigError("--edgetpu-split splits the Edge TPU model: add --target edgetpu")
         if self.min_tpu_ops is not None and not 0 <= self.min_tpu_ops <= 1:
             raise ConfigError(f"--min-tpu-ops is a fraction between 0 and 1, got {self.min_tpu_ops}")
+        from converters.targets import all_targets, get
+
+        for name in self.targets:
+            get(name)  # a registered target, or an error listing them
+        for target in all_targets().values():
+            target.check_config(self)
 
 
 def model_stem(path: Path) -> str:

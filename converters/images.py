@@ -40,26 +40,39 @@ class BaseSource(str, Enum):
 class ImageDefinition:
     name: str
     dockerfile: str
-    platform: str | None = None  # forced platform (edgetpu_compiler exists for amd64 only)
-    bootstrappable: bool = True  # False: the base holds vendor libraries (NGC TensorRT)
+    platform: str | None = None  # forced platform (a tool that exists for amd64 only)
+    bootstrappable: bool = True  # False: the base holds vendor libraries (an NGC image)
+    gpus: bool = False  # its containers get --gpus all
 
     @property
     def tag(self) -> str:
         return f"tensor-edge-converter/{self.name}:{__version__}"
 
 
-IMAGES = {
-    "tflite": ImageDefinition("tflite", "docker/tflite.Dockerfile"),
-    "edgetpu": ImageDefinition("edgetpu", "docker/edgetpu.Dockerfile", platform="linux/amd64"),
-    "tensorrt": ImageDefinition("tensorrt", "docker/tensorrt.Dockerfile", bootstrappable=False),
-}
+CORE_IMAGE_DEFINITION = ImageDefinition("tflite", "docker/tflite.Dockerfile")
+
+
+def all_images() -> dict[str, ImageDefinition]:
+    """The core TensorFlow image and every target's own images (from the target registry)."""
+    from converters.targets import all_targets
+
+    images = {CORE_IMAGE_DEFINITION.name: CORE_IMAGE_DEFINITION}
+    for target in all_targets().values():
+        images |= {image.name: image for image in target.images}
+    return images
+
+
+def optional_images() -> frozenset[str]:
+    """Images some hosts cannot build (a vendor repository or registry out of reach): without
+    them their stages run locally, where they record that their tool is missing."""
+    return frozenset(all_images()) - {CORE_IMAGE_DEFINITION.name}
 
 
 def image_definition(name: str) -> ImageDefinition:
-    try:
-        return IMAGES[name]
-    except KeyError:
-        raise ConfigError(f"unknown image '{name}': expected one of {', '.join(IMAGES)}") from None
+    images = all_images()
+    if name not in images:
+        raise ConfigError(f"unknown image '{name}': expected one of {', '.join(images)}")
+    return images[name]
 
 
 def default_ca_bundle() -> Path | None:
@@ -80,7 +93,7 @@ def check_ca_bundle(path: Path | None) -> Path | None:
 def build_images(names: list[str], base: BaseSource, ca_bundle: Path | None, source_dir: Path,
                  mirror: str = DEFAULT_MIRROR) -> dict[str, str]:
     """Build each named image (``all``: every one); return tag → image ID."""
-    definitions = list(IMAGES.values()) if "all" in names else [image_definition(n) for n in names]
+    definitions = list(all_images().values()) if "all" in names else [image_definition(n) for n in names]
     docker_cli.require_engine()
     ca_bundle = check_ca_bundle(ca_bundle)
     base_image: str | None = None

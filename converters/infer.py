@@ -10,8 +10,6 @@ Preprocessing and class names come from the build folder the artifact sits in
 
 from __future__ import annotations
 
-import ctypes
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,10 @@ import numpy as np
 
 from converters.config import Preprocessing, PreprocessingMode
 from converters.dataset import is_image_file, load_image, preprocess
-from converters.errors import ConfigError, DatasetError, ModelError, ToolMissingError
+from converters.errors import ConfigError, DatasetError, ModelError
 from converters.fsutil import read_json
 from converters.stages import data
-from converters.validate import OnnxRunner, TFLiteRunner
+from converters.targets import all_targets, for_artifact
 
 
 @dataclass(frozen=True)
@@ -31,13 +29,6 @@ class Prediction:
     label: str
     index: int
     score: float
-
-
-EDGETPU_SUFFIX = "_edgetpu.tflite"
-RUNTIMES = {".tflite": "LiteRT", ".onnx": "onnxruntime", ".engine": "TensorRT",
-            ".json": "LiteRT (an Edge TPU head/tail pair, *_split.json)"}
-EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
-                     "Windows": "edgetpu.dll"}
 
 
 def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
@@ -52,47 +43,14 @@ def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
 
 
 def artifact_runner(artifact: Path, threads: int, device: str | None) -> Any:
-    """LiteRT (with the Edge TPU delegate for *_edgetpu.tflite), onnxruntime or TensorRT."""
-    if artifact.suffix == ".onnx":
-        return OnnxRunner(artifact, threads)
-    if artifact.suffix == ".json":
-        from converters.targets.edgetpu.split import Pipeline, head_to_run, read_record
-
-        record = read_record(artifact)
-        head = head_to_run(artifact, record)
-        return Pipeline(head, artifact.parent / record["tail"], threads,
-                        edgetpu_delegates(head, device))
-    if artifact.suffix == ".engine":
-        from converters.targets.tensorrt.engine import EngineRunner, tensorrt_problem
-
-        if (problem := tensorrt_problem()) is not None:
-            raise ToolMissingError(f"cannot run {artifact}: {problem}; a TensorRT engine runs "
-                                   "only with TensorRT on an NVIDIA GPU (run the .onnx instead)")
-        return EngineRunner.from_file(artifact)
-    return TFLiteRunner(artifact, threads=threads, delegates=edgetpu_delegates(artifact, device))
-
-
-def edgetpu_delegates(artifact: Path, device: str | None) -> list[Any] | None:
-    """The Edge TPU delegate for a compiled ``*_edgetpu.tflite``; None for other artifacts."""
-    if not artifact.name.endswith(EDGETPU_SUFFIX):
-        if device:
-            raise ConfigError(f"--device applies to *{EDGETPU_SUFFIX} artifacts, not {artifact.name}")
-        return None
-    from ai_edge_litert.interpreter import load_delegate
-
-    library = EDGETPU_LIBRARIES.get(platform.system(), EDGETPU_LIBRARIES["Linux"])
-    try:
-        # Load the library first: LiteRT's Delegate fails noisily at exit when it cannot.
-        ctypes.CDLL(library)
-        return [load_delegate(library, {"device": device} if device else {})]
-    except (ValueError, OSError, RuntimeError) as error:
-        where = f" for device '{device}'" if device else ""
-        raise ToolMissingError(
-            f"the Edge TPU runtime {library} could not be loaded{where} ({error}): install "
-            "libedgetpu (libedgetpu1-std, or libedgetpu1-max for maximum frequency, from Coral's "
-            "apt repository) and plug in the Edge TPU (--device usb|pci|usb:N); to run on the "
-            f"CPU instead use the uncompiled {artifact.name.replace(EDGETPU_SUFFIX, '.tflite')}"
-        ) from None
+    """The runtime of the target whose artifacts end like ``artifact`` (target registry)."""
+    target = for_artifact(artifact)
+    if target is None or target.runtime is None:
+        endings = sorted({suffix for t in all_targets().values() if t.runtime is not None
+                          for suffix in t.artifact_suffixes})
+        raise ModelError(f"artifact {artifact} is not one infer runs: expected a file ending in "
+                         f"{', '.join(endings)}")
+    return target.runtime(artifact, threads, device)
 
 
 def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
@@ -104,15 +62,10 @@ def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if not artifact.is_file():
         raise ModelError(f"artifact {artifact} does not exist: build it with invoke convert")
-    if artifact.suffix not in RUNTIMES:
-        raise ModelError(
-            f"artifact {artifact} has the unsupported extension '{artifact.suffix}': infer runs "
-            f"{', '.join(RUNTIMES)} files"
-        )
     if not is_image_file(image):
         raise DatasetError(f"image {image} does not exist or is not a jpg/png/bmp/gif/webp file")
-    stored_preprocessing, class_names = build_metadata(artifact)
     runner = artifact_runner(artifact, threads, device)
+    stored_preprocessing, class_names = build_metadata(artifact)
     height, width, channels = runner.image_size
     try:
         pixels = load_image(image, height, width, channels)

@@ -27,3 +27,8 @@ def inline_html(text: str) -> str:
     """Escape ``text`` for HTML and turn markdown's `code` spans and **strong** emphasis into
     <code> and <strong> elements."""
     return _STRONG.sub(r"<strong>\1</strong>", _INLINE_CODE.sub(r"<code>\1</code>", html.escape(text)))
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal, or n/a."""
+    return "n/a" if value is None else f"{100 * value:.1f} %"

@@ -20,10 +20,10 @@ from converters.fsutil import (
     write_json_atomic,
     write_text_atomic,
 )
-from converters.markup import inline_html, md_table
+from converters.markup import inline_html, md_table, percent
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext
-from converters.targets.edgetpu import report as edgetpu_report
+from converters.targets import ReportHooks, all_targets
 
 SCHEMA_VERSION = 1
 NEAR_CHANCE_FACTOR = 1.5  # reference accuracy below this many times chance is a warning
@@ -83,9 +83,22 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
         "warnings": warnings,
         "recommendation": recommendation,
         "stages": stage_provenance(build_dir, stages),
-        "edgetpu": edgetpu_report.section(build_dir, params["edgetpu"]) if "edgetpu" in params else None,
-        "tensorrt": [read_json(build_dir / record) for record in params.get("tensorrt", [])],
+        **target_sections(build_dir, params),
     }
+
+
+def report_hooks() -> list[tuple[str, ReportHooks]]:
+    """The targets with a section of their own in report.json, and how to show it."""
+    return [(name, target.report) for name, target in all_targets().items()
+            if target.report is not None]
+
+
+def target_sections(build_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """report.json's section of every target that has one: what its stages recorded, or the
+    section's empty value when the target was not built (``params["targets"]``)."""
+    asked = params.get("targets", {})
+    return {name: hooks.section(build_dir, asked[name]) if name in asked else hooks.empty
+            for name, hooks in report_hooks()}
 
 
 def near_chance(dataset: dict[str, Any], keras: dict[str, Any]) -> bool:
@@ -208,10 +221,6 @@ def latencies_overlap(first: dict[str, Any], second: dict[str, Any]) -> bool:
     return low_a <= high_b and low_b <= high_a
 
 
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def _spread(entry: dict[str, Any]) -> str:
     spread = entry.get("latency_spread_ms")
     return "-" if not spread else f"{spread[0]:.2f}-{spread[1]:.2f}"
@@ -220,7 +229,7 @@ def _spread(entry: dict[str, Any]) -> str:
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
     """Rows shared by report.md, report.html and the console summary (columns as HEADERS)."""
     keras = report["reference"]
-    rows = [["Keras (reference)", "-", "-", _percent(keras["accuracy"]), "-", "-", "-",
+    rows = [["Keras (reference)", "-", "-", percent(keras["accuracy"]), "-", "-", "-",
              f"{keras['latency_ms']:.2f}", _spread(keras), "-"]]
     for a in report["artifacts"]:
         m = a["metrics"]
@@ -232,7 +241,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             continue
         rows.append([
             f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
-            _percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
+            percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
             f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
     return rows
@@ -264,7 +273,7 @@ def recommendation_line(report: dict[str, Any]) -> str:
     rec = report["recommendation"]
     if rec.get("withheld"):
         return f"No recommendation: {rec['withheld']}."
-    line = (f"Recommendation (accuracy drop at most {_percent(rec['max_accuracy_drop'])}): "
+    line = (f"Recommendation (accuracy drop at most {percent(rec['max_accuracy_drop'])}): "
             f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.")
     if rec.get("note"):
         line += f" Note: {rec['note']}."
@@ -292,42 +301,15 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *text_lines(report),
     ]
-    if report.get("edgetpu"):
-        lines += edgetpu_report.markdown(report["edgetpu"])
-    if report.get("tensorrt"):
-        lines += ["", "## TensorRT", ""] + [f"- {line}" for line in tensorrt_lines(report)]
+    for target, hooks in report_hooks():
+        if report.get(target):
+            lines += hooks.markdown(report[target])
     return "\n".join(lines) + "\n"
 
 
 def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The artifacts that were built but failed validation."""
     return [a for a in report["artifacts"] if a.get("failed")]
-
-
-def tensorrt_lines(report: dict[str, Any]) -> list[str]:
-    """One line per engine built, and one per reason for the engines that were not."""
-    lines = [f"{', '.join(precisions)} {'engine' if len(precisions) == 1 else 'engines'}: not "
-             f"built. {reason}" for precisions, reason in not_built(report["tensorrt"])]
-    for engine in report["tensorrt"]:
-        if not engine["ran"]:
-            continue
-        metrics, facts = engine["metrics"], engine["sidecar"]
-        lines.append(
-            f"{engine['precision']} engine `{engine['engine']}` ({engine['size_bytes'] / 2**20:.2f} MiB,"
-            f" TensorRT {facts['tensorrt_version']}, {facts['gpu']} sm {facts['compute_capability']}):"
-            f" top-1 agreement {metrics['top1_agreement']:.3f}, accuracy {_percent(metrics['accuracy'])},"
-            f" latency {engine['latency_ms']:.2f} ms at batch 1, "
-            f"{engine['latency_ms_opt_batch']:.2f} ms at batch {engine['opt_batch']}")
-    return lines
-
-
-def not_built(engines: list[dict[str, Any]]) -> list[tuple[list[str], str]]:
-    """Engines that were not built, grouped by reason (one reason is said once, not per engine)."""
-    groups: dict[str, list[str]] = {}
-    for engine in engines:
-        if not engine["ran"]:
-            groups.setdefault(engine["reason"], []).append(engine["precision"])
-    return [(precisions, reason) for reason, precisions in groups.items()]
 
 
 QUALITY_MARGIN = 0.02  # below the lowest point on the quality axis, so no marker sits on the edge
@@ -446,9 +428,7 @@ img{{max-width:100%;height:auto}}</style>
 <h1>Conversion report: {name}</h1>
 {paragraphs}
 <table id="artifacts"><tr>{header}</tr>{body}</table>
-{edgetpu_report.html_section(report["edgetpu"]) if report.get("edgetpu") else ""}
-{"<h2>TensorRT</h2><ul>" + "".join(f"<li>{inline_html(line)}</li>" for line in tensorrt_lines(report))
- + "</ul>" if report.get("tensorrt") else ""}
+{"".join(hooks.html(report[target]) for target, hooks in report_hooks() if report.get(target))}
 <h2>Trade-off</h2>
 <img id="tradeoff" alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
 </body></html>

@@ -225,13 +225,13 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         PreprocessingMode,
         Quantization,
         Runner,
-        Target,
         parse_enum,
         parse_enum_list,
         parse_floats,
         parse_input_shape,
     )
     from converters.sample import default_models, paired_with_sample
+    from converters.targets import parse_targets
     from converters.targets.edgetpu.compiler import CompileOptions
     from converters.targets.tensorrt.engine import BatchProfile
 
@@ -250,7 +250,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         models=tuple(models),
         dataset=DatasetConfig(dataset, preprocessing, get("calibration_size"),
                               get("validation_size"), get("seed")),
-        targets=parse_enum_list(Target, get("target"), "target"),
+        targets=parse_targets(get("target")),
         quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
         io_dtype=parse_enum(IODType, get("io_dtype"), "--io-dtype"),
         allow_flex=get("allow_flex"),

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
 from converters import console, report
 from converters.errors import ConfigError
 from converters.fsutil import read_json
-from converters.targets.edgetpu import report as edgetpu_report
 
 
 def built_models(out: Path, name: str | None = None) -> list[Path]:
@@ -79,32 +76,8 @@ def print_summary(build_dir: Path) -> None:
     if recommendation.get("note"):
         console.info(f"note: {recommendation['note']}")
     console.info(report.latency_line(data))
-    if data.get("edgetpu"):
-        for line in edgetpu_report.summary_lines(data["edgetpu"]):
-            console.info(f"Edge TPU: {line}")
-    if data.get("tensorrt"):
-        for line in report.tensorrt_lines(data):
-            console.info(f"TensorRT: {line}")
+    for target, hooks in report.report_hooks():
+        if data.get(target):
+            for line in hooks.summary(data[target]):
+                console.info(line)
     console.info(f"report: {build_dir / report.REPORT_HTML}")
-
-
-def print_precheck(result: dict[str, Any], as_json: bool = False) -> None:
-    """The Edge TPU pre-check of one model: the op table, then each CPU op with its reason."""
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    table = Table(title=f"Edge TPU pre-check: {result['model']}", title_justify="left")
-    for header in ("operator", "count", "status"):
-        table.add_column(header, justify="right" if header == "count" else "left")
-    for row in result["table"]:
-        table.add_row(row["operator"], str(row["count"]), row["status"])
-    console.console.print(table)
-    for problem in result["blocking"]:
-        console.warn(f"will not compile: {problem}")
-    for note in result.get("notes", []):
-        console.info(f"note: {note}")
-    for op in result["cpu_op_reasons"]:
-        console.info(f"CPU: op {op['index']} {op['operator']}: {op['reason']}")
-    console.info(f"{result['tpu_ops']} of {result['total_ops']} ops predicted on the Edge TPU "
-                 f"({100 * result['tpu_fraction']:.0f} %), {result['edgetpu_subgraphs']} Edge TPU "
-                 "subgraph")

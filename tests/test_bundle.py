@@ -24,7 +24,7 @@ from converters.bundle_archive import (
 )
 from converters.errors import BundleError
 from converters.fsutil import sha256_file
-from converters.images import IMAGES
+from converters.images import image_definition
 from tests.conftest import ROOT, run_invoke, skip_or_fail
 
 NAME = "sample-tflite-int8-linux_x86_64"
@@ -216,7 +216,7 @@ def test_offline_install_in_a_container_without_network(built: tuple[Path, Path]
     """The tflite image's system Python (not its venv) with only the bundle's wheels, installed
     by pip --no-index with --network none."""
     problem = docker_cli.engine_problem()
-    if problem is None and docker_cli.image_inspect(IMAGES["tflite"].tag) is None:
+    if problem is None and docker_cli.image_inspect(image_definition("tflite").tag) is None:
         problem = "the tflite image does not exist (invoke images --target tflite)"
     if problem is not None:
         skip_or_fail(problem)
@@ -229,7 +229,7 @@ def test_offline_install_in_a_container_without_network(built: tuple[Path, Path]
     result = docker_cli.docker("run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}",
                            "--env", "HOME=/tmp", "--env", "PIP_CONFIG_FILE=/dev/null",
                            "--volume", f"{root}:/bundle:ro", "--entrypoint", "/bin/sh",
-                           IMAGES["tflite"].tag, "-c", script, timeout=600)
+                           image_definition("tflite").tag, "-c", script, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\t")[0] == host_top1(build)
 
@@ -268,7 +268,11 @@ def test_with_images_bundle_loads_on_a_build_host(built: tuple[Path, Path], tmp_
     """--with-images saves the stage images and images --load restores them. A small stand-in
     image (the bootstrapped Debian base, re-tagged) keeps the archive small; the code path is the
     one every bundle takes."""
+    import dataclasses
+
     from converters import bundle as bundle_module
+    from converters import images as images_module
+    from converters import targets
     from converters.images import BOOTSTRAP_BASE, ImageDefinition, load_images_from_bundle
 
     problem = docker_cli.engine_problem()
@@ -277,8 +281,12 @@ def test_with_images_bundle_loads_on_a_build_host(built: tuple[Path, Path], tmp_
     if problem is not None:
         skip_or_fail(problem)
     stand_in = ImageDefinition("bundletest", "docker/tflite.Dockerfile")
-    monkeypatch.setitem(IMAGES, "bundletest", stand_in)
-    monkeypatch.setitem(bundle_module.STAGE_IMAGES, "tflite", ("bundletest",))
+    every_image = images_module.all_images()
+    monkeypatch.setattr(images_module, "all_images", lambda: {**every_image, "bundletest": stand_in})
+    tflite = targets.get("tflite")
+    assert tflite.bundle is not None
+    monkeypatch.setitem(targets._registered, "tflite", dataclasses.replace(
+        tflite, bundle=dataclasses.replace(tflite.bundle, images=("bundletest",))))
     assert docker_cli.docker("tag", BOOTSTRAP_BASE, stand_in.tag).returncode == 0
     try:
         build, _ = built

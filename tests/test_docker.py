@@ -19,12 +19,12 @@ import pytest
 
 from converters import docker_cli
 from converters.fsutil import sha256_file
-from converters.images import IMAGES, default_ca_bundle
+from converters.images import default_ca_bundle, image_definition
 from converters.runners.docker import DockerRunner
 from tests.conftest import ROOT, run_invoke, skip_or_fail
 
 pytestmark = pytest.mark.docker
-TFLITE_TAG = IMAGES["tflite"].tag
+TFLITE_TAG = image_definition("tflite").tag
 SAMPLE_FLAGS = ["--model", str(ROOT / "model" / "sample.h5"), "--dataset", str(ROOT / "dataset"),
                 "--calibration-size", "20", "--validation-size", "40", "--latency-runs", "3",
                 "--threads", "1"]
@@ -182,10 +182,13 @@ def test_named_volume_is_stored_in_the_build_folder(tflite_image: str, tmp_path:
 
 def test_stale_or_missing_image_is_refused_with_the_fix(tflite_image: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from converters import images as images_module
     from converters.images import ImageDefinition
 
     runner = DockerRunner(tmp_path)
-    monkeypatch.setitem(IMAGES, "nosuch", ImageDefinition("nosuch", "docker/nosuch.Dockerfile"))
+    every_image = images_module.all_images()
+    nosuch = ImageDefinition("nosuch", "docker/nosuch.Dockerfile")
+    monkeypatch.setattr(images_module, "all_images", lambda: {**every_image, "nosuch": nosuch})
     missing = runner.image_problem("nosuch")
     assert missing is not None and "does not exist" in missing
     assert "invoke images --target nosuch" in missing
@@ -261,7 +264,7 @@ def test_edgetpu_image_builds_or_names_corals_repository(tflite_image: str) -> N
     result = run_invoke("images", "--target", "edgetpu", "--base", "bootstrap", timeout=900)
     if result.returncode == 0:
         version = docker_cli.docker("run", "--rm", "--entrypoint", "edgetpu_compiler",
-                                IMAGES["edgetpu"].tag, "--version")
+                                image_definition("edgetpu").tag, "--version")
         assert "Edge TPU Compiler version" in version.stdout
     else:
         assert "Coral's package repository (https://packages.cloud.google.com) is unreachable" \
@@ -274,7 +277,7 @@ def test_edgetpu_target_crosses_images(tflite_image: str, tmp_path: Path) -> Non
     edgetpu image. Where that image is missing (always here: Coral's repository is
     unreachable), its stage runs locally, records that the compiler is missing, and the build
     exits non-zero after writing the report."""
-    if docker_cli.image_inspect(IMAGES["edgetpu"].tag) is not None:
+    if docker_cli.image_inspect(image_definition("edgetpu").tag) is not None:
         pytest.skip("the edgetpu image exists here: the compile stage runs in it")
     result = run_invoke("convert", *SAMPLE_FLAGS, "--target", "edgetpu", "--out", str(tmp_path),
                         "--runner", "docker")
@@ -292,7 +295,7 @@ def test_tensorrt_target_exports_onnx_in_the_tflite_image(tflite_image: str, tmp
     """ONNX export and Q/DQ quantization run in the tflite image; the engine stages belong to
     the tensorrt image, which cannot be built here (NGC unreachable): they run locally, record
     that TensorRT is missing, and the build exits non-zero after writing the report."""
-    if docker_cli.image_inspect(IMAGES["tensorrt"].tag) is not None:
+    if docker_cli.image_inspect(image_definition("tensorrt").tag) is not None:
         pytest.skip("the tensorrt image exists here: the engine stages run in it")
     result = run_invoke("convert", *SAMPLE_FLAGS, "--target", "tensorrt", "--quant", "int8",
                         "--out", str(tmp_path), "--runner", "docker")

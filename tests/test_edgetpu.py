@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from converters import build
-from converters.config import Target
 from converters.fsutil import read_json
 from converters.targets.edgetpu.check import AFTER_CUT, LIMITATION, MAPPED, NOT_COMPILED, RANK
 from tests.conftest import ROOT, make_config, run_invoke, save_function_model
@@ -71,7 +70,7 @@ def edgetpu_build(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path,
     folder = tmp_path_factory.mktemp("edgetpu")
     out = folder / "build"
     # A zoo of 3- to 16,001-output models against one 3-class dataset: class counts differ.
-    config = make_config(_models(folder), tiny_dataset, out, targets=(Target.EDGETPU,),
+    config = make_config(_models(folder), tiny_dataset, out, targets=("edgetpu",),
                          allow_float_fallback=True, jobs=2, allow_class_mismatch=True)
     return out, build.convert(config, ["test"])  # type: ignore[arg-type]
 

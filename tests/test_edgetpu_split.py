@@ -96,9 +96,9 @@ def test_edgetpu_check_splits_a_given_tflite(split_build: tuple[Path, Any], tmp_
 
 
 def test_edgetpu_split_needs_the_edgetpu_target(tmp_path: Path) -> None:
-    from converters.config import ConvertConfig, DatasetConfig, Target
+    from converters.config import ConvertConfig, DatasetConfig
     from converters.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--edgetpu-split splits the Edge TPU model"):
         ConvertConfig(models=(tmp_path / "m.keras",), dataset=DatasetConfig(tmp_path),
-                      targets=(Target.TFLITE,), edgetpu_split=True)
+                      targets=("tflite",), edgetpu_split=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from converters import build
-from converters.config import Quantization, Target
+from converters.config import Quantization
 from converters.fsutil import read_json
 from tests.conftest import ROOT, make_config, run_invoke, write_images
 
@@ -29,7 +29,7 @@ def onnx_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, bu
     keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
                                    classes=4).save(mobilenet)
     config = make_config([ROOT / "model" / "sample.h5", mobilenet], dataset, folder / "build",
-                         targets=(Target.ONNX,), quantizations=(Quantization.FP32, Quantization.INT8),
+                         targets=("onnx",), quantizations=(Quantization.FP32, Quantization.INT8),
                          jobs=2)
     return folder / "build", dataset, build.convert(config, ["test"])  # type: ignore[arg-type]
 
@@ -101,7 +101,7 @@ def test_changed_dataset_recalibrates_only_the_int8_model(onnx_build: tuple[Path
     work = tmp_path / "images"
     shutil.copytree(dataset, work)
     config = make_config(ROOT / "model" / "sample.h5", work, tmp_path / "build",
-                         targets=(Target.ONNX,), quantizations=(Quantization.FP32, Quantization.INT8))
+                         targets=("onnx",), quantizations=(Quantization.FP32, Quantization.INT8))
     build.convert(config, ["test"])  # type: ignore[arg-type]
     again = build.convert(config, ["test"])  # type: ignore[arg-type]
     assert again.ran["sample"] == []

@@ -52,7 +52,7 @@ def test_markdown_lists_every_artifact_and_the_recommendation() -> None:
 
 
 def test_tensorrt_lines_show_numbers_or_why_not_built() -> None:
-    from converters.report import tensorrt_lines
+    from converters.targets.tensorrt.report import engine_lines
 
     metrics = {"top1_agreement": 0.995, "accuracy": 0.99}
     built = {"ran": True, "precision": "fp16", "engine": "tensorrt/fp16/m_fp16.engine",
@@ -60,7 +60,7 @@ def test_tensorrt_lines_show_numbers_or_why_not_built() -> None:
              "latency_ms_opt_batch": 1.73, "opt_batch": 8,
              "sidecar": {"tensorrt_version": "10.8.0", "gpu": "GPU", "compute_capability": "8.7"}}
     missing = {"ran": False, "precision": "int8", "reason": "no GPU here"}
-    lines = tensorrt_lines({"tensorrt": [built, missing, {**missing, "precision": "fp32"}]})
+    lines = engine_lines([built, missing, {**missing, "precision": "fp32"}])
     assert lines[1] == ("fp16 engine `tensorrt/fp16/m_fp16.engine` (3.00 MiB, TensorRT 10.8.0, GPU "
                         "sm 8.7): top-1 agreement 0.995, accuracy 99.0 %, latency 0.41 ms at batch "
                         "1, 1.73 ms at batch 8")

@@ -21,8 +21,6 @@ from converters.errors import ConfigError, ToolMissingError
 from converters.images import image_definition
 from converters.stages.base import StageSpec
 
-GPU_IMAGES = frozenset({"tensorrt"})
-
 
 class DockerRunner:
     name = "docker"
@@ -85,7 +83,7 @@ class DockerRunner:
         ]
         if os.environ.get(console.FORCE_TERMINAL):
             argv += ["--env", f"{console.FORCE_TERMINAL}=1"]
-        if job["image"] in GPU_IMAGES:
+        if image_definition(job["image"]).gpus:
             argv += ["--gpus", "all"]
         return argv
 

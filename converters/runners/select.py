@@ -8,13 +8,10 @@ from pathlib import Path
 from converters import console, docker_cli
 from converters.config import Runner
 from converters.errors import ToolMissingError
+from converters.images import optional_images
 from converters.runners import StageRunner
 from converters.runners.docker import DockerRunner
 from converters.runners.local import LocalRunner
-
-# Images that some hosts cannot build (Coral's repository, NGC): without them their stages run
-# locally, where they record that their tool is missing, and the rest of the build goes on.
-OPTIONAL_IMAGES = frozenset({"edgetpu", "tensorrt"})
 
 
 def select_runners(choice: Runner, images: Iterable[str], out_dir: Path,
@@ -38,7 +35,7 @@ def select_runners(choice: Runner, images: Iterable[str], out_dir: Path,
         problem = container.image_problem(image)
         if problem is None:
             chosen[image] = container
-        elif choice is Runner.DOCKER and image not in OPTIONAL_IMAGES:
+        elif choice is Runner.DOCKER and image not in optional_images():
             raise ToolMissingError(f"--runner docker: {problem}")
         else:
             chosen[image] = local

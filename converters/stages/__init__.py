@@ -12,24 +12,24 @@ from collections.abc import Callable
 
 from converters.stages.base import StageContext, StageSpec
 
+# The shared stages; each target's own stage kinds come from the target registry.
 STAGE_MODULES = {
     "export": "converters.stages.export",
     "data": "converters.stages.data",
     "reference": "converters.stages.reference",
-    "tflite": "converters.targets.tflite.convert",
     "validate": "converters.stages.validate",
-    "edgetpu-check": "converters.targets.edgetpu.stages:precheck",
-    "edgetpu-compile": "converters.targets.edgetpu.stages:compile_model",
-    "edgetpu-split": "converters.targets.edgetpu.stages:split",
-    "onnx-export": "converters.targets.onnx.export:export_onnx",
-    "onnx-quantize": "converters.targets.onnx.export:quantize_onnx",
-    "tensorrt-engine": "converters.targets.tensorrt.stages",
     "report": "converters.report",
 }
 
 
 def stage_function(kind: str) -> Callable[[StageContext], None]:
-    module_name, _, function_name = STAGE_MODULES[kind].partition(":")
+    """The function that runs a stage of ``kind`` (a shared stage, or a registered target's)."""
+    from converters.targets import stage_function_path
+
+    path = STAGE_MODULES.get(kind) or stage_function_path(kind)
+    if path is None:
+        raise KeyError(f"no stage kind '{kind}' in the shared stages or any registered target")
+    module_name, _, function_name = path.partition(":")
     module = importlib.import_module(module_name)
     function: Callable[[StageContext], None] = getattr(module, function_name or "run")
     return function

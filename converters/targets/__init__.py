@@ -1,0 +1,91 @@
+"""The registry of targets. Shared code (plan, build, report, summary, bundle, infer, images,
+tasks) goes through it and never names a target.
+
+Adding a target is adding one package whose ``target`` module defines ``TARGET`` (a
+:class:`Target`): list it in
+``BUILT_IN``, or call :func:`register` (a plug-in, or a test's toy target).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from converters.errors import ConfigError
+from converters.targets.base import (
+    CORE_IMAGE,
+    BundleHooks,
+    PlanContext,
+    ReportHooks,
+    Target,
+)
+
+# Packages under converters/targets/, in the order their stages and report rows appear.
+BUILT_IN = ("tflite", "edgetpu", "onnx", "tensorrt")
+_registered: dict[str, Target] = {}
+
+
+def register(target: Target) -> None:
+    """Add (or replace) a target; its stage functions must be importable by stage processes."""
+    _registered[target.name] = target
+
+
+def all_targets() -> dict[str, Target]:
+    """Every target, built-in ones first (imported on first use)."""
+    for name in BUILT_IN:
+        if name not in _registered:
+            register(importlib.import_module(f"converters.targets.{name}.target").TARGET)
+    built_in = {name: _registered[name] for name in BUILT_IN}
+    return {**built_in, **{n: t for n, t in _registered.items() if n not in built_in}}
+
+
+def get(name: str) -> Target:
+    targets = all_targets()
+    if name not in targets:
+        raise ConfigError(f"unknown target '{name}': expected one of {', '.join(targets)}")
+    return targets[name]
+
+
+def parse_targets(value: str) -> tuple[str, ...]:
+    """``"a,b"`` (or ``all``) as target names, in the order given, without repeats."""
+    names = [item.strip() for item in value.split(",") if item.strip()]
+    if "all" in names:
+        return tuple(all_targets())
+    if not names:
+        raise ConfigError(f"no target given: expected one or more of {', '.join(all_targets())}")
+    return tuple(dict.fromkeys(get(name).name for name in names))
+
+
+def planned(names: tuple[str, ...]) -> list[Target]:
+    """The targets to plan for ``names``, each after the ones it requires, in registry order."""
+    wanted: set[str] = set()
+
+    def add(name: str) -> None:
+        if name not in wanted:
+            wanted.add(name)
+            for required in get(name).requires:
+                add(required)
+
+    for name in names:
+        add(name)
+    return [target for name, target in all_targets().items() if name in wanted]
+
+
+def stage_function_path(kind: str) -> str | None:
+    """``"module:function"`` of a target stage kind, or None when no target has it."""
+    for target in all_targets().values():
+        if kind in target.stage_functions:
+            return target.stage_functions[kind]
+    return None
+
+
+def for_artifact(artifact: Path) -> Target | None:
+    """The target whose artifacts end like ``artifact`` (the longest matching ending wins)."""
+    matches = [(len(suffix), target) for target in all_targets().values()
+               for suffix in target.artifact_suffixes if artifact.name.endswith(suffix)]
+    return max(matches, key=lambda match: match[0])[1] if matches else None
+
+
+__all__ = ["BUILT_IN", "CORE_IMAGE", "BundleHooks", "PlanContext", "ReportHooks", "Target",
+           "all_targets", "for_artifact", "get", "parse_targets", "planned", "register",
+           "stage_function_path"]

@@ -4,9 +4,13 @@ side, the CPU ops with their reasons, off-chip memory and the runtime version th
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
+from converters import console
 from converters.fsutil import read_json
 from converters.markup import inline_html, md_table
 
@@ -117,3 +121,25 @@ def html_section(edgetpu: dict[str, Any]) -> str:
     return (f"<h2>Edge TPU</h2><ul>{items}</ul><table><tr><th>operator</th><th>pre-check</th>"
             f"<th>compiler</th></tr>{rows}</table>"
             + (f"<p>Predicted CPU ops and why:</p><ul>{reasons}</ul>" if reasons else ""))
+
+
+def print_precheck(result: dict[str, Any], as_json: bool = False) -> None:
+    """The Edge TPU pre-check of one model: the op table, then each CPU op with its reason."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"Edge TPU pre-check: {result['model']}", title_justify="left")
+    for header in ("operator", "count", "status"):
+        table.add_column(header, justify="right" if header == "count" else "left")
+    for row in result["table"]:
+        table.add_row(row["operator"], str(row["count"]), row["status"])
+    console.console.print(table)
+    for problem in result["blocking"]:
+        console.warn(f"will not compile: {problem}")
+    for note in result.get("notes", []):
+        console.info(f"note: {note}")
+    for op in result["cpu_op_reasons"]:
+        console.info(f"CPU: op {op['index']} {op['operator']}: {op['reason']}")
+    console.info(f"{result['tpu_ops']} of {result['total_ops']} ops predicted on the Edge TPU "
+                 f"({100 * result['tpu_fraction']:.0f} %), {result['edgetpu_subgraphs']} Edge TPU "
+                 "subgraph")

@@ -72,7 +72,7 @@ def run(context: StageContext) -> None:
 
 def build_problems(build_dir: Path, records: list[str]) -> list[str]:
     """Engines that were asked for and could not be built here."""
-    from converters.report import not_built
+    from converters.targets.tensorrt.report import not_built
 
     engines = [read_json(build_dir / record) for record in records if (build_dir / record).exists()]
     return [f"{build_dir.name}: the TensorRT {', '.join(precisions)} "

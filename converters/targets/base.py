@@ -1,0 +1,93 @@
+"""What a target is: the hooks shared code calls (planning, report, problems, bundles, infer).
+
+A target package (``converters/targets/<name>/``) defines ``TARGET = Target(...)``; the
+registry (:mod:`converters.targets`) lists them. Importing a target package is cheap: stage
+functions are named as ``"module:function"`` strings and imported only when a stage runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from converters.stages.base import StageSpec
+
+if TYPE_CHECKING:
+    from converters.bundle import BundleRequest
+    from converters.config import ConvertConfig
+    from converters.images import ImageDefinition
+
+# The TensorFlow toolchain image: the shared stages (export, data, reference, validation) and
+# every stage that needs TensorFlow or LiteRT run in it.
+CORE_IMAGE = "tflite"
+VALIDATION_RECORD = "validation/{target}_{variant}.json"
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a target's planner needs: the configuration, the model's name, the timing params."""
+
+    config: ConvertConfig
+    stem: str
+
+    @property
+    def timing(self) -> dict[str, int]:
+        return {"threads": self.config.threads, "latency_runs": self.config.latency_runs}
+
+    def validation_stage(self, converted_by: str, target: str, variant: str, artifact: str,
+                         runtime: str, tools: tuple[str, ...], group: str) -> StageSpec:
+        """Run ``artifact`` on the validation split against the Keras outputs (core stage)."""
+        record = VALIDATION_RECORD.format(target=target, variant=variant)
+        return StageSpec(f"validate-{target}-{variant}", "validate", CORE_IMAGE,
+                         {"target": target, "variant": variant, "artifact": artifact,
+                          "output": record, "runtime": runtime, **self.timing},
+                         deps=(converted_by, "data", "reference"), outputs=(record,),
+                         tools=tools, group=group)
+
+
+@dataclass(frozen=True)
+class ReportHooks:
+    """A target's own section of report.json (``report[target.name]``) and how it is shown."""
+
+    params: Callable[[PlanContext, list[StageSpec]], Any]  # what the report stage reads
+    section: Callable[[Path, Any], Any]  # the section, from the build folder and those params
+    empty: Any  # the section when the target was not built
+    markdown: Callable[[Any], list[str]]
+    html: Callable[[Any], str]
+    summary: Callable[[Any], list[str]]  # console lines
+
+
+@dataclass(frozen=True)
+class BundleHooks:
+    """What a deployment bundle of this target carries and says."""
+
+    requirements: tuple[str, ...]  # runtime distributions (pinned from constraints.txt)
+    runtime: str  # bundle.json's "runtime": what run.py loads the artifact with
+    images: tuple[str, ...]  # the stage images --with-images saves
+    # The files to ship and the report entry describing them; None: the artifact of
+    # report["artifacts"] with this target and variant.
+    select: Callable[[BundleRequest, dict[str, Any]], tuple[list[Path], dict[str, Any]]] | None = None
+    readme: Callable[[BundleRequest, dict[str, Any]], list[str]] = lambda request, report: []
+    facts: Callable[[dict[str, Any]], dict[str, Any]] = lambda report: {}  # extra bundle.json keys
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target: its stages, and the hooks shared code calls instead of naming it."""
+
+    name: str
+    plan: Callable[[PlanContext], list[StageSpec]]
+    stage_functions: Mapping[str, str]  # stage kind → "module:function" (or "module": run)
+    requires: tuple[str, ...] = ()  # targets whose stages this one builds on (planned first)
+    images: tuple[ImageDefinition, ...] = ()  # toolchain images besides the core one
+    check_config: Callable[[ConvertConfig], None] = lambda config: None
+    report: ReportHooks | None = None
+    # Why a finished, reported build must still exit non-zero (a tool that did not run here).
+    problems: Callable[[Path, ConvertConfig], list[str]] = lambda build_dir, config: []
+    bundle: BundleHooks | None = None
+    # infer: the artifact file endings this target runs, and how (artifact, threads, device).
+    artifact_suffixes: tuple[str, ...] = ()
+    runtime: Callable[[Path, int, str | None], Any] | None = None
+    tasks: str | None = None  # a module whose Invoke tasks join tasks.py's (e.g. edgetpu-check)

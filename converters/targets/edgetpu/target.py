@@ -1,0 +1,115 @@
+"""Target ``edgetpu``: full int8 at batch 1 with static shapes, the op-mapping pre-check, the
+optional head/tail split, and ``edgetpu_compiler`` in its own image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from converters.config import ConvertConfig, IODType, Quantization
+from converters.errors import BundleError, ConfigError
+from converters.images import ImageDefinition
+from converters.stages.base import StageSpec
+from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, ReportHooks, Target
+from converters.targets.edgetpu import report, stages
+from converters.targets.edgetpu.runtime import EDGETPU_SUFFIX, open_runtime
+from converters.targets.tflite.target import LITERT_TOOLS, conversion_stages
+
+if TYPE_CHECKING:
+    from converters.bundle import BundleRequest
+
+IMAGE = "edgetpu"
+VALIDATION_RUNTIME = "ai-edge-litert on the CPU (the int8 model before Edge TPU compilation)"
+
+
+def plan(context: PlanContext) -> list[StageSpec]:
+    config, stem = context.config, context.stem
+    artifact = stages.int8_artifact(stem)
+    planned = conversion_stages(context, "edgetpu-int8", Quantization.INT8, artifact, "edgetpu",
+                                VALIDATION_RUNTIME, batch_size=1)
+    precheck = stages.precheck_record(stem)
+    planned.append(StageSpec("edgetpu-check", "edgetpu-check", CORE_IMAGE,
+                             {"artifact": artifact, "output": precheck},
+                             deps=("edgetpu-int8",), outputs=(precheck,), tools=LITERT_TOOLS,
+                             group="edgetpu-int8"))
+    compile_stage = StageSpec("edgetpu-compile", "edgetpu-compile", IMAGE,
+                              {"artifact": artifact, "options": config.edgetpu.as_dict(),
+                               "output_dir": stages.COMPILED_DIR, "record": stages.COMPILE_RECORD,
+                               "precheck": precheck},
+                              deps=("edgetpu-int8",),
+                              outputs=(stages.COMPILED_DIR, stages.COMPILE_RECORD),
+                              tools=(stages.COMPILER_TOOL,))
+    if config.edgetpu_split:
+        return [*planned, stages.split_stage(artifact),
+                stages.compile_after_split(compile_stage, stem)]
+    return [*planned, compile_stage]
+
+
+def check_config(config: ConvertConfig) -> None:
+    wanted = "edgetpu" in config.targets
+    if wanted and config.io_dtype is IODType.FLOAT32:
+        raise ConfigError("--target edgetpu needs integer input and output: pass --io-dtype "
+                          "uint8 (what Coral's examples use) or int8, not float32")
+    if config.edgetpu_split and not wanted:
+        raise ConfigError("--edgetpu-split splits the Edge TPU model: add --target edgetpu")
+
+
+def report_params(context: PlanContext, planned: list[StageSpec]) -> dict[str, str]:
+    return {"precheck": stages.precheck_record(context.stem), "compile": stages.COMPILE_RECORD,
+            **stages.split_report_params(context.stem, context.config.edgetpu_split)}
+
+
+def problems(build_dir: Path, config: ConvertConfig) -> list[str]:
+    return stages.build_problems(build_dir, config.min_tpu_ops)
+
+
+def select(request: BundleRequest, built: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
+    """The compiled model(s) (and with --edgetpu-split the CPU tail and the pair's record)."""
+    build_dir = request.build_dir
+    entry = next((a for a in built["artifacts"]
+                  if a["target"] == "edgetpu" and a["variant"] == request.variant), None)
+    if entry is None:
+        raise BundleError(f"{build_dir} has no edgetpu {request.variant} artifact: run invoke "
+                          "convert --target edgetpu first")
+    edgetpu = built.get("edgetpu") or {}
+    if not edgetpu.get("compiled"):
+        raise BundleError(f"the Edge TPU compile did not run for {build_dir}: there is no "
+                          f"*{EDGETPU_SUFFIX} to bundle. {edgetpu.get('not_run_reason', '')}")
+    split = edgetpu.get("split") or {}
+    pair = [build_dir / split[key] for key in ("record", "tail")] if split.get("split") else []
+    return [build_dir / path for path in edgetpu["compiled_models"]] + pair, entry
+
+
+def readme(request: BundleRequest, built: dict[str, Any]) -> list[str]:
+    version = (built.get("edgetpu") or {}).get("runtime_version_needed")
+    return ["", "## Edge TPU runtime", "",
+            f"The compiled model needs Edge TPU runtime {version} or newer. Install "
+            "`libedgetpu1-std` (or `libedgetpu1-max`, maximum frequency, runs hotter) from "
+            "Coral's apt repository on a USB Accelerator host, or use the Dev Board's "
+            "Mendel image, which includes it. `python run.py IMAGE --device usb` (or pci)."]
+
+
+def facts(built: dict[str, Any]) -> dict[str, Any]:
+    edgetpu = built.get("edgetpu") or {}
+    return {"edgetpu_runtime_version_needed": edgetpu.get("runtime_version_needed")}
+
+
+TARGET = Target(
+    name="edgetpu",
+    plan=plan,
+    stage_functions={"edgetpu-check": "converters.targets.edgetpu.stages:precheck",
+                     "edgetpu-compile": "converters.targets.edgetpu.stages:compile_model",
+                     "edgetpu-split": "converters.targets.edgetpu.stages:split"},
+    images=(ImageDefinition(IMAGE, "docker/edgetpu.Dockerfile", platform="linux/amd64"),),
+    check_config=check_config,
+    report=ReportHooks(params=report_params, section=report.section, empty=None,
+                       markdown=report.markdown, html=report.html_section,
+                       summary=lambda section: [f"Edge TPU: {line}"
+                                                for line in report.summary_lines(section)]),
+    problems=problems,
+    bundle=BundleHooks(requirements=("ai-edge-litert", "numpy", "pillow"), runtime="litert-edgetpu",
+                       images=(CORE_IMAGE, IMAGE), select=select, readme=readme, facts=facts),
+    artifact_suffixes=(EDGETPU_SUFFIX, "_split.json"),
+    runtime=open_runtime,
+    tasks="converters.targets.edgetpu.tasks",
+)

@@ -1,0 +1,65 @@
+"""Target ``onnx``: the exported model as fp32 ONNX (tf2onnx) and, with int8, the explicit Q/DQ
+int8 model TensorRT builds (onnxruntime static quantization), each validated with onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from converters.config import Quantization
+from converters.errors import ConfigError
+from converters.stages.base import StageSpec
+from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
+from converters.targets.onnx.export import calibration_record, onnx_artifact
+
+ONNX_TOOLS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
+ONNXRUNTIME_TOOLS = ("onnxruntime", "numpy")
+VALIDATION_RUNTIME = "onnxruntime (CPU)"
+
+
+def plan(context: PlanContext) -> list[StageSpec]:
+    """fp32 ONNX export, and the int8 Q/DQ model when int8 is asked for."""
+    stem = context.stem
+    fp32 = onnx_artifact(stem, "fp32")
+    fp32_info = fp32.removesuffix(".onnx") + ".json"
+    stages = [
+        StageSpec("onnx-fp32", "onnx-export", CORE_IMAGE,
+                  {"opset": context.config.onnx_opset, "artifact": fp32, "info": fp32_info},
+                  deps=("export",), outputs=(fp32, fp32_info), tools=ONNX_TOOLS, group="onnx-fp32"),
+        context.validation_stage("onnx-fp32", "onnx", "fp32", fp32, VALIDATION_RUNTIME,
+                                 ONNXRUNTIME_TOOLS, "onnx-fp32"),
+    ]
+    if Quantization.INT8 in context.config.quantizations:
+        int8 = onnx_artifact(stem, "int8")
+        int8_info = int8.removesuffix(".onnx") + ".json"
+        calibration = calibration_record(stem)
+        stages += [
+            StageSpec("onnx-int8", "onnx-quantize", CORE_IMAGE,
+                      {"source": fp32, "artifact": int8, "info": int8_info,
+                       "calibration": calibration, "method": "MinMax"},
+                      deps=("onnx-fp32", "data"), outputs=(int8, int8_info, calibration),
+                      tools=ONNX_TOOLS, group="onnx-int8"),
+            context.validation_stage("onnx-int8", "onnx", "int8", int8, VALIDATION_RUNTIME,
+                                     ONNXRUNTIME_TOOLS, "onnx-int8"),
+        ]
+    return stages
+
+
+def open_runtime(path: Path, threads: int, device: str | None) -> Any:
+    from converters.validate import OnnxRunner
+
+    if device:
+        raise ConfigError(f"--device applies to Edge TPU artifacts, not {path.name}")
+    return OnnxRunner(path, threads)
+
+
+TARGET = Target(
+    name="onnx",
+    plan=plan,
+    stage_functions={"onnx-export": "converters.targets.onnx.export:export_onnx",
+                     "onnx-quantize": "converters.targets.onnx.export:quantize_onnx"},
+    bundle=BundleHooks(requirements=("onnxruntime", "numpy", "pillow"), runtime="onnxruntime",
+                       images=(CORE_IMAGE,)),
+    artifact_suffixes=(".onnx",),
+    runtime=open_runtime,
+)

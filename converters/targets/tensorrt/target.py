@@ -1,0 +1,98 @@
+"""Target ``tensorrt``: one engine per precision (fp32, fp16, int8 from the Q/DQ ONNX model),
+built and validated in the NGC TensorRT image on an NVIDIA GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from converters.config import ConvertConfig, Quantization
+from converters.errors import BundleError, ToolMissingError
+from converters.images import ImageDefinition
+from converters.stages.base import StageSpec
+from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, ReportHooks, Target
+from converters.targets.onnx.export import onnx_artifact
+from converters.targets.tensorrt import report, stages
+
+if TYPE_CHECKING:
+    from converters.bundle import BundleRequest
+
+IMAGE = "tensorrt"
+
+
+def plan(context: PlanContext) -> list[StageSpec]:
+    """One engine per precision asked for; dynamic has no TensorRT counterpart."""
+    config, stem = context.config, context.stem
+    planned = []
+    for mode in config.quantizations:
+        if mode is Quantization.DYNAMIC:
+            continue  # no TensorRT counterpart of TFLite's hybrid kernels
+        source = "int8" if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
+        engine = stages.engine_artifact(stem, mode.value)
+        engine_dir = engine.rsplit("/", 1)[0]
+        record = stages.engine_record(stem, mode.value)
+        planned.append(StageSpec(
+            f"tensorrt-{mode.value}", "tensorrt-engine", IMAGE,
+            {"precision": mode.value, "source": onnx_artifact(stem, source),
+             "engine": engine, "engine_dir": engine_dir, "record": record,
+             "batch": config.batch.as_dict(), "workspace_bytes": config.workspace_mb * 2**20,
+             "latency_runs": config.latency_runs},
+            deps=(f"onnx-{source}", "data", "reference"),
+            outputs=(engine_dir, record), tools=("tensorrt", "cuda-python")))
+    return planned
+
+
+def report_params(context: PlanContext, planned: list[StageSpec]) -> list[str]:
+    return [spec.params["record"] for spec in planned if spec.kind == "tensorrt-engine"]
+
+
+def problems(build_dir: Path, config: ConvertConfig) -> list[str]:
+    records = [stages.engine_record(build_dir.name, mode.value) for mode in config.quantizations
+               if mode is not Quantization.DYNAMIC]
+    return stages.build_problems(build_dir, records)
+
+
+def select(request: BundleRequest, built: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
+    engine = next((e for e in built.get("tensorrt") or [] if e["precision"] == request.variant),
+                  None)
+    if engine is None or not engine["ran"]:
+        why = engine["reason"] if engine else "it was not asked for (--target tensorrt)"
+        raise BundleError(f"no {request.variant} TensorRT engine in {request.build_dir}: {why}")
+    path = request.build_dir / engine["engine"]
+    return [path, path.with_suffix(".json")], {**engine, "target": "tensorrt",
+                                               "variant": request.variant,
+                                               "path": engine["engine"]}
+
+
+def readme(request: BundleRequest, built: dict[str, Any]) -> list[str]:
+    return ["", "TensorRT itself is not in `wheels/`: the device's JetPack (or the NGC image) "
+            "provides it. The engine runs only with the TensorRT version and GPU architecture "
+            "named in `artifacts/*.json`."]
+
+
+def open_runtime(path: Path, threads: int, device: str | None) -> Any:
+    from converters.targets.tensorrt.engine import EngineRunner, tensorrt_problem
+
+    if (problem := tensorrt_problem()) is not None:
+        raise ToolMissingError(f"cannot run {path}: {problem}; a TensorRT engine runs only with "
+                               "TensorRT on an NVIDIA GPU (run the .onnx instead)")
+    return EngineRunner.from_file(path)
+
+
+TARGET = Target(
+    name="tensorrt",
+    plan=plan,
+    requires=("onnx",),
+    stage_functions={"tensorrt-engine": "converters.targets.tensorrt.stages"},
+    images=(ImageDefinition(IMAGE, "docker/tensorrt.Dockerfile", bootstrappable=False,
+                            gpus=True),),
+    report=ReportHooks(params=report_params, section=report.section, empty=[],
+                       markdown=report.markdown, html=report.html_section,
+                       summary=lambda engines: [f"TensorRT: {line}"
+                                                for line in report.engine_lines(engines)]),
+    problems=problems,
+    bundle=BundleHooks(requirements=("numpy", "pillow", "cuda-python"), runtime="tensorrt",
+                       images=(CORE_IMAGE, IMAGE), select=select, readme=readme),
+    artifact_suffixes=(".engine",),
+    runtime=open_runtime,
+)
