@@ -17,6 +17,8 @@ from invoke.tasks import Task
 from converters import console
 from converters.cli import ROOT, cli_task, required, show_help, user_errors
 from converters.errors import ConfigError
+from converters.images import all_images
+from converters.targets import CORE_IMAGE, all_targets
 
 
 def target_tasks() -> list[Task[Any]]:
@@ -56,7 +58,7 @@ def convert_flags() -> inspect.Signature:
 def convert_body(c: Context, **flags: Any) -> None:
     """Convert Keras models to TFLite, Edge TPU, ONNX and TensorRT artifacts, validate, report.
 
-    Outputs go to build/<model>/ (never next to your inputs): tflite/<model>_<mode>.tflite,
+    Outputs go to build/<model>/ (never next to your inputs): one folder per target,
     report.json/.md/.html and manifest.json. Stages whose inputs did not change are skipped.
     Every flag, its default and invoke.yaml key come from converters/settings.py.
     """
@@ -86,7 +88,7 @@ convert = _convert_task()
 
 
 @cli_task(help={
-    "target": "comma list of images: tflite, edgetpu, tensorrt, or all (default: tflite)",
+    "target": f"comma list of images: {', '.join(all_images())}, or all (default: {CORE_IMAGE})",
     "base": "pull (the Dockerfile's pinned Debian/NGC base from a registry) or bootstrap (a "
             "Debian base made with debootstrap from --mirror, for hosts without a registry)",
     "ca_bundle": "PEM bundle of a TLS-intercepting proxy, given to pip and apt as a build secret "
@@ -96,7 +98,7 @@ convert = _convert_task()
             "carries (verified first)",
     "public_key": "with --load: require the bundle's Ed25519 signature by this PEM public key",
 })
-def images(c: Context, target: str = "tflite", base: str = "pull", ca_bundle: str = "",
+def images(c: Context, target: str = CORE_IMAGE, base: str = "pull", ca_bundle: str = "",
            mirror: str = "", load: str = "", public_key: str = "") -> None:
     """Build the toolchain images the docker runner uses (docker/*.Dockerfile)."""
     with user_errors():
@@ -128,7 +130,9 @@ def report(c: Context, out: str = "", model: str = "") -> None:
             print_summary(build_dir)
 
 
-@cli_task(help={"artifact": "a built .tflite file (an *_edgetpu.tflite runs on the Edge TPU)",
+@cli_task(help={"artifact": "a built artifact: a file ending in "
+                        + ", ".join(sorted({s for t in all_targets().values() if t.runtime
+                                            for s in t.artifact_suffixes})),
             "image": "an image file",
             "top_k": "how many classes to print (default 5)",
             "threads": "interpreter threads (default 1)",
@@ -147,7 +151,7 @@ def infer(c: Context, artifact: str = "", image: str = "", top_k: int = 5, threa
 
 @cli_task(help={
     "model": "the model (file, folder or its name in the build folder; default: the only one)",
-    "target": "tflite, edgetpu, onnx or tensorrt",
+    "target": ", ".join(name for name, t in all_targets().items() if t.bundle is not None),
     "variant": "fp32, fp16, dynamic or int8 (default int8)",
     "platform": "linux/x86_64 or linux/aarch64 (default: this machine's)",
     "python": "the device's Python, e.g. 3.11 (default: this one's)",
@@ -275,7 +279,7 @@ def test(c: Context, pytest_args: str = "", quick: bool = False) -> None:
     c.run(f"{sys.executable} -m pytest {selection} {pytest_args}", pty=False)
 
 
-# Every task above, and the tasks each target brings (e.g. edgetpu-check).
+# Every task above, and the tasks each target's package brings.
 ns = Collection.from_module(sys.modules[__name__])
 for _target_tasks in target_tasks():
     ns.add_task(_target_tasks)

@@ -93,7 +93,7 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: 
     staging.mkdir(parents=True)
     context = StageContext(spec, Path(job["model_path"]), Path(job["dataset_dir"]), build_dir,
                            staging)
-    stage_function(spec.kind)(context)
+    stage_function(spec.kind, spec.function)(context)
     missing = [relative for relative in spec.outputs if not (staging / relative).exists()]
     if missing:
         raise BuildError(f"stage {spec.name} finished without writing {', '.join(missing)}")

@@ -1,7 +1,7 @@
 """Minimal inference: classify one image with a built artifact.
 
 >>> from converters.infer import classify
->>> classify(Path("build/sample/tflite/sample_int8.tflite"), Path("dataset/circle/0001.png"))
+>>> classify(Path("build/sample/<target>/<artifact>"), Path("dataset/circle/0001.png"))
 [('circle', 0.98), ...]
 
 Preprocessing and class names come from the build folder the artifact sits in
@@ -56,8 +56,8 @@ def artifact_runner(artifact: Path, threads: int, device: str | None) -> Any:
 def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
              preprocessing: Preprocessing | None = None,
              device: str | None = None) -> list[Prediction]:
-    """The ``top_k`` classes for ``image`` according to ``artifact`` (a .tflite file; an
-    ``*_edgetpu.tflite`` runs through the Edge TPU delegate on ``device``)."""
+    """The ``top_k`` classes for ``image`` according to ``artifact``, run by the runtime of the
+    target that built it (``device`` picks an accelerator where the target has one)."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if not artifact.is_file():

@@ -64,7 +64,8 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     ]
     sections: dict[str, object] = {}
     for target in planned(config.targets):
-        own = target.plan(context)
+        own = [replace(spec, function=target.stage_functions.get(spec.kind, ""))
+               for spec in target.plan(context)]
         stages += own
         if target.report is not None and target.name in config.targets:
             sections[target.name] = target.report.params(context, own)

@@ -350,8 +350,8 @@ def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
         by_size.axhline(keras["accuracy"], color="grey", linestyle="--", label="Keras accuracy")
         by_latency.axhline(keras["accuracy"], color="grey", linestyle="--")
     by_latency.axvline(keras["latency_ms"], color="grey", linestyle=":", label="Keras latency")
-    names = [a["variant"] if a["target"] == "tflite" else f"{a['target']} {a['variant']}"
-             for a in measured]
+    one_target = len({a["target"] for a in measured}) == 1  # then the variant says it all
+    names = [a["variant"] if one_target else f"{a['target']} {a['variant']}" for a in measured]
     by_size.set(xlabel="size (KiB)", title="size vs " + quality_name)
     by_latency.set(xlabel="latency (ms, log scale; median, bar: p10-p90)", xscale="log",
                    title="latency vs " + quality_name)

@@ -22,17 +22,18 @@ STAGE_MODULES = {
 }
 
 
-def stage_function(kind: str) -> Callable[[StageContext], None]:
-    """The function that runs a stage of ``kind`` (a shared stage, or a registered target's)."""
+def stage_function(kind: str, function: str = "") -> Callable[[StageContext], None]:
+    """The function that runs a stage of ``kind``: ``function`` when the plan named it (a
+    target's stage), else a shared stage, else a registered target's kind."""
     from converters.targets import stage_function_path
 
-    path = STAGE_MODULES.get(kind) or stage_function_path(kind)
+    path = function or STAGE_MODULES.get(kind) or stage_function_path(kind)
     if path is None:
         raise KeyError(f"no stage kind '{kind}' in the shared stages or any registered target")
     module_name, _, function_name = path.partition(":")
     module = importlib.import_module(module_name)
-    function: Callable[[StageContext], None] = getattr(module, function_name or "run")
-    return function
+    runs: Callable[[StageContext], None] = getattr(module, function_name or "run")
+    return runs
 
 
 __all__ = ["STAGE_MODULES", "StageContext", "StageSpec", "stage_function"]

@@ -28,6 +28,9 @@ class StageSpec:
     # With -j > 1, stages of different groups (one per TFLite mode, say) run in separate
     # processes in parallel; "" is the model's shared preparation.
     group: str = ""
+    # "module:function" that runs it, for a target's stage kinds: stage processes (and
+    # containers) then need no target registry, a registered plug-in's stages included.
+    function: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class StageSpec:
             "outputs": list(self.outputs),
             "tools": list(self.tools),
             "group": self.group,
+            "function": self.function,
         }
 
     @classmethod
@@ -54,6 +58,7 @@ class StageSpec:
             outputs=tuple(data["outputs"]),
             tools=tuple(data["tools"]),
             group=data.get("group", ""),
+            function=data.get("function", ""),
         )
 
 

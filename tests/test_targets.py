@@ -1,0 +1,57 @@
+"""One package per target: shared code goes through the registry and never names a target, and
+a new target is one package (a toy one here) that plans, builds, validates, reports and bundles."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from converters import build, targets
+from converters.bundle import BundleRequest, build_bundle
+from converters.bundle_archive import verify_archive
+from converters.config import Quantization
+from converters.fsutil import read_json
+from converters.infer import classify
+from tests.conftest import ROOT, make_config
+from tests.toy_target.target import TARGET as TOY
+
+SHARED = ("converters/build.py", "converters/plan.py", "converters/report.py",
+          "converters/bundle.py", "converters/summary.py", "converters/infer.py", "tasks.py")
+
+
+@pytest.mark.parametrize("relative", SHARED)
+def test_shared_code_names_no_target(relative: str) -> None:
+    names = "|".join(targets.BUILT_IN)
+    text = (ROOT / relative).read_text()
+    found = [f"{relative}:{number}: {line.strip()}"
+             for number, line in enumerate(text.splitlines(), 1)
+             if re.search(rf"\b({names})\b", line)]
+    assert found == []
+
+
+def test_a_toy_target_plans_builds_validates_reports_and_bundles_from_its_package_alone(
+        tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(targets._registered, TOY.name, TOY)
+    out = tmp_path / "build"
+    config = make_config(tiny_h5, tiny_dataset, out, targets=("copy",),
+                         quantizations=(Quantization.FP32,))
+    result = build.convert(config, ["test"])  # type: ignore[arg-type]
+    assert result.ran["tiny"][:4] == ["export", "data", "reference", "tflite-fp32"]
+    assert {"copy-fp32", "validate-copy-fp32"} <= set(result.ran["tiny"])
+    folder = out / "tiny"
+    copy = folder / "copy" / "tiny_copy.tflite"
+    assert copy.read_bytes() == (folder / "tflite" / "tiny_fp32.tflite").read_bytes()
+    report = read_json(folder / "report.json")
+    entry = next(a for a in report["artifacts"] if a["target"] == "copy")
+    assert entry["metrics"]["top1_agreement"] == 1.0 and entry["runtime"] == "ai-edge-litert"
+    assert "copy fp32" in (folder / "report.md").read_text()
+    image = next((tiny_dataset / "a").iterdir())
+    assert classify(copy, image, top_k=1)[0].score > 0  # infer finds the toy's runtime
+    bundle = build_bundle(BundleRequest(build_dir=folder, target="copy", variant="fp32",
+                                        platform="linux/x86_64", python="3.11", with_images=False,
+                                        dist=tmp_path / "dist",
+                                        constraints=ROOT / "constraints.txt"))
+    listed = verify_archive(bundle).bundle
+    assert listed["target"] == "copy" and listed["artifact"] == "artifacts/tiny_copy.tflite"

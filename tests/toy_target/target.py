@@ -1,0 +1,43 @@
+"""``TARGET``: the toy target's plan, stage kind, runtime and bundle hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from converters.stages.base import StageSpec
+from converters.targets import CORE_IMAGE, BundleHooks, PlanContext, Target
+
+SUFFIX = "_copy.tflite"
+
+
+def plan(context: PlanContext) -> list[StageSpec]:
+    artifact = f"copy/{context.stem}{SUFFIX}"
+    info = artifact.removesuffix(".tflite") + ".json"
+    source = f"tflite/{context.stem}_fp32.tflite"
+    return [
+        StageSpec("copy-fp32", "copy", CORE_IMAGE,
+                  {"source": source, "source_info": source.removesuffix(".tflite") + ".json",
+                   "artifact": artifact, "info": info},
+                  deps=("tflite-fp32",), outputs=(artifact, info), tools=()),
+        context.validation_stage("copy-fp32", "copy", "fp32", artifact, "ai-edge-litert",
+                                 ("ai-edge-litert",), "copy"),
+    ]
+
+
+def open_runtime(path: Path, threads: int, device: str | None) -> Any:
+    from converters.validate import TFLiteRunner
+
+    return TFLiteRunner(path, threads=threads)
+
+
+TARGET = Target(
+    name="copy",
+    plan=plan,
+    stage_functions={"copy": "tests.toy_target.stages:copy"},
+    requires=("tflite",),
+    bundle=BundleHooks(requirements=("ai-edge-litert", "numpy", "pillow"), runtime="litert",
+                       images=(CORE_IMAGE,)),
+    artifact_suffixes=(SUFFIX,),
+    runtime=open_runtime,
+)
