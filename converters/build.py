@@ -86,9 +86,22 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
         built = read_json(plan.build_dir / report.REPORT_JSON)
         problems += [f"{plan.stem}: {a['path']} failed validation: {a['failed']}"
                      for a in report.failed(built)]
+        problems += skipped_stages(plan)
         for target in planned(config.targets):
             problems += target.problems(plan.build_dir, config)
     return BuildResult(plans, ran, skipped, tuple(problems))
+
+
+def skipped_stages(plan: ModelPlan) -> list[str]:
+    """The planned stages that could not run here (their stamps say "skipped"), one line per
+    reason: the build finished and reported, and must still exit non-zero."""
+    by_reason: dict[str, list[str]] = {}
+    for spec in plan.stages:
+        stamp = cache.read_stamp(plan.build_dir, spec.name)
+        if stamp is not None and stamp.get("skipped"):
+            by_reason.setdefault(stamp["skipped"], []).append(spec.name)
+    return [f"{plan.stem}: {', '.join(names)} did not run here: {reason}"
+            for reason, names in by_reason.items()]
 
 
 def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line: list[str],

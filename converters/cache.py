@@ -159,8 +159,10 @@ def remove_stamp(build_dir: Path, stage: str) -> None:
 
 
 def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
-                environment: dict[str, str], runner: str, dep_keys: dict[str, str]) -> None:
-    """Record a finished stage: its key, its upstream stages' keys and its outputs' hashes."""
+                environment: dict[str, str], runner: str, dep_keys: dict[str, str],
+                skipped: str | None = None) -> None:
+    """Record a finished stage: its key, its upstream stages' keys and its outputs' hashes, and
+    ``skipped`` with the reason when it could not run here (its outputs then say so)."""
     stamp = {
         "stage": spec.name,
         "kind": spec.kind,
@@ -172,6 +174,7 @@ def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
         "started": iso_time(started),
         "finished": iso_time(time.time()),
         "outputs": {relative: output_record(build_dir, relative) for relative in spec.outputs},
+        "skipped": skipped,
     }
     write_json_atomic(stamp_path(build_dir, spec.name), stamp)
     write_manifest(build_dir)

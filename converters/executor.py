@@ -24,6 +24,7 @@ from converters.errors import (
 )
 from converters.fsutil import remove, replace, write_json_atomic
 from converters.stages import StageContext, StageSpec, stage_function
+from converters.stages.base import StageSkipped
 
 STAGING = ".staging"
 # Set by a parent build that reads the error file and shows the message itself.
@@ -93,7 +94,11 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: 
     staging.mkdir(parents=True)
     context = StageContext(spec, Path(job["model_path"]), Path(job["dataset_dir"]), build_dir,
                            staging)
-    stage_function(spec.kind, spec.function)(context)
+    skipped = None
+    try:
+        stage_function(spec.kind, spec.function)(context)
+    except StageSkipped as cannot_run:
+        skipped = cannot_run.reason
     missing = [relative for relative in spec.outputs if not (staging / relative).exists()]
     if missing:
         raise BuildError(f"stage {spec.name} finished without writing {', '.join(missing)}")
@@ -102,5 +107,7 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: 
         target.parent.mkdir(parents=True, exist_ok=True)
         replace(staging / relative, target)
     remove(staging)
-    cache.write_stamp(build_dir, spec, key, started, environment, job["runner"], dep_keys)
-    console.info(f"✔ {job['model_name']}: {spec.name} ({time.time() - started:.1f} s)")
+    cache.write_stamp(build_dir, spec, key, started, environment, job["runner"], dep_keys,
+                      skipped)
+    took = "skipped: it cannot run here" if skipped else f"{time.time() - started:.1f} s"
+    console.info(f"✔ {job['model_name']}: {spec.name} ({took})")

@@ -62,6 +62,18 @@ class StageSpec:
         )
 
 
+class StageSkipped(Exception):  # noqa: N818 (an outcome, not an error)
+    """Raised by a stage that cannot run here (no compiler, no GPU) after writing its record.
+
+    The executor keeps the stage's outputs and stamps it as skipped with the reason; the build
+    finishes, reports, and exits non-zero saying which stages did not run and why.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class StageContext:
     """Where a running stage reads and writes.

@@ -18,7 +18,7 @@ from typing import Any
 from converters import console
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_json_atomic, write_text_atomic
-from converters.stages.base import StageContext, StageSpec
+from converters.stages.base import StageContext, StageSkipped, StageSpec
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.edgetpu.compiler import (
     COMPILER,
@@ -69,10 +69,10 @@ def compile_model(context: StageContext) -> None:
     record_path = context.write(params["record"])
     compiler = shutil.which(COMPILER)
     if compiler is None:
-        console.warn(f"Edge TPU compile did not run: {NOT_RUN_HELP}")
         write_json_atomic(record_path, {"ran": False, "reason": NOT_RUN_HELP,
                                         "options": options.as_dict()})
-        return
+        raise StageSkipped(f"the Edge TPU compile did not run (the int8 model and the pre-check "
+                           f"are built): {NOT_RUN_HELP}")
     model = context.read(params["artifact"])
     argv, stdout, verdict = run_compiler(model, options, out_dir, params["precheck"])
     write_text_atomic(out_dir / "compiler_output.txt", stdout)
@@ -128,14 +128,14 @@ def split_head(context: StageContext) -> Path | None:
 
 
 def build_problems(build_dir: Path, min_tpu_ops: float | None) -> list[str]:
-    """Why an Edge TPU build, finished and reported, must still exit non-zero."""
+    """Why a compiled Edge TPU build must still exit non-zero: too few ops on the Edge TPU
+    (--min-tpu-ops), or that share unknown."""
     path = build_dir / COMPILE_RECORD
     if not path.exists():
         return []
     record = read_json(path)
     if not record["ran"]:
-        return [f"{build_dir.name}: the Edge TPU compile did not run (the int8 model and the "
-                f"pre-check are built): {record['reason']}"]
+        return []  # the skipped stage says so (the executor's "skipped" outcome)
     fraction = record.get("tpu_fraction")
     if min_tpu_ops is not None and fraction is None:
         return [f"{build_dir.name}: --min-tpu-ops {min_tpu_ops:.0%} cannot be checked: the "

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from converters import console, validate
-from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
+from converters import validate
+from converters.fsutil import write_bytes_atomic, write_json_atomic
 from converters.stages import data, export, reference
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageSkipped
 from converters.targets.tensorrt.engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
 
 TIMING_CACHE = "tensorrt/timing.cache"
@@ -37,11 +37,10 @@ def run(context: StageContext) -> None:
     engine_dir = context.write(params["engine_dir"])
     engine_dir.mkdir(parents=True, exist_ok=True)
     problem = tensorrt_problem()
-    if problem is not None:  # said once for all engines, after the report (build_problems)
-        console.info(f"TensorRT {params['precision']} engine: not built (why: after the report)")
+    if problem is not None:  # said once for all engines, after the report
         write_json_atomic(record_path, {"ran": False, "precision": params["precision"],
                                         "reason": f"{problem}: {NOT_RUN_HELP}"})
-        return
+        raise StageSkipped(f"TensorRT engines are not built here: {problem}: {NOT_RUN_HELP}")
     from converters.targets.tensorrt.engine import EngineRunner, build_engine
 
     profile = BatchProfile(**params["batch"])
@@ -68,13 +67,3 @@ def run(context: StageContext) -> None:
                                                            params["latency_runs"]),
         "opt_batch": profile.opt, "size_bytes": len(engine_bytes),
     })
-
-
-def build_problems(build_dir: Path, records: list[str]) -> list[str]:
-    """Engines that were asked for and could not be built here."""
-    from converters.targets.tensorrt.report import not_built
-
-    engines = [read_json(build_dir / record) for record in records if (build_dir / record).exists()]
-    return [f"{build_dir.name}: the TensorRT {', '.join(precisions)} "
-            f"{'engine was' if len(precisions) == 1 else 'engines were'} not built: {reason}"
-            for precisions, reason in not_built(engines)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converters.config import ConvertConfig, Quantization
+from converters.config import Quantization
 from converters.errors import BundleError, ToolMissingError
 from converters.images import ImageDefinition
 from converters.stages.base import StageSpec
@@ -44,12 +44,6 @@ def plan(context: PlanContext) -> list[StageSpec]:
 
 def report_params(context: PlanContext, planned: list[StageSpec]) -> list[str]:
     return [spec.params["record"] for spec in planned if spec.kind == "tensorrt-engine"]
-
-
-def problems(build_dir: Path, config: ConvertConfig) -> list[str]:
-    records = [stages.engine_record(build_dir.name, mode.value) for mode in config.quantizations
-               if mode is not Quantization.DYNAMIC]
-    return stages.build_problems(build_dir, records)
 
 
 def select(request: BundleRequest, built: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
@@ -90,7 +84,6 @@ TARGET = Target(
                        markdown=report.markdown, html=report.html_section,
                        summary=lambda engines: [f"TensorRT: {line}"
                                                 for line in report.engine_lines(engines)]),
-    problems=problems,
     bundle=BundleHooks(requirements=("numpy", "pillow", "cuda-python"), runtime="tensorrt",
                        images=(CORE_IMAGE, IMAGE), select=select, readme=readme),
     artifact_suffixes=(".engine",),
