@@ -279,3 +279,20 @@ def test_library_failures_become_conversion_errors() -> None:
     # the project's own errors pass through unchanged
     with pytest.raises(ModelError), onnx_step("m.keras", "step", "hint"):
         raise ModelError("as it was")
+
+
+def test_onnx_export_and_int8_are_byte_deterministic(tmp_path: Path) -> None:
+    """tf2onnx's generated name counters depend on its optimizer's run order; renumbered in order
+    of appearance, two exports in separate processes give the same bytes (they did not before)."""
+    from converters.fsutil import sha256_file
+
+    hashes = []
+    for run in ("one", "two"):
+        out = tmp_path / run
+        result = run_invoke("convert", "--model", str(ROOT / "model" / "sample.h5"), "--dataset",
+                            str(ROOT / "dataset"), "--target", "onnx", "--quant", "fp32,int8",
+                            "--out", str(out), "--runner", "local", "--calibration-size", "16",
+                            "--validation-size", "16", "--latency-runs", "1")
+        assert result.returncode == 0, result.stderr
+        hashes.append([sha256_file(p) for p in sorted((out / "sample" / "onnx").glob("*.onnx"))])
+    assert len(hashes[0]) == 2 and hashes[0] == hashes[1]

@@ -25,6 +25,7 @@ After (ONNX ModelProto):
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -122,6 +123,47 @@ def _consumed_names(graph: Any) -> set[str]:
                 for subgraph in attribute.graphs:
                     names |= _consumed_names(subgraph)
     return names
+
+
+GENERATED_COUNTER = re.compile(r"__(\d+)(?=$|:|/|_)")
+
+
+def renumber_generated_names(model_proto: Any) -> int:
+    """Renumber the ``__N`` counters tf2onnx appends to the names it makes up, in order of first
+    appearance: tf2onnx's counters depend on its optimizer's run order, which differs between
+    runs, so without this the same model exports to different bytes. Returns how many counters
+    were renumbered. The names' TensorFlow part (layer paths) is kept."""
+    counters: dict[str, str] = {}
+
+    def renamed(name: str) -> str:
+        return GENERATED_COUNTER.sub(
+            lambda m: "__" + counters.setdefault(m.group(1), str(len(counters) + 1)), name)
+
+    for graph in _graphs(model_proto.graph):
+        for node in graph.node:
+            node.name = renamed(node.name)
+            node.input[:] = [renamed(name) for name in node.input]
+            node.output[:] = [renamed(name) for name in node.output]
+        for values in (graph.input, graph.output, graph.value_info):
+            for value in values:
+                value.name = renamed(value.name)
+        for initializer in graph.initializer:
+            initializer.name = renamed(initializer.name)
+    return len(counters)
+
+
+def _graphs(graph: Any) -> Iterator[Any]:
+    """``graph`` and every subgraph of its nodes (If/Loop/Scan bodies), depth first."""
+    from onnx import AttributeProto
+
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                yield from _graphs(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    yield from _graphs(subgraph)
 
 
 def unconverted_ops(model_proto: Any) -> Counter[str]:
