@@ -102,7 +102,9 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         return model(images, training=False)
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(model(images, training=False), dtype=np.float32)
+        # Through the tf.function, not an eager call: eager Keras on a batch of 32 224x224
+        # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
+        return np.asarray(graph_function(tf.constant(images, tf.float32)), dtype=np.float32)
 
     def export(directory: Path) -> None:
         model.export(str(directory), format="tf_saved_model", input_signature=[spec],
