@@ -159,18 +159,21 @@ def measure(case: Case, artifact: Artifact, keras_outputs: np.ndarray, runs: int
            "size": f"{len(artifact.flatbuffer) / 1024:.1f}",
            "deterministic": {None: "-", True: "yes", False: "**no**"}[artifact.deterministic]}
     if artifact.mode == "SavedModel":
-        return row | {"runs": "-", "latency": "-", "accuracy": "-", "top1": "-", "max_diff": "-",
+        return row | {"runs": "-", "latency": "-", "latency_one": "-", "accuracy": "-", "top1": "-",
+                      "max_diff": "-",
                       "float_ops": "-", "io": "-", "size": "-"}
     try:
         outputs = engine.predict(artifact.flatbuffer, case.validation, threads)
         latency = _latency(artifact.flatbuffer, case.validation[0], runs, threads)
+        latency_one = _latency(artifact.flatbuffer, case.validation[0], runs, 1)
     except (RuntimeError, ValueError) as error:
-        return row | {"runs": f"**no**: {str(error)[:60]}", "latency": "-", "accuracy": "-",
+        return row | {"runs": f"**no**: {str(error)[:60]}", "latency": "-", "latency_one": "-",
+                      "accuracy": "-",
                       "top1": "-", "max_diff": "-", "float_ops": "-", "io": "-"}
     graph = tflite_inspect.parse(artifact.flatbuffer)
     floats = ", ".join(f"{i['op']}x{i['count']}" for i in graph.float_ops()) or "none"
     return row | {
-        "runs": "yes", "latency": f"{latency:.3f}",
+        "runs": "yes", "latency": f"{latency:.3f}", "latency_one": f"{latency_one:.3f}",
         "accuracy": f"{engine.score(outputs, case.labels, None):.3f}",
         "top1": f"{engine.score(outputs, None, keras_outputs):.3f}",
         "max_diff": f"{float(np.abs(outputs - keras_outputs).max()):.4f}",
@@ -193,7 +196,8 @@ def _latency(flatbuffer: bytes, image: np.ndarray, runs: int, threads: int) -> f
 
 
 COLUMNS = (("engine", "engine"), ("mode", "mode"), ("seconds", "time s"), ("size", "size KiB"),
-           ("latency", "latency ms"), ("accuracy", "accuracy"), ("top1", "top-1 vs Keras"),
+           ("latency", "latency ms"), ("latency_one", "1 thread ms"), ("accuracy", "accuracy"),
+           ("top1", "top-1 vs Keras"),
            ("max_diff", "max abs diff"), ("runs", "LiteRT loads+runs"),
            ("deterministic", "same bytes twice"), ("float_ops", "ops in float"), ("io", "I/O"))
 
@@ -266,8 +270,8 @@ def main() -> None:
     print("## Quantization engines: TF converter vs ai-edge-quantizer\n")
     print(f"TF {tf.__version__}, ai-edge-quantizer {getattr(ai_edge_quantizer, '__version__', '0.10.0')}, "
           f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}; LiteRT latency: "
-          f"{args.threads} threads, batch 1, best of {LATENCY_ROUNDS} medians of {args.runs} (the "
-          "machine is shared with other sessions' builds). One run on a shared 2-core "
+          f"{args.threads} threads (and 1 thread), batch 1, best of {LATENCY_ROUNDS} medians of "
+          f"{args.runs} (the machine is shared with other sessions' builds). One run on a shared 2-core "
           "machine. time s: first of two runs; TF converter times include reading the "
           "SavedModel; ai-edge-quantizer times start from the fp32 bytes (int8: calibration "
           "included).\n")

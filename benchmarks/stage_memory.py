@@ -36,11 +36,24 @@ class Seen:
 
 
 @dataclass
+class StageMemory:
+    """RSS of the job process when a stage started, and its peak while the stage ran."""
+
+    name: str
+    start_kib: int
+    peak_kib: int
+    started: float
+    ended: float | None = None
+
+
+@dataclass
 class Sampling:
     processes: dict[int, Seen] = field(default_factory=dict)
     peak_total_kib: int = 0
     peak_at: float = 0.0
     peak_labels: list[str] = field(default_factory=list)
+    stages: list[StageMemory] = field(default_factory=list)
+    log_offset: int = 0
 
 
 def children_map() -> dict[int, list[int]]:
@@ -88,8 +101,10 @@ def label(pid: int) -> str:
     return Path(argv[0]).name if argv else "?"
 
 
-def sample_once(root: int, state: Sampling, now: float) -> None:
+def sample_once(root: int, state: Sampling, now: float) -> int:
+    """Sample the tree once; return the largest stage process's RSS (KiB)."""
     total = 0
+    job = 0
     labels = []
     for pid in descendants(root):
         rss = rss_kib(pid)
@@ -100,18 +115,46 @@ def sample_once(root: int, state: Sampling, now: float) -> None:
         seen.last = now
         total += rss
         labels.append(f"{seen.label} {rss / 1024:.0f} MiB")
+        if seen.label.startswith("stage "):
+            job = max(job, rss)
     if total > state.peak_total_kib:
         state.peak_total_kib, state.peak_at, state.peak_labels = total, now, labels
+    return job
 
 
-def run(command: list[str], interval: float) -> tuple[Sampling, float, int]:
+def follow_stages(state: Sampling, log_path: Path, job_rss_kib: int, now: float) -> None:
+    """Attribute the job process's RSS to the stage the build log says is running.
+
+    The stage lines are the build's own: "▶ MODEL: STAGE" when a stage starts and
+    "✔ MODEL: STAGE (N s)" when it ends.
+    """
+    with log_path.open("rb") as log:
+        log.seek(state.log_offset)
+        chunk = log.read()
+    complete = chunk[:chunk.rfind(b"\n") + 1]
+    state.log_offset += len(complete)
+    for line in complete.decode(errors="replace").splitlines():
+        if "▶ " in line:
+            stage = line.split("▶ ", 1)[1].split(": ", 1)[-1].strip()
+            state.stages.append(StageMemory(stage, job_rss_kib, job_rss_kib, now))
+        elif "✔ " in line and state.stages:
+            state.stages[-1].ended = now
+    if state.stages and state.stages[-1].ended is None:
+        state.stages[-1].peak_kib = max(state.stages[-1].peak_kib, job_rss_kib)
+
+
+def run(command: list[str], interval: float, log_path: Path) -> tuple[Sampling, float, int]:
+    """Run ``command`` (output to ``log_path``) and sample its process tree until it exits."""
     state = Sampling()
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    while process.poll() is None:
-        sample_once(process.pid, state, time.perf_counter() - started)
-        time.sleep(interval)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        while process.poll() is None:
+            now = time.perf_counter() - started
+            job_rss = sample_once(process.pid, state, now)
+            follow_stages(state, log_path, job_rss, now)
+            time.sleep(interval)
     return state, time.perf_counter() - started, process.returncode
 
 
@@ -135,6 +178,12 @@ def report(state: Sampling, seconds: float, code: int, title: str) -> str:
             continue  # shells and short helpers
         lines.append(f"| {seen.label} | {seen.max_rss_kib / 1024:.0f} | {seen.first:.1f} | "
                      f"{seen.last:.1f} |")
+    lines += ["", "| stage (in order) | job RSS at start MiB | peak during MiB | growth MiB | s |",
+              "|---|---|---|---|---|"]
+    for stage in state.stages:
+        seconds = (stage.ended if stage.ended is not None else stage.started) - stage.started
+        lines.append(f"| {stage.name} | {stage.start_kib / 1024:.0f} | {stage.peak_kib / 1024:.0f} | "
+                     f"{(stage.peak_kib - stage.start_kib) / 1024:+.0f} | {seconds:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,6 +194,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--dataset", type=Path, default=ROOT / "dataset")
     parser.add_argument("--quant", default="fp32,fp16,dynamic,int8")
+    parser.add_argument("--jobs", type=int, default=1, help="convert --jobs (2: a process per group)")
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--extra", default="", help="more convert flags, space separated")
     args = parser.parse_args()
@@ -152,10 +202,14 @@ def main() -> None:
     model = args.model or mobilenet(args.mobilenet, args.alpha, work)
     command = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert",
                "--model", str(model), "--dataset", str(args.dataset), "--out", str(work / "build"),
-               "--quant", args.quant, "--threads", "2", "--runner", "local", "--jobs", "1",
+               "--quant", args.quant, "--threads", "2", "--runner", "local", "--jobs", str(args.jobs),
                *args.extra.split()]
-    state, seconds, code = run(command, args.interval)
-    print(report(state, seconds, code, f"{model.name} --quant {args.quant} {args.extra}".strip()))
+    log_path = work / "convert.log"
+    state, seconds, code = run(command, args.interval, log_path)
+    if code != 0:
+        print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+    title = f"{model.name} --quant {args.quant} --jobs {args.jobs} {args.extra}".strip()
+    print(report(state, seconds, code, title))
 
 
 if __name__ == "__main__":
