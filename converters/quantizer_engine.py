@@ -30,8 +30,8 @@ from converters.errors import ToolMissingError
 
 ENGINE = "ai-edge-quantizer"
 IOType = Literal["float32", "int8"]
-# A channel whose fp32 mean square is below this fraction of the median channel's is dead.
-_DEAD_CHANNEL = 1e-6
+# A channel's fp32 mean square counts as at least this fraction of the median channel's.
+_CHANNEL_FLOOR = 0.01
 # Threads for calibration and comparison interpreters (the quantizer's default is 16).
 DEFAULT_THREADS = 2
 
@@ -40,7 +40,7 @@ DEFAULT_THREADS = 2
 class QuantizedModel:
     """One artifact made by the quantizer, with what it is and how long it took."""
 
-    mode: str  # "dynamic", "int8" or "int8-mixed"
+    mode: str  # "fp16", "dynamic", "int8" or "int8-mixed"
     flatbuffer: bytes
     seconds: float
     input_type: str  # numpy dtype name of the model's first input, e.g. "float32"
@@ -181,11 +181,9 @@ def _io_types(flatbuffer: bytes) -> tuple[str, str]:
 
 def list_ops(fp32: bytes) -> list[ModelOp]:
     """The main subgraph's operators with the scopes the quantizer's recipes match against."""
-    try:
-        from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
-    except ImportError:
-        _quantizer_modules()
-        raise
+    _quantizer_modules()
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
     model = fb.read_model(bytearray(fp32))
     subgraph = model.subgraphs[0]
     tensors = subgraph.tensors
@@ -255,8 +253,8 @@ def quantize_dynamic(fp32: bytes, small_weights: Literal["float", "int8"] = "flo
     ``small_weights="float"`` (default) is the quantizer's ``dynamic_legacy_wi8_afp32`` recipe:
     only weights of at least 1024 elements are quantized, as the TF converter does. ``"int8"``
     is ``dynamic_wi8_afp32``: every weight, including 3x3 depthwise kernels, whose hybrid
-    kernels LiteRT runs without XNNPACK (MobileNetV2 0.35 96x96: 1.6 ms against 0.42 ms for
-    the legacy recipe and 0.52 ms for fp32, 2 threads).
+    kernels are slow (MobileNetV2 0.35 96x96, 1 thread: 1.0-1.1 ms against 0.38-0.48 ms for
+    the legacy recipe and for fp32; see benchmarks/quantizer_engines.out.md).
     """
     quantizer, recipe, _ = _quantizer_modules()
     plan = recipe.dynamic_legacy_wi8_afp32() if small_weights == "float" else recipe.dynamic_wi8_afp32()
@@ -382,9 +380,10 @@ def channel_nmse(target: np.ndarray, reference: np.ndarray) -> float:
 
     Channels are the last axis; every other axis (batch, spatial) is pooled, so give a batch
     of samples. Per channel, so one outlier channel with a huge range cannot hide the error it
-    causes in all the others (a tensor-wide MSE or SNR is dominated by that channel). Channels
-    whose fp32 mean square is below 1e-6 of the median channel's (dead ReLUs) are left out.
-    Non-float tensors (shapes, indices) compare exactly: 0 when equal, else 1.
+    causes in all the others (a tensor-wide MSE or SNR is dominated by that channel). A
+    channel's mean square is floored at 1 % of the median channel's, so near-zero channels
+    (dead ReLUs, unlikely softmax classes) cannot blow the ratio up. Non-float tensors
+    (shapes, indices) compare exactly: 0 when equal, else 1.
     """
     ref = np.asarray(reference)
     out = np.asarray(target)
@@ -399,8 +398,8 @@ def channel_nmse(target: np.ndarray, reference: np.ndarray) -> float:
     positive = power[power > 0]
     if positive.size == 0:
         return 0.0 if not noise.any() else 1.0
-    live = power > _DEAD_CHANNEL * float(np.median(positive))
-    return float(np.mean(noise[live] / power[live]))
+    floor = _CHANNEL_FLOOR * float(np.median(positive))
+    return float(np.mean(noise / np.maximum(power, floor)))
 
 
 def op_sensitivity(fp32: bytes, quantized: bytes, samples: np.ndarray, top: int | None = 10,

@@ -65,6 +65,13 @@ def test_dynamic_runs_in_litert_and_agrees_with_keras(sample: Sample) -> None:
     assert engine.score(outputs, sample.labels, None) >= keras_accuracy - 0.02
 
 
+def test_fp16_halves_the_size_and_matches_keras(sample: Sample) -> None:
+    model = engine.quantize_fp16(sample.fp32)
+    top1, max_error = _agreement(engine.predict(model.flatbuffer, sample.validation), sample.keras)
+    assert model.mode == "fp16" and 0.45 * len(sample.fp32) < model.size < 0.55 * len(sample.fp32)
+    assert top1 == 1.0 and max_error <= 0.01, (top1, max_error)
+
+
 def test_int8_runs_in_litert_and_agrees_with_keras(sample: Sample) -> None:
     model = engine.quantize_int8(sample.fp32, sample.calibration)
     outputs = engine.predict(model.flatbuffer, sample.validation)
@@ -114,6 +121,27 @@ def test_per_op_report_lists_ops_with_a_numeric_error(sample: Sample) -> None:
         assert math.isfinite(row["added_nmse"]) and row["added_nmse"] >= 0
     assert [e.added_nmse for e in report] == sorted((e.added_nmse for e in report), reverse=True)
     assert report[0].added_nmse > 0
+
+
+def test_per_op_report_reads_a_tf_converter_int8_model(sample: Sample, tmp_path: Path) -> None:
+    """The Edge TPU keeps the TF converter's int8: its tensors carry the fp32 model's names."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(_export(sample, tmp_path)))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([one[None]] for one in sample.calibration[:20])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    report = engine.op_sensitivity(sample.fp32, converter.convert(), sample.calibration[:16], top=None)
+    assert len(report) == len(engine.list_ops(sample.fp32))
+    assert all(math.isfinite(e.added_nmse) for e in report)
+
+
+def _export(sample: Sample, folder: Path) -> Path:
+    import keras
+
+    model: Any = keras.models.load_model(ROOT / "model" / "sample.h5", compile=False)
+    model.export(str(folder / "saved"), verbose=False)
+    return folder / "saved"
 
 
 def test_channel_nmse_sees_an_outlier_channel() -> None:
