@@ -4,14 +4,14 @@ For each model, the fp32 artifact is made the project's way (``model.export`` on
 ``TFLiteConverter.from_saved_model``). Each quantized mode is then made twice by each engine:
 the TF converter from the SavedModel (as converters/stages/tflite.py does, float32 I/O for
 int8 here so both engines take the same input) and ai-edge-quantizer from the fp32 bytes
-(converters/quantizer_engine.py). Per artifact: seconds (first run), size, LiteRT latency
+(converters/targets/tflite/quantizer_engine.py). Per artifact: seconds (first run), size, LiteRT latency
 (median of --runs, --threads), accuracy on labelled validation images, top-1 agreement and max
 |diff| against Keras, whether LiteRT loads and runs it, whether both runs gave the same bytes,
 the ops still computing in float, and the I/O types.
 
 Models: the bundled sample (model/sample.h5 on dataset/, 0..1) and MobileNetV2 alpha 0.35 at
 96x96 (weights=None, trained --epochs on generated shape images). Then the accuracy-aware
-search on the outlier classifier (converters/outlier_model.py). Prints markdown.
+search on the outlier classifier (benchmarks/outlier_model.py). Prints markdown.
 
     python benchmarks/quantizer_engines.py [--runs 30] [--threads 2] [--epochs 4] \
         > benchmarks/quantizer_engines.out.md
@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from converters import dataset, outlier_model, sample, tflite_inspect  # noqa: E402
-from converters import quantizer_engine as engine  # noqa: E402
+from benchmarks import outlier_model  # noqa: E402
+from converters import dataset, sample  # noqa: E402
+from converters.targets.tflite import flatbuffer as tflite_inspect  # noqa: E402
+from converters.targets.tflite import quantizer_engine as engine  # noqa: E402
 from converters.validate import median_latency_ms  # noqa: E402
 
 LATENCY_ROUNDS = 3
@@ -246,7 +248,7 @@ def mixed_section(runs: int, threads: int) -> str:
         lines.append(f"| {name} | {accuracy:.4f} | {result.fp32_score - accuracy:+.4f} | "
                      f"{len(flatbuffer)} | {latency:.4f} | {kept} |")
     steps = "; ".join(f"{len(s.kept_float)} float: accuracy {s.score:.4f}" for s in result.steps)
-    return ("### Accuracy-aware int8 on the outlier classifier (converters/outlier_model.py)\n\n"
+    return ("### Accuracy-aware int8 on the outlier classifier (benchmarks/outlier_model.py)\n\n"
             f"Bound: drop at most {result.max_drop:.2f} on {len(data.validation_y)} validation "
             f"points; search {seconds:.2f} s ({steps}); within bound: {result.within_bound}.\n\n"
             + "\n".join(lines) + "\n")

@@ -1,6 +1,6 @@
 """ai-edge-quantizer engine: artifacts run in LiteRT and agree with Keras, bytes are
 deterministic, the per-op report is numeric, and the accuracy-aware search meets its bound on a
-model built to need it (converters/outlier_model.py)."""
+model built to need it (benchmarks/outlier_model.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_quantizer")
-pytest.importorskip("tensorflow")
-
-from converters import dataset, outlier_model, tflite_inspect  # noqa: E402
-from converters import quantizer_engine as engine  # noqa: E402
+from benchmarks import outlier_model
+from converters import dataset
+from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite import quantizer_engine as engine
 
 ROOT = Path(__file__).resolve().parent.parent
 # The quantizer's calibration and comparison interpreters preserve every tensor on purpose.
