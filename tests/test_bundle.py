@@ -505,8 +505,8 @@ def test_images_load_hands_docker_the_bytes_it_verified(tmp_path: Path,
         return subprocess.CompletedProcess(list(args), 0, "Loaded image: tflite\n", "")
 
     monkeypatch.setattr(gzip.GzipFile, "__init__", swap_after_open)
-    monkeypatch.setattr(images.docker, "require_engine", lambda: None)
-    monkeypatch.setattr(images.docker, "docker", fake_docker)
+    monkeypatch.setattr(images.docker_cli, "require_engine", lambda: None)
+    monkeypatch.setattr(images.docker_cli, "docker", fake_docker)
     assert images.load_images_from_bundle(path) == ["Loaded image: tflite"]
     assert not tampered.exists()  # the swap happened
     assert loaded == [b"original image"]
