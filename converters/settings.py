@@ -44,7 +44,8 @@ class Setting:
         """The flag's help: where it applies, the text, and its default."""
         scope = f"{'/'.join(self.targets)}: " if self.targets else ""
         shown = with_default and self.default not in (None, "", False, ())
-        return f"{scope}{self.help}" + (f" (default {self.default})" if shown else "")
+        choices = f"; choices: {', '.join(self.choices)}" if self.choices else ""
+        return f"{scope}{self.help}{choices}" + (f" (default {self.default})" if shown else "")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -53,8 +54,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model", PATHS, (), "model file (.h5, .keras) or SavedModel folder; repeat for "
             "several (default: every model in model/)"),
     Setting("dataset", TEXT, "dataset", "image folder, flat or one sub-folder per class"),
-    Setting("target", TEXT, "tflite", "comma list of targets, or all",
-            choices=("tflite", "edgetpu", "onnx", "tensorrt")),
+    Setting("target", TEXT, "tflite", "comma list of targets (the target registry's names), or all"),
     Setting("quant", TEXT, "fp32,fp16,dynamic,int8", "comma list of quantization modes, or all",
             choices=("fp32", "fp16", "dynamic", "int8")),
     Setting("io_dtype", TEXT, "uint8", "int8 model input/output type (uint8 is what Coral "
