@@ -20,6 +20,7 @@ from pathlib import Path
 from converters import __version__, cache, console, docker_cli
 from converters.errors import ConfigError, ImageBuildError
 from converters.processes import run_streaming
+from converters.targets.base import CORE_IMAGE
 
 BOOTSTRAP_BASE = "tensor-edge-converter/base:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -49,7 +50,7 @@ class ImageDefinition:
         return f"tensor-edge-converter/{self.name}:{__version__}"
 
 
-CORE_IMAGE_DEFINITION = ImageDefinition("tflite", "docker/tflite.Dockerfile")
+CORE_IMAGE_DEFINITION = ImageDefinition(CORE_IMAGE, f"docker/{CORE_IMAGE}.Dockerfile")
 
 
 def all_images() -> dict[str, ImageDefinition]:

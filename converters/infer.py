@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from converters.dataset import is_image_file, load_image, preprocess
 from converters.errors import ConfigError, DatasetError, ModelError
 from converters.fsutil import read_json
 from converters.stages import data
-from converters.targets import all_targets, for_artifact
+from converters.targets import open_runtime
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,6 @@ def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
     return Preprocessing(PreprocessingMode.UNIT), []
 
 
-def artifact_runner(artifact: Path, threads: int, device: str | None) -> Any:
-    """The runtime of the target whose artifacts end like ``artifact`` (target registry)."""
-    target = for_artifact(artifact)
-    if target is None or target.runtime is None:
-        endings = sorted({suffix for t in all_targets().values() if t.runtime is not None
-                          for suffix in t.artifact_suffixes})
-        raise ModelError(f"artifact {artifact} is not one infer runs: expected a file ending in "
-                         f"{', '.join(endings)}")
-    return target.runtime(artifact, threads, device)
-
-
 def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
              preprocessing: Preprocessing | None = None,
              device: str | None = None) -> list[Prediction]:
@@ -64,7 +52,7 @@ def classify(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
         raise ModelError(f"artifact {artifact} does not exist: build it with invoke convert")
     if not is_image_file(image):
         raise DatasetError(f"image {image} does not exist or is not a jpg/png/bmp/gif/webp file")
-    runner = artifact_runner(artifact, threads, device)
+    runner = open_runtime(artifact, threads, device)
     stored_preprocessing, class_names = build_metadata(artifact)
     height, width, channels = runner.image_size
     try:

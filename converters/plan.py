@@ -13,9 +13,9 @@ from converters.runners import StageRunner
 from converters.stages import data, export, reference
 from converters.stages.base import StageSpec
 from converters.targets import CORE_IMAGE, PlanContext, planned
+from converters.targets.base import TF_TOOLS
 
 HOST = "host"  # stages that only read JSON records run in the orchestrating process
-TF_TOOLS = ("tensorflow", "keras", "numpy")
 
 
 @dataclass(frozen=True)

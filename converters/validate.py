@@ -205,10 +205,3 @@ class OnnxRunner:
         """Single-image latency of the session."""
         one = image[None].astype(np.float32)
         return measure_latency(lambda: self.run(one), runs)
-
-
-def artifact_runner(path: Path, threads: int) -> TFLiteRunner | OnnxRunner:
-    """The runtime that validates an artifact, by its file type."""
-    if path.suffix == ".onnx":
-        return OnnxRunner(path, threads)
-    return TFLiteRunner(path, threads)

@@ -8,6 +8,7 @@ from converters import console, validate
 from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
 from converters.stages.base import StageContext
+from converters.targets import open_runtime
 
 
 def run(context: StageContext) -> None:
@@ -16,7 +17,7 @@ def run(context: StageContext) -> None:
     inputs = data.load_split(context.build_dir, data.VALIDATION)
     labels = data.load_labels(context.build_dir)
     keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
-    runner = validate.artifact_runner(artifact, threads=params["threads"])
+    runner = open_runtime(artifact, threads=params["threads"])
     outputs = runner.predict(inputs, f"validating {artifact.name}")
     result = {
         "target": params["target"],

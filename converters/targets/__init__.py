@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
-from converters.errors import ConfigError
+from converters.errors import ConfigError, ModelError
 from converters.targets.base import (
     CORE_IMAGE,
     BundleHooks,
@@ -86,6 +87,18 @@ def for_artifact(artifact: Path) -> Target | None:
     return max(matches, key=lambda match: match[0])[1] if matches else None
 
 
+def open_runtime(artifact: Path, threads: int, device: str | None = None) -> Any:
+    """The runtime of the target whose artifacts end like ``artifact``: what validation and
+    ``invoke infer`` run every artifact with."""
+    target = for_artifact(artifact)
+    if target is None or target.runtime is None:
+        endings = sorted({suffix for t in all_targets().values() if t.runtime is not None
+                          for suffix in t.artifact_suffixes})
+        raise ModelError(f"artifact {artifact} is not one this tool runs: expected a file ending "
+                         f"in {', '.join(endings)}")
+    return target.runtime(artifact, threads, device)
+
+
 __all__ = ["BUILT_IN", "CORE_IMAGE", "BundleHooks", "PlanContext", "ReportHooks", "Target",
-           "all_targets", "for_artifact", "get", "parse_targets", "planned", "register",
+           "all_targets", "for_artifact", "get", "open_runtime", "parse_targets", "planned", "register",
            "stage_function_path"]

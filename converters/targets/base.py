@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # The TensorFlow toolchain image: the shared stages (export, data, reference, validation) and
 # every stage that needs TensorFlow or LiteRT run in it.
 CORE_IMAGE = "tflite"
+TF_TOOLS = ("tensorflow", "keras", "numpy")  # what a stage that loads the Keras model uses
 VALIDATION_RECORD = "validation/{target}_{variant}.json"
 
 

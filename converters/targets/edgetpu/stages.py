@@ -19,6 +19,7 @@ from converters import console
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_json_atomic, write_text_atomic
 from converters.stages.base import StageContext, StageSkipped, StageSpec
+from converters.targets.base import CORE_IMAGE
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.edgetpu.compiler import (
     COMPILER,
@@ -156,7 +157,7 @@ def split_record(stem: str) -> str:
 
 def split_stage(artifact: str) -> StageSpec:
     """``--edgetpu-split``: the Edge TPU head and the CPU tail of the int8 model."""
-    return StageSpec("edgetpu-split", "edgetpu-split", "tflite",
+    return StageSpec("edgetpu-split", "edgetpu-split", CORE_IMAGE,
                      {"artifact": artifact, "output_dir": SPLIT_DIR},
                      deps=("edgetpu-int8",), outputs=(SPLIT_DIR,),
                      tools=("ai-edge-litert", "numpy", "flatbuffers"), group="edgetpu-int8")

@@ -9,9 +9,8 @@ from typing import Any
 from converters.config import Quantization
 from converters.errors import ConfigError
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
+from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
 
-TF_TOOLS = ("tensorflow", "keras", "numpy")
 LITERT_TOOLS = ("ai-edge-litert", "numpy")
 VALIDATION_RUNTIME = "ai-edge-litert"
 
