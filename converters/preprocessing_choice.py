@@ -33,7 +33,9 @@ CLEARLY_BETTER = 0.10
 
 
 def margin(floor: float, images: int) -> float:
+    """``floor``, or the noise of an accuracy measured on ``images`` images when that is larger."""
     return max(floor, 1.0 / math.sqrt(max(images, 1)))
+
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
