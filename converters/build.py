@@ -99,7 +99,9 @@ def skipped_stages(plan: ModelPlan) -> list[str]:
     for spec in plan.stages:
         stamp = cache.read_stamp(plan.build_dir, spec.name)
         if stamp is not None and stamp.get("skipped"):
-            by_reason.setdefault(stamp["skipped"], []).append(spec.name)
+            names = by_reason.setdefault(stamp["skipped"], [])
+            if not any(dep in names for dep in spec.deps):  # not one skipped only for its input
+                names.append(spec.name)
     return [f"{plan.stem}: {', '.join(names)} did not run here: {reason}"
             for reason, names in by_reason.items()]
 

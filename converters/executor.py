@@ -84,6 +84,15 @@ def import_tensorflow_quietly() -> None:
         import tensorflow  # noqa: F401
 
 
+def upstream_skip_reason(build_dir: Path, spec: StageSpec) -> str | None:
+    """Why one of ``spec``'s upstream stages did not run here, or None when all ran."""
+    for dep in spec.deps:
+        stamp = cache.read_stamp(build_dir, dep)
+        if stamp is not None and stamp.get("skipped"):
+            return str(stamp["skipped"])
+    return None
+
+
 def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: dict[str, str],
               job: dict[str, Any], build_dir: Path) -> None:
     console.info(f"▶ {job['model_name']}: {spec.name}")
@@ -93,7 +102,7 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: 
     remove(staging)
     staging.mkdir(parents=True)
     context = StageContext(spec, Path(job["model_path"]), Path(job["dataset_dir"]), build_dir,
-                           staging)
+                           staging, upstream_skip_reason(build_dir, spec))
     skipped = None
     try:
         stage_function(spec.kind, spec.function)(context)

@@ -45,8 +45,11 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
     model = read_json(build_dir / export.MODEL_INFO)
     dataset = read_json(build_dir / data.DATASET_INFO)
     keras = read_json(build_dir / reference.SUMMARY)
-    artifacts = [artifact_entry(build_dir, read_json(build_dir / record), keras)
-                 for record in params["records"]]
+    records = [read_json(build_dir / record) for record in params["records"]]
+    artifacts = [artifact_entry(build_dir, record, keras)
+                 for record in records if not record.get("not_built")]
+    not_built = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
+                  "reason": r["not_built"]} for r in records if r.get("not_built")]
     bound = params["max_accuracy_drop"]
     inputs = read_json(build_dir / cache.STAMP_DIR / cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
@@ -80,6 +83,7 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
             "threads": keras["threads"],
         },
         "artifacts": artifacts,
+        "not_built": not_built,
         "warnings": warnings,
         "recommendation": recommendation,
         "stages": stage_provenance(build_dir, stages),
@@ -244,6 +248,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
             f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
+    rows += [[f"{n['target']} {n['variant']}", n["path"], "-", "not built here", "-", "-", "-",
+              "-", "-", "-"] for n in report.get("not_built", [])]
     return rows
 
 

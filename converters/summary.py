@@ -51,7 +51,8 @@ def print_summary(build_dir: Path) -> None:
     # Float ops as a count on the console (report.md lists them).
     rows = [row[:-1] + [floats] for row, floats in zip(
         report.table_rows(data),
-        ["-"] + [str(sum(o["count"] for o in a["float_ops"])) for a in data["artifacts"]],
+        ["-"] + [str(sum(o["count"] for o in a["float_ops"])) for a in data["artifacts"]]
+        + ["-"] * len(data.get("not_built", [])),
         strict=True)]
     shown = summary_columns(rows, console.console.width)
     for i in shown:

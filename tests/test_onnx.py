@@ -127,6 +127,17 @@ def test_tensorrt_request_without_gpu_builds_onnx_and_fails(tmp_path: Path) -> N
     assert [e["precision"] for e in report["tensorrt"]] == ["fp16", "int8"]
     assert not any(e["ran"] for e in report["tensorrt"])
     assert {a["variant"] for a in report["artifacts"] if a["target"] == "onnx"} == {"fp32", "int8"}
+    # The engines go through the shared validation stage, in the tensorrt image: skipped with
+    # the engine here, and listed in the artifact table as not built.
+    assert [(n["target"], n["variant"]) for n in report["not_built"]] == [
+        ("tensorrt", "fp16"), ("tensorrt", "int8")]
+    assert all(n["reason"].startswith("TensorRT engines are not built here")
+               for n in report["not_built"])
+    for variant in ("fp16", "int8"):
+        stamp = read_json(tmp_path / "sample" / ".stages" / f"validate-tensorrt-{variant}.json")
+        assert stamp["skipped"] and stamp["image"] == "tensorrt"
+    table = (tmp_path / "sample" / "report.md").read_text()
+    assert "| tensorrt int8 | tensorrt/int8/sample_int8.engine | - | not built here |" in table
     assert not list((tmp_path / "sample" / "tensorrt").rglob("*.engine"))
 
 

@@ -62,8 +62,11 @@ def test_engines_build_validate_and_load_in_trtexec(tmp_path: Path) -> None:
                         "--dataset", str(ROOT / "dataset"), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "sample" / "report.json").read_text())
+    rows = {a["variant"]: a for a in report["artifacts"] if a["target"] == "tensorrt"}
+    assert set(rows) == {"fp32", "fp16", "int8"} and report["not_built"] == []
     for engine in report["tensorrt"]:
         assert engine["ran"] and engine["metrics"]["accuracy"] >= 0.95
+        assert rows[engine["precision"]]["metrics"] == engine["metrics"]
         assert engine["sidecar"]["profile"]["opt"] == [4, 32, 32, 3]
         path = tmp_path / "sample" / engine["engine"]
         trtexec = shutil.which("trtexec")

@@ -88,6 +88,10 @@ class StageContext:
     dataset_dir: Path
     build_dir: Path
     staging_dir: Path
+    # Why an upstream stage did not run here (its stamp says skipped), or None. A stage that
+    # needs an upstream artifact (the validation of an engine that was not built) records the
+    # same outcome instead of failing on the missing file.
+    upstream_skipped: str | None = None
 
     def read(self, relative: str) -> Path:
         return self.build_dir / relative

@@ -7,12 +7,17 @@ import numpy as np
 from converters import console, validate
 from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageSkipped
 from converters.targets import open_runtime
 
 
 def run(context: StageContext) -> None:
     params = context.params
+    if context.upstream_skipped is not None:  # the artifact was not built here: say so, once
+        write_json_atomic(context.write(params["output"]), {
+            "target": params["target"], "variant": params["variant"], "path": params["artifact"],
+            "runtime": params["runtime"], "not_built": context.upstream_skipped})
+        raise StageSkipped(context.upstream_skipped)
     artifact = context.read(params["artifact"])
     inputs = data.load_split(context.build_dir, data.VALIDATION)
     labels = data.load_labels(context.build_dir)

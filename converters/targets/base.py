@@ -38,10 +38,12 @@ class PlanContext:
         return {"threads": self.config.threads, "latency_runs": self.config.latency_runs}
 
     def validation_stage(self, converted_by: str, target: str, variant: str, artifact: str,
-                         runtime: str, tools: tuple[str, ...], group: str) -> StageSpec:
-        """Run ``artifact`` on the validation split against the Keras outputs (core stage)."""
+                         runtime: str, tools: tuple[str, ...], group: str,
+                         image: str = CORE_IMAGE) -> StageSpec:
+        """Run ``artifact`` on the validation split against the Keras outputs (a core stage,
+        run in ``image``: the core image unless the artifact's runtime lives elsewhere)."""
         record = VALIDATION_RECORD.format(target=target, variant=variant)
-        return StageSpec(f"validate-{target}-{variant}", "validate", CORE_IMAGE,
+        return StageSpec(f"validate-{target}-{variant}", "validate", image,
                          {"target": target, "variant": variant, "artifact": artifact,
                           "output": record, "runtime": runtime, **self.timing},
                          deps=(converted_by, "data", "reference"), outputs=(record,),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ConfigError, ConversionError, ToolMissingError
+from converters.validate import Latency, measure_latency
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NOT_RUN_HELP = (
@@ -142,15 +143,17 @@ def build_engine(onnx_path: Path, precision: str, profile: BatchProfile,
 
 def sidecar(tensorrt_version: str, device: dict[str, Any], precision: str, strongly_typed: bool,
             input_name: str, shapes: dict[str, list[int]], workspace_bytes: int) -> dict[str, Any]:
-    """What an engine is tied to, kept beside it (never inside it)."""
+    """What an engine is tied to, kept beside it (never inside it); ``input`` has the keys of
+    the other artifacts' info files, so the report reads every artifact the same way."""
     return {
         "tensorrt_version": tensorrt_version,
         **device,
         "precision": precision,
         "strongly_typed": strongly_typed,
-        "input": input_name,
+        "input": {"name": input_name, "type": "FLOAT", "shape": ["batch", *shapes["opt"][1:]]},
         "profile": shapes,
         "workspace_bytes": workspace_bytes,
+        "float_ops": [],  # TensorRT picks kernels per layer; nothing falls back to a float CPU op
         "note": "an engine runs only with this TensorRT version on this GPU architecture",
     }
 
@@ -186,6 +189,7 @@ class EngineRunner:
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) != mode)
         self.stream = _check(self._cudart.cudaStreamCreate())
         self.image_size = (0, 0, 0)
+        self.max_batch = 1
 
     @classmethod
     def from_file(cls, path: Path) -> EngineRunner:
@@ -195,12 +199,21 @@ class EngineRunner:
         if not sidecar_path.exists():
             raise ConfigError(f"{sidecar_path} is missing: the engine's sidecar names its input "
                               "shape; keep it beside the engine")
-        height, width, channels = json.loads(sidecar_path.read_text())["profile"]["opt"][1:]
+        profile = json.loads(sidecar_path.read_text())["profile"]
+        height, width, channels = profile["opt"][1:]
         runner.image_size = (height, width, channels)
+        runner.max_batch = profile["max"][0]
         return runner
 
     def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
-        return self.run(images)
+        """Outputs for any number of images, in batches the engine's profile allows."""
+        return np.concatenate([self.run(images[i:i + self.max_batch])
+                               for i in range(0, len(images), self.max_batch)])
+
+    def latency(self, image: np.ndarray, runs: int) -> Latency:
+        """Batch-1 latency of the engine, as every other artifact's."""
+        one = image[np.newaxis]
+        return measure_latency(lambda: self.run(one), runs)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         cudart = self._cudart

@@ -11,8 +11,14 @@ from converters.markup import inline_html, percent
 
 
 def section(build_dir: Path, records: list[str]) -> list[dict[str, Any]]:
-    """Every engine record asked for (built or not)."""
-    return [read_json(build_dir / record) for record in records]
+    """Every engine record asked for (built or not), a built engine's with the metrics and
+    batch-1 latency its validation measured (the same numbers as its artifact row)."""
+    engines = [read_json(build_dir / record) for record in records]
+    for engine in engines:
+        if engine["ran"]:
+            validation = read_json(build_dir / engine["validation"])
+            engine |= {"metrics": validation["metrics"], "latency_ms": validation["latency_ms"]}
+    return engines
 
 
 def engine_lines(engines: list[dict[str, Any]]) -> list[str]:

@@ -1,21 +1,22 @@
 """Stage ``tensorrt-engine`` (in the tensorrt image, needs an NVIDIA GPU): build an engine from
-the ONNX (fp32, fp16) or Q/DQ ONNX (int8) model, then validate it against Keras on the
-validation split with latency at batch 1 and at the profile's opt batch.
+the ONNX (fp32, fp16) or Q/DQ ONNX (int8) model and time it at the profile's opt batch. The
+core ``validate`` stage, run in the same image, then compares it with Keras like any artifact.
 
 Without TensorRT or a GPU the stage records that it did not run and why (detected before
-anything is tried); the build then exits non-zero after the report (:func:`build_problems`),
-the ONNX artifacts being built and validated all the same.
+anything is tried) and ends as skipped; its validation is skipped with it, and the build exits
+non-zero after the report, the ONNX artifacts being built and validated all the same.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from converters import validate
 from converters.fsutil import write_bytes_atomic, write_json_atomic
-from converters.stages import data, export, reference
+from converters.stages import data, export
 from converters.stages.base import StageContext, StageSkipped
 from converters.targets.tensorrt.engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
 
@@ -32,6 +33,8 @@ def engine_record(stem: str, precision: str) -> str:
 
 
 def run(context: StageContext) -> None:
+    """Build the engine and measure it at the profile's opt batch; the validation stage that
+    follows runs it on the validation split like every other artifact."""
     params = context.params
     record_path = context.write(params["record"])
     engine_dir = context.write(params["engine_dir"])
@@ -44,25 +47,21 @@ def run(context: StageContext) -> None:
     from converters.targets.tensorrt.engine import EngineRunner, build_engine
 
     profile = BatchProfile(**params["batch"])
-    input_shape = export.input_shape(context.build_dir)
+    started = time.perf_counter()
     engine_bytes, facts = build_engine(
-        context.read(params["source"]), params["precision"], profile, input_shape,
-        params["workspace_bytes"], context.build_dir / TIMING_CACHE)
+        context.read(params["source"]), params["precision"], profile,
+        export.input_shape(context.build_dir), params["workspace_bytes"],
+        context.build_dir / TIMING_CACHE)
+    facts["conversion_seconds"] = round(time.perf_counter() - started, 2)
     engine_path = engine_dir / Path(params["engine"]).name
     write_bytes_atomic(engine_path, engine_bytes)
     write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
     runner = EngineRunner(engine_bytes)
-    inputs = data.load_split(context.build_dir, data.VALIDATION)
-    keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
-    outputs = np.concatenate([runner.run(inputs[i:i + profile.max])
-                              for i in range(0, len(inputs), profile.max)])
-    metrics = validate.compare(keras_outputs, outputs, data.load_labels(context.build_dir))
-    opt_batch = np.repeat(inputs[:1], profile.opt, axis=0)
+    first = data.load_split(context.build_dir, data.VALIDATION)[:1]
+    opt_batch = np.repeat(first, profile.opt, axis=0)
     write_json_atomic(record_path, {
         "ran": True, "precision": params["precision"], "engine": params["engine"],
-        "sidecar": facts, "metrics": metrics,
-        "latency_ms": validate.median_latency_ms(lambda: runner.run(inputs[:1]),
-                                                 params["latency_runs"]),
+        "sidecar": facts, "validation": params["validation"],
         "latency_ms_opt_batch": validate.median_latency_ms(lambda: runner.run(opt_batch),
                                                            params["latency_runs"]),
         "opt_batch": profile.opt, "size_bytes": len(engine_bytes),

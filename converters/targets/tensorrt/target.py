@@ -18,27 +18,36 @@ if TYPE_CHECKING:
     from converters.bundle import BundleRequest
 
 IMAGE = "tensorrt"
+RUNTIME = "tensorrt"
 
 
 def plan(context: PlanContext) -> list[StageSpec]:
-    """One engine per precision asked for; dynamic has no TensorRT counterpart."""
+    """One engine per precision asked for, each validated in the tensorrt image (where the
+    engine can run); dynamic has no TensorRT counterpart."""
     config, stem = context.config, context.stem
-    planned = []
+    planned: list[StageSpec] = []
     for mode in config.quantizations:
         if mode is Quantization.DYNAMIC:
             continue  # no TensorRT counterpart of TFLite's hybrid kernels
         source = "int8" if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
+        name = f"tensorrt-{mode.value}"
         engine = stages.engine_artifact(stem, mode.value)
         engine_dir = engine.rsplit("/", 1)[0]
         record = stages.engine_record(stem, mode.value)
-        planned.append(StageSpec(
-            f"tensorrt-{mode.value}", "tensorrt-engine", IMAGE,
-            {"precision": mode.value, "source": onnx_artifact(stem, source),
-             "engine": engine, "engine_dir": engine_dir, "record": record,
-             "batch": config.batch.as_dict(), "workspace_bytes": config.workspace_mb * 2**20,
-             "latency_runs": config.latency_runs},
-            deps=(f"onnx-{source}", "data", "reference"),
-            outputs=(engine_dir, record), tools=("tensorrt", "cuda-python")))
+        validation = context.validation_stage(name, "tensorrt", mode.value, engine, RUNTIME,
+                                              ("tensorrt", "cuda-python", "numpy"), name,
+                                              image=IMAGE)
+        planned += [
+            StageSpec(name, "tensorrt-engine", IMAGE,
+                      {"precision": mode.value, "source": onnx_artifact(stem, source),
+                       "engine": engine, "engine_dir": engine_dir, "record": record,
+                       "validation": validation.outputs[0], "batch": config.batch.as_dict(),
+                       "workspace_bytes": config.workspace_mb * 2**20,
+                       "latency_runs": config.latency_runs},
+                      deps=(f"onnx-{source}", "data"), outputs=(engine_dir, record),
+                      tools=("tensorrt", "cuda-python"), group=name),
+            validation,
+        ]
     return planned
 
 
