@@ -178,6 +178,10 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "float_ops": conversion["float_ops"],
         "io": {"input": conversion["input"], "output": conversion["output"]},
         "conversion_seconds": conversion["conversion_seconds"],
+        # Which tool made it and, for quantized TFLite, where quantization hurts (per op).
+        "engine": conversion.get("engine"),
+        "op_errors": conversion.get("op_errors"),
+        "mixed_precision": conversion.get("mixed_precision"),
     }
 
 

@@ -25,8 +25,8 @@ def plan(context: PlanContext) -> list[StageSpec]:
     config, stem = context.config, context.stem
     planned = []
     for mode in config.quantizations:
-        if mode is Quantization.DYNAMIC:
-            continue  # no TensorRT counterpart of TFLite's hybrid kernels
+        if mode in (Quantization.DYNAMIC, Quantization.INT8_MIXED):
+            continue  # no TensorRT counterpart of TFLite's hybrid kernels or per-op mix
         source = "int8" if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
         engine = stages.engine_artifact(stem, mode.value)
         engine_dir = engine.rsplit("/", 1)[0]
