@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from converters import cache
+from converters import cache, quantization_report
 from converters.fsutil import (
     read_json,
     sha256_tree,
@@ -308,6 +308,7 @@ def markdown(report: dict[str, Any]) -> str:
     for target, hooks in report_hooks():
         if report.get(target):
             lines += hooks.markdown(report[target])
+    lines += quantization_report.markdown(report)
     return "\n".join(lines) + "\n"
 
 
@@ -433,7 +434,7 @@ img{{max-width:100%;height:auto}}</style>
 {paragraphs}
 <table id="artifacts"><tr>{header}</tr>{body}</table>
 {"".join(hooks.html(report[target]) for target, hooks in report_hooks() if report.get(target))}
-<h2>Trade-off</h2>
+{quantization_report.html_section(report)}<h2>Trade-off</h2>
 <img id="tradeoff" alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
 </body></html>
 """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -455,8 +456,10 @@ class _Preserving:
     def __init__(self, flatbuffer: bytes, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads,
-                                       experimental_preserve_all_tensors=True)
+        with warnings.catch_warnings():  # "intended for debugging": keeping them is the point
+            warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`")
+            self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads,
+                                           experimental_preserve_all_tensors=True)
         self.input = self.interpreter.get_input_details()[0]
         self.max_batch = 1 if self.input["shape_signature"][0] != -1 else 1 << 30
         self.by_name = {d["name"]: d for d in self.interpreter.get_tensor_details()}
@@ -518,7 +521,11 @@ def accuracy_aware_int8(fp32: bytes, calibration: np.ndarray, validation: np.nda
     with ``reference``). Starting from plain int8, each step measures :func:`op_sensitivity`
     of the current model on the first ``sensitivity_samples`` calibration samples and keeps the
     ``group_size`` ops adding the most error in float, until the drop is within the bound, no
-    quantized op is left, or ``max_float_ops`` ops are float. The calibration runs once.
+    quantized op is left, or ``max_float_ops`` ops are float. Then, within the bound, each kept
+    op is tried quantized again, latest first, and stays quantized when the bound still holds:
+    the error an op "adds" is measured against its inputs' error, and ops that amplify upstream
+    error (a SOFTMAX after the op that caused it) rank high without being the cause. The
+    calibration runs once.
     """
     calibration_result = calibrate(fp32, calibration, threads)
     fp32_score = score(predict(fp32, validation, threads), labels, reference)
@@ -540,6 +547,16 @@ def accuracy_aware_int8(fp32: bytes, calibration: np.ndarray, validation: np.nda
                               calibration_result=calibration_result, threads=threads)
         current = score(predict(model.flatbuffer, validation, threads), labels, reference)
         steps.append(SearchStep(model.kept_float, current, fp32_score - current, model.size))
+    if fp32_score - current <= max_drop:
+        for candidate in reversed(list(kept)):
+            trial = [e for e in kept if e is not candidate]
+            retry = quantize_int8(fp32, keep_float=[e.scope for e in trial],
+                                  calibration_result=calibration_result, threads=threads)
+            trial_score = score(predict(retry.flatbuffer, validation, threads), labels, reference)
+            steps.append(SearchStep(retry.kept_float, trial_score, fp32_score - trial_score,
+                                    retry.size))
+            if fp32_score - trial_score <= max_drop:
+                kept, model, current = trial, retry, trial_score
     return MixedResult(model=model, kept_float=tuple(kept), fp32_score=fp32_score,
                        int8_score=int8_score, score=current, max_drop=max_drop,
                        within_bound=fp32_score - current <= max_drop, int8_model=plain,

@@ -56,15 +56,16 @@ def _io(tensor: tflite_inspect.TensorInfo) -> dict[str, Any]:
 
 
 def op_errors(context: StageContext, flatbuffer: bytes) -> list[dict[str, Any]] | None:
-    """The ops whose quantization adds the most error against the fp32 artifact
-    (``params["op_errors_against"]``), on the first calibration images; None when not asked."""
+    """The (at most 10) ops whose quantization adds the most error against the fp32 artifact
+    (``params["op_errors_against"]``), on the first calibration images, largest first; ops
+    adding none are left out. None when not asked."""
     against = context.params.get("op_errors_against")
     if not against:
         return None
     fp32 = context.read(against).read_bytes()
     samples = data.load_split(context.build_dir, data.CALIBRATION)[:OP_ERROR_SAMPLES]
-    errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=TOP_OP_ERRORS)
-    return [op_error_row(error) for error in errors]
+    errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=None)
+    return [op_error_row(error) for error in errors if error.added_nmse > 0][:TOP_OP_ERRORS]
 
 
 def op_error_row(error: quantizer_engine.OpError) -> dict[str, Any]:

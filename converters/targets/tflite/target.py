@@ -43,8 +43,10 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         "artifact": path,
         "info": path.removesuffix(".tflite") + ".json",
         "batch_size": batch_size,
+        # Per-op errors need the fp32 artifact to run in LiteRT: not with Flex ops in it.
         "op_errors_against": (artifact(context.stem, Quantization.FP32)
-                              if mode is not Quantization.FP32 and batch_size is None else None),
+                              if mode is not Quantization.FP32 and batch_size is None
+                              and not config.allow_flex else None),
     }
     if mode in (Quantization.INT8, Quantization.INT8_MIXED):
         params |= {"io_dtype": config.io_dtype.value,
