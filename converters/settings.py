@@ -62,7 +62,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("quant_engine", TEXT, "auto", "who makes fp16/dynamic/int8 TFLite: auto "
             "(ai-edge-quantizer derives fp16 and dynamic from the fp32 model; the TF converter "
             "makes int8 and, with --allow-flex, every mode), tflite-converter or "
-            "ai-edge-quantizer (int8 too, with float32 or int8 I/O)", choices=("auto", "tflite-converter", "ai-edge-quantizer")),
+            "ai-edge-quantizer (int8 too, with float32 or int8 I/O)",
+            choices=("auto", "tflite-converter", "ai-edge-quantizer")),
     Setting("io_dtype", TEXT, "uint8", "int8 model input/output type (uint8 is what Coral "
             "expects)", choices=("uint8", "int8", "float32")),
     Setting("out", TEXT, "build", "build folder"),

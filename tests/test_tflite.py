@@ -226,7 +226,9 @@ def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(tmp_path: 
     assert search["accuracy_recovered"] > 0.2
     assert search["score"] == pytest.approx(mixed["metrics"]["accuracy"])
     kept = {row["tensor"] for row in search["kept_float"]}
-    assert any("wide" in tensor for tensor in kept) and len(kept) < 6
+    fp32_ops = sum(read_json(tmp_path / "out" / "outlier" / "tflite" / "outlier_fp32.json")
+                   ["op_counts"].values())
+    assert any("wide" in tensor for tensor in kept) and 0 < len(kept) < fp32_ops  # mixed
     assert search["int8_size_bytes"] + search["size_cost_bytes"] == mixed["size_bytes"]
     assert math.isfinite(search["latency_cost_ms"])
     assert "Accuracy-aware int8 kept" in (tmp_path / "out" / "outlier" / "report.md").read_text()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from converters.config import IODType, Quantization
+from converters.config import ConvertConfig, IODType, Quantization
 from converters.errors import ConfigError
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
@@ -85,6 +85,15 @@ def plan(context: PlanContext) -> list[StageSpec]:
     return stages
 
 
+def check_config(config: ConvertConfig) -> None:
+    """Refuse up front a mode the chosen --quant-engine cannot make."""
+    if "tflite" in config.targets:
+        for mode in config.quantizations:
+            engine_choice.engine_for(engine_choice.ModeRequest(
+                mode, config.io_dtype, config.allow_float_fallback, config.allow_flex,
+                fixed_batch=False), config.quant_engine)
+
+
 def open_runtime(path: Path, threads: int, device: str | None) -> Any:
     from converters.validate import TFLiteRunner
 
@@ -96,6 +105,7 @@ def open_runtime(path: Path, threads: int, device: str | None) -> Any:
 TARGET = Target(
     name="tflite",
     plan=plan,
+    check_config=check_config,
     stage_functions={"tflite": "converters.targets.tflite.convert",
                      "tflite-quantize": "converters.targets.tflite.quantize"},
     bundle=BundleHooks(requirements=("ai-edge-litert", "numpy", "pillow"), runtime="litert",
