@@ -16,6 +16,9 @@ from converters.targets.tflite import flatbuffer as tflite_inspect
 # calibration images (few: every tensor of both models is kept in memory per batch).
 TOP_OP_ERRORS = 10
 OP_ERROR_SAMPLES = 8
+# One image per run: both models keep every tensor, which for MobileNetV2 224x224 at a batch of
+# 8 held +1.2 GiB in the stage process (benchmarks/default_vs_seed.out.md's memory goal).
+OP_ERROR_BATCH = 1
 OP_ERROR_METRIC = "added_nmse"  # quantizer_engine.OpError: the per-channel NMSE this op adds
 
 
@@ -64,7 +67,8 @@ def op_errors(context: StageContext, flatbuffer: bytes) -> list[dict[str, Any]] 
         return None
     fp32 = context.read(against).read_bytes()
     samples = data.load_split(context.build_dir, data.CALIBRATION)[:OP_ERROR_SAMPLES]
-    errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=None)
+    errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=None,
+                                             batch=OP_ERROR_BATCH)
     return [op_error_row(error) for error in errors if error.added_nmse > 0][:TOP_OP_ERRORS]
 
 
