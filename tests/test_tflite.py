@@ -233,3 +233,18 @@ def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(tmp_path: 
     assert math.isfinite(search["latency_cost_ms"])
     assert "Accuracy-aware int8 kept" in (tmp_path / "out" / "outlier" / "report.md").read_text()
     assert {op["op"] for op in mixed["float_ops"]} >= {"FULLY_CONNECTED"}
+
+
+def test_edgetpu_int8_reports_per_op_sensitivity_and_stays_integer(tiny_h5: Path,
+                                                                    tiny_dataset: Path,
+                                                                    tmp_path: Path) -> None:
+    """With the tflite target beside it, the Edge TPU's batch-1 int8 (TF converter, fully
+    integer) lists its ops' error against the fp32 artifact."""
+    build.convert(make_config(tiny_h5, tiny_dataset, tmp_path, targets=("tflite", "edgetpu"),
+                              quantizations=(Quantization.FP32,)), ["test"])
+    report = read_json(tmp_path / "tiny" / "report.json")
+    edgetpu = next(a for a in report["artifacts"] if a["target"] == "edgetpu")
+    assert edgetpu["engine"].startswith("tf.lite.TFLiteConverter") and edgetpu["float_ops"] == []
+    fp32_ops = tflite_inspect.read(tmp_path / "tiny" / "tflite" / "tiny_fp32.tflite").operators
+    assert edgetpu["op_errors"] and all(fp32_ops[row["index"]].name == row["op"]
+                                        for row in edgetpu["op_errors"])

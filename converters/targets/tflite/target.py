@@ -43,9 +43,10 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         "artifact": path,
         "info": path.removesuffix(".tflite") + ".json",
         "batch_size": batch_size,
-        # Per-op errors need the fp32 artifact to run in LiteRT: not with Flex ops in it.
+        # Per-op errors against the fp32 artifact, which the tflite target plans (the Edge TPU's
+        # int8 gets them when both targets are built); it must run in LiteRT: no Flex ops.
         "op_errors_against": (artifact(context.stem, Quantization.FP32)
-                              if mode is not Quantization.FP32 and batch_size is None
+                              if mode is not Quantization.FP32 and "tflite" in config.targets
                               and not config.allow_flex else None),
     }
     if mode in (Quantization.INT8, Quantization.INT8_MIXED):
