@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 from converters.config import IODType, QuantEngine, Quantization
 from converters.errors import ConfigError
+from converters.targets.tflite import quantizer_engine
 
 TF_CONVERTER = "tf.lite.TFLiteConverter"
-QUANTIZER = "ai-edge-quantizer"
+QUANTIZER = quantizer_engine.ENGINE
 
 
 @dataclass(frozen=True)

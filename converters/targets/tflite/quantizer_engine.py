@@ -29,7 +29,7 @@ import numpy as np
 
 from converters.errors import ToolMissingError
 
-ENGINE = "ai-edge-quantizer"
+ENGINE = "ai-edge-quantizer"  # the engine's name in report.json (with its version)
 IOType = Literal["float32", "int8"]
 # A channel's fp32 mean square counts as at least this fraction of the median channel's.
 _CHANNEL_FLOOR = 0.01
@@ -48,7 +48,6 @@ class QuantizedModel:
     output_type: str
     kept_float: tuple[str, ...] = ()  # op scopes (output tensor names) kept in float
     recipe: list[dict[str, Any]] = field(default_factory=list)
-    engine: str = ENGINE
 
     @property
     def size(self) -> int:
