@@ -23,6 +23,20 @@ class Quantization(str, Enum):
     FP16 = "fp16"
     DYNAMIC = "dynamic"
     INT8 = "int8"
+    INT8_MIXED = "int8-mixed"  # int8 with the most sensitive ops kept float (accuracy-aware)
+
+
+# The modes a build makes unless told otherwise (int8-mixed is asked for by name).
+DEFAULT_QUANTIZATIONS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC,
+                         Quantization.INT8)
+
+
+class QuantEngine(str, Enum):
+    """Who makes the quantized TFLite modes (see converters/targets/tflite/engine_choice.py)."""
+
+    AUTO = "auto"
+    TFLITE_CONVERTER = "tflite-converter"
+    AI_EDGE_QUANTIZER = "ai-edge-quantizer"
 
 
 class IODType(str, Enum):
@@ -173,7 +187,8 @@ class ConvertConfig:
     models: tuple[Path, ...]
     dataset: DatasetConfig
     targets: tuple[str, ...] = ("tflite",)  # names in the target registry
-    quantizations: tuple[Quantization, ...] = tuple(Quantization)
+    quantizations: tuple[Quantization, ...] = DEFAULT_QUANTIZATIONS
+    quant_engine: QuantEngine = QuantEngine.AUTO
     io_dtype: IODType = IODType.UINT8
     allow_flex: bool = False
     allow_float_fallback: bool = False

@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from converters import cache
+from converters import cache, quantization_report
 from converters.fsutil import (
     read_json,
     sha256_tree,
@@ -182,6 +182,10 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "float_ops": conversion["float_ops"],
         "io": {"input": conversion["input"], "output": conversion["output"]},
         "conversion_seconds": conversion["conversion_seconds"],
+        # Which tool made it and, for quantized TFLite, where quantization hurts (per op).
+        "engine": conversion.get("engine"),
+        "op_errors": conversion.get("op_errors"),
+        "mixed_precision": conversion.get("mixed_precision"),
     }
 
 
@@ -310,6 +314,7 @@ def markdown(report: dict[str, Any]) -> str:
     for target, hooks in report_hooks():
         if report.get(target):
             lines += hooks.markdown(report[target])
+    lines += quantization_report.markdown(report)
     return "\n".join(lines) + "\n"
 
 
@@ -435,7 +440,7 @@ img{{max-width:100%;height:auto}}</style>
 {paragraphs}
 <table id="artifacts"><tr>{header}</tr>{body}</table>
 {"".join(hooks.html(report[target]) for target, hooks in report_hooks() if report.get(target))}
-<h2>Trade-off</h2>
+{quantization_report.html_section(report)}<h2>Trade-off</h2>
 <img id="tradeoff" alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
 </body></html>
 """

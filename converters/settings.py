@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 # Value kinds: how a flag's text (or an invoke.yaml value) becomes a Python value.
 TEXT, WHOLE, FRACTION, SWITCH, PATHS = "text", "whole", "fraction", "switch", "paths"
+JOBS = "jobs"  # "auto" (converters/jobs.py's rule on this machine) or a whole number
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,14 @@ SETTINGS: tuple[Setting, ...] = (
             "several (default: every model in model/)"),
     Setting("dataset", TEXT, "dataset", "image folder, flat or one sub-folder per class"),
     Setting("target", TEXT, "tflite", "comma list of targets (the target registry's names), or all"),
-    Setting("quant", TEXT, "fp32,fp16,dynamic,int8", "comma list of quantization modes, or all",
-            choices=("fp32", "fp16", "dynamic", "int8")),
+    Setting("quant", TEXT, "fp32,fp16,dynamic,int8", "comma list of quantization modes, or all; "
+            "int8-mixed keeps the ops int8 hurts most in float until the accuracy drop is within "
+            "--max-accuracy-drop", choices=("fp32", "fp16", "dynamic", "int8", "int8-mixed")),
+    Setting("quant_engine", TEXT, "auto", "who makes fp16/dynamic/int8 TFLite: auto "
+            "(ai-edge-quantizer derives fp16 and dynamic from the fp32 model; the TF converter "
+            "makes int8 and, with --allow-flex, every mode), tflite-converter or "
+            "ai-edge-quantizer (int8 too, with float32 or int8 I/O)",
+            choices=("auto", "tflite-converter", "ai-edge-quantizer")),
     Setting("io_dtype", TEXT, "uint8", "int8 model input/output type (uint8 is what Coral "
             "expects)", choices=("uint8", "int8", "float32")),
     Setting("out", TEXT, "build", "build folder"),
@@ -87,7 +94,8 @@ SETTINGS: tuple[Setting, ...] = (
             "match the model's output classes in number"),
     Setting("input_shape", TEXT, None, "H,W,C for a model without a static input size"),
     Setting("force", SWITCH, False, "rebuild every stage even when it is up to date"),
-    Setting("jobs", WHOLE, 1, "independent jobs run in parallel", minimum=1),
+    Setting("jobs", JOBS, "auto", "stage processes run in parallel; auto: 1 on 2 cores or "
+            "fewer, else one per 2 cores and per 2 GiB of available memory"),
     Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
             "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10),
     Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
@@ -178,8 +186,16 @@ def _text(setting: Setting, value: Any) -> str:
     return str(value)
 
 
+def _jobs(setting: Setting, value: Any) -> int:
+    from converters.jobs import parse_jobs
+
+    if isinstance(value, bool):
+        raise _not_a(setting, value, "auto or a whole number")
+    return parse_jobs(str(value))
+
+
 PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
-    TEXT: _text, WHOLE: _whole, FRACTION: _fraction, SWITCH: _switch, PATHS: _paths,
+    TEXT: _text, WHOLE: _whole, FRACTION: _fraction, SWITCH: _switch, PATHS: _paths, JOBS: _jobs,
 }
 
 
@@ -223,6 +239,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         IODType,
         Preprocessing,
         PreprocessingMode,
+        QuantEngine,
         Quantization,
         Runner,
         parse_enum,
@@ -252,6 +269,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
                               get("validation_size"), get("seed")),
         targets=parse_targets(get("target")),
         quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
+        quant_engine=parse_enum(QuantEngine, get("quant_engine"), "--quant-engine"),
         io_dtype=parse_enum(IODType, get("io_dtype"), "--io-dtype"),
         allow_flex=get("allow_flex"),
         allow_float_fallback=get("allow_float_fallback"),

@@ -14,6 +14,9 @@ import pytest
 
 from benchmarks import outlier_model
 from converters import dataset
+from converters.config import IODType, QuantEngine, Quantization
+from converters.errors import ConfigError
+from converters.targets.tflite import engine_choice
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import quantizer_engine as engine
 
@@ -172,3 +175,31 @@ def test_accuracy_aware_search_meets_the_bound_plain_int8_misses(tmp_path: Path)
     rerun = engine.quantize_int8(fp32, data.calibration_x, keep_float=result.model.kept_float)
     outputs = engine.predict(rerun.flatbuffer, data.validation_x)
     assert engine.score(outputs, data.validation_y, None) == pytest.approx(result.score)
+
+
+@pytest.mark.parametrize("mode,io_dtype,flex,fixed,choice,expected", [
+    ("fp32", "float32", False, False, "auto", "tf.lite.TFLiteConverter"),
+    ("fp16", "uint8", False, False, "auto", "ai-edge-quantizer"),
+    ("dynamic", "uint8", False, False, "auto", "ai-edge-quantizer"),
+    ("dynamic", "uint8", True, False, "auto", "tf.lite.TFLiteConverter"),  # Flex ops
+    ("int8", "float32", False, False, "auto", "tf.lite.TFLiteConverter"),
+    ("int8", "float32", False, False, "ai-edge-quantizer", "ai-edge-quantizer"),
+    ("int8", "int8", False, True, "ai-edge-quantizer", "tf.lite.TFLiteConverter"),  # Edge TPU
+    ("fp16", "uint8", False, False, "tflite-converter", "tf.lite.TFLiteConverter"),
+    ("int8-mixed", "uint8", False, False, "auto", "ai-edge-quantizer"),
+])
+def test_engine_choice(mode: str, io_dtype: str, flex: bool, fixed: bool, choice: str,
+                       expected: str) -> None:
+    request = engine_choice.ModeRequest(Quantization(mode), IODType(io_dtype), False, flex, fixed)
+    assert engine_choice.engine_for(request, QuantEngine(choice)) == expected
+
+
+@pytest.mark.parametrize("mode,io_dtype,choice,message", [
+    ("int8", "uint8", "ai-edge-quantizer", "not uint8"),
+    ("int8-mixed", "float32", "tflite-converter", "made by ai-edge-quantizer"),
+])
+def test_engine_choice_refuses_what_an_engine_cannot_make(mode: str, io_dtype: str, choice: str,
+                                                          message: str) -> None:
+    request = engine_choice.ModeRequest(Quantization(mode), IODType(io_dtype), False, False, False)
+    with pytest.raises(ConfigError, match=message):
+        engine_choice.engine_for(request, QuantEngine(choice))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from converters.errors import ConfigError
+from converters.jobs import parse_jobs
 from converters.settings import FLAGS, SETTINGS, render_yaml, resolve
 from tests.conftest import ROOT, run_invoke
 
@@ -29,7 +30,7 @@ def test_every_flag_of_the_table_is_a_convert_flag_with_its_help() -> None:
 def test_precedence_flag_then_invoke_yaml_then_default() -> None:
     assert resolve("jobs", "3", {"jobs": 2}) == 3
     assert resolve("jobs", "", {"jobs": 2}) == 2
-    assert resolve("jobs", "", {"jobs": None}) == 1  # null in invoke.yaml: the default
+    assert resolve("jobs", "", {"jobs": None}) == parse_jobs("auto")  # null: the default
     assert resolve("allow_flex", False, {"allow_flex": True}) is True  # a switch not given
     assert resolve("allow_flex", True, {}) is True
     assert resolve("models", None, {"models": "one.h5"}) == ("one.h5",)

@@ -1,17 +1,19 @@
 """Real TensorFlow conversions of tiny models through the build API (stage processes and all)."""
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from converters import build
-from converters.config import IODType, Quantization
+from converters.config import ConvertConfig, DatasetConfig, IODType, QuantEngine, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import read_json
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from tests.conftest import make_config, save_function_model
+from tests.conftest import make_config, save_function_model, write_images
 
 
 def test_four_modes_convert_load_and_report(tiny_h5: Path, tiny_dataset: Path,
@@ -116,3 +118,133 @@ def test_constant_model_metrics_have_known_values(tiny_dataset: Path, tmp_path: 
         assert metrics["top1_agreement"] == 1.0
         assert metrics["cosine_similarity"] == pytest.approx(1.0, abs=1e-4)
     assert report["artifacts"][0]["metrics"]["max_abs_error"] < 1e-6
+
+
+def _engines(report: dict[str, Any]) -> dict[str, str]:
+    return {a["variant"]: a["engine"].split(" ")[0] for a in report["artifacts"]}
+
+
+def test_default_build_records_engines_and_per_op_errors(tiny_h5: Path, tiny_dataset: Path,
+                                                         tmp_path: Path) -> None:
+    """fp16 and dynamic come from the fp32 artifact (ai-edge-quantizer); fp32 and the uint8-I/O
+    int8 from the TF converter; every quantized artifact lists the ops adding the most error."""
+    build.convert(make_config(tiny_h5, tiny_dataset, tmp_path), ["test"])
+    folder = tmp_path / "tiny"
+    report = read_json(folder / "report.json")
+    assert _engines(report) == {"fp32": "tf.lite.TFLiteConverter", "fp16": "ai-edge-quantizer",
+                                "dynamic": "ai-edge-quantizer", "int8": "tf.lite.TFLiteConverter"}
+    assert all(a["engine"].split(" ")[1][0].isdigit() for a in report["artifacts"])  # a version
+    fp32_ops = tflite_inspect.read(folder / "tflite" / "tiny_fp32.tflite").operators
+    for artifact in report["artifacts"]:
+        info = read_json((folder / artifact["path"]).with_suffix(".json"))
+        assert info["engine"] == artifact["engine"]
+        if artifact["variant"] == "fp32":
+            assert artifact["op_errors"] is None
+            continue
+        rows = artifact["op_errors"]
+        assert 1 <= len(rows) <= 10, artifact["variant"]
+        for row in rows:
+            assert set(row) == {"op", "index", "tensor", "metric", "value", "output_nmse"}
+            assert row["op"] == fp32_ops[row["index"]].name and row["metric"] == "added_nmse"
+            assert math.isfinite(row["value"]) and row["value"] > 0
+            assert row["output_nmse"] >= row["value"] - 1e-12
+        assert [r["value"] for r in rows] == sorted((r["value"] for r in rows), reverse=True)
+    errors = {a["variant"]: max(r["value"] for r in a["op_errors"])
+              for a in report["artifacts"] if a["op_errors"]}
+    assert errors["fp16"] < errors["int8"]  # float16 weights hurt far less than int8
+    page = (folder / "report.html").read_text()
+    assert page.count('<table class="op-errors">') == 3 and "made by ai-edge-quantizer" in page
+    assert "## Where quantization hurts" in (folder / "report.md").read_text()
+
+
+@pytest.mark.parametrize("engine", [QuantEngine.AI_EDGE_QUANTIZER, QuantEngine.TFLITE_CONVERTER])
+def test_both_engines_build_valid_byte_identical_artifacts(tiny_h5: Path, tiny_dataset: Path,
+                                                           tmp_path: Path,
+                                                           engine: QuantEngine) -> None:
+    """Every quantized mode from ai-edge-quantizer, or every mode converted: the artifacts
+    validate (LiteRT, against Keras), and two separate builds give the same bytes."""
+    modes = (Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
+    reports = []
+    for run in ("first", "second"):
+        build.convert(make_config(tiny_h5, tiny_dataset, tmp_path / run, quantizations=modes,
+                                  io_dtype=IODType.FLOAT32, allow_float_fallback=True,
+                                  quant_engine=engine), ["test"])
+        reports.append(read_json(tmp_path / run / "tiny" / "report.json"))
+    expected = "ai-edge-quantizer" if engine is QuantEngine.AI_EDGE_QUANTIZER else \
+        "tf.lite.TFLiteConverter"
+    assert _engines(reports[0]) == dict.fromkeys(("fp16", "dynamic", "int8"), expected)
+    for first, second in zip(*(r["artifacts"] for r in reports), strict=True):
+        assert first["failed"] is None and first["metrics"]["cosine_similarity"] > 0.95
+        assert first["metrics"]["top1_agreement"] == 1.0
+        assert first["sha256"] == second["sha256"], first["path"]
+    fp32 = tmp_path / "first" / "tiny" / "tflite" / "tiny_fp32.tflite"
+    assert fp32.read_bytes() == (tmp_path / "second" / "tiny" / "tflite" / fp32.name).read_bytes()
+
+
+def _outlier_image_model(path: Path, size: int, classes: int) -> Path:
+    """A classifier of write_images' mean-colour classes whose ``wide`` layer has one outlier
+    channel (benchmarks/outlier_model.py's pattern): plain int8 rounds its other channels away."""
+    import keras
+
+    from benchmarks import outlier_model
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, classes, 600)
+    images = np.clip(40 + 80 * labels[:, None, None, None] + rng.normal(0, 20, (600, size, size, 3)),
+                     0, 255).astype(np.float32) / 255.0
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
+    x = keras.layers.Dense(8, name="wide")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="head")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(0.03), loss="sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=15, batch_size=32, verbose=0)
+    outlier_model.inject_outlier(model)
+    model.save(path)
+    return path
+
+
+def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(tmp_path: Path) -> None:
+    write_images(tmp_path / "images", {"a": 30, "b": 30, "c": 30}, size=8)
+    model = _outlier_image_model(tmp_path / "outlier.keras", size=8, classes=3)
+    config = ConvertConfig(models=(model,), out=tmp_path / "out", threads=1, latency_runs=3,
+                           dataset=DatasetConfig(tmp_path / "images", calibration_size=30,
+                                                 validation_size=60),
+                           quantizations=(Quantization.INT8, Quantization.INT8_MIXED),
+                           io_dtype=IODType.FLOAT32, allow_float_fallback=True,
+                           max_accuracy_drop=0.02)
+    build.convert(config, ["test"])
+    report = read_json(tmp_path / "out" / "outlier" / "report.json")
+    int8, mixed = report["artifacts"]
+    assert report["reference"]["accuracy"] >= 0.95
+    assert int8["accuracy_drop"] > 0.2  # plain int8 loses far more than the bound
+    assert mixed["accuracy_drop"] <= 0.02 and mixed["engine"].startswith("ai-edge-quantizer")
+    search = mixed["mixed_precision"]
+    assert search["within_bound"] and search["score_basis"] == "accuracy"
+    assert search["accuracy_recovered"] > 0.2
+    assert search["score"] == pytest.approx(mixed["metrics"]["accuracy"])
+    kept = {row["tensor"] for row in search["kept_float"]}
+    fp32_ops = sum(read_json(tmp_path / "out" / "outlier" / "tflite" / "outlier_fp32.json")
+                   ["op_counts"].values())
+    assert any("wide" in tensor for tensor in kept) and 0 < len(kept) < fp32_ops  # mixed
+    assert search["int8_size_bytes"] + search["size_cost_bytes"] == mixed["size_bytes"]
+    assert math.isfinite(search["latency_cost_ms"])
+    assert "Accuracy-aware int8 kept" in (tmp_path / "out" / "outlier" / "report.md").read_text()
+    assert {op["op"] for op in mixed["float_ops"]} >= {"FULLY_CONNECTED"}
+
+
+def test_edgetpu_int8_reports_per_op_sensitivity_and_stays_integer(tiny_h5: Path,
+                                                                    tiny_dataset: Path,
+                                                                    tmp_path: Path) -> None:
+    """With the tflite target beside it, the Edge TPU's batch-1 int8 (TF converter, fully
+    integer) lists its ops' error against the fp32 artifact."""
+    build.convert(make_config(tiny_h5, tiny_dataset, tmp_path, targets=("tflite", "edgetpu"),
+                              quantizations=(Quantization.FP32,)), ["test"])
+    report = read_json(tmp_path / "tiny" / "report.json")
+    edgetpu = next(a for a in report["artifacts"] if a["target"] == "edgetpu")
+    assert edgetpu["engine"].startswith("tf.lite.TFLiteConverter") and edgetpu["float_ops"] == []
+    fp32_ops = tflite_inspect.read(tmp_path / "tiny" / "tflite" / "tiny_fp32.tflite").operators
+    assert edgetpu["op_errors"] and all(fp32_ops[row["index"]].name == row["op"]
+                                        for row in edgetpu["op_errors"])

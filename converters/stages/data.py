@@ -23,6 +23,10 @@ VALIDATION = "data/validation.npy"
 VALIDATION_LABELS = "data/validation_labels.npy"
 DATASET_INFO = "data/dataset.json"
 OUTPUTS = (CALIBRATION, VALIDATION, VALIDATION_LABELS, DATASET_INFO)
+# Images per call when scoring preprocessing candidates: activations of a batch of 32 at 224x224
+# held +400 MiB more than batches of 8, which the stage process never gives back
+# (benchmarks/memory_notes.md).
+SCORING_BATCH = 8
 
 
 def run(context: StageContext) -> None:
@@ -98,8 +102,9 @@ def saved_model_predict(path: Path) -> preprocessing_choice.Predict:
     [input_name] = signature.structured_input_signature[1]
 
     def predict(inputs: np.ndarray) -> np.ndarray:
-        batches = [next(iter(signature(**{input_name: tf.constant(inputs[i:i + 32])}).values()))
-                   for i in range(0, len(inputs), 32)]
+        batches = [next(iter(signature(**{input_name: tf.constant(inputs[i:i + SCORING_BATCH])}
+                                       ).values()))
+                   for i in range(0, len(inputs), SCORING_BATCH)]
         return np.concatenate([np.asarray(b, dtype=np.float32) for b in batches])
 
     return predict

@@ -13,7 +13,9 @@ from converters.stages.base import StageContext
 
 OUTPUTS = "reference/outputs.npy"
 SUMMARY = "reference/reference.json"
-BATCH = 32
+# Images per Keras call: the activations of a batch of 32 at 224x224 held ~+300 MiB more than 8,
+# which the stage process keeps for the rest of a -j 1 build (benchmarks/memory_notes.md).
+BATCH = 8
 
 
 def run(context: StageContext) -> None:

@@ -27,8 +27,8 @@ def plan(context: PlanContext) -> list[StageSpec]:
     config, stem = context.config, context.stem
     planned: list[StageSpec] = []
     for mode in config.quantizations:
-        if mode is Quantization.DYNAMIC:
-            continue  # no TensorRT counterpart of TFLite's hybrid kernels
+        if mode in (Quantization.DYNAMIC, Quantization.INT8_MIXED):
+            continue  # no TensorRT counterpart of TFLite's hybrid kernels or per-op mix
         source = "int8" if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
         name = f"tensorrt-{mode.value}"
         engine = stages.engine_artifact(stem, mode.value)

@@ -2,7 +2,9 @@
 
 fp32 (no optimisation), fp16 (float16 weights), dynamic (int8 weights, hybrid kernels) and
 int8 (full integer, calibrated on the representative split). Strict int8 allows only integer
-builtins; a failure names the ops that could not be quantized.
+builtins; a failure names the ops that could not be quantized. The modes ai-edge-quantizer
+derives from the fp32 artifact instead are made by :mod:`converters.targets.tflite.quantize`
+(see :mod:`converters.targets.tflite.engine_choice`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from converters.fsutil import write_bytes_atomic, write_json_atomic
 from converters.stages import data, export
 from converters.stages.base import StageContext
 from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite import record
 
 # TensorFlow ops in the converter's MLIR dump: "tf.Erfinv"(%4) ...
 TF_OP_PATTERN = re.compile(r'"(tf\.[A-Z][A-Za-z0-9_]*)"')
@@ -35,24 +38,10 @@ def run(context: StageContext) -> None:
     seconds = time.perf_counter() - started
     graph = tflite_inspect.parse(flatbuffer)
     if mode is Quantization.INT8 and not params["allow_float_fallback"]:
-        _require_full_integer(context, graph)
+        record.require_full_integer(context, graph)
     write_bytes_atomic(context.write(params["artifact"]), flatbuffer)
-    info = {
-        "mode": mode.value,
-        "batch_size": params.get("batch_size"),
-        "io_dtype": params.get("io_dtype"),
-        "allow_flex": params["allow_flex"],
-        "allow_float_fallback": params.get("allow_float_fallback", False),
-        "conversion_seconds": round(seconds, 3),
-        "float_ops": graph.float_ops(),
-        "op_counts": graph.op_counts(),
-        "input": {"type": graph.inputs[0].type, "shape": list(graph.inputs[0].shape),
-                  "scale": list(graph.inputs[0].scale),
-                  "zero_point": list(graph.inputs[0].zero_point)},
-        "output": {"type": graph.outputs[0].type, "shape": list(graph.outputs[0].shape),
-                   "scale": list(graph.outputs[0].scale),
-                   "zero_point": list(graph.outputs[0].zero_point)},
-    }
+    info = record.artifact_info(context, graph, seconds, record.tf_converter_label())
+    info["op_errors"] = record.op_errors(context, flatbuffer)
     write_json_atomic(context.write(params["info"]), info)
     console.info(f"TFLite {mode.value}: {len(flatbuffer) / 1024:.1f} KiB in {seconds:.1f} s")
 
@@ -124,23 +113,6 @@ def _convert_int8(context: StageContext, calibration: np.ndarray, io_dtype: IODT
         converter.inference_input_type = tf.as_dtype(io_dtype.value)
         converter.inference_output_type = tf.as_dtype(io_dtype.value)
     return _run_converter(converter, context, "int8", allow_flex=False)
-
-
-def _require_full_integer(context: StageContext, graph: tflite_inspect.TFLiteGraph) -> None:
-    """Strict int8: fail naming every op that still computes in float.
-
-    TF 2.21 does not refuse unquantizable ops under TFLITE_BUILTINS_INT8: it wraps them in
-    DEQUANTIZE/QUANTIZE and keeps them float, so the converted graph itself is checked.
-    """
-    float_ops = graph.float_ops()
-    if float_ops:
-        listed = ", ".join(f"{item['op']} ({item['count']})" for item in float_ops)
-        raise ConversionError(
-            f"full-integer int8 conversion of {context.model_path} failed: these ops cannot be "
-            f"quantized to int8: {listed}. Re-run with --allow-float-fallback to keep them in "
-            "float (mixed int8/float; an Edge TPU runs them on the CPU), or replace them in "
-            "the model"
-        )
 
 
 def _run_converter(converter: Any, context: StageContext, mode: str, allow_flex: bool) -> bytes:

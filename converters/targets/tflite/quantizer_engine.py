@@ -7,8 +7,8 @@ reads the fp32 flatbuffer, never TensorFlow, so each mode costs a fraction of a 
 * :func:`quantize_dynamic` - int8 weights, float activations (``dynamic_legacy_wi8_afp32``).
 * :func:`quantize_int8` - static int8 weights and activations calibrated on given arrays
   (recipe ``static_wi8_ai8``), float32 or int8 model I/O, optionally with ops kept in float.
-* :func:`op_sensitivity` - each op's quantization error against the fp32 model, from the
-  quantizer's own tensor-by-tensor comparison (``model_validator.compare_model``).
+* :func:`op_sensitivity` - each op's quantization error against the fp32 model, tensor by
+  tensor in LiteRT (any model I/O type, any fixed or dynamic batch).
 * :func:`accuracy_aware_int8` - keep the most sensitive ops in float, one group at a time,
   until the accuracy drop on the validation arrays is within a bound.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,7 +29,7 @@ import numpy as np
 
 from converters.errors import ToolMissingError
 
-ENGINE = "ai-edge-quantizer"
+ENGINE = "ai-edge-quantizer"  # the engine's name in report.json (with its version)
 IOType = Literal["float32", "int8"]
 # A channel's fp32 mean square counts as at least this fraction of the median channel's.
 _CHANNEL_FLOOR = 0.01
@@ -47,7 +48,6 @@ class QuantizedModel:
     output_type: str
     kept_float: tuple[str, ...] = ()  # op scopes (output tensor names) kept in float
     recipe: list[dict[str, Any]] = field(default_factory=list)
-    engine: str = ENGINE
 
     @property
     def size(self) -> int:
@@ -112,8 +112,12 @@ class MixedResult:
     score: float
     max_drop: float
     within_bound: bool
-    int8_size: int
+    int8_model: QuantizedModel  # plain int8, where the search started
     steps: tuple[SearchStep, ...]
+
+    @property
+    def int8_size(self) -> int:
+        return self.int8_model.size
 
     @property
     def drop(self) -> float:
@@ -162,15 +166,6 @@ def signature_data(fp32: bytes, samples: np.ndarray) -> dict[str, list[dict[str,
     """Samples (N x ...) as the quantizer's ``{signature: [{input: batch of one}, ...]}``."""
     key, name = signature_input(fp32)
     return {key: [{name: samples[i:i + 1].astype(np.float32)} for i in range(len(samples))]}
-
-
-def _comparison_data(fp32: bytes, samples: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-    """One batch of all samples when the batch dimension is dynamic, else batches of one."""
-    batch = litert_interpreter(fp32, 1).get_input_details()[0]["shape_signature"][0]
-    if batch != -1:
-        return signature_data(fp32, samples)
-    key, name = signature_input(fp32)
-    return {key: [{name: samples.astype(np.float32)}]}
 
 
 def _io_types(flatbuffer: bytes) -> tuple[str, str]:
@@ -403,29 +398,20 @@ def channel_nmse(target: np.ndarray, reference: np.ndarray) -> float:
 
 
 def op_sensitivity(fp32: bytes, quantized: bytes, samples: np.ndarray, top: int | None = 10,
-                   threads: int = DEFAULT_THREADS) -> list[OpError]:
+                   threads: int = DEFAULT_THREADS, batch: int = 8) -> list[OpError]:
     """The ops of ``fp32`` with the largest error the quantization of ``quantized`` adds.
 
-    Runs both models on ``samples`` (as one batch when the model's batch is dynamic, else one
-    by one) with every tensor preserved and compares them tensor by tensor by name with the
-    quantizer's ``model_validator.compare_model`` (it dequantizes quantized tensors), using
-    :func:`channel_nmse` as the comparison function (compare_model files a custom function
-    under the metric key it is given: here ``MSE``). Ops whose output tensor is absent from the
-    quantized model are skipped. Sorted by ``added_nmse``, largest first; ``top=None`` returns
-    every op.
+    Runs both models on ``samples`` with every tensor preserved and compares the output tensor
+    of each op of ``fp32`` with the same-named tensor of ``quantized`` (dequantized) by
+    :func:`channel_nmse` (see :func:`tensor_errors`). Ops whose output tensor is absent from
+    the quantized model are skipped. Sorted by ``added_nmse``, largest first; ``top=None``
+    returns every op.
     """
-    _quantizer_modules()
-    from ai_edge_quantizer import model_validator
-    from ai_edge_quantizer.utils import validation_utils
-
-    key = validation_utils.ValidationErrorMetric.MSE
-    comparison = model_validator.compare_model(
-        bytearray(fp32), bytearray(quantized), _comparison_data(fp32, samples),
-        error_metrics=[key], compare_fns=[channel_nmse], num_threads=threads)
-    nmse = {name: values[key.value] for name, values in comparison.get_all_tensor_results().items()
-            if np.isfinite(values[key.value])}
+    ops = list_ops(fp32)
+    nmse = tensor_errors(fp32, quantized, samples, {name for op in ops for name in op.outputs},
+                         threads, batch)
     errors = []
-    for op in list_ops(fp32):
+    for op in ops:
         measured = [nmse[name] for name in op.outputs if name in nmse]
         if not measured:
             continue
@@ -434,6 +420,83 @@ def op_sensitivity(fp32: bytes, quantized: bytes, samples: np.ndarray, top: int 
         errors.append(OpError(op.index, op.op, op.scope, output, max(0.0, output - upstream)))
     errors.sort(key=lambda e: (-e.added_nmse, e.index))
     return errors if top is None else errors[:top]
+
+
+def tensor_errors(fp32: bytes, quantized: bytes, samples: np.ndarray, names: set[str],
+                  threads: int = DEFAULT_THREADS, batch: int = 8) -> dict[str, float]:
+    """:func:`channel_nmse` of each named tensor of ``quantized`` against ``fp32``'s.
+
+    Both models run on the same float32 samples in batches of ``batch`` (one by one for a model
+    with a fixed batch of 1, like the Edge TPU's), integer model inputs quantized with their
+    scale; a tensor's error is the mean over batches (a batch pools its samples, so a batch of
+    several gives each channel more values). LiteRT is used directly, not the quantizer's
+    ``compare_model``, which feeds both models the same arrays and so cannot run a model with
+    uint8 or int8 input.
+    """
+    reference = _Preserving(fp32, threads)
+    target = _Preserving(quantized, threads)
+    size = min(batch, reference.max_batch, target.max_batch)
+    totals: dict[str, list[float]] = {}
+    for start in range(0, len(samples), size):
+        chunk = samples[start:start + size].astype(np.float32)
+        expected = reference.run(chunk, names)
+        actual = target.run(chunk, set(expected))
+        for name, value in expected.items():
+            if name in actual:
+                error = channel_nmse(actual[name], value)
+                if np.isfinite(error):
+                    totals.setdefault(name, []).append(error)
+    return {name: float(np.mean(values)) for name, values in totals.items()}
+
+
+class _Preserving:
+    """A LiteRT interpreter keeping every intermediate tensor, fed float32 batches."""
+
+    def __init__(self, flatbuffer: bytes, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        with warnings.catch_warnings():  # "intended for debugging": keeping them is the point
+            warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`")
+            self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads,
+                                           experimental_preserve_all_tensors=True)
+        self.input = self.interpreter.get_input_details()[0]
+        self.max_batch = 1 if self.input["shape_signature"][0] != -1 else 1 << 30
+        self.by_name = {d["name"]: d for d in self.interpreter.get_tensor_details()}
+        self.batch = 0
+
+    def run(self, chunk: np.ndarray, names: set[str]) -> dict[str, np.ndarray]:
+        if len(chunk) != self.batch:
+            self.interpreter.resize_tensor_input(self.input["index"], [len(chunk), *chunk.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self.batch = len(chunk)
+        self.interpreter.set_tensor(self.input["index"], to_input(chunk, self.input))
+        self.interpreter.invoke()
+        values = {}
+        for name in names:
+            detail = self.by_name.get(name)
+            if detail is None or not all(detail["shape"]):
+                continue
+            try:
+                raw = self.interpreter.get_tensor(detail["index"])
+            except ValueError:  # a tensor the runtime did not keep (no data)
+                continue
+            values[name] = _dequantized(raw, detail)
+        return values
+
+
+def _dequantized(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A quantized tensor as float (per-tensor or per-channel scale); others as they are."""
+    scales = detail["quantization_parameters"]["scales"]
+    if raw.dtype not in (np.int8, np.uint8, np.int16) or len(scales) == 0:
+        return raw
+    zero_points = detail["quantization_parameters"]["zero_points"]
+    if len(scales) == 1:
+        return ((raw.astype(np.float32) - zero_points[0]) * scales[0]).astype(np.float32)
+    axis = detail["quantization_parameters"]["quantized_dimension"]
+    shape = [1] * raw.ndim
+    shape[axis] = len(scales)
+    return ((raw.astype(np.float32) - zero_points.reshape(shape)) * scales.reshape(shape)
+            ).astype(np.float32)
 
 
 def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> float:
@@ -457,14 +520,19 @@ def accuracy_aware_int8(fp32: bytes, calibration: np.ndarray, validation: np.nda
     with ``reference``). Starting from plain int8, each step measures :func:`op_sensitivity`
     of the current model on the first ``sensitivity_samples`` calibration samples and keeps the
     ``group_size`` ops adding the most error in float, until the drop is within the bound, no
-    quantized op is left, or ``max_float_ops`` ops are float. The calibration runs once.
+    quantized op is left, or ``max_float_ops`` ops are float. Then, within the bound, each kept
+    op is tried quantized again, latest first, and stays quantized when the bound still holds:
+    the error an op "adds" is measured against its inputs' error, and ops that amplify upstream
+    error (a SOFTMAX after the op that caused it) rank high without being the cause. The
+    calibration runs once.
     """
     calibration_result = calibrate(fp32, calibration, threads)
     fp32_score = score(predict(fp32, validation, threads), labels, reference)
     probe = calibration[:sensitivity_samples]
     limit = max_float_ops if max_float_ops is not None else len(list_ops(fp32))
     kept: list[OpError] = []
-    model = quantize_int8(fp32, keep_float=(), calibration_result=calibration_result, threads=threads)
+    model = plain = quantize_int8(fp32, keep_float=(), calibration_result=calibration_result,
+                                  threads=threads)
     int8_score = current = score(predict(model.flatbuffer, validation, threads), labels, reference)
     steps = [SearchStep((), current, fp32_score - current, model.size)]
     while fp32_score - current > max_drop and len(kept) < limit:
@@ -478,7 +546,17 @@ def accuracy_aware_int8(fp32: bytes, calibration: np.ndarray, validation: np.nda
                               calibration_result=calibration_result, threads=threads)
         current = score(predict(model.flatbuffer, validation, threads), labels, reference)
         steps.append(SearchStep(model.kept_float, current, fp32_score - current, model.size))
+    if fp32_score - current <= max_drop:
+        for candidate in reversed(list(kept)):
+            trial = [e for e in kept if e is not candidate]
+            retry = quantize_int8(fp32, keep_float=[e.scope for e in trial],
+                                  calibration_result=calibration_result, threads=threads)
+            trial_score = score(predict(retry.flatbuffer, validation, threads), labels, reference)
+            steps.append(SearchStep(retry.kept_float, trial_score, fp32_score - trial_score,
+                                    retry.size))
+            if fp32_score - trial_score <= max_drop:
+                kept, model, current = trial, retry, trial_score
     return MixedResult(model=model, kept_float=tuple(kept), fp32_score=fp32_score,
                        int8_score=int8_score, score=current, max_drop=max_drop,
-                       within_bound=fp32_score - current <= max_drop, int8_size=steps[0].size,
+                       within_bound=fp32_score - current <= max_drop, int8_model=plain,
                        steps=tuple(steps))

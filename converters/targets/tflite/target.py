@@ -1,18 +1,22 @@
-"""Target ``tflite``: the exported model converted to fp32, fp16, dynamic-range and int8 TFLite,
-each validated with LiteRT."""
+"""Target ``tflite``: the exported model converted to fp32 TFLite, and fp16, dynamic-range, int8
+and int8-mixed made from it (ai-edge-quantizer) or converted (TF converter), each validated
+with LiteRT."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from converters.config import Quantization
+from converters.config import ConvertConfig, IODType, Quantization
 from converters.errors import ConfigError
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
+from converters.targets.tflite import engine_choice
 
 LITERT_TOOLS = ("ai-edge-litert", "numpy")
+QUANTIZER_TOOLS = ("ai-edge-quantizer", "ai-edge-litert", "numpy")
 VALIDATION_RUNTIME = "ai-edge-litert"
+FP32_STAGE = "tflite-fp32"  # the conversion every ai-edge-quantizer mode is derived from
 
 
 def artifact(stem: str, mode: Quantization) -> str:
@@ -21,34 +25,74 @@ def artifact(stem: str, mode: Quantization) -> str:
 
 def conversion_stages(context: PlanContext, name: str, mode: Quantization, path: str,
                       target: str, runtime: str, batch_size: int | None = None) -> list[StageSpec]:
-    """Convert to one TFLite mode, then validate the artifact (one group of stages)."""
+    """Make one TFLite mode, then validate the artifact (one group of stages).
+
+    The engine (:mod:`engine_choice`) decides the stage: a TF converter conversion of the
+    exported model, or ai-edge-quantizer deriving the mode from the fp32 artifact (stage
+    ``tflite-fp32``, which the tflite target plans whenever a mode needs it). Quantized modes of
+    the tflite target also record their per-op error against that fp32 artifact.
+    """
     config = context.config
+    request = engine_choice.ModeRequest(mode, config.io_dtype, config.allow_float_fallback,
+                                        config.allow_flex, fixed_batch=batch_size is not None)
+    engine = engine_choice.engine_for(request, config.quant_engine)
     params: dict[str, object] = {
         "mode": mode.value,
-        "allow_flex": config.allow_flex and mode is not Quantization.INT8,
+        "allow_flex": config.allow_flex and mode in (Quantization.FP32, Quantization.FP16,
+                                                     Quantization.DYNAMIC),
         "artifact": path,
         "info": path.removesuffix(".tflite") + ".json",
         "batch_size": batch_size,
+        # Per-op errors against the fp32 artifact, which the tflite target plans (the Edge TPU's
+        # int8 gets them when both targets are built); it must run in LiteRT: no Flex ops.
+        "op_errors_against": (artifact(context.stem, Quantization.FP32)
+                              if mode is not Quantization.FP32 and "tflite" in config.targets
+                              and not config.allow_flex else None),
     }
-    deps: tuple[str, ...] = ("export",)
-    if mode is Quantization.INT8:
+    if mode in (Quantization.INT8, Quantization.INT8_MIXED):
         params |= {"io_dtype": config.io_dtype.value,
                    "allow_float_fallback": config.allow_float_fallback}
-        deps = ("export", "data")
+    deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
+    if params["op_errors_against"]:
+        deps += (FP32_STAGE,)
     group = name.removeprefix("tflite-")
-    return [
-        StageSpec(name, "tflite", CORE_IMAGE, params, deps=deps,
-                  outputs=(path, str(params["info"])), tools=TF_TOOLS, group=group),
-        context.validation_stage(name, target, mode.value, path, runtime, LITERT_TOOLS, group),
-    ]
+    outputs = (path, str(params["info"]))
+    if engine == engine_choice.TF_CONVERTER:
+        stage = StageSpec(name, "tflite", CORE_IMAGE, params, deps=("export", *deps),
+                          outputs=outputs, tools=TF_TOOLS, group=group)
+    else:
+        integer_io = mode is Quantization.INT8 and config.io_dtype is IODType.INT8
+        params |= {"source": artifact(context.stem, Quantization.FP32), **context.timing,
+                   "io_type": "int8" if integer_io else "float32"}
+        if mode is Quantization.INT8_MIXED:
+            params |= {"max_accuracy_drop": config.max_accuracy_drop, "io_dtype": "float32"}
+            deps += ("reference",)
+        stage = StageSpec(name, "tflite-quantize", CORE_IMAGE, params,
+                          deps=tuple(dict.fromkeys((FP32_STAGE, *deps))), outputs=outputs,
+                          tools=QUANTIZER_TOOLS, group=group)
+    return [stage,
+            context.validation_stage(name, target, mode.value, path, runtime, LITERT_TOOLS, group)]
 
 
 def plan(context: PlanContext) -> list[StageSpec]:
+    """fp32 first (the source of the derived modes; validated only when asked for), then each
+    other mode asked for."""
+    modes = context.config.quantizations
     stages: list[StageSpec] = []
-    for mode in context.config.quantizations:
-        stages += conversion_stages(context, f"tflite-{mode.value}", mode,
+    for mode in (Quantization.FP32, *(m for m in modes if m is not Quantization.FP32)):
+        planned = conversion_stages(context, f"tflite-{mode.value}", mode,
                                     artifact(context.stem, mode), "tflite", VALIDATION_RUNTIME)
+        stages += planned if mode in modes else planned[:1]
     return stages
+
+
+def check_config(config: ConvertConfig) -> None:
+    """Refuse up front a mode the chosen --quant-engine cannot make."""
+    if "tflite" in config.targets:
+        for mode in config.quantizations:
+            engine_choice.engine_for(engine_choice.ModeRequest(
+                mode, config.io_dtype, config.allow_float_fallback, config.allow_flex,
+                fixed_batch=False), config.quant_engine)
 
 
 def open_runtime(path: Path, threads: int, device: str | None) -> Any:
@@ -62,7 +106,9 @@ def open_runtime(path: Path, threads: int, device: str | None) -> Any:
 TARGET = Target(
     name="tflite",
     plan=plan,
-    stage_functions={"tflite": "converters.targets.tflite.convert"},
+    check_config=check_config,
+    stage_functions={"tflite": "converters.targets.tflite.convert",
+                     "tflite-quantize": "converters.targets.tflite.quantize"},
     bundle=BundleHooks(requirements=("ai-edge-litert", "numpy", "pillow"), runtime="litert",
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".tflite",),

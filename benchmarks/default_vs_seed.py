@@ -1,0 +1,105 @@
+"""The full default build against the seed's way: wall time and peak memory, side by side.
+
+For MobileNetV2 96x96 alpha 0.35 and 224x224 alpha 1.0 (keras.applications, weights=None,
+saved as .keras), on the bundled images (--allow-class-mismatch: 4 folders, 1000 outputs):
+
+* build: ``invoke convert`` with the defaults (fp32, fp16, dynamic, int8 with uint8 I/O, every
+  artifact validated, report; ``-j auto``, local runner, 2 threads): a real command line,
+  process start included;
+* the seed's way: one fresh Python process that loads the .keras file and runs four
+  ``tf.lite.TFLiteConverter.from_keras_model`` conversions (fp32, fp16, dynamic, int8 with uint8
+  I/O) with the same 100 calibration images the build calibrates with, no validation.
+
+Both are sampled from /proc every 50 ms (benchmarks/stage_memory.py): the peak of the summed RSS
+of the process tree, and the build's per-stage times from its own stage lines. One run each,
+the seed's way first, on whatever else the machine runs (the cores are shared).
+
+    python benchmarks/default_vs_seed.py > benchmarks/default_vs_seed.out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import stage_memory  # noqa: E402
+
+ROOT = stage_memory.ROOT
+MODELS = ((96, 0.35), (224, 1.0))
+
+
+def seed_way(model_path: Path, dataset_dir: Path, out: Path) -> None:
+    """Four from_keras_model conversions with the build's calibration images (0..1 scaled)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from converters import dataset
+
+    model = keras.models.load_model(model_path, compile=False)
+    shape = tuple(int(v) for v in model.input_shape[1:])
+    chosen = dataset.split(dataset.discover(dataset_dir).entries, 100, 200, 0)
+    pixels = dataset.load_images(chosen.calibration, shape, "calibration")[0]  # type: ignore[arg-type]
+    images = pixels.astype(np.float32) / 255.0
+    out.mkdir(parents=True, exist_ok=True)
+    for mode in ("fp32", "fp16", "dynamic", "int8"):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if mode != "fp32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+            converter.representative_dataset = lambda: ([image[None]] for image in images)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+        (out / f"{mode}.tflite").write_bytes(converter.convert())
+
+
+def measure(size: int, alpha: float, work: Path, interval: float) -> str:
+    model = stage_memory.mobilenet(size, alpha, work)
+    seed_command = [sys.executable, __file__, "--seed-way", str(model), str(work / "seed")]
+    seed, seed_s, seed_code = stage_memory.run(seed_command, interval, work / f"seed-{size}.log")
+    build_command = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert",
+                     "--model", str(model), "--dataset", str(ROOT / "dataset"),
+                     "--out", str(work / f"build-{size}"), "--threads", "2", "--runner", "local",
+                     "--allow-class-mismatch"]
+    build, build_s, build_code = stage_memory.run(build_command, interval, work / f"build-{size}.log")
+    if seed_code or build_code:
+        for name in (f"seed-{size}.log", f"build-{size}.log"):
+            print((work / name).read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise SystemExit(f"a run failed: seed exit {seed_code}, build exit {build_code}")
+    seed_mib, build_mib = seed.peak_total_kib / 1024, build.peak_total_kib / 1024
+    stages = ", ".join(f"{s.name} {((s.ended or s.started) - s.started):.1f}" for s in build.stages)
+    return "\n".join([
+        f"### MobileNetV2 {size}x{size} alpha {alpha}", "",
+        "| | seed's way | default build | build / seed |", "|---|---|---|---|",
+        f"| wall s (process start included) | {seed_s:.1f} | {build_s:.1f} | {build_s / seed_s:.2f}x |",
+        f"| peak summed RSS MiB | {seed_mib:.0f} | {build_mib:.0f} | {build_mib / seed_mib:.2f}x |",
+        "", f"Build stages, s: {stages}.", "",
+        f"Build peak at {build.peak_at:.1f} s: {'; '.join(build.peak_labels)}.", "",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed-way", nargs=2, type=Path, metavar=("MODEL", "OUT"),
+                        help="(internal) run the seed's four conversions in this process")
+    parser.add_argument("--interval", type=float, default=0.05)
+    args = parser.parse_args()
+    if args.seed_way:
+        seed_way(args.seed_way[0], ROOT / "dataset", args.seed_way[1])
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryDirectory(prefix="default-vs-seed-") as folder:
+        sections = [measure(size, alpha, Path(folder), args.interval) for size, alpha in MODELS]
+    print("## Full default build vs the seed's way\n")
+    print("\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""``-j/--jobs auto``: how many stage processes a build runs at once on this machine.
+
+Each stage process imports TensorFlow (or LiteRT) and converts or runs a model with several
+threads, so a process wants about two cores and up to 2 GiB (MobileNetV2 224x224 peaks near
+1.2 GiB in one conversion process, see benchmarks/memory_notes.md). Measured on 2 cores, two
+processes were slower than one (issue #16: 1.27x the serial build time with ``-j 2``): the
+second TensorFlow import and the threads fighting over the cores cost more than the overlap
+gains. Hence the rule, a pure function of cores and available memory:
+
+* 2 cores or fewer: 1 (serial);
+* else one process per two cores, at most one per 2 GiB of available memory, at least 1.
+"""
+
+from __future__ import annotations
+
+import os
+
+from converters.errors import ConfigError
+
+AUTO = "auto"
+CORES_PER_PROCESS = 2
+MEMORY_PER_PROCESS = 2 * 2**30  # bytes
+SERIAL_UP_TO_CORES = 2
+
+
+def auto_jobs(cores: int, available_memory: int | None) -> int:
+    """Stage processes to run at once with ``cores`` CPUs and ``available_memory`` bytes free
+    (None: unknown, cores alone decide)."""
+    if cores <= SERIAL_UP_TO_CORES:
+        return 1
+    by_cores = cores // CORES_PER_PROCESS
+    if available_memory is None:
+        return by_cores
+    return max(1, min(by_cores, available_memory // MEMORY_PER_PROCESS))
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes, None where there is no such file."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def parse_jobs(value: str) -> int:
+    """``auto`` (the rule above, on this machine) or a whole number of at least 1."""
+    text = str(value).strip()
+    if text == AUTO:
+        return auto_jobs(os.cpu_count() or 1, available_memory())
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise ConfigError(f"-j/--jobs must be 'auto' or a whole number, got {value!r}") from None
+    if jobs < 1:
+        raise ConfigError(f"-j/--jobs must be at least 1, got {jobs}")
+    return jobs

@@ -1,0 +1,96 @@
+"""Stage ``tflite-quantize``: derive a quantized TFLite mode from the fp32 artifact with
+ai-edge-quantizer (no TensorFlow, no second conversion).
+
+fp16 (float16 weights), dynamic (int8 weights, the TF converter's 1024-element rule), int8
+(static, calibrated on the calibration split, float32 or int8 I/O) and int8-mixed: the
+accuracy-aware search of :func:`quantizer_engine.accuracy_aware_int8`, which keeps the ops that
+add the most error in float, one group at a time, until the drop on the validation split is
+within ``--max-accuracy-drop``; its info JSON says which ops stayed float, the accuracy
+recovered and what it cost in size and latency against plain int8.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from converters import console, validate
+from converters.config import Quantization
+from converters.fsutil import write_bytes_atomic, write_json_atomic
+from converters.stages import data, reference
+from converters.stages.base import StageContext
+from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite import quantizer_engine, record
+
+
+def run(context: StageContext) -> None:
+    params = context.params
+    mode = Quantization(params["mode"])
+    console.info(f"quantizing TFLite {mode.value} from {params['source']} with ai-edge-quantizer")
+    fp32 = context.read(params["source"]).read_bytes()
+    mixed: dict[str, Any] | None = None
+    if mode is Quantization.FP16:
+        model = quantizer_engine.quantize_fp16(fp32)
+    elif mode is Quantization.DYNAMIC:
+        model = quantizer_engine.quantize_dynamic(fp32)
+    elif mode is Quantization.INT8:
+        calibration = data.load_split(context.build_dir, data.CALIBRATION)
+        model = quantizer_engine.quantize_int8(fp32, calibration, io_type=params["io_type"],
+                                               threads=params["threads"])
+    else:
+        model, mixed = _mixed(context, fp32)
+    graph = tflite_inspect.parse(model.flatbuffer)
+    if mode is Quantization.INT8 and not params["allow_float_fallback"]:
+        record.require_full_integer(context, graph)
+    write_bytes_atomic(context.write(params["artifact"]), model.flatbuffer)
+    info = record.artifact_info(context, graph, model.seconds, record.quantizer_label())
+    info["op_errors"] = record.op_errors(context, model.flatbuffer)
+    if mixed is not None:
+        info["mixed_precision"] = mixed
+    write_json_atomic(context.write(params["info"]), info)
+    console.info(f"TFLite {mode.value}: {model.size / 1024:.1f} KiB in {model.seconds:.1f} s")
+
+
+def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.QuantizedModel, dict[str, Any]]:
+    """The accuracy-aware search on the validation split, and what report.json says of it."""
+    params = context.params
+    calibration = data.load_split(context.build_dir, data.CALIBRATION)
+    validation = data.load_split(context.build_dir, data.VALIDATION)
+    labels = data.load_labels(context.build_dir)
+    keras_outputs = None if labels is not None else np.load(context.read(reference.OUTPUTS),
+                                                            allow_pickle=False)
+    result = quantizer_engine.accuracy_aware_int8(
+        fp32, calibration, validation, labels=labels, reference=keras_outputs,
+        max_drop=params["max_accuracy_drop"], threads=params["threads"])
+    if not result.within_bound:
+        console.warn(f"int8-mixed: the drop is {result.drop:.4f} with {len(result.kept_float)} "
+                     f"ops in float, still over --max-accuracy-drop {result.max_drop}")
+    image = validation[:1]
+    int8_ms = _latency_ms(result.int8_model.flatbuffer, image, params)
+    mixed_ms = _latency_ms(result.model.flatbuffer, image, params)
+    summary = {
+        "score_basis": "accuracy" if labels is not None else "top1_agreement",
+        "max_accuracy_drop": result.max_drop,
+        "within_bound": result.within_bound,
+        "fp32_score": result.fp32_score,
+        "int8_score": result.int8_score,
+        "score": result.score,
+        "accuracy_recovered": result.score - result.int8_score,
+        "kept_float": [record.op_error_row(error) for error in result.kept_float],
+        "int8_size_bytes": result.int8_size,
+        "size_cost_bytes": result.model.size - result.int8_size,
+        "int8_latency_ms": int8_ms,
+        "latency_cost_ms": round(mixed_ms - int8_ms, 4),
+        "steps": [{"float_ops": len(step.kept_float), "score": step.score,
+                   "size_bytes": step.size} for step in result.steps],
+    }
+    return result.model, summary
+
+
+def _latency_ms(flatbuffer: bytes, image: np.ndarray, params: dict[str, Any]) -> float:
+    """Median single-image latency (the validation stage's method, threads and runs)."""
+    interpreter = quantizer_engine.litert_interpreter(flatbuffer, params["threads"])
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], quantizer_engine.to_input(image, detail))
+    return round(validate.median_latency_ms(interpreter.invoke, params["latency_runs"]), 4)
