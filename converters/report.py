@@ -78,6 +78,7 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
             "latency_method": keras["latency_method"],
             "latency_runs": keras.get("latency_runs"),
             "threads": keras["threads"],
+            "outputs": keras.get("outputs"),
         },
         "artifacts": artifacts,
         "warnings": warnings,
@@ -153,8 +154,14 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
     metrics = record["metrics"]
     drop: float | None = None
     basis: str | None = None
+    outputs = record.get("outputs")
     if record.get("failed"):
         pass  # no metrics to compare: the artifact is listed as failed, never recommended
+    elif outputs and not single_classifier(outputs):  # the task's headline metric decides
+        headline = record["headline"]
+        drop = headline["drop"]
+        basis = headline["metric"] if len(outputs) == 1 else \
+            f"{headline['output']}: {headline['metric']}"
     elif metrics["accuracy"] is not None and keras["accuracy"] is not None:
         drop = keras["accuracy"] - metrics["accuracy"]
         basis = "accuracy"
@@ -173,12 +180,18 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "threads": record["threads"],
         "runtime": record["runtime"],
         "metrics": metrics,
+        "outputs": outputs,
         "accuracy_drop": drop,
         "accuracy_drop_basis": basis,
         "float_ops": conversion["float_ops"],
         "io": {"input": conversion["input"], "output": conversion["output"]},
         "conversion_seconds": conversion["conversion_seconds"],
     }
+
+
+def single_classifier(outputs: dict[str, Any]) -> bool:
+    """One classification output: the drop is accuracy (or top-1 agreement), as it always was."""
+    return len(outputs) == 1 and next(iter(outputs.values()))["task"] == "classification"
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
@@ -241,7 +254,9 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             continue
         rows.append([
             f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
-            percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
+            percent(m["accuracy"]),
+            "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.3f}",
+            f"{m['cosine_similarity']:.5f}",
             f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
     return rows
@@ -369,9 +384,14 @@ def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
 
 
 def quality(artifact: dict[str, Any], labelled: bool) -> float:
-    """The plotted quality of an artifact: accuracy with labels, else top-1 agreement."""
+    """The plotted quality of an artifact: accuracy with labels, else top-1 agreement (else, for
+    outputs without classes, one minus the headline metric's drop)."""
     metrics = artifact["metrics"]
-    return float(metrics["accuracy"] if labelled else metrics["top1_agreement"])
+    if labelled and metrics["accuracy"] is not None:
+        return float(metrics["accuracy"])
+    if metrics["top1_agreement"] is not None:
+        return float(metrics["top1_agreement"])
+    return 1.0 - float(artifact["accuracy_drop"])
 
 
 def quality_axis(axis: Any, qualities: list[float], name: str) -> None:

@@ -26,7 +26,7 @@ def assert_user_error(result: object, *fragments: str) -> None:
     ("none", ["--model", "{h5}", "--quant", "int4"], ["unknown quantization mode 'int4'"]),
     ("none", ["--model", "{h5}", "--io-dtype", "int16"], ["unknown --io-dtype 'int16'"]),
     ("none", ["--model", "{h5}", "--preprocessing", "mean-std"], ["needs --mean and --std"]),
-    ("none", ["--model", "{h5}", "--input-shape", "12"], ["three positive sizes"]),
+    ("none", ["--model", "{h5}", "--input-shape", "12,0"], ["must be positive sizes"]),
 ])
 def test_bad_input_gives_message_and_nonzero_exit_before_writing(
         tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, setup: str, flags: list[str],

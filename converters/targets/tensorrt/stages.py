@@ -52,8 +52,8 @@ def run(context: StageContext) -> None:
     write_bytes_atomic(engine_path, engine_bytes)
     write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
     runner = EngineRunner(engine_bytes)
-    inputs = data.load_split(context.build_dir, data.VALIDATION)
-    keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
+    inputs = data.load_split(context.build_dir, data.VALIDATION, "the TensorRT target")
+    [keras_outputs] = reference.load_outputs(context.build_dir).values()
     outputs = np.concatenate([runner.run(inputs[i:i + profile.max])
                               for i in range(0, len(inputs), profile.max)])
     metrics = validate.compare(keras_outputs, outputs, data.load_labels(context.build_dir))
