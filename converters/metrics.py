@@ -41,10 +41,12 @@ class OutputTask:
         return {"task": self.task, **({"head": self.head} if self.head else {})}
 
 
-def output_task(shape: tuple[int | None, ...], requested: str) -> OutputTask:
+def output_task(shape: tuple[int | None, ...], requested: str,
+                values: np.ndarray | None = None) -> OutputTask:
     """The task of an output of per-sample ``shape``: ``requested`` (--task) or, for ``auto``,
-    what the shape says (vector → classification, anchors × 4 → boxes, anchors × classes →
-    class head, H × W × classes → segmentation, anything else → regression)."""
+    what the shape says (vector → classification, or embedding when the Keras ``values`` are
+    unit-length vectors; anchors × 4 → boxes, anchors × classes → class head,
+    H × W × classes → segmentation, anything else → regression)."""
     rank = len(shape)
     last = shape[-1] if shape else 1
     if requested in ("regression", "embedding"):
@@ -58,12 +60,24 @@ def output_task(shape: tuple[int | None, ...], requested: str) -> OutputTask:
             return OutputTask("detection", "boxes" if last == BOX_COORDINATES else "classes")
         return OutputTask("regression")
     if rank == 1 and (last or 0) > 1:
+        if values is not None and is_unit_length(values):
+            return OutputTask("embedding")
         return OutputTask("classification")
     if rank == 2 and (last or 0) > 1:
         return OutputTask("detection", "boxes" if last == BOX_COORDINATES else "classes")
     if rank == 3 and (last or 0) > 1:
         return OutputTask("segmentation")
     return OutputTask("regression")
+
+
+def is_unit_length(values: np.ndarray) -> bool:
+    """Every row has L2 norm 1 (an L2-normalized embedding) and is not a probability
+    distribution (a confident softmax is nearly one-hot, so its norm is nearly 1 too)."""
+    rows = values.reshape(len(values), -1).astype(np.float64)
+    if not len(rows):
+        return False
+    probabilities = bool(np.all(rows >= 0)) and bool(np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
+    return not probabilities and bool(np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3))
 
 
 def compare_output(reference: np.ndarray, outputs: np.ndarray, kind: OutputTask,

@@ -4,8 +4,8 @@ the dataset's content."""
 
 from __future__ import annotations
 
-import shutil
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 

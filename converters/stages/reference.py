@@ -9,7 +9,7 @@ import numpy as np
 
 from converters import console, metrics, validate
 from converters.errors import ModelError
-from converters.fsutil import write_json_atomic
+from converters.fsutil import read_json, write_json_atomic
 from converters.model import Arrays, load
 from converters.stages import data, export
 from converters.stages.base import StageContext
@@ -47,7 +47,8 @@ def run(context: StageContext) -> None:
     with context.write(OUTPUTS).open("wb") as file:
         np.savez(file, **outputs)  # type: ignore[arg-type]
     labels = data.load_labels(context.build_dir)
-    tasks = output_tasks(context.build_dir, params["task"])
+    tasks = {tensor.name: metrics.output_task(tensor.shape, params["task"], outputs[tensor.name])
+             for tensor in model.outputs}
     labelled = labelled_quality(outputs, tasks, labels)
     summary = {
         "accuracy": next((v["accuracy"] for v in labelled.values() if "accuracy" in v), None),
@@ -61,10 +62,11 @@ def run(context: StageContext) -> None:
     write_json_atomic(context.write(SUMMARY), summary)
 
 
-def output_tasks(build_dir: Path, requested: str) -> dict[str, metrics.OutputTask]:
-    """Each output's task (by its shape, or --task), in the model's output order."""
-    return {tensor.name: metrics.output_task(tensor.shape, requested)
-            for tensor in export.model_outputs(build_dir)}
+def output_tasks(build_dir: Path) -> dict[str, metrics.OutputTask]:
+    """Each output's task as the reference stage decided it, in the model's output order."""
+    recorded = read_json(build_dir / SUMMARY)["outputs"]
+    return {name: metrics.OutputTask(record["task"], record.get("head"))
+            for name, record in recorded.items()}
 
 
 def labelled_quality(outputs: Arrays, tasks: dict[str, metrics.OutputTask],

@@ -36,7 +36,7 @@ def run(context: StageContext) -> None:
         result |= {"failed": failure, "metrics": None, "outputs": None, "headline": None,
                    "latency_ms": None, "latency_spread_ms": None}
     else:
-        tasks = reference.output_tasks(context.build_dir, params["task"])
+        tasks = reference.output_tasks(context.build_dir)
         per_output = metrics.compare(keras_outputs, outputs, tasks, labels)
         headline = metrics.worst_headline(per_output)
         latency = validate.latency_named(runner, inputs, names, params["latency_runs"])

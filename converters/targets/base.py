@@ -43,8 +43,7 @@ class PlanContext:
         record = VALIDATION_RECORD.format(target=target, variant=variant)
         return StageSpec(f"validate-{target}-{variant}", "validate", CORE_IMAGE,
                          {"target": target, "variant": variant, "artifact": artifact,
-                          "output": record, "runtime": runtime, "task": self.config.task,
-                          **self.timing},
+                          "output": record, "runtime": runtime, **self.timing},
                          deps=(converted_by, "data", "reference"), outputs=(record,),
                          tools=tools, group=group)
 
