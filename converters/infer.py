@@ -20,7 +20,7 @@ from converters.config import Preprocessing, PreprocessingMode
 from converters.dataset import is_image_file, load_image, preprocess
 from converters.errors import ConfigError, DatasetError, ModelError
 from converters.fsutil import read_json
-from converters.stages import data
+from converters.stages import data, export
 from converters.targets import open_runtime
 from converters.validate import run_named
 
@@ -32,15 +32,28 @@ class Prediction:
     score: float
 
 
-def build_metadata(artifact: Path) -> tuple[Preprocessing, list[str]]:
-    """Preprocessing and class names of the build ``artifact`` belongs to (defaults otherwise):
-    the nearest ``data/dataset.json`` above the artifact, within its model's build folder."""
+@dataclass(frozen=True)
+class BuildMetadata:
+    preprocessing: Preprocessing
+    class_names: list[str]
+    output_order: list[str]  # the model's output names, in its order ([] when unknown)
+
+
+def build_metadata(artifact: Path) -> BuildMetadata:
+    """Preprocessing, class names and output order of the build ``artifact`` belongs to
+    (defaults otherwise): the nearest ``data/dataset.json`` above the artifact, within its
+    model's build folder, and the ``export/model.json`` beside it."""
     for folder in list(artifact.resolve().parents)[:3]:
         dataset_info = folder / data.DATASET_INFO
         if dataset_info.exists():
             info = read_json(dataset_info)
-            return Preprocessing.from_dict(info["preprocessing"]), list(info["class_names"])
-    return Preprocessing(PreprocessingMode.UNIT), []
+            model_info = folder / export.MODEL_INFO
+            order = ([t["name"] for t in read_json(model_info).get("outputs", [])]
+                     if model_info.exists() else [])
+            preprocessing = info["preprocessing"] or {"mode": PreprocessingMode.UNIT.value}
+            return BuildMetadata(Preprocessing.from_dict(preprocessing), list(info["class_names"]),
+                                 order)
+    return BuildMetadata(Preprocessing(PreprocessingMode.UNIT), [], [])
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ def infer(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
     if not is_image_file(image):
         raise DatasetError(f"image {image} does not exist or is not a jpg/png/bmp/gif/webp file")
     runner = open_runtime(artifact, threads, device)
-    stored_preprocessing, class_names = build_metadata(artifact)
+    metadata = build_metadata(artifact)
     height, width, channels = runner.image_size
     if not height:
         raise ModelError(f"artifact {artifact} does not take an image (its input is not "
@@ -76,9 +89,11 @@ def infer(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
         pixels = load_image(image, height, width, channels)
     except (OSError, ValueError, SyntaxError) as error:
         raise DatasetError(f"cannot read image {image}: {error}") from None
-    inputs = preprocess(pixels[None], preprocessing or stored_preprocessing)
+    inputs = preprocess(pixels[None], preprocessing or metadata.preprocessing)
     outputs = run_named(runner, {"input": inputs}, ("output",), "")
-    return [summarise(name, values[0], class_names, top_k) for name, values in outputs.items()]
+    ranked = sorted(outputs, key=lambda name: metadata.output_order.index(name)
+                    if name in metadata.output_order else len(metadata.output_order))
+    return [summarise(name, outputs[name][0], metadata.class_names, top_k) for name in ranked]
 
 
 def summarise(name: str, values: np.ndarray, class_names: list[str], top_k: int) -> OutputSummary:

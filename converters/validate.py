@@ -83,6 +83,8 @@ def run_named(runner: Any, inputs: Arrays, output_names: tuple[str, ...],
     by name; a single-tensor runtime (``predict``) takes a model with one input and one output."""
     if hasattr(runner, "predict_named"):
         named: Arrays = runner.predict_named(inputs, description)
+        if len(named) == 1 and len(output_names) == 1:  # a runtime without names for it
+            return {output_names[0]: next(iter(named.values()))}
         return named
     _single_tensor(runner, inputs, output_names)
     return {output_names[0]: runner.predict(next(iter(inputs.values())), description)}
@@ -159,7 +161,7 @@ class TFLiteRunner:
 
     def predict_named(self, inputs: Arrays, description: str = "") -> Arrays:
         """Run float32 inputs one sample at a time; dequantized float32 outputs by name."""
-        quantized = self.quantize_inputs(_matched(inputs, self.inputs))
+        quantized = self.quantize_inputs(match_inputs(inputs, self.inputs))
         count = len(next(iter(quantized.values())))
         results = [self.invoke_raw({name: array[i:i + 1] for name, array in quantized.items()})
                    for i in console.progress(range(count), description, total=count)]
@@ -174,7 +176,7 @@ class TFLiteRunner:
     def latency_named(self, sample: Arrays, runs: int) -> Latency:
         """Single-sample latency of the interpreter (input already quantized)."""
         one = self.quantize_inputs({name: array[None] for name, array in
-                                    _matched(sample, self.inputs).items()})
+                                    match_inputs(sample, self.inputs).items()})
         return measure_latency(lambda: self.invoke_raw(one), runs)
 
     def latency(self, image: np.ndarray, runs: int) -> Latency:
@@ -190,7 +192,7 @@ def _by_name(details: list[dict[str, Any]], signature: dict[str, int]) -> dict[s
     return {name: by_index[index] for name, index in signature.items()}
 
 
-def _matched(inputs: Arrays, expected: dict[str, Any]) -> Arrays:
+def match_inputs(inputs: Arrays, expected: dict[str, Any]) -> Arrays:
     """``inputs`` keyed by the runtime's input names: the same names, or one input each."""
     if set(inputs) == set(expected):
         return inputs
@@ -244,7 +246,7 @@ class OnnxRunner:
 
     def run_named(self, inputs: Arrays) -> Arrays:
         feeds = {name: array.astype(np.float32) for name, array in
-                 _matched(inputs, self.inputs).items()}
+                 match_inputs(inputs, self.inputs).items()}
         results = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, results, strict=True))
 

@@ -78,8 +78,9 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, floa
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling2D(4)(x)  # 2×2 cells
     logits = keras.layers.Reshape((4, 3), name="class_logits")(keras.layers.Conv2D(3, 1)(x))
+    # LeakyReLU is no Edge TPU op: the box head's end runs on the CPU (an --edgetpu-split tail).
     boxes = keras.layers.Reshape((4, 4), name="boxes")(
-        keras.layers.Conv2D(4, 1, activation="sigmoid")(x))
+        keras.layers.LeakyReLU(negative_slope=0.1)(keras.layers.Conv2D(4, 1)(x)))
     model = keras.Model(inputs, [logits, boxes])
     images, classes, targets = detection_samples(768, seed=0)
     train(model, images, [classes, targets],
@@ -117,6 +118,36 @@ def test_two_output_detector_validates_each_head(detector: tuple[Path, Path, flo
     assert int8["accuracy_drop_basis"] in ("class_logits: anchor_class_agreement",
                                            "boxes: box_relative_error")
     assert set(int8["metrics"]) == OLD_METRIC_KEYS
+
+
+def test_detector_edgetpu_split_and_infer_print_both_heads(detector: tuple[Path, Path, float],
+                                                          tmp_path: Path) -> None:
+    """The Edge TPU model (batch 1) of a two-output model: pre-check, head/tail split (the box
+    head's LeakyReLU on the CPU), validation by name; infer prints both outputs."""
+    model, images, _ = detector
+    out = tmp_path / "out"
+    result = run_invoke("convert", "--model", str(model), "--dataset", str(images), "--out",
+                        str(out), "--calibration-size", "32", "--validation-size", "24",
+                        "--latency-runs", "2", "--threads", "1", "--runner", "local",
+                        "--target", "edgetpu", "--edgetpu-split")
+    assert result.returncode != 0 and "the Edge TPU compile did not run" in result.stderr
+    build = out / "detector"
+    record = json.loads((build / "edgetpu" / "split" / "detector_int8_split.json").read_text())
+    assert record["split"] and record["validation"]["bit_exact"]
+    assert set(record["signature"]["outputs"]) == {"class_logits", "boxes"}
+    report = json.loads((build / "report.json").read_text())
+    edgetpu = by_variant(report, "edgetpu")["int8"]
+    assert edgetpu["outputs"]["class_logits"]["anchor_class_agreement"] > 0.9
+    image = next(images.iterdir())
+    pair = run_invoke("infer", "--artifact", str(build / "edgetpu" / "split" /
+                                                 "detector_int8_split.json"),
+                      "--image", str(image), check=True)
+    whole = run_invoke("infer", "--artifact", str(build / "edgetpu" / "detector_int8.tflite"),
+                       "--image", str(image), check=True)
+    assert pair.stdout == whole.stdout
+    lines = whole.stdout.splitlines()
+    assert lines[0].startswith("class_logits: shape [4, 3]") and any(
+        line.startswith("boxes: shape [4, 4]") for line in lines)
 
 
 # --- segmentation: H × W × classes, labelled class maps ------------------------------------
