@@ -303,7 +303,26 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     if rec["rejected"]:
         lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
     lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
+    return lines + output_lines(report)
+
+
+def output_lines(report: dict[str, Any]) -> list[str]:
+    """Per-output headline metrics of artifacts that are not a single classifier (markdown)."""
+    lines = []
+    for artifact in report["artifacts"]:
+        outputs = artifact.get("outputs")
+        if artifact.get("failed") or not outputs or single_classifier(outputs):
+            continue
+        parts = [f"{name} ({record['task']}{'/' + record['head'] if record.get('head') else ''}): "
+                 f"{record['headline']} {headline_value(record):.4g}, SNR {record['snr_db']:.1f} dB"
+                 for name, record in outputs.items()]
+        lines.append(f"`{artifact['path']}` per output: {'; '.join(parts)}.")
     return lines
+
+
+def headline_value(record: dict[str, Any]) -> float:
+    """The value of an output's headline metric (with labels, the artifact's own, not the drop)."""
+    return float(record[record["headline"]])
 
 
 def markdown(report: dict[str, Any]) -> str:

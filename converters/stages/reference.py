@@ -88,3 +88,12 @@ def load_outputs(build_dir: Path) -> Arrays:
     """The Keras outputs on the validation split, by output name in the model's order."""
     with np.load(build_dir / OUTPUTS, allow_pickle=False) as stored:
         return {tensor.name: stored[tensor.name] for tensor in export.model_outputs(build_dir)}
+
+
+def load_single_output(build_dir: Path, needed_by: str) -> np.ndarray:
+    """The Keras outputs of a model with one output, for a stage that handles only those."""
+    outputs = load_outputs(build_dir)
+    if len(outputs) != 1:
+        raise ModelError(f"{needed_by} handles models with one output; this model has "
+                         f"{len(outputs)} ({', '.join(outputs)})")
+    return next(iter(outputs.values()))

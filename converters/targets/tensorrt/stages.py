@@ -53,7 +53,7 @@ def run(context: StageContext) -> None:
     write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
     runner = EngineRunner(engine_bytes)
     inputs = data.load_split(context.build_dir, data.VALIDATION, "the TensorRT target")
-    [keras_outputs] = reference.load_outputs(context.build_dir).values()
+    keras_outputs = reference.load_single_output(context.build_dir, "the TensorRT target")
     outputs = np.concatenate([runner.run(inputs[i:i + profile.max])
                               for i in range(0, len(inputs), profile.max)])
     metrics = validate.compare(keras_outputs, outputs, data.load_labels(context.build_dir))
