@@ -139,8 +139,10 @@ def report(c: Context, out: str = "", model: str = "") -> None:
             "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
 def infer(c: Context, artifact: str = "", image: str = "", top_k: int = 5, threads: int = 1,
           device: str = "") -> None:
-    """Run one image through a built artifact (minimal inference code): a classifier's top
-    classes; with several outputs, each output's summary (and top classes of class scores)."""
+    """Run one image through a built artifact: top classes, or each output's summary.
+
+    Minimal inference code. A classifier prints its top classes; a model with several outputs
+    prints one summary line per output and the top classes of each output of class scores."""
     with user_errors():
         required("infer", artifact=artifact, image=image)
         from converters.infer import infer as run_image

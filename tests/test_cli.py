@@ -113,7 +113,8 @@ def test_model_shape_problems_from_the_command_line(tmp_path: Path, tiny_dataset
     keras.Model([first, second], [keras.layers.Dense(2)(joined), keras.layers.Dense(3)(joined)]
                 ).save(two)
     result = run_invoke("convert", "--model", str(two), *quick_flags(tiny_dataset, tmp_path))
-    assert_user_error(result, "has 2 input(s) and 2 output(s)")
+    assert_user_error(result, "is an image folder, which feeds a model with one image input",
+                      "Pass --dataset FILE.npz with one array per input name")
 
 
 TASKS = ["bundle", "bundle-keygen", "clean", "convert", "edgetpu-check", "images", "infer", "report",
