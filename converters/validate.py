@@ -204,9 +204,9 @@ def match_inputs(inputs: Arrays, expected: dict[str, Any]) -> Arrays:
 
 def _quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return values.astype(dtype)
     scale, zero_point = detail["quantization"]
+    if dtype.kind == "f" or (scale == 0 and dtype.itemsize >= 4):  # float, or int32/64 ids
+        return values.astype(dtype)
     if scale == 0:
         raise ValidationError(f"input tensor {detail['name']} is {dtype} without a scale")
     info = np.iinfo(dtype)

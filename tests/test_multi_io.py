@@ -118,6 +118,33 @@ def test_two_output_detector_validates_each_head(detector: tuple[Path, Path, flo
     assert int8["accuracy_drop_basis"] in ("class_logits: anchor_class_agreement",
                                            "boxes: box_relative_error")
     assert set(int8["metrics"]) == OLD_METRIC_KEYS
+    assert_bundle_runner_prints_both_heads(tmp_path / "out" / "detector", images, tmp_path / "bundle")
+
+
+def assert_bundle_runner_prints_both_heads(build: Path, images: Path, folder: Path) -> None:
+    """A bundle's run.py (the real file, beside imaging.py and a bundle.json as `invoke bundle`
+    writes them) on the int8 detector: one summary line per output, class scores' top classes."""
+    import shutil
+    import subprocess
+    import sys
+
+    from converters import bundle_run, imaging
+
+    folder.mkdir()
+    shutil.copy(bundle_run.__file__, folder / "run.py")
+    shutil.copy(imaging.__file__, folder / "imaging.py")
+    shutil.copy(build / "tflite" / "detector_int8.tflite", folder / "detector_int8.tflite")
+    dataset = json.loads((build / "data" / "dataset.json").read_text())
+    (folder / "bundle.json").write_text(json.dumps({
+        "runtime": "litert", "artifact": "detector_int8.tflite", "model": {"input_shape": [16, 16, 3]},
+        "preprocessing": dataset["preprocessing"], "class_names": []}))
+    result = subprocess.run([sys.executable, str(folder / "run.py"), str(next(images.iterdir()))],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert {line.split(":")[0] for line in lines if not line.startswith(" ")} == {
+        "class_logits", "boxes"}
+    assert any(line.startswith("class_logits: shape [4, 3], min ") for line in lines)
 
 
 def test_detector_edgetpu_split_and_infer_print_both_heads(detector: tuple[Path, Path, float],
