@@ -53,6 +53,8 @@ def output_task(shape: tuple[int | None, ...], requested: str,
         return OutputTask(requested)
     if requested == "classification":
         return OutputTask("classification" if rank == 1 else "regression")
+    if rank == 1 and last == 1 and values is not None and is_probability(values):
+        return OutputTask("classification")  # one sigmoid unit: a binary classifier
     if requested == "segmentation":
         return OutputTask("segmentation" if rank == 3 else "regression")
     if requested == "detection":
@@ -97,9 +99,9 @@ def compare_output(reference: np.ndarray, outputs: np.ndarray, kind: OutputTask,
         "snr_db": snr_db(ref, out),
     }
     if kind.task == "classification":
-        agreement = float(np.mean(ref.argmax(-1) == out.argmax(-1)))
+        agreement = float(np.mean(classes(ref) == classes(out, like=ref)))
         keras_accuracy = accuracy(ref, labels)
-        record |= {"top1_agreement": agreement, "accuracy": accuracy(out, labels)}
+        record |= {"top1_agreement": agreement, "accuracy": accuracy(out, labels, like=ref)}
         if keras_accuracy is not None:
             return record | headline("accuracy", keras_accuracy - record["accuracy"])
         return record | headline("top1_agreement", 1.0 - agreement)
@@ -189,11 +191,27 @@ def relative_error(ref: np.ndarray, out: np.ndarray) -> float:
     return error / norm if norm else (0.0 if error == 0 else math.inf)
 
 
-def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
+def accuracy(outputs: np.ndarray, labels: np.ndarray | None,
+             like: np.ndarray | None = None) -> float | None:
     if labels is None:
         return None
-    predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
-    return float(np.mean(predicted == labels))
+    flat = outputs.reshape(len(outputs), -1)
+    return float(np.mean(classes(flat, None if like is None else like.reshape(flat.shape))
+                         == labels))
+
+
+def classes(scores: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
+    """Predicted class per sample: the arg-max, or for one unit (a binary classifier) whether
+    it is above 0.5 (probabilities) or above 0 (logits), as the Keras scores ``like`` (default
+    ``scores``) are: a quantized probability may stray just outside 0..1."""
+    if scores.shape[-1] != 1:
+        return scores.argmax(-1)
+    threshold = 0.5 if is_probability(scores if like is None else like) else 0.0
+    return (scores[..., 0] > threshold).astype(np.int64)
+
+
+def is_probability(values: np.ndarray) -> bool:
+    return bool(values.size) and bool(np.all((values >= 0) & (values <= 1)))
 
 
 def label_owner(shapes: dict[str, tuple[int | None, ...]], tasks: dict[str, OutputTask],
