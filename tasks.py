@@ -139,14 +139,18 @@ def report(c: Context, out: str = "", model: str = "") -> None:
             "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
 def infer(c: Context, artifact: str = "", image: str = "", top_k: int = 5, threads: int = 1,
           device: str = "") -> None:
-    """Classify one image with a built artifact (minimal inference code)."""
+    """Run one image through a built artifact: top classes, or each output's summary.
+
+    Minimal inference code. A classifier prints its top classes; a model with several outputs
+    prints one summary line per output and the top classes of each output of class scores."""
     with user_errors():
         required("infer", artifact=artifact, image=image)
-        from converters.infer import classify
+        from converters.infer import infer as run_image
+        from converters.infer import lines
 
-        for prediction in classify(Path(artifact), Path(image), top_k=top_k, threads=threads,
-                                   device=device or None):
-            print(f"{prediction.label}\t{prediction.score:.4f}")
+        outputs = run_image(Path(artifact), Path(image), top_k=top_k, threads=threads,
+                            device=device or None)
+        print("\n".join(lines(outputs)))
 
 
 @cli_task(help={

@@ -17,7 +17,7 @@ from typing import Any
 
 from converters import cache, console, report
 from converters.config import ConvertConfig
-from converters.dataset import discover
+from converters.dataset import check_source
 from converters.errors import BuildError, ConfigError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
 from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
@@ -64,7 +64,7 @@ def check_inputs(config: ConvertConfig) -> None:
     """Fail on bad paths before anything is written or TensorFlow is imported."""
     for model_path in config.models:
         check_model_path(model_path)
-    discover(config.dataset.path)
+    check_source(config.dataset.path)
     out, dataset = config.out.resolve(), config.dataset.path.resolve()
     if out == dataset or dataset in out.parents:
         raise ConfigError(f"--out {config.out} is inside --dataset {config.dataset.path}: every "

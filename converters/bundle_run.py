@@ -28,7 +28,9 @@ from imaging import normalize, read_pixels  # noqa: E402  (ships beside this fil
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
-def litert_scores(bundle: dict[str, Any], inputs: np.ndarray, device: str | None) -> np.ndarray:
+def litert_scores(bundle: dict[str, Any], inputs: np.ndarray,
+                  device: str | None) -> dict[str, np.ndarray]:
+    """Every output, by signature name (tensor name without a signature), dequantized."""
     from ai_edge_litert.interpreter import Interpreter, load_delegate
 
     delegates = None
@@ -37,7 +39,7 @@ def litert_scores(bundle: dict[str, Any], inputs: np.ndarray, device: str | None
     interpreter = Interpreter(model_path=str(HERE / bundle["artifact"]),
                               experimental_delegates=delegates)
     interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    source = interpreter.get_input_details()[0]
     values = inputs
     if source["dtype"] != np.float32:
         scale, zero_point = source["quantization"]
@@ -45,20 +47,29 @@ def litert_scores(bundle: dict[str, Any], inputs: np.ndarray, device: str | None
         values = np.clip(np.round(inputs / scale + zero_point), limits.min, limits.max)
     interpreter.set_tensor(source["index"], values.astype(source["dtype"]))
     interpreter.invoke()
-    raw = interpreter.get_tensor(target["index"])
-    if raw.dtype == np.float32:
-        return raw
-    scale, zero_point = target["quantization"]
-    return (raw.astype(np.float32) - zero_point) * scale
+    signatures = interpreter.get_signature_list()
+    names = {}
+    if signatures:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        names = {d["index"]: name for name, d in runner.get_output_details().items()}
+    outputs = {}
+    for target in interpreter.get_output_details():
+        raw = interpreter.get_tensor(target["index"])
+        scale, zero_point = target["quantization"]
+        if raw.dtype != np.float32 and scale:
+            raw = (raw.astype(np.float32) - zero_point) * scale
+        outputs[names.get(target["index"], target["name"])] = raw.astype(np.float32)
+    return outputs
 
 
-def onnxruntime_scores(bundle: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
+def onnxruntime_scores(bundle: dict[str, Any], inputs: np.ndarray) -> dict[str, np.ndarray]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(HERE / bundle["artifact"]),
                                            providers=["CPUExecutionProvider"])
-    scores: np.ndarray = session.run(None, {session.get_inputs()[0].name: inputs})[0]
-    return scores
+    names = [value.name for value in session.get_outputs()]
+    results = session.run(names, {session.get_inputs()[0].name: inputs})
+    return dict(zip(names, results, strict=True))
 
 
 def tensorrt_scores(bundle: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
@@ -129,20 +140,31 @@ def main(argv: list[str]) -> int:
                        preprocessing["std"]).astype(np.float32)
     runtime = bundle["runtime"]
     if runtime.startswith("litert"):
-        scores = litert_scores(bundle, inputs, args.device)
+        outputs = litert_scores(bundle, inputs, args.device)
     elif runtime == "onnxruntime":
-        scores = onnxruntime_scores(bundle, inputs)
+        outputs = onnxruntime_scores(bundle, inputs)
     else:
-        scores = tensorrt_scores(bundle, inputs)
-    scores = scores.reshape(-1)
-    names = bundle["class_names"]
-    if args.top_k > scores.size:
-        print(f"note: --top-k {args.top_k} is more than the model's {scores.size} classes: "
-              f"printing all {scores.size}", file=sys.stderr)
-    for index in np.argsort(-scores, kind="stable")[:args.top_k]:
-        label = names[index] if index < len(names) else str(index)
-        print(f"{label}\t{scores[index]:.4f}")
+        outputs = {"output": tensorrt_scores(bundle, inputs)}
+    several = len(outputs) > 1
+    for name, values in outputs.items():
+        # One vector per sample reads as class scores: its top classes. Other outputs (and
+        # every output of a model with several) get a one-line summary.
+        if several or values.ndim != 2:
+            print(f"{name}: shape {list(values.shape[1:])}, min {values.min():.4f}, "
+                  f"mean {values.mean():.4f}, max {values.max():.4f}")
+        if values.ndim == 2:
+            print_top_classes(values.reshape(-1), bundle["class_names"], args.top_k,
+                              indent="  " if several else "")
     return 0
+
+
+def print_top_classes(scores: np.ndarray, names: list[str], count: int, indent: str) -> None:
+    if count > scores.size:
+        print(f"note: --top-k {count} is more than the model's {scores.size} classes: "
+              f"printing all {scores.size}", file=sys.stderr)
+    for index in np.argsort(-scores, kind="stable")[:count]:
+        label = names[index] if index < len(names) else str(index)
+        print(f"{indent}{label}\t{scores[index]:.4f}")
 
 
 if __name__ == "__main__":

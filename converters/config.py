@@ -106,7 +106,8 @@ def parse_floats(value: str | Sequence[float] | None, what: str) -> tuple[float,
 
 
 def parse_input_shape(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """``"224,224,3"`` or ``"224x224x3"`` (without the batch dimension)."""
+    """``"224,224,3"`` or ``"224x224x3"`` (without the batch dimension; any number of sizes
+    for a non-image input, e.g. ``"16000,1"``)."""
     if value is None or value == "":
         return None
     items = value.replace("x", ",").split(",") if isinstance(value, str) else list(value)
@@ -116,9 +117,10 @@ def parse_input_shape(value: str | Sequence[int] | None) -> tuple[int, ...] | No
         raise ConfigError(
             f"--input-shape must look like 224,224,3 (height, width, channels), got '{value}'"
         ) from None
-    if len(shape) != 3 or min(shape) < 1:
+    if not shape or min(shape) < 1:
         raise ConfigError(
-            f"--input-shape must be three positive sizes (height, width, channels), got '{value}'"
+            f"--input-shape must be positive sizes without the batch (height, width, channels "
+            f"for an image), got '{value}'"
         )
     return shape
 
@@ -207,6 +209,7 @@ class ConvertConfig:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
+    task: str = "auto"  # how outputs are validated (converters.metrics.TASKS)
     force: bool = False
     jobs: int = 1
 
@@ -231,6 +234,10 @@ class ConvertConfig:
             raise ConfigError(
                 f"--max-accuracy-drop is a fraction between 0 and 1, got {self.max_accuracy_drop}"
             )
+        from converters.metrics import TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown --task '{self.task}': expected one of {', '.join(TASKS)}")
         if self.jobs < 1:
             raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
         if not MIN_OPSET <= self.onnx_opset <= MAX_OPSET:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -32,14 +33,27 @@ class Listing:
     skipped_files: int  # files that are not images by their extension
 
 
+Sample = TypeVar("Sample")
+
+
 @dataclass(frozen=True)
-class Split:
-    calibration: tuple[ImageEntry, ...]
-    validation: tuple[ImageEntry, ...]
+class Split(Generic[Sample]):
+    calibration: tuple[Sample, ...]
+    validation: tuple[Sample, ...]
 
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def check_source(path: Path) -> None:
+    """Fail early on a dataset that is neither an image folder nor an array dataset."""
+    from converters import arrays
+
+    if arrays.is_array_dataset(path):
+        arrays.check(path)
+    else:
+        discover(path)
 
 
 def discover(root: Path) -> Listing:
@@ -47,7 +61,8 @@ def discover(root: Path) -> Listing:
     if not root.exists():
         raise DatasetError(f"dataset folder {root} does not exist: pass --dataset DIR with images")
     if not root.is_dir():
-        raise DatasetError(f"dataset {root} is not a folder: pass --dataset DIR with images")
+        raise DatasetError(f"dataset {root} is not a folder nor a .npz file: pass --dataset "
+                           "DIR with images, or a .npz file / folder of .npy or .npz samples")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     skipped = 0
     entries: list[ImageEntry] = []
@@ -96,16 +111,16 @@ def check_inside(root: Path, entries: list[ImageEntry]) -> None:
             "folder. Copy the images into it, or pass the folder they live in as --dataset")
 
 
-def split(entries: tuple[ImageEntry, ...], calibration_size: int, validation_size: int,
-          seed: int) -> Split:
-    """Disjoint, seeded calibration and validation sets.
+def split(entries: tuple[Sample, ...], calibration_size: int, validation_size: int,
+          seed: int, what: str = "image") -> Split[Sample]:
+    """Disjoint, seeded calibration and validation sets of images (or other samples, ``what``).
 
-    With fewer images than asked for, both shrink in proportion (each keeps at least one).
+    With fewer samples than asked for, both shrink in proportion (each keeps at least one).
     """
     total = len(entries)
     if total < 2:
         raise DatasetError(
-            f"the dataset has {total} usable image(s); at least 2 are needed "
+            f"the dataset has {total} usable {what}(s); at least 2 are needed "
             "(one to calibrate, one to validate)"
         )
     if total < calibration_size + validation_size:
@@ -113,7 +128,7 @@ def split(entries: tuple[ImageEntry, ...], calibration_size: int, validation_siz
         validation_size = min(total - 1, max(1, round(total * validation_size / wanted)))
         calibration_size = total - validation_size
         console.warn(
-            f"the dataset has {total} usable images, fewer than the {wanted} asked for: "
+            f"the dataset has {total} usable {what}s, fewer than the {wanted} asked for: "
             f"using {calibration_size} to calibrate and {validation_size} to validate"
         )
     order = np.random.default_rng(seed).permutation(total)

@@ -15,36 +15,71 @@ import numpy as np
 from converters.config import MODEL_SUFFIXES
 from converters.errors import ModelError
 
-Predict = Callable[[np.ndarray], np.ndarray]
+Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
+Predict = Callable[[Arrays], Arrays]
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One model input or output: its signature name and per-sample shape (batch excluded)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    @property
+    def is_image(self) -> bool:
+        """Height × width × 1, 3 or 4 channels: an image folder can feed it."""
+        return len(self.shape) == 3 and self.shape[-1] in IMAGE_CHANNELS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> TensorInfo:
+        return TensorInfo(data["name"], tuple(data["shape"]), data.get("dtype", "float32"))
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A single-input, single-output image model, whatever file it came from."""
+    """A model with named inputs and outputs (signature names, in a stable order), whatever
+    file it came from."""
 
     path: Path
     format: str  # "h5" | "keras" | "saved_model"
-    input_name: str
-    input_shape: tuple[int, int, int]  # H, W, C (batch excluded)
-    output_shape: tuple[int | None, ...]
+    inputs: tuple[TensorInfo, ...]  # static per-sample shapes
+    outputs: tuple[TensorInfo, ...]
     parameters: int | None
     # The model's own leading Rescaling/Normalization layer: what it expects its input to be.
     input_preprocessing: dict[str, Any] | None
-    predict: Predict  # float32 N×H×W×C → float32 outputs
-    graph_function: Any  # a tf.function taking one N×H×W×C float32 tensor (for timing)
-    export: Callable[[Path], None]  # write a SavedModel with a fixed H×W×C, dynamic batch
+    predict: Predict  # {input name: batch} → {output name: float32 batch}
+    graph_function: Any  # a tf.function taking one tensor per input, by name (for timing)
+    export: Callable[[Path], None]  # a SavedModel whose serving signature has these names
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The first input's per-sample shape."""
+        return tuple(int(size) for size in self.inputs[0].shape if size is not None)
 
     def info(self) -> dict[str, Any]:
         return {
             "name": self.path.name if self.format == "saved_model" else self.path.stem,
             "path": str(self.path),
             "format": self.format,
-            "input_name": self.input_name,
-            "input_shape": list(self.input_shape),
-            "output_shape": list(self.output_shape),
+            "input_name": self.inputs[0].name,
+            "input_shape": list(self.inputs[0].shape),
+            "output_shape": [None, *self.outputs[0].shape],
+            "inputs": [tensor.as_dict() for tensor in self.inputs],
+            "outputs": [tensor.as_dict() for tensor in self.outputs],
             "parameters": self.parameters,
             "input_preprocessing": self.input_preprocessing,
         }
+
+
+def tensors(model_info: dict[str, Any], kind: str) -> tuple[TensorInfo, ...]:
+    """The ``"inputs"`` or ``"outputs"`` of an export stage's model.json."""
+    return tuple(TensorInfo.from_dict(item) for item in model_info[kind])
 
 
 def check_model_path(path: Path) -> str:
@@ -71,7 +106,8 @@ def check_model_path(path: Path) -> str:
 
 def load(path: Path, unsafe: bool = False,
          input_shape: tuple[int, ...] | None = None) -> LoadedModel:
-    """Load and check a model: one image input (N×H×W×C) with a static size, one output."""
+    """Load and check a model: any number of named inputs with static per-sample shapes (after
+    ``input_shape`` for a single input), any number of named outputs."""
     model_format = check_model_path(path)
     if model_format == "saved_model":
         return _load_saved_model(path, input_shape)
@@ -87,41 +123,66 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as error:  # Keras raises many types for bad files; all mean "cannot load"
         raise _load_error(path, error) from None
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(
-            f"model {path} has {len(model.inputs)} input(s) and {len(model.outputs)} output(s) "
-            f"({', '.join(t.name for t in model.inputs)} → {', '.join(t.name for t in model.outputs)}); "
-            "this tool converts models with exactly one image input and one output"
-        )
-    declared = tuple(model.inputs[0].shape)
-    shape = _resolve_input_shape(path, model.inputs[0].name, declared, input_shape)
-    spec = tf.TensorSpec((None, *shape), tf.float32, name="input")
+    # Keras tensors are called keras_tensor_N; their input layers and output layers have the
+    # names users gave (or Keras chose) and that the exported signature uses.
+    input_names = [tensor._keras_history[0].name for tensor in model.inputs]
+    output_names = list(model.output_names)
+    inputs = _resolve_inputs(path, [
+        TensorInfo(name, tuple(tensor.shape)[1:], _dtype_name(tensor.dtype))
+        for name, tensor in zip(input_names, model.inputs, strict=True)], input_shape)
+    outputs = tuple(TensorInfo(name, tuple(tensor.shape)[1:])
+                    for name, tensor in zip(output_names, model.outputs, strict=True))
+    specs = _specs(inputs)
 
-    @tf.function(input_signature=[spec])
-    def graph_function(images: tf.Tensor) -> tf.Tensor:
-        return model(images, training=False)
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        # Through the tf.function, not an eager call: eager Keras on a batch of 32 224x224
-        # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
-        return np.asarray(graph_function(tf.constant(images, tf.float32)), dtype=np.float32)
+    @tf.function(input_signature=specs)
+    def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        results = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        results = results if isinstance(results, list | tuple) else [results]
+        return dict(zip(output_names, results, strict=True))
 
     def export(directory: Path) -> None:
-        model.export(str(directory), format="tf_saved_model", input_signature=[spec],
-                     verbose=False)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(name="serve", fn=graph_function, input_signature=specs)
+        archive.write_out(str(directory), verbose=False)
 
     return LoadedModel(
         path=path,
         format=model_format,
-        input_name=model.inputs[0].name,
-        input_shape=shape,
-        output_shape=tuple(model.outputs[0].shape),
+        inputs=inputs,
+        outputs=outputs,
         parameters=int(model.count_params()),
-        input_preprocessing=leading_preprocessing(model),
-        predict=predict,
+        input_preprocessing=leading_preprocessing(model) if len(inputs) == 1 else None,
+        # Through the tf.function, not an eager call: eager Keras on a batch of 32 224x224
+        # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
+        predict=_predictor(graph_function, inputs),
         graph_function=graph_function,
         export=export,
     )
+
+
+def _specs(inputs: tuple[TensorInfo, ...]) -> list[Any]:
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None, *tensor.shape), tf.as_dtype(tensor.dtype), name=tensor.name)
+            for tensor in inputs]
+
+
+def _dtype_name(dtype: Any) -> str:
+    import tensorflow as tf
+
+    return str(tf.as_dtype(dtype).name)
+
+
+def _predictor(graph_function: Any, inputs: tuple[TensorInfo, ...]) -> Predict:
+    import tensorflow as tf
+
+    def predict(arrays: Arrays) -> Arrays:
+        results = graph_function(*(tf.constant(arrays[tensor.name], tf.as_dtype(tensor.dtype))
+                                   for tensor in inputs))
+        return {name: np.asarray(value, dtype=np.float32) for name, value in results.items()}
+
+    return predict
 
 
 def leading_preprocessing(model: Any) -> dict[str, Any] | None:
@@ -167,6 +228,8 @@ def _load_error(path: Path, error: Exception) -> ModelError:
 
 
 def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+    """A SavedModel through its serving signature (Keras metadata or not): the TFLite converter
+    takes the signature directly, so a plain TF SavedModel converts as well as a Keras export."""
     import tensorflow as tf
 
     try:
@@ -179,25 +242,18 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
             f"SavedModel {path} has no 'serving_default' signature: export it with "
             "model.export(dir) or tf.saved_model.save(..., signatures=...)"
         )
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(
-            f"SavedModel {path} has {len(inputs)} input(s) and {len(outputs)} output(s) "
-            f"({', '.join(inputs)} → {', '.join(outputs)}); this tool converts models with "
-            "exactly one image input and one output"
-        )
-    input_name, input_spec = next(iter(inputs.items()))
-    output_name, output_spec = next(iter(outputs.items()))
-    shape = _resolve_input_shape(path, input_name, tuple(input_spec.shape), input_shape)
-    spec = tf.TensorSpec((None, *shape), tf.float32, name="input")
+    declared = signature.structured_input_signature[1]
+    inputs = _resolve_inputs(path, [
+        TensorInfo(name, tuple(spec.shape)[1:], spec.dtype.name)
+        for name, spec in declared.items()], input_shape)
+    outputs = tuple(TensorInfo(name, tuple(spec.shape)[1:])
+                    for name, spec in signature.structured_outputs.items())
+    names = [tensor.name for tensor in inputs]
 
-    @tf.function(input_signature=[spec])
-    def graph_function(images: tf.Tensor) -> tf.Tensor:
-        return signature(**{input_name: images})[output_name]
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(graph_function(tf.constant(images, tf.float32)), dtype=np.float32)
+    @tf.function(input_signature=_specs(inputs))
+    def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        results = signature(**dict(zip(names, tensors, strict=True)))
+        return {tensor.name: results[tensor.name] for tensor in outputs}
 
     def export(directory: Path) -> None:
         module = tf.Module()
@@ -209,39 +265,56 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
     return LoadedModel(
         path=path,
         format="saved_model",
-        input_name=input_name,
-        input_shape=shape,
-        output_shape=tuple(output_spec.shape),
+        inputs=inputs,
+        outputs=outputs,
         parameters=None,
         input_preprocessing=None,
-        predict=predict,
+        predict=_predictor(graph_function, inputs),
         graph_function=graph_function,
         export=export,
     )
 
 
-def _resolve_input_shape(path: Path, name: str, declared: tuple[int | None, ...],
-                         override: tuple[int, ...] | None) -> tuple[int, int, int]:
-    if len(declared) != 4:
+def _resolve_inputs(path: Path, declared: list[TensorInfo],
+                    override: tuple[int, ...] | None) -> tuple[TensorInfo, ...]:
+    """Every input with a static per-sample shape; ``override`` (--input-shape) sets the shape
+    of a single input."""
+    if override is not None and len(declared) != 1:
         raise ModelError(
-            f"model {path} input '{name}' has shape {_shape_text(declared)}; this tool converts "
-            "image models with input batch×height×width×channels"
-        )
-    spatial = declared[1:]
+            f"--input-shape applies to a model with one input; model {path} has {len(declared)} "
+            f"({', '.join(tensor.name for tensor in declared)}): give them static shapes")
+    return tuple(TensorInfo(tensor.name, _resolve_input_shape(path, tensor.name, tensor.shape,
+                                                              override), tensor.dtype)
+                 for tensor in declared)
+
+
+def _resolve_input_shape(path: Path, name: str, declared: tuple[int | None, ...],
+                         override: tuple[int, ...] | None) -> tuple[int, ...]:
+    shown = _shape_text((None, *declared))
+    if not declared:
+        raise ModelError(f"model {path} input '{name}' has shape {shown}: one value per sample "
+                         "is not supported; give the input a feature axis, e.g. (None, 1)")
     if override is not None:
-        for axis, (have, want) in enumerate(zip(spatial, override, strict=True)):
+        if len(override) != len(declared):
+            raise ModelError(
+                f"--input-shape {','.join(map(str, override))} has {len(override)} dimension(s); "
+                f"model {path} input '{name}' {shown} needs {len(declared)} (batch excluded)")
+        for axis, (have, want) in enumerate(zip(declared, override, strict=True)):
             if have is not None and have != want:
                 raise ModelError(
                     f"--input-shape {','.join(map(str, override))} conflicts with model {path} "
-                    f"input '{name}' {_shape_text(declared)} (dimension {axis + 1} is {have})"
+                    f"input '{name}' {shown} (dimension {axis + 1} is {have})"
                 )
-        return (override[0], override[1], override[2])
-    if any(size is None for size in spatial):
+        return tuple(override)
+    if any(size is None for size in declared):
+        example = "224,224,3" if len(declared) == 3 else ",".join(
+            "16000" if size is None else str(size) for size in declared)
         raise ModelError(
-            f"model {path} input '{name}' has no static size {_shape_text(declared)}: pass "
-            "--input-shape HEIGHT,WIDTH,CHANNELS (for example --input-shape 224,224,3)"
+            f"model {path} input '{name}' has no static size {shown}: pass "
+            f"--input-shape with its {len(declared)} dimension(s), batch excluded "
+            f"(for example --input-shape {example})"
         )
-    return (int(spatial[0]), int(spatial[1]), int(spatial[2]))  # type: ignore[arg-type]
+    return tuple(int(size) for size in declared)  # type: ignore[arg-type]
 
 
 def _shape_text(shape: tuple[int | None, ...]) -> str:

@@ -58,7 +58,8 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                    "allow_class_mismatch": config.allow_class_mismatch},
                   inputs=("dataset",), deps=("export",), outputs=data.OUTPUTS,
                   tools=("pillow", "numpy")),
-        StageSpec("reference", "reference", CORE_IMAGE, {**model_params, **context.timing},
+        StageSpec("reference", "reference", CORE_IMAGE,
+                  {**model_params, **context.timing, "task": config.task},
                   inputs=("model",), deps=("export", "data"),
                   outputs=(reference.OUTPUTS, reference.SUMMARY), tools=TF_TOOLS),
     ]

@@ -81,6 +81,7 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
             "latency_method": keras["latency_method"],
             "latency_runs": keras.get("latency_runs"),
             "threads": keras["threads"],
+            "outputs": keras.get("outputs"),
         },
         "artifacts": artifacts,
         "not_built": not_built,
@@ -157,8 +158,14 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
     metrics = record["metrics"]
     drop: float | None = None
     basis: str | None = None
+    outputs = record.get("outputs")
     if record.get("failed"):
         pass  # no metrics to compare: the artifact is listed as failed, never recommended
+    elif outputs and not single_classifier(outputs):  # the task's headline metric decides
+        headline = record["headline"]
+        drop = headline["drop"]
+        basis = headline["metric"] if len(outputs) == 1 else \
+            f"{headline['output']}: {headline['metric']}"
     elif metrics["accuracy"] is not None and keras["accuracy"] is not None:
         drop = keras["accuracy"] - metrics["accuracy"]
         basis = "accuracy"
@@ -177,6 +184,7 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "threads": record["threads"],
         "runtime": record["runtime"],
         "metrics": metrics,
+        "outputs": outputs,
         "accuracy_drop": drop,
         "accuracy_drop_basis": basis,
         "float_ops": conversion["float_ops"],
@@ -187,6 +195,11 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "op_errors": conversion.get("op_errors"),
         "mixed_precision": conversion.get("mixed_precision"),
     }
+
+
+def single_classifier(outputs: dict[str, Any]) -> bool:
+    """One classification output: the drop is accuracy (or top-1 agreement), as it always was."""
+    return len(outputs) == 1 and next(iter(outputs.values()))["task"] == "classification"
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
@@ -249,7 +262,9 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             continue
         rows.append([
             f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
-            percent(m["accuracy"]), f"{m['top1_agreement']:.3f}", f"{m['cosine_similarity']:.5f}",
+            percent(m["accuracy"]),
+            "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.3f}",
+            f"{m['cosine_similarity']:.5f}",
             f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
     rows += [[f"{n['target']} {n['variant']}", n["path"], "-", "not built here", "-", "-", "-",
@@ -298,7 +313,26 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     if rec["rejected"]:
         lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
     lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
+    return lines + output_lines(report)
+
+
+def output_lines(report: dict[str, Any]) -> list[str]:
+    """Per-output headline metrics of artifacts that are not a single classifier (markdown)."""
+    lines = []
+    for artifact in report["artifacts"]:
+        outputs = artifact.get("outputs")
+        if artifact.get("failed") or not outputs or single_classifier(outputs):
+            continue
+        parts = [f"{name} ({record['task']}{'/' + record['head'] if record.get('head') else ''}): "
+                 f"{record['headline']} {headline_value(record):.4g}, SNR {record['snr_db']:.1f} dB"
+                 for name, record in outputs.items()]
+        lines.append(f"`{artifact['path']}` per output: {'; '.join(parts)}.")
     return lines
+
+
+def headline_value(record: dict[str, Any]) -> float:
+    """The value of an output's headline metric (with labels, the artifact's own, not the drop)."""
+    return float(record[record["headline"]])
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -380,9 +414,14 @@ def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
 
 
 def quality(artifact: dict[str, Any], labelled: bool) -> float:
-    """The plotted quality of an artifact: accuracy with labels, else top-1 agreement."""
+    """The plotted quality of an artifact: accuracy with labels, else top-1 agreement (else, for
+    outputs without classes, one minus the headline metric's drop)."""
     metrics = artifact["metrics"]
-    return float(metrics["accuracy"] if labelled else metrics["top1_agreement"])
+    if labelled and metrics["accuracy"] is not None:
+        return float(metrics["accuracy"])
+    if metrics["top1_agreement"] is not None:
+        return float(metrics["top1_agreement"])
+    return 1.0 - float(artifact["accuracy_drop"])
 
 
 def quality_axis(axis: Any, qualities: list[float], name: str) -> None:

@@ -54,7 +54,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_dir", TEXT, "model", "folder whose models convert by default", flag=False),
     Setting("model", PATHS, (), "model file (.h5, .keras) or SavedModel folder; repeat for "
             "several (default: every model in model/)"),
-    Setting("dataset", TEXT, "dataset", "image folder, flat or one sub-folder per class"),
+    Setting("dataset", TEXT, "dataset", "image folder (flat or one sub-folder per class), a .npz "
+            "file with one array per input name (and optional labels), or a folder of .npy/.npz "
+            "samples"),
     Setting("target", TEXT, "tflite", "comma list of targets (the target registry's names), or all"),
     Setting("quant", TEXT, "fp32,fp16,dynamic,int8", "comma list of quantization modes, or all; "
             "int8-mixed keeps the ops int8 hurts most in float until the accuracy drop is within "
@@ -85,6 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1),
     Setting("max_accuracy_drop", FRACTION, 0.01, "recommendation bound, a fraction", minimum=0,
             maximum=1),
+    Setting("task", TEXT, "auto", "how outputs are validated: auto (by each output's shape) or "
+            "the model's task", choices=("auto", "classification", "detection", "segmentation",
+                                         "regression", "embedding")),
     Setting("allow_flex", SWITCH, False, "let fp32/fp16/dynamic keep TensorFlow (Flex) ops"),
     Setting("allow_float_fallback", SWITCH, False, "let int8 keep ops that cannot be quantized "
             "in float"),
@@ -92,7 +97,8 @@ SETTINGS: tuple[Setting, ...] = (
             ".keras/.h5"),
     Setting("allow_class_mismatch", SWITCH, False, "go on when the dataset's class folders do not "
             "match the model's output classes in number"),
-    Setting("input_shape", TEXT, None, "H,W,C for a model without a static input size"),
+    Setting("input_shape", TEXT, None, "H,W,C (or any per-sample shape) for a one-input model "
+            "without a static input size"),
     Setting("force", SWITCH, False, "rebuild every stage even when it is up to date"),
     Setting("jobs", JOBS, "auto", "stage processes run in parallel; auto: 1 on 2 cores or "
             "fewer, else one per 2 cores and per 2 GiB of available memory"),
@@ -282,6 +288,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         threads=os.cpu_count() or 1 if threads is None else threads,  # none: every core
         latency_runs=get("latency_runs"),
         max_accuracy_drop=get("max_accuracy_drop"),
+        task=get("task"),
         force=get("force"),
         jobs=get("jobs"),
         edgetpu=CompileOptions(

@@ -11,42 +11,21 @@ from typing import Any
 
 import numpy as np
 
-from converters import console
+from converters import console, metrics
 from converters.errors import ToolMissingError, ValidationError
+from converters.model import Arrays
 
 WARMUP_RUNS = 3
 
 
 def compare(reference: np.ndarray, outputs: np.ndarray,
             labels: np.ndarray | None) -> dict[str, float | None]:
-    """Agreement metrics between reference and artifact outputs (both float, same shape).
-
-    cosine_similarity is the mean over samples of the cosine between the flattened output
-    vectors; top1_agreement compares arg-max classes; accuracy needs labels.
-    """
-    if reference.shape != outputs.shape:
-        raise ValidationError(
-            f"artifact output shape {outputs.shape} differs from the Keras output shape "
-            f"{reference.shape}"
-        )
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
-    out = outputs.reshape(len(outputs), -1).astype(np.float64)
-    difference = np.abs(ref - out)
-    ref_norms = np.linalg.norm(ref, axis=1)
-    out_norms = np.linalg.norm(out, axis=1)
-    denominators = ref_norms * out_norms
-    # Two zero vectors agree perfectly; one zero vector against a non-zero one does not.
-    both_zero = ((ref_norms == 0) & (out_norms == 0)).astype(np.float64)
-    cosine = np.divide(np.sum(ref * out, axis=1), denominators, out=both_zero,
-                       where=denominators > 0)
-    predicted = out.argmax(axis=1)
-    return {
-        "max_abs_error": float(difference.max()),
-        "mean_abs_error": float(difference.mean()),
-        "cosine_similarity": float(cosine.mean()),
-        "top1_agreement": float(np.mean(predicted == ref.argmax(axis=1))),
-        "accuracy": accuracy(outputs, labels),
-    }
+    """Agreement metrics (the record's ``metrics`` keys) of one output read as class scores:
+    max/mean abs error, cosine similarity, top-1 agreement and, with labels, accuracy."""
+    kind = metrics.OutputTask("classification")
+    flat_reference = reference.reshape(len(reference), -1)
+    return metrics.summary({"output": metrics.compare_output(
+        flat_reference, outputs.reshape(flat_reference.shape), kind, labels)})
 
 
 def non_finite_problem(outputs: np.ndarray, what: str) -> str | None:
@@ -57,13 +36,6 @@ def non_finite_problem(outputs: np.ndarray, what: str) -> str | None:
     return (f"{what} gives non-finite outputs (NaN or Inf) on {int(per_sample.sum())} of "
             f"{len(outputs)} validation samples, where the Keras model's are finite: the "
             "conversion overflowed or lost the model's range; this artifact is not usable")
-
-
-def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    if labels is None:
-        return None
-    predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
-    return float(np.mean(predicted == labels))
 
 
 @dataclass(frozen=True)
@@ -105,8 +77,40 @@ def predict_one_by_one(run: Callable[[np.ndarray], np.ndarray], images: np.ndarr
     return np.stack(results)
 
 
+def run_named(runner: Any, inputs: Arrays, output_names: tuple[str, ...],
+              description: str) -> Arrays:
+    """Outputs by name of any target's runtime: one with ``predict_named`` takes and gives arrays
+    by name; a single-tensor runtime (``predict``) takes a model with one input and one output."""
+    if hasattr(runner, "predict_named"):
+        named: Arrays = runner.predict_named(inputs, description)
+        if len(named) == 1 and len(output_names) == 1:  # a runtime without names for it
+            return {output_names[0]: next(iter(named.values()))}
+        return named
+    _single_tensor(runner, inputs, output_names)
+    return {output_names[0]: runner.predict(next(iter(inputs.values())), description)}
+
+
+def latency_named(runner: Any, inputs: Arrays, output_names: tuple[str, ...],
+                  runs: int) -> Latency:
+    """Single-sample latency of a runtime, on the first sample of ``inputs``."""
+    if hasattr(runner, "latency_named"):
+        latency: Latency = runner.latency_named({n: a[0] for n, a in inputs.items()}, runs)
+        return latency
+    _single_tensor(runner, inputs, output_names)
+    single: Latency = runner.latency(next(iter(inputs.values()))[0], runs)
+    return single
+
+
+def _single_tensor(runner: Any, inputs: Arrays, output_names: tuple[str, ...]) -> None:
+    if len(inputs) != 1 or len(output_names) != 1:
+        raise ValidationError(
+            f"{type(runner).__name__} runs models with one input and one output; this model has "
+            f"inputs {', '.join(inputs)} and outputs {', '.join(output_names)}")
+
+
 class TFLiteRunner:
-    """One LiteRT interpreter; quantized inputs and outputs go through their scale/zero point."""
+    """One LiteRT interpreter, fed and read by signature name (the Keras input layers' and output
+    layers' names); quantized inputs and outputs go through their scale/zero point."""
 
     def __init__(self, path: Path, threads: int, delegates: list[Any] | None = None) -> None:
         try:
@@ -127,54 +131,100 @@ class TFLiteRunner:
                 hint = (" The model uses TensorFlow (Flex) ops, which need the Flex delegate; "
                         "LiteRT's pip package does not include it.")
             raise ValidationError(f"LiteRT cannot load {path}: {str(error).strip()}{hint}") from None
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        height, width, channels = (int(v) for v in self.input["shape"][1:])
-        self.image_size = (height, width, channels)
+        self.inputs = _by_name(self.interpreter.get_input_details(),
+                               self._signature("inputs"))
+        self.outputs = _by_name(self.interpreter.get_output_details(),
+                                self._signature("outputs"))
+        self.input = next(iter(self.inputs.values()))
+        shape = tuple(int(v) for v in self.input["shape"][1:])
+        self.image_size = shape if len(shape) == 3 else (0, 0, 0)
 
-    @property
-    def input_dtype(self) -> np.dtype:
-        return np.dtype(self.input["dtype"])
+    def _signature(self, kind: str) -> dict[str, int]:
+        """Signature name → tensor index of the serving signature (empty without one)."""
+        signatures = self.interpreter.get_signature_list()
+        if not signatures:
+            return {}
+        key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        runner = self.interpreter.get_signature_runner(key)
+        details = runner.get_input_details() if kind == "inputs" else runner.get_output_details()
+        return {name: int(detail["index"]) for name, detail in details.items()}
 
-    def quantize_input(self, images: np.ndarray) -> np.ndarray:
-        dtype = self.input_dtype
-        if dtype == np.float32:
-            return images.astype(np.float32)
-        scale, zero_point = self.input["quantization"]
-        if scale == 0:
-            raise ValidationError(f"input tensor {self.input['name']} is {dtype} without a scale")
-        info = np.iinfo(dtype)
-        quantized = np.round(images / scale + zero_point)
-        return np.clip(quantized, info.min, info.max).astype(dtype)
+    def quantize_inputs(self, inputs: Arrays) -> Arrays:
+        return {name: _quantize(inputs[name], detail) for name, detail in self.inputs.items()}
 
-    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
-        if raw.dtype == np.float32:
-            return raw
-        scale, zero_point = self.output["quantization"]
-        if scale == 0:
-            return raw.astype(np.float32)
-        return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-    def invoke_raw(self, quantized_one: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self.input["index"], quantized_one)
+    def invoke_raw(self, quantized_one: Arrays) -> Arrays:
+        for name, detail in self.inputs.items():
+            self.interpreter.set_tensor(detail["index"], quantized_one[name])
         self.interpreter.invoke()
-        output: np.ndarray = self.interpreter.get_tensor(self.output["index"])
-        return output
+        return {name: self.interpreter.get_tensor(detail["index"])
+                for name, detail in self.outputs.items()}
+
+    def predict_named(self, inputs: Arrays, description: str = "") -> Arrays:
+        """Run float32 inputs one sample at a time; dequantized float32 outputs by name."""
+        quantized = self.quantize_inputs(match_inputs(inputs, self.inputs))
+        count = len(next(iter(quantized.values())))
+        results = [self.invoke_raw({name: array[i:i + 1] for name, array in quantized.items()})
+                   for i in console.progress(range(count), description, total=count)]
+        return {name: np.concatenate([_dequantize(result[name], detail) for result in results])
+                for name, detail in self.outputs.items()}
 
     def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
-        """Run float32 images (N×H×W×C) one at a time; return dequantized float32 outputs."""
-        quantized = self.quantize_input(images)
-        return predict_one_by_one(lambda one: self.dequantize_output(self.invoke_raw(one)),
-                                  quantized, description)
+        """The single output of a single-input model for float32 inputs (N × input shape)."""
+        [name] = self.inputs
+        return next(iter(self.predict_named({name: images}, description).values()))
+
+    def latency_named(self, sample: Arrays, runs: int) -> Latency:
+        """Single-sample latency of the interpreter (input already quantized)."""
+        one = self.quantize_inputs({name: array[None] for name, array in
+                                    match_inputs(sample, self.inputs).items()})
+        return measure_latency(lambda: self.invoke_raw(one), runs)
 
     def latency(self, image: np.ndarray, runs: int) -> Latency:
-        """Single-image latency of the interpreter (input already quantized)."""
-        one = self.quantize_input(image[None])
-        return measure_latency(lambda: self.invoke_raw(one), runs)
+        [name] = self.inputs
+        return self.latency_named({name: image}, runs)
+
+
+def _by_name(details: list[dict[str, Any]], signature: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Tensor details keyed by signature name; without a signature, by tensor name (graph order)."""
+    if not signature:
+        return {str(detail["name"]): detail for detail in details}
+    by_index = {int(detail["index"]): detail for detail in details}
+    return {name: by_index[index] for name, index in signature.items()}
+
+
+def match_inputs(inputs: Arrays, expected: dict[str, Any]) -> Arrays:
+    """``inputs`` keyed by the runtime's input names: the same names, or one input each."""
+    if set(inputs) == set(expected):
+        return inputs
+    if len(inputs) == 1 and len(expected) == 1:
+        return {next(iter(expected)): next(iter(inputs.values()))}
+    raise ValidationError(f"the artifact's inputs are {', '.join(expected)}; the data has "
+                          f"{', '.join(inputs)}: inputs are matched by name")
+
+
+def _quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if dtype.kind == "f" or (scale == 0 and dtype.itemsize >= 4):  # float, or int32/64 ids
+        return values.astype(dtype)
+    if scale == 0:
+        raise ValidationError(f"input tensor {detail['name']} is {dtype} without a scale")
+    info = np.iinfo(dtype)
+    quantized = np.round(values / scale + zero_point)
+    return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if raw.dtype.kind == "f":
+        return raw.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    if scale == 0:
+        return raw.astype(np.float32)
+    return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
 class OnnxRunner:
-    """One onnxruntime CPU session; the same interface as :class:`TFLiteRunner`."""
+    """One onnxruntime CPU session, fed and read by graph input/output names."""
 
     def __init__(self, path: Path, threads: int) -> None:
         try:
@@ -189,19 +239,34 @@ class OnnxRunner:
                                                         providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
             raise ValidationError(f"onnxruntime cannot load {path}: {str(error).strip()}") from None
-        self.input_name = self.session.get_inputs()[0].name
-        height, width, channels = self.session.get_inputs()[0].shape[1:]
-        self.image_size = (int(height), int(width), int(channels))
+        self.inputs = {value.name: value for value in self.session.get_inputs()}
+        self.output_names = [value.name for value in self.session.get_outputs()]
+        shape = tuple(self.session.get_inputs()[0].shape[1:])
+        self.image_size = tuple(int(v) for v in shape) if len(shape) == 3 else (0, 0, 0)
 
-    def run(self, images: np.ndarray) -> np.ndarray:
-        output: np.ndarray = self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
-        return output
+    def run_named(self, inputs: Arrays) -> Arrays:
+        feeds = {name: array.astype(np.float32) for name, array in
+                 match_inputs(inputs, self.inputs).items()}
+        results = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, results, strict=True))
+
+    def predict_named(self, inputs: Arrays, description: str = "") -> Arrays:
+        """Run float32 inputs one sample at a time, as the TFLite runner does."""
+        count = len(next(iter(inputs.values())))
+        results = [self.run_named({name: array[i:i + 1] for name, array in inputs.items()})
+                   for i in console.progress(range(count), description, total=count)]
+        return {name: np.concatenate([result[name] for result in results])
+                for name in self.output_names}
 
     def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
-        """Run float32 images (N×H×W×C) one at a time, as the TFLite runner does."""
-        return predict_one_by_one(self.run, images, description)
+        """The first output of a single-input model."""
+        [name] = self.inputs
+        return self.predict_named({name: images}, description)[self.output_names[0]]
+
+    def latency_named(self, sample: Arrays, runs: int) -> Latency:
+        one = {name: array[None] for name, array in sample.items()}
+        return measure_latency(lambda: self.run_named(one), runs)
 
     def latency(self, image: np.ndarray, runs: int) -> Latency:
-        """Single-image latency of the session."""
-        one = image[None].astype(np.float32)
-        return measure_latency(lambda: self.run(one), runs)
+        [name] = self.inputs
+        return self.latency_named({name: image}, runs)

@@ -26,7 +26,7 @@ def assert_user_error(result: object, *fragments: str) -> None:
     ("none", ["--model", "{h5}", "--quant", "int4"], ["unknown quantization mode 'int4'"]),
     ("none", ["--model", "{h5}", "--io-dtype", "int16"], ["unknown --io-dtype 'int16'"]),
     ("none", ["--model", "{h5}", "--preprocessing", "mean-std"], ["needs --mean and --std"]),
-    ("none", ["--model", "{h5}", "--input-shape", "12"], ["three positive sizes"]),
+    ("none", ["--model", "{h5}", "--input-shape", "12,0"], ["must be positive sizes"]),
 ])
 def test_bad_input_gives_message_and_nonzero_exit_before_writing(
         tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, setup: str, flags: list[str],
@@ -113,7 +113,8 @@ def test_model_shape_problems_from_the_command_line(tmp_path: Path, tiny_dataset
     keras.Model([first, second], [keras.layers.Dense(2)(joined), keras.layers.Dense(3)(joined)]
                 ).save(two)
     result = run_invoke("convert", "--model", str(two), *quick_flags(tiny_dataset, tmp_path))
-    assert_user_error(result, "has 2 input(s) and 2 output(s)")
+    assert_user_error(result, "is an image folder, which feeds a model with one image input",
+                      "Pass --dataset FILE.npz with one array per input name")
 
 
 TASKS = ["bundle", "bundle-keygen", "clean", "convert", "edgetpu-check", "images", "infer", "report",

@@ -37,8 +37,9 @@ def test_input_shape_forms() -> None:
     assert parse_input_shape("224,224,3") == (224, 224, 3)
     assert parse_input_shape("96x96x1") == (96, 96, 1)
     assert parse_input_shape(None) is None
-    with pytest.raises(ConfigError, match="three positive sizes"):
-        parse_input_shape("224,224")
+    assert parse_input_shape("16000,1") == (16000, 1)
+    with pytest.raises(ConfigError, match="must be positive sizes"):
+        parse_input_shape("224,0")
     with pytest.raises(ConfigError, match="must look like"):
         parse_input_shape("a,b,c")
 

@@ -353,12 +353,13 @@ def test_rejected_model_leaves_nothing_and_verify_of_nothing_fails(tmp_path: Pat
                                                                    tiny_dataset: Path) -> None:
     import keras
 
-    inputs = keras.Input((16, 16, 3))
-    flat = keras.layers.Flatten()(inputs)
-    two = tmp_path / "two.keras"
-    keras.Model(inputs, [keras.layers.Dense(3)(flat), keras.layers.Dense(2)(flat)]).save(two)
+    inputs = keras.Input((None, 3))  # a sequence of any length: no static size
+    pooled = keras.layers.GlobalAveragePooling1D()(inputs)
+    dynamic = tmp_path / "dynamic.keras"
+    keras.Model(inputs, keras.layers.Dense(3)(pooled)).save(dynamic)
     out = tmp_path / "out"
-    assert_user_error(fp32_build(two, tiny_dataset, out), "1 input(s) and 2 output(s)")
+    assert_user_error(fp32_build(dynamic, tiny_dataset, out), "has no static size (None, None, 3)",
+                      "--input-shape")
     assert not out.exists()
     empty = tmp_path / "empty" / "m"
     (empty / ".stages").mkdir(parents=True)

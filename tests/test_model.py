@@ -44,15 +44,24 @@ def test_no_static_size_needs_input_shape(tmp_path: Path) -> None:
     assert (tmp_path / "exported" / "saved_model.pb").exists()
 
 
-def test_several_inputs_are_refused(tmp_path: Path) -> None:
+def test_several_inputs_and_outputs_are_named_by_their_layers(tmp_path: Path) -> None:
+    """Signature names are the input and output layers' names, never keras_tensor_N."""
     import keras
 
-    first, second = keras.Input((4, 4, 3)), keras.Input((4, 4, 3))
-    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Add()([first, second])))
+    image, extra = keras.Input((4, 4, 3), name="image"), keras.Input((2,), name="extra")
+    merged = keras.layers.Concatenate()([keras.layers.Flatten()(image), extra])
+    classes = keras.layers.Dense(2, name="classes")(merged)
+    boxes = keras.layers.Reshape((1, 4), name="boxes")(keras.layers.Dense(4)(merged))
     path = tmp_path / "two.keras"
-    keras.Model([first, second], outputs).save(path)
-    with pytest.raises(ModelError, match=r"has 2 input\(s\) and 1 output\(s\)"):
-        model.load(path)
+    keras.Model([image, extra], [classes, boxes]).save(path)
+    loaded = model.load(path)
+    assert [t.name for t in loaded.inputs] == ["image", "extra"]
+    assert [(t.name, t.shape) for t in loaded.outputs] == [("classes", (2,)), ("boxes", (1, 4))]
+    results = loaded.predict({"image": np.ones((3, 4, 4, 3), np.float32),
+                              "extra": np.ones((3, 2), np.float32)})
+    assert results["classes"].shape == (3, 2) and results["boxes"].shape == (3, 1, 4)
+    with pytest.raises(ModelError, match="--input-shape applies to a model with one input"):
+        model.load(path, input_shape=(4, 4, 3))
 
 
 def test_lambda_layer_needs_unsafe(tmp_path: Path) -> None:
@@ -66,7 +75,9 @@ def test_lambda_layer_needs_unsafe(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="needs unsafe deserialisation.*re-run with --unsafe"):
         model.load(path)
     loaded = model.load(path, unsafe=True)
-    assert loaded.predict(np.ones((1, 4, 4, 3), np.float32)).shape == (1, 2)
+    [name] = [tensor.name for tensor in loaded.inputs]
+    [output] = loaded.predict({name: np.ones((1, 4, 4, 3), np.float32)}).values()
+    assert output.shape == (1, 2)
 
 
 def test_savedmodel_directory_loads(tmp_path: Path) -> None:
@@ -78,7 +89,9 @@ def test_savedmodel_directory_loads(tmp_path: Path) -> None:
     loaded = model.load(path)
     assert loaded.format == "saved_model" and loaded.input_shape == (8, 8, 3)
     images = np.full((2, 8, 8, 3), 0.5, np.float32)
-    np.testing.assert_allclose(loaded.predict(images), np.sin(0.5) * np.ones((2, 3)), rtol=1e-6)
+    [name] = [tensor.name for tensor in loaded.inputs]
+    [output] = loaded.predict({name: images}).values()
+    np.testing.assert_allclose(output, np.sin(0.5) * np.ones((2, 3)), rtol=1e-6)
 
 
 def test_a_keras_hdf5_file_named_hdf5_converts(tmp_path: Path, tiny_dataset: Path) -> None:

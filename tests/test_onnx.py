@@ -4,6 +4,7 @@ the dataset's content."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,8 @@ def test_efficientnetb0_exports_and_matches_keras(tmp_path: Path) -> None:
     assert_onnx_matches_keras(result, out, "efficientnetb0", 1e-5)
     assert artifacts(out, "efficientnetb0")["int8"]["metrics"]["cosine_similarity"] > 0.95
     model = onnx.load(str(out / "efficientnetb0" / "onnx" / "efficientnetb0_fp32.onnx"))
-    assert [value.name for value in model.graph.input] == ["input"]
+    model_info = json.loads((out / "efficientnetb0" / "export" / "model.json").read_text())
+    assert [value.name for value in model.graph.input] == [model_info["inputs"][0]["name"]]
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
-"""Stage ``data``: discover the images, split them (seeded) and store them at the model's size.
+"""Stage ``data``: read the dataset (an image folder, or arrays), split it (seeded) and store
+one array per model input for each split.
 
-Stored as uint8 pixels; consumers apply the configured preprocessing, so the arrays are a
-quarter of the float size and ``infer`` uses the very same preprocessing function.
+Image folders are stored as uint8 pixels at the model's size; consumers apply the configured
+preprocessing, so the arrays are a quarter of the float size and ``infer`` uses the very same
+preprocessing function. Array datasets (:mod:`converters.arrays`) are stored as given.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from converters import console, dataset, preprocessing_choice
+from converters import arrays, console, dataset, preprocessing_choice
 from converters.config import Preprocessing
-from converters.errors import DatasetError
+from converters.errors import DatasetError, ModelError
 from converters.fsutil import read_json, write_json_atomic
+from converters.model import Arrays, TensorInfo
 from converters.stages import export
 from converters.stages.base import StageContext
 
-CALIBRATION = "data/calibration.npy"
-VALIDATION = "data/validation.npy"
+CALIBRATION = "data/calibration.npz"
+VALIDATION = "data/validation.npz"
 VALIDATION_LABELS = "data/validation_labels.npy"
 DATASET_INFO = "data/dataset.json"
 OUTPUTS = (CALIBRATION, VALIDATION, VALIDATION_LABELS, DATASET_INFO)
@@ -27,10 +30,66 @@ OUTPUTS = (CALIBRATION, VALIDATION, VALIDATION_LABELS, DATASET_INFO)
 # held +400 MiB more than batches of 8, which the stage process never gives back
 # (benchmarks/memory_notes.md).
 SCORING_BATCH = 8
+IMAGES, ARRAYS = "images", "arrays"  # dataset.json "kind"
 
 
 def run(context: StageContext) -> None:
+    inputs = export.model_inputs(context.build_dir)
+    if arrays.is_array_dataset(context.dataset_dir):
+        info = store_arrays(context, inputs)
+    else:
+        info = store_images(context, inputs)
+    write_json_atomic(context.write(DATASET_INFO), {
+        "inputs": [{**tensor.as_dict(), "source": info["kind"]} for tensor in inputs], **info})
+
+
+def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
+    """Split an array dataset by sample and store both splits as they are."""
     params = context.params
+    found = arrays.read(context.dataset_dir, inputs)
+    chosen = dataset.split(tuple(range(found.count)), params["calibration_size"],
+                           params["validation_size"], params["seed"], what="sample")
+
+    def subset(indices: tuple[int, ...]) -> Arrays:
+        return {name: array[list(indices)] for name, array in found.arrays.items()}
+
+    save_split(context, CALIBRATION, subset(chosen.calibration))
+    save_split(context, VALIDATION, subset(chosen.validation))
+    labels = (found.labels[list(chosen.validation)] if found.labels is not None
+              else np.zeros(0, np.int64))
+    np.save(context.write(VALIDATION_LABELS), labels, allow_pickle=False)
+    console.info(f"dataset {context.dataset_dir}: {found.count} samples, used as given "
+                 "(no preprocessing)")
+    return {
+        "kind": ARRAYS,
+        "path": str(context.dataset_dir),
+        "class_names": [],
+        "labelled": found.labels is not None,
+        "images_found": found.count,
+        "skipped_files": 0,
+        "unreadable": [],
+        "input_shape": list(inputs[0].shape),
+        "preprocessing": None,
+        "preprocessing_choice": None,
+        "seed": params["seed"],
+        "calibration": {"count": len(chosen.calibration),
+                        "files": [found.names[i] for i in chosen.calibration]},
+        "validation": {"count": len(chosen.validation),
+                       "files": [found.names[i] for i in chosen.validation]},
+    }
+
+
+def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
+    """Discover, split and load an image folder for the model's one image input."""
+    params = context.params
+    if len(inputs) != 1 or not inputs[0].is_image:
+        listed = ", ".join(f"'{t.name}' {t.shape}" for t in inputs)
+        raise DatasetError(
+            f"dataset {context.dataset_dir} is an image folder, which feeds a model with one "
+            f"image input (height × width × 1, 3 or 4 channels); model {context.model_path} has "
+            f"the input(s) {listed}. Pass --dataset FILE.npz with one array per input name "
+            f"(first axis = samples) or a folder of .npy/.npz samples (see README: Data)")
+    [image_input] = inputs
     shape = export.input_shape(context.build_dir)
     listing = dataset.discover(context.dataset_dir)
     if not params["allow_class_mismatch"]:
@@ -51,15 +110,16 @@ def run(context: StageContext) -> None:
     console.info(f"preprocessing {choice.preprocessing.mode.value}: {choice.reason}")
     if choice.warning:
         console.warn(choice.warning)
-    for relative, array in ((CALIBRATION, calibration), (VALIDATION, validation),
-                            (VALIDATION_LABELS, labels)):
-        np.save(context.write(relative), array, allow_pickle=False)
+    save_split(context, CALIBRATION, {image_input.name: calibration})
+    save_split(context, VALIDATION, {image_input.name: validation})
+    np.save(context.write(VALIDATION_LABELS), labels, allow_pickle=False)
 
     def relative_names(entries: tuple[dataset.ImageEntry, ...], unreadable: list[str]) -> list[str]:
         return [e.path.relative_to(context.dataset_dir).as_posix() for e in entries
                 if str(e.path) not in unreadable]
 
-    info: dict[str, Any] = {
+    return {
+        "kind": IMAGES,
         "path": str(context.dataset_dir),
         "class_names": list(listing.class_names),
         "labelled": bool(listing.class_names),
@@ -75,7 +135,12 @@ def run(context: StageContext) -> None:
         "validation": {"count": int(len(validation)),
                        "files": relative_names(chosen.validation, unreadable_validation)},
     }
-    write_json_atomic(context.write(DATASET_INFO), info)
+
+
+def save_split(context: StageContext, relative: str, split: Arrays) -> None:
+    """One array per input name in a .npz file."""
+    with context.write(relative).open("wb") as file:
+        np.savez(file, **split)  # type: ignore[arg-type]
 
 
 def decide_preprocessing(context: StageContext, calibration: np.ndarray,
@@ -86,7 +151,7 @@ def decide_preprocessing(context: StageContext, calibration: np.ndarray,
     model_info = read_json(context.build_dir / export.MODEL_INFO)
     scores = None
     subset = slice(0, preprocessing_choice.SUBSET)
-    if labels is not None and len(model_info["output_shape"]) == 2:
+    if labels is not None and len(model_info["outputs"]) == 1 and len(model_info["output_shape"]) == 2:
         predict = saved_model_predict(context.build_dir / export.SAVED_MODEL)
         scores = preprocessing_choice.score(predict, calibration[subset], labels[subset],
                                             preprocessing_choice.candidates(requested))
@@ -95,7 +160,8 @@ def decide_preprocessing(context: StageContext, calibration: np.ndarray,
 
 
 def saved_model_predict(path: Path) -> preprocessing_choice.Predict:
-    """Batched float32 outputs of the exported SavedModel's serving signature."""
+    """Batched float32 outputs of the exported SavedModel's serving signature (one input, one
+    output: the image classifiers preprocessing is chosen for)."""
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -112,8 +178,10 @@ def saved_model_predict(path: Path) -> preprocessing_choice.Predict:
 
 def check_class_count(listing: dataset.Listing, context: StageContext) -> None:
     """A labelled dataset must have one class folder per model output class."""
-    output_shape = read_json(context.build_dir / export.MODEL_INFO)["output_shape"]
-    if not listing.class_names or len(output_shape) != 2 or output_shape[-1] is None:
+    model_info = read_json(context.build_dir / export.MODEL_INFO)
+    output_shape = model_info["output_shape"]
+    if (not listing.class_names or len(model_info["outputs"]) != 1 or len(output_shape) != 2
+            or output_shape[-1] is None):
         return
     classes, folders = int(output_shape[-1]), len(listing.class_names)
     if classes != folders:
@@ -125,11 +193,30 @@ def check_class_count(listing: dataset.Listing, context: StageContext) -> None:
             "model's output order), or --allow-class-mismatch if you know better")
 
 
-def load_split(build_dir: Path, relative: str) -> np.ndarray:
-    """Preprocessed float32 inputs of one split."""
+def load_inputs(build_dir: Path, relative: str) -> Arrays:
+    """Model inputs of one split, one array per input name in the model's input order: images
+    preprocessed to float32, arrays cast to the input's dtype."""
     info = read_json(build_dir / DATASET_INFO)
-    pixels = np.load(build_dir / relative, allow_pickle=False)
-    return dataset.preprocess(pixels, Preprocessing.from_dict(info["preprocessing"]))
+    inputs = export.model_inputs(build_dir)
+    with np.load(build_dir / relative, allow_pickle=False) as stored:
+        split = {tensor.name: stored[tensor.name] for tensor in inputs}
+    if info.get("kind", IMAGES) == IMAGES:
+        preprocessing = Preprocessing.from_dict(info["preprocessing"])
+        return {name: dataset.preprocess(pixels, preprocessing) for name, pixels in split.items()}
+    return {tensor.name: split[tensor.name].astype(tensor.dtype) for tensor in inputs}
+
+
+def load_split(build_dir: Path, relative: str, needed_by: str = "this stage") -> np.ndarray:
+    """Preprocessed inputs of one split, for a stage that handles models with one input."""
+    split = load_inputs(build_dir, relative)
+    if len(split) != 1:
+        raise ModelError(f"{needed_by} handles models with one input; this model has "
+                         f"{len(split)} ({', '.join(split)})")
+    return next(iter(split.values()))
+
+
+def sample_count(split: Arrays) -> int:
+    return len(next(iter(split.values())))
 
 
 def load_labels(build_dir: Path) -> np.ndarray | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from converters import console
+from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
-from converters.model import load
+from converters.model import TensorInfo, load, tensors
 from converters.stages.base import StageContext
 
 SAVED_MODEL = "export/saved_model"
@@ -17,11 +18,28 @@ def run(context: StageContext) -> None:
     shape = context.params["input_shape"]
     model = load(context.model_path, unsafe=context.params["unsafe"],
                  input_shape=tuple(shape) if shape else None)
-    console.info(f"exporting {context.model_path} (input {model.input_shape}) to a SavedModel")
+    shapes = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
+    console.info(f"exporting {context.model_path} (input {shapes}) to a SavedModel")
     model.export(context.write(SAVED_MODEL))
     write_json_atomic(context.write(MODEL_INFO), model.info())
 
 
+def model_inputs(build_dir: Path) -> tuple[TensorInfo, ...]:
+    """The exported model's inputs, in signature order."""
+    return tensors(read_json(build_dir / MODEL_INFO), "inputs")
+
+
+def model_outputs(build_dir: Path) -> tuple[TensorInfo, ...]:
+    """The exported model's outputs, in signature order."""
+    return tensors(read_json(build_dir / MODEL_INFO), "outputs")
+
+
 def input_shape(build_dir: Path) -> tuple[int, int, int]:
-    height, width, channels = read_json(build_dir / MODEL_INFO)["input_shape"]
-    return int(height), int(width), int(channels)
+    """Height, width and channels of a model with one image input (what takes an image file)."""
+    inputs = model_inputs(build_dir)
+    if len(inputs) != 1 or not inputs[0].is_image:
+        listed = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in inputs)
+        raise ModelError(f"this step takes an image and needs a model with one image input "
+                         f"(height × width × 1, 3 or 4 channels); the model has {listed}")
+    height, width, channels = (int(size) for size in inputs[0].shape)  # type: ignore[arg-type]
+    return height, width, channels

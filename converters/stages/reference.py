@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-from converters import console, validate
+from converters import console, metrics, validate
 from converters.errors import ModelError
-from converters.fsutil import write_json_atomic
-from converters.model import load
-from converters.stages import data
+from converters.fsutil import read_json, write_json_atomic
+from converters.model import Arrays, load
+from converters.stages import data, export
 from converters.stages.base import StageContext
 
-OUTPUTS = "reference/outputs.npy"
+OUTPUTS = "reference/outputs.npz"  # one array per output name
 SUMMARY = "reference/reference.json"
 # Images per Keras call: the activations of a batch of 32 at 224x224 held ~+300 MiB more than 8,
 # which the stage process keeps for the rest of a -j 1 build (benchmarks/memory_notes.md).
@@ -26,26 +29,73 @@ def run(context: StageContext) -> None:
     shape = params["input_shape"]
     model = load(context.model_path, unsafe=params["unsafe"],
                  input_shape=tuple(shape) if shape else None)
-    inputs = data.load_split(context.build_dir, data.VALIDATION)
-    batches = [model.predict(inputs[i:i + BATCH])
-               for i in console.progress(range(0, len(inputs), BATCH), "Keras reference",
-                                         total=(len(inputs) + BATCH - 1) // BATCH)]
-    outputs = np.concatenate(batches).astype(np.float32)
-    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
-    if bad.any():
-        raise ModelError(
-            f"model {context.model_path} gives non-finite outputs (NaN or Inf) on {int(bad.sum())} "
-            f"of {len(outputs)} validation images: nothing can be validated against it. Check "
-            "the model's weights and its preprocessing (--preprocessing), then convert again")
-    one = tf.constant(inputs[:1])
-    latency = validate.measure_latency(lambda: model.graph_function(one), params["latency_runs"])
-    np.save(context.write(OUTPUTS), outputs, allow_pickle=False)
+    inputs = data.load_inputs(context.build_dir, data.VALIDATION)
+    count = data.sample_count(inputs)
+    batches = [model.predict({name: array[i:i + BATCH] for name, array in inputs.items()})
+               for i in console.progress(range(0, count, BATCH), "Keras reference",
+                                         total=(count + BATCH - 1) // BATCH)]
+    outputs = {tensor.name: np.concatenate([batch[tensor.name] for batch in batches])
+               .astype(np.float32) for tensor in model.outputs}
+    for name, values in outputs.items():
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            raise ModelError(
+                f"model {context.model_path} gives non-finite outputs (NaN or Inf) in output "
+                f"'{name}' on {int(bad.sum())} of {count} validation samples: nothing can be "
+                "validated against it. Check the model's weights and its preprocessing "
+                "(--preprocessing), then convert again")
+    first = [tf.constant(array[:1]) for array in inputs.values()]
+    latency = validate.measure_latency(lambda: model.graph_function(*first), params["latency_runs"])
+    with context.write(OUTPUTS).open("wb") as file:
+        np.savez(file, **outputs)  # type: ignore[arg-type]
+    labels = data.load_labels(context.build_dir)
+    tasks = {tensor.name: metrics.output_task(tensor.shape, params["task"], outputs[tensor.name])
+             for tensor in model.outputs}
+    labelled = labelled_quality(outputs, tasks, labels)
     summary = {
-        "accuracy": validate.accuracy(outputs, data.load_labels(context.build_dir)),
+        "accuracy": next((v["accuracy"] for v in labelled.values() if "accuracy" in v), None),
+        "outputs": {name: {**tasks[name].as_dict(), **labelled.get(name, {})} for name in outputs},
         **latency.as_record(),
         "latency_method": "tf.function call, batch 1",
         "threads": threads,
         "latency_runs": params["latency_runs"],
-        "samples": int(len(inputs)),
+        "samples": int(count),
     }
     write_json_atomic(context.write(SUMMARY), summary)
+
+
+def output_tasks(build_dir: Path) -> dict[str, metrics.OutputTask]:
+    """Each output's task as the reference stage decided it, in the model's output order."""
+    recorded = read_json(build_dir / SUMMARY)["outputs"]
+    return {name: metrics.OutputTask(record["task"], record.get("head"))
+            for name, record in recorded.items()}
+
+
+def labelled_quality(outputs: Arrays, tasks: dict[str, metrics.OutputTask],
+                     labels: np.ndarray | None) -> dict[str, dict[str, Any]]:
+    """The Keras model's own quality against the labels: accuracy of a classifier, pixel
+    accuracy and mIoU of a segmentation output (for the output the labels belong to)."""
+    owner = metrics.label_owner({n: tuple(a.shape[1:]) for n, a in outputs.items()}, tasks, labels)
+    if owner is None or labels is None:
+        return {}
+    values = outputs[owner]
+    if tasks[owner].task == "classification":
+        return {owner: {"accuracy": metrics.accuracy(values, labels)}}
+    predicted = values.argmax(-1)
+    return {owner: {"pixel_accuracy": float(np.mean(predicted == labels)),
+                    "miou_labels": metrics.mean_iou(labels, predicted, values.shape[-1])}}
+
+
+def load_outputs(build_dir: Path) -> Arrays:
+    """The Keras outputs on the validation split, by output name in the model's order."""
+    with np.load(build_dir / OUTPUTS, allow_pickle=False) as stored:
+        return {tensor.name: stored[tensor.name] for tensor in export.model_outputs(build_dir)}
+
+
+def load_single_output(build_dir: Path, needed_by: str) -> np.ndarray:
+    """The Keras outputs of a model with one output, for a stage that handles only those."""
+    outputs = load_outputs(build_dir)
+    if len(outputs) != 1:
+        raise ModelError(f"{needed_by} handles models with one output; this model has "
+                         f"{len(outputs)} ({', '.join(outputs)})")
+    return next(iter(outputs.values()))

@@ -1,10 +1,9 @@
-"""Stage ``validate``: run one artifact on the validation split against the Keras outputs."""
+"""Stage ``validate``: run one artifact on the validation split against the Keras outputs,
+output by output (matched by name)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from converters import console, validate
+from converters import console, metrics, validate
 from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageSkipped
@@ -19,11 +18,12 @@ def run(context: StageContext) -> None:
             "runtime": params["runtime"], "not_built": context.upstream_skipped})
         raise StageSkipped(context.upstream_skipped)
     artifact = context.read(params["artifact"])
-    inputs = data.load_split(context.build_dir, data.VALIDATION)
+    inputs = data.load_inputs(context.build_dir, data.VALIDATION)
     labels = data.load_labels(context.build_dir)
-    keras_outputs = np.load(context.read(reference.OUTPUTS), allow_pickle=False)
+    keras_outputs = reference.load_outputs(context.build_dir)
+    names = tuple(keras_outputs)
     runner = open_runtime(artifact, threads=params["threads"])
-    outputs = runner.predict(inputs, f"validating {artifact.name}")
+    outputs = validate.run_named(runner, inputs, names, f"validating {artifact.name}")
     result = {
         "target": params["target"],
         "variant": params["variant"],
@@ -31,19 +31,25 @@ def run(context: StageContext) -> None:
         "threads": params["threads"],
         "latency_runs": params["latency_runs"],
         "runtime": params["runtime"],
-        "samples": int(len(inputs)),
+        "samples": data.sample_count(inputs),
     }
-    failure = validate.non_finite_problem(outputs, f"the {params['target']} {params['variant']} "
-                                          f"artifact {artifact.name}")
+    what = f"the {params['target']} {params['variant']} artifact {artifact.name}"
+    failure = next((problem for name in names if name in outputs and (
+        problem := validate.non_finite_problem(outputs[name], f"{what} (output '{name}')"))), None)
     if failure is not None:
         console.warn(failure)
-        result |= {"failed": failure, "metrics": None, "latency_ms": None, "latency_spread_ms": None}
+        result |= {"failed": failure, "metrics": None, "outputs": None, "headline": None,
+                   "latency_ms": None, "latency_spread_ms": None}
     else:
-        metrics = validate.compare(keras_outputs, outputs, labels)
-        latency = runner.latency(inputs[0], params["latency_runs"])
+        tasks = reference.output_tasks(context.build_dir)
+        per_output = metrics.compare(keras_outputs, outputs, tasks, labels)
+        headline = metrics.worst_headline(per_output)
+        latency = validate.latency_named(runner, inputs, names, params["latency_runs"])
         console.info(
-            f"{artifact.name}: top-1 agreement {metrics['top1_agreement']:.3f}, "
-            f"max |error| {metrics['max_abs_error']:.4g}, {latency.median_ms:.2f} ms"
-        )
-        result |= {"failed": None, "metrics": metrics, **latency.as_record()}
+            f"{artifact.name}: {headline['metric']} drop {headline['drop']:.4f} "
+            f"({headline['output']}), max |error| "
+            f"{max(r['max_abs_error'] for r in per_output.values()):.4g}, "
+            f"{latency.median_ms:.2f} ms")
+        result |= {"failed": None, "metrics": metrics.summary(per_output), "outputs": per_output,
+                   "headline": headline, **latency.as_record()}
     write_json_atomic(context.write(params["output"]), result)

@@ -25,7 +25,7 @@ def open_runtime(artifact: Path, threads: int, device: str | None) -> Any:
         record = read_record(artifact)
         head = head_to_run(artifact, record)
         return Pipeline(head, artifact.parent / record["tail"], threads,
-                        edgetpu_delegates(head, device))
+                        edgetpu_delegates(head, device), record.get("signature"))
     return TFLiteRunner(artifact, threads=threads, delegates=edgetpu_delegates(artifact, device))
 
 

@@ -23,7 +23,7 @@ from converters.errors import ConversionError, ModelError, ToolMissingError
 from converters.fsutil import read_json, write_json_atomic
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from converters.validate import predict_one_by_one
+from converters.validate import match_inputs, predict_one_by_one
 
 HEAD_SUFFIX = "_head.tflite"
 TAIL_SUFFIX = "_tail.tflite"
@@ -119,16 +119,22 @@ def _empty_unused_buffers(model: Any) -> None:
 
 
 class Pipeline:
-    """Head then tail on the CPU with LiteRT, fed and read by tensor index (kept by the split)."""
+    """Head then tail on the CPU with LiteRT, fed and read by tensor index (kept by the split);
+    ``signature`` (the whole model's names → tensor indices) lets it be fed and read by name."""
 
     def __init__(self, head: Path, tail: Path, threads: int = 1,
-                 head_delegates: list[Any] | None = None) -> None:
+                 head_delegates: list[Any] | None = None,
+                 signature: dict[str, dict[str, int]] | None = None) -> None:
         self.head = _interpreter(head, threads, head_delegates)
         self.tail = _interpreter(tail, threads)
         self.input = self.head.get_input_details()[0]
         self.output = self.tail.get_output_details()[0]
         height, width, channels = (int(v) for v in self.input["shape"][1:])
         self.image_size = (height, width, channels)
+        self.signature = signature
+        self.details = {d["index"]: d for interpreter in (self.head, self.tail)
+                        for d in (*interpreter.get_input_details(),
+                                  *interpreter.get_output_details())}
 
     def run(self, feeds: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         """Every output of head and tail, by tensor index, for model inputs ``feeds``."""
@@ -148,6 +154,34 @@ class Pipeline:
             return _dequantize(raw, self.output)
 
         return predict_one_by_one(one, images, description)
+
+    def predict_named(self, inputs: dict[str, np.ndarray], description: str = "") -> dict[str, np.ndarray]:
+        """Every model output by name, for float inputs by name, one sample at a time (a split
+        recorded before it kept the signature runs single-input, single-output models only)."""
+        if self.signature is None:
+            [images] = inputs.values()
+            return {"output": self.predict(images, description)}
+        feeds, outputs = self.signature["inputs"], self.signature["outputs"]
+        inputs = match_inputs(inputs, feeds)
+        count = len(next(iter(inputs.values())))
+        results = []
+        for i in range(count):
+            values = self.run({index: _quantize(inputs[name][i:i + 1], self.details[index])
+                               for name, index in feeds.items()})
+            results.append({name: _dequantize(values[index], self.details[index])
+                            for name, index in outputs.items()})
+        return {name: np.concatenate([result[name] for result in results]) for name in outputs}
+
+
+def signature_indices(model: Path) -> dict[str, dict[str, int]] | None:
+    """The whole model's serving signature: input and output names → tensor indices."""
+    interpreter = _interpreter(model, 1)
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        return None
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    return {"inputs": {n: int(d["index"]) for n, d in runner.get_input_details().items()},
+            "outputs": {n: int(d["index"]) for n, d in runner.get_output_details().items()}}
 
 
 def _quantize(images: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -245,6 +279,7 @@ def split_model(model: Path, out_dir: Path | None = None) -> dict[str, Any]:
         "tail_operators": sorted({graph.operators[i].name for i in plan.tail_ops}),
         "head_predicted_tpu_fraction": head_check["tpu_fraction"],
         "validation": validate(model, head, tail),
+        "signature": signature_indices(model),
     }
     write_json_atomic(record_path, record)
     return record

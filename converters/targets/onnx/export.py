@@ -41,7 +41,6 @@ from converters.stages.base import StageContext
 from converters.targets.onnx import graph as onnx_graph
 
 BATCH_AXIS = "batch"
-INPUT_NAME = "input"
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INT8 = "int8 quantization"
 
@@ -103,12 +102,15 @@ def export_onnx(context: StageContext) -> None:
     with onnx_step(model, "freezing the TensorFlow graph", REPORT_HINT):
         graph_def, inputs, outputs = onnx_graph.freeze(serve.get_concrete_function())
     prepare_graph(graph_def)
+    # Graph inputs and outputs take the model's signature names (Keras input and output layers).
+    input_names = tuple(tensor.name for tensor in export.model_inputs(context.build_dir))
+    names = signature_names(context, inputs, outputs)
     console.info(f"exporting ONNX (opset {opset}) with tf2onnx from the frozen graph")
     with onnx_step(model, f"converting with tf2onnx (opset {opset})", OPSET_HINT):
         model_proto, _ = tf2onnx.convert.from_graph_def(
             graph_def, name=model, input_names=inputs, output_names=outputs, opset=opset,
-            tensors_to_rename={inputs[0]: INPUT_NAME})
-    finish_model(model_proto, model, opset)
+            tensors_to_rename=names)
+    finish_model(model_proto, model, opset, input_names)
     path = context.write(params["artifact"])
     with onnx_step(model, f"saving {path.name}", REPORT_HINT):
         onnx.save(model_proto, str(path))
@@ -121,22 +123,35 @@ def export_onnx(context: StageContext) -> None:
 
 
 def serving_function(context: StageContext) -> tuple[Any, Any]:
-    """The SavedModel's serving signature as a tf.function of one tensor named ``input`` with
-    a dynamic batch axis, returning the signature's (only) output; and the loaded SavedModel,
-    which owns the variables the function reads."""
+    """The SavedModel's serving signature as a tf.function of one tensor per input (the model's
+    input order, dynamic batch axis) returning the outputs in the model's output order; and the
+    loaded SavedModel, which owns the variables the function reads."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(context.read(export.SAVED_MODEL)))
     signature = loaded.signatures["serving_default"]
-    [(input_key, spec)] = signature.structured_input_signature[1].items()
-    input_spec = tf.TensorSpec([None, *spec.shape[1:]], spec.dtype, name=INPUT_NAME)
+    declared = signature.structured_input_signature[1]
+    input_names = [tensor.name for tensor in export.model_inputs(context.build_dir)]
+    output_names = [tensor.name for tensor in export.model_outputs(context.build_dir)]
+    specs = [tf.TensorSpec([None, *declared[name].shape[1:]], declared[name].dtype, name=name)
+             for name in input_names]
 
-    @tf.function(input_signature=[input_spec])
-    def serve(images: Any) -> Any:
-        outputs = signature(**{input_key: images})
-        return next(iter(outputs.values())) if isinstance(outputs, dict) else outputs
+    @tf.function(input_signature=specs)
+    def serve(*tensors: Any) -> Any:
+        results = signature(**dict(zip(input_names, tensors, strict=True)))
+        return [results[name] for name in output_names]
 
     return serve, loaded
+
+
+def signature_names(context: StageContext, inputs: list[str], outputs: list[str]
+                    ) -> dict[str, str]:
+    """Frozen graph tensor name → signature name: the input placeholders are named after the
+    inputs (``name:0``); the outputs come in the model's output order."""
+    input_names = [tensor.name for tensor in export.model_inputs(context.build_dir)]
+    output_names = [tensor.name for tensor in export.model_outputs(context.build_dir)]
+    renamed = {f"{name}:0": name for name in input_names if f"{name}:0" in inputs}
+    return renamed | dict(zip(outputs, output_names, strict=True))
 
 
 def prepare_graph(graph_def: Any) -> None:
@@ -149,7 +164,8 @@ def prepare_graph(graph_def: Any) -> None:
         console.info(f"rewriting {rewritten} Erfc op(s) as 1 - Erf (tf2onnx has no Erfc)")
 
 
-def finish_model(model_proto: Any, model: str, opset: int) -> None:
+def finish_model(model_proto: Any, model: str, opset: int,
+                 expected_inputs: tuple[str, ...]) -> None:
     """Refuse unconverted ops by name, drop unused inputs, name the batch axis, check."""
     import onnx
 
@@ -160,11 +176,10 @@ def finish_model(model_proto: Any, model: str, opset: int) -> None:
             f"equivalent at opset {opset}: {listed}. {UNCONVERTED_HINT}")
     if dropped := onnx_graph.drop_unused_inputs(model_proto):
         console.info(f"dropped {len(dropped)} graph input(s) nothing reads: {', '.join(dropped)}")
-    if len(model_proto.graph.input) != 1:
-        names = ", ".join(value.name for value in model_proto.graph.input)
-        raise ConversionError(f"ONNX export of {model} failed: the exported graph has "
-                              f"{len(model_proto.graph.input)} inputs ({names}), expected one. "
-                              f"{REPORT_HINT}")
+    if unnamed := [v.name for v in model_proto.graph.input if v.name not in expected_inputs]:
+        raise ConversionError(f"ONNX export of {model} failed: the exported graph has inputs "
+                              f"that are not the model's ({', '.join(unnamed)}; expected "
+                              f"{', '.join(expected_inputs)}). {REPORT_HINT}")
     name_batch_axis(model_proto)
     onnx_graph.renumber_generated_names(model_proto)  # the same model, the same bytes
     with onnx_step(model, "onnx.checker", OPSET_HINT):
@@ -178,10 +193,12 @@ def trial_run(path: Path, model_proto: Any) -> None:
     from onnx.helper import tensor_dtype_to_np_dtype
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    [value] = model_proto.graph.input
-    tensor_type = value.type.tensor_type
-    shape = [1, *(d.dim_value or 1 for d in tensor_type.shape.dim[1:])]
-    session.run(None, {value.name: np.zeros(shape, tensor_dtype_to_np_dtype(tensor_type.elem_type))})
+    feeds = {}
+    for value in model_proto.graph.input:
+        tensor_type = value.type.tensor_type
+        shape = [1, *(d.dim_value or 1 for d in tensor_type.shape.dim[1:])]
+        feeds[value.name] = np.zeros(shape, tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    session.run(None, feeds)
 
 
 def name_batch_axis(model_proto: Any) -> None:
@@ -224,10 +241,13 @@ def _value_info(value: Any) -> dict[str, Any]:
 
 
 class _CalibrationReader:
-    """Feeds the calibration split to onnxruntime's calibrator, one image at a time."""
+    """Feeds the calibration split to onnxruntime's calibrator, one sample at a time, by input
+    name."""
 
-    def __init__(self, images: np.ndarray, input_name: str) -> None:
-        self._batches = iter([{input_name: image[None].astype(np.float32)} for image in images])
+    def __init__(self, inputs: dict[str, np.ndarray]) -> None:
+        count = data.sample_count(inputs)
+        self._batches = iter([{name: array[i:i + 1].astype(np.float32)
+                               for name, array in inputs.items()} for i in range(count)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -240,27 +260,27 @@ def quantize_onnx(context: StageContext) -> None:
     params = context.params
     started = time.perf_counter()
     source = context.read(params["source"])
-    calibration = data.load_split(context.build_dir, data.CALIBRATION)
+    calibration = data.load_inputs(context.build_dir, data.CALIBRATION)
     model = context.model_path.name
     target = context.write(params["artifact"])
     prepared = target.with_name(target.stem + "_prepared.onnx")
     with onnx_step(model, "preparing the fp32 model (shape inference)", QUANTIZE_HINT, INT8):
-        input_name = onnx.load(str(source)).graph.input[0].name
         # ONNX shape inference suffices for image models; symbolic inference would need sympy.
         quantization.shape_inference.quant_pre_process(str(source), str(prepared),
                                                        skip_symbolic_shape=True)
-    console.info(f"calibrating ONNX int8 on {len(calibration)} images ({params['method']})")
+    console.info(f"calibrating ONNX int8 on {data.sample_count(calibration)} samples "
+                 f"({params['method']})")
     with onnx_step(model, "calibrating and quantizing (onnxruntime quantize_static)",
                    QUANTIZE_HINT, INT8):
         quantize_static(quantization, prepared, target,
-                        _CalibrationReader(calibration, input_name), params["method"])
+                        _CalibrationReader(calibration), params["method"])
     prepared.unlink()
     with onnx_step(model, "checking the int8 model (onnx.checker)", QUANTIZE_HINT, INT8):
         model_proto = onnx.load(str(target))
         onnx.checker.check_model(model_proto)
     ranges = calibration_ranges(model_proto)
     write_json_atomic(context.write(params["calibration"]), {
-        "method": params["method"], "images": int(len(calibration)), "symmetric": True,
+        "method": params["method"], "images": data.sample_count(calibration), "symmetric": True,
         "scales": ranges})
     write_json_atomic(context.write(params["info"]), model_info(
         model_proto, time.perf_counter() - started,

@@ -57,7 +57,7 @@ def run(context: StageContext) -> None:
     write_bytes_atomic(engine_path, engine_bytes)
     write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
     runner = EngineRunner(engine_bytes)
-    first = data.load_split(context.build_dir, data.VALIDATION)[:1]
+    first = data.load_split(context.build_dir, data.VALIDATION, "the TensorRT target")[:1]
     opt_batch = np.repeat(first, profile.opt, axis=0)
     write_json_atomic(record_path, {
         "ran": True, "precision": params["precision"], "engine": params["engine"],

@@ -20,6 +20,7 @@ from converters import console
 from converters.config import IODType, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import write_bytes_atomic, write_json_atomic
+from converters.model import Arrays
 from converters.stages import data, export
 from converters.stages.base import StageContext
 from converters.targets.tflite import flatbuffer as tflite_inspect
@@ -50,7 +51,7 @@ def convert(context: StageContext, mode: Quantization) -> bytes:
     params = context.params
     if mode is not Quantization.INT8:
         return _convert_float(context, mode, params["allow_flex"])
-    calibration = data.load_split(context.build_dir, data.CALIBRATION)
+    calibration = data.load_inputs(context.build_dir, data.CALIBRATION)
     return _convert_int8(context, calibration, IODType(params["io_dtype"]),
                          strict=not params["allow_float_fallback"])
 
@@ -66,12 +67,14 @@ def _converter(context: StageContext) -> Any:
         return tf.lite.TFLiteConverter.from_saved_model(saved_model)
     loaded = tf.saved_model.load(saved_model)
     signature = loaded.signatures["serving_default"]
-    [(input_name, spec)] = signature.structured_input_signature[1].items()
-    fixed_spec = tf.TensorSpec([batch_size, *spec.shape[1:]], spec.dtype, name=input_name)
+    names = [tensor.name for tensor in export.model_inputs(context.build_dir)]
+    declared = signature.structured_input_signature[1]
+    fixed_specs = [tf.TensorSpec([batch_size, *declared[name].shape[1:]], declared[name].dtype,
+                                 name=name) for name in names]
 
-    @tf.function(input_signature=[fixed_spec])
-    def fixed_batch(images: Any) -> Any:
-        return signature(**{input_name: images})
+    @tf.function(input_signature=fixed_specs)
+    def fixed_batch(*tensors: Any) -> Any:
+        return signature(**dict(zip(names, tensors, strict=True)))
 
     return tf.lite.TFLiteConverter.from_concrete_functions(
         [fixed_batch.get_concrete_function()], loaded)
@@ -93,13 +96,16 @@ def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) 
     return _run_converter(converter, context, mode.value, allow_flex)
 
 
-def _convert_int8(context: StageContext, calibration: np.ndarray, io_dtype: IODType,
+def _convert_int8(context: StageContext, calibration: Arrays, io_dtype: IODType,
                   strict: bool) -> bytes:
     import tensorflow as tf
 
-    def representative_dataset() -> Iterator[list[np.ndarray]]:
-        for sample in console.progress(calibration, "calibrating int8", total=len(calibration)):
-            yield [sample[None].astype(np.float32)]
+    count = data.sample_count(calibration)
+
+    def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
+        # One array per input, by signature name: the converter's input order is its own.
+        for index in console.progress(range(count), "calibrating int8", total=count):
+            yield {name: array[index:index + 1] for name, array in calibration.items()}
 
     converter = _converter(context)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

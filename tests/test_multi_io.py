@@ -1,0 +1,405 @@
+"""Models with several inputs and outputs, non-image inputs, detection and segmentation, end to
+end through ``invoke convert``. Every model is trained a few epochs on generated data, so the
+metrics compare a model that has learnt something (not flat outputs of random weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_invoke
+
+OLD_METRIC_KEYS = {"max_abs_error", "mean_abs_error", "cosine_similarity", "top1_agreement",
+                   "accuracy"}
+EPOCHS = 8
+
+
+def convert(model: Path, dataset: Path, out: Path, *extra: str) -> dict[str, Any]:
+    result = run_invoke("convert", "--model", str(model), "--dataset", str(dataset), "--out",
+                        str(out), "--calibration-size", "32", "--validation-size", "48",
+                        "--latency-runs", "2", "--threads", "1", "--runner", "local",
+                        "--quant", "fp32,int8", "--io-dtype", "float32", *extra)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report: dict[str, Any] = json.loads((out / model_name(model) / "report.json").read_text())
+    return report
+
+
+def model_name(model: Path) -> str:
+    return model.name if model.is_dir() else model.stem
+
+
+def by_variant(report: dict[str, Any], target: str = "tflite") -> dict[str, dict[str, Any]]:
+    return {a["variant"]: a for a in report["artifacts"] if a["target"] == target}
+
+
+def train(model: Any, inputs: Any, targets: Any, losses: Any) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=losses)
+    model.fit(inputs, targets, epochs=EPOCHS, batch_size=32, verbose=0)
+
+
+# --- detector: class logits (anchors × classes) and boxes (anchors × 4) --------------------
+
+def detection_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """16×16 images, 2×2 anchors (8×8 cells): each cell is empty or holds a dim (class 1) or a
+    bright (class 2) square; the box is its centre and size in the cell, in 0..1."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.1, 0.03, (count, 16, 16, 3)).astype(np.float32)
+    classes = rng.integers(0, 3, (count, 4))
+    boxes = np.zeros((count, 4, 4), np.float32)
+    for n in range(count):
+        for anchor in range(4):
+            if classes[n, anchor] == 0:
+                continue
+            size = int(rng.integers(3, 7))
+            top, left = (int(v) for v in rng.integers(0, 8 - size + 1, 2))
+            row, col = 8 * (anchor // 2) + top, 8 * (anchor % 2) + left
+            images[n, row:row + size, col:col + size] = 0.5 if classes[n, anchor] == 1 else 0.95
+            boxes[n, anchor] = [(top + size / 2) / 8, (left + size / 2) / 8, size / 8, size / 8]
+    return np.clip(images, 0, 1), classes, boxes
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """A trained two-head detector and a flat folder of PNG images (no labels)."""
+    import keras
+    from PIL import Image
+
+    keras.utils.set_random_seed(1)
+    root = tmp_path_factory.mktemp("detector")
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D(4)(x)  # 2×2 cells
+    logits = keras.layers.Reshape((4, 3), name="class_logits")(keras.layers.Conv2D(3, 1)(x))
+    # LeakyReLU is no Edge TPU op: the box head's end runs on the CPU (an --edgetpu-split tail).
+    boxes = keras.layers.Reshape((4, 4), name="boxes")(
+        keras.layers.LeakyReLU(negative_slope=0.1)(keras.layers.Conv2D(4, 1)(x)))
+    model = keras.Model(inputs, [logits, boxes])
+    images, classes, targets = detection_samples(768, seed=0)
+    train(model, images, [classes, targets],
+          [keras.losses.SparseCategoricalCrossentropy(from_logits=True), "mse"])
+    test_images, test_classes, _ = detection_samples(200, seed=1)
+    predicted = np.asarray(model.predict(test_images, verbose=0)[0]).argmax(-1)
+    anchor_accuracy = float(np.mean(predicted == test_classes))
+    model.save(root / "detector.keras")
+    folder = root / "images"
+    folder.mkdir()
+    pixels, _, _ = detection_samples(80, seed=2)
+    for index, image in enumerate(pixels):
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{index:03d}.png")
+    return root / "detector.keras", folder, anchor_accuracy
+
+
+def test_two_output_detector_validates_each_head(detector: tuple[Path, Path, float],
+                                                 tmp_path: Path) -> None:
+    model, images, anchor_accuracy = detector
+    assert anchor_accuracy > 0.9  # the detector has learnt its task
+    report = convert(model, images, tmp_path / "out", "--target", "tflite,onnx")
+    assert [t["name"] for t in report["model"]["outputs"]] == ["class_logits", "boxes"]
+    for target in ("tflite", "onnx"):
+        fp32 = by_variant(report, target)["fp32"]
+        classes, boxes = fp32["outputs"]["class_logits"], fp32["outputs"]["boxes"]
+        assert (classes["task"], classes["head"]) == ("detection", "classes")
+        assert (boxes["task"], boxes["head"]) == ("detection", "boxes")
+        assert classes["anchor_class_agreement"] == 1.0
+        assert boxes["box_relative_error"] < 1e-4 and classes["snr_db"] > 80
+        assert fp32["accuracy_drop"] < 1e-4
+    int8 = by_variant(report)["int8"]
+    assert int8["outputs"]["class_logits"]["anchor_class_agreement"] > 0.9
+    assert int8["outputs"]["boxes"]["box_relative_error"] < 0.1
+    assert int8["outputs"]["boxes"]["snr_db"] > 15
+    assert int8["accuracy_drop_basis"] in ("class_logits: anchor_class_agreement",
+                                           "boxes: box_relative_error")
+    assert set(int8["metrics"]) == OLD_METRIC_KEYS
+    assert_bundle_runner_prints_both_heads(tmp_path / "out" / "detector", images, tmp_path / "bundle")
+
+
+def assert_bundle_runner_prints_both_heads(build: Path, images: Path, folder: Path) -> None:
+    """A bundle's run.py (the real file, beside imaging.py and a bundle.json as `invoke bundle`
+    writes them) on the int8 detector: one summary line per output, class scores' top classes."""
+    import shutil
+    import subprocess
+    import sys
+
+    from converters import bundle_run, imaging
+
+    folder.mkdir()
+    shutil.copy(bundle_run.__file__, folder / "run.py")
+    shutil.copy(imaging.__file__, folder / "imaging.py")
+    shutil.copy(build / "tflite" / "detector_int8.tflite", folder / "detector_int8.tflite")
+    dataset = json.loads((build / "data" / "dataset.json").read_text())
+    (folder / "bundle.json").write_text(json.dumps({
+        "runtime": "litert", "artifact": "detector_int8.tflite", "model": {"input_shape": [16, 16, 3]},
+        "preprocessing": dataset["preprocessing"], "class_names": []}))
+    result = subprocess.run([sys.executable, str(folder / "run.py"), str(next(images.iterdir()))],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert {line.split(":")[0] for line in lines if not line.startswith(" ")} == {
+        "class_logits", "boxes"}
+    assert any(line.startswith("class_logits: shape [4, 3], min ") for line in lines)
+
+
+def test_detector_edgetpu_split_and_infer_print_both_heads(detector: tuple[Path, Path, float],
+                                                          tmp_path: Path) -> None:
+    """The Edge TPU model (batch 1) of a two-output model: pre-check, head/tail split (the box
+    head's LeakyReLU on the CPU), validation by name; infer prints both outputs."""
+    model, images, _ = detector
+    out = tmp_path / "out"
+    result = run_invoke("convert", "--model", str(model), "--dataset", str(images), "--out",
+                        str(out), "--calibration-size", "32", "--validation-size", "24",
+                        "--latency-runs", "2", "--threads", "1", "--runner", "local",
+                        "--target", "edgetpu", "--edgetpu-split")
+    assert result.returncode != 0 and "the Edge TPU compile did not run" in result.stderr
+    build = out / "detector"
+    record = json.loads((build / "edgetpu" / "split" / "detector_int8_split.json").read_text())
+    assert record["split"] and record["validation"]["bit_exact"]
+    assert set(record["signature"]["outputs"]) == {"class_logits", "boxes"}
+    report = json.loads((build / "report.json").read_text())
+    edgetpu = by_variant(report, "edgetpu")["int8"]
+    assert edgetpu["outputs"]["class_logits"]["anchor_class_agreement"] > 0.9
+    image = next(images.iterdir())
+    pair = run_invoke("infer", "--artifact", str(build / "edgetpu" / "split" /
+                                                 "detector_int8_split.json"),
+                      "--image", str(image), check=True)
+    whole = run_invoke("infer", "--artifact", str(build / "edgetpu" / "detector_int8.tflite"),
+                       "--image", str(image), check=True)
+    assert pair.stdout == whole.stdout
+    lines = whole.stdout.splitlines()
+    assert lines[0].startswith("class_logits: shape [4, 3]") and any(
+        line.startswith("boxes: shape [4, 4]") for line in lines)
+
+
+# --- segmentation: H × W × classes, labelled class maps ------------------------------------
+
+def segmentation_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """16×16×1 images with a rectangle of class 1 (grey) and one of class 2 (white)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((count, 16, 16), np.int64)
+    for n in range(count):
+        for label in (1, 2):
+            top, left = rng.integers(0, 10, 2)
+            height, width = rng.integers(3, 7, 2)
+            labels[n, top:top + height, left:left + width] = label
+    images = (labels * 0.45 + rng.normal(0, 0.05, labels.shape))[..., None].astype(np.float32)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import keras
+
+    keras.utils.set_random_seed(2)
+    root = tmp_path_factory.mktemp("segmenter")
+    inputs = keras.Input((16, 16, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    outputs = keras.layers.Conv2D(3, 1, activation="softmax", name="mask")(x)
+    model = keras.Model(inputs, outputs)
+    images, labels = segmentation_samples(512, seed=0)
+    train(model, images, labels, "sparse_categorical_crossentropy")
+    model.save(root / "segmenter.keras")
+    images, labels = segmentation_samples(80, seed=1)
+    np.savez(root / "masks.npz", image=images, labels=labels)
+    return root / "segmenter.keras", root / "masks.npz"
+
+
+def test_segmentation_is_validated_per_pixel(segmenter: tuple[Path, Path], tmp_path: Path) -> None:
+    model, dataset = segmenter
+    report = convert(model, dataset, tmp_path / "out")
+    assert report["reference"]["outputs"]["mask"]["miou_labels"] > 0.85
+    artifacts = by_variant(report)
+    fp32, int8 = artifacts["fp32"]["outputs"]["mask"], artifacts["int8"]["outputs"]["mask"]
+    assert fp32["task"] == "segmentation"
+    assert fp32["pixel_agreement"] > 0.99 and fp32["miou"] > 0.99
+    assert int8["pixel_agreement"] > 0.95 and int8["miou"] > 0.85
+    assert int8["miou_labels"] > 0.8 and int8["pixel_accuracy"] > 0.9
+    assert artifacts["fp32"]["accuracy_drop_basis"] == "miou_labels"
+    assert artifacts["fp32"]["path"] not in report["recommendation"]["rejected"]
+    # The old keys stay, with per-pixel class agreement as top-1 agreement.
+    assert set(artifacts["fp32"]["metrics"]) == OLD_METRIC_KEYS
+    assert artifacts["fp32"]["metrics"]["top1_agreement"] == fp32["pixel_agreement"]
+
+
+# --- two inputs: image + vector, a folder of .npz samples with labels ----------------------
+
+def two_input_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class = brightest image channel, shifted by one when the vector's first value is high."""
+    rng = np.random.default_rng(seed)
+    channel = rng.integers(0, 3, count)
+    shift = rng.integers(0, 2, count)
+    images = rng.uniform(0, 0.3, (count, 8, 8, 3)).astype(np.float32)
+    images[np.arange(count), :, :, channel] += 0.6
+    vectors = rng.normal(0, 0.2, (count, 4)).astype(np.float32)
+    vectors[:, 0] += shift
+    return images, vectors, (channel + shift) % 3
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import keras
+
+    keras.utils.set_random_seed(3)
+    root = tmp_path_factory.mktemp("two_inputs")
+    image = keras.Input((8, 8, 3), name="image")
+    vector = keras.Input((4,), name="vector")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 1, activation="relu")(image))
+    x = keras.layers.Concatenate()([x, vector])
+    x = keras.layers.Dense(16, activation="relu")(x)
+    outputs = keras.layers.Dense(3, name="label")(x)
+    model = keras.Model([image, vector], outputs)
+    images, vectors, labels = two_input_samples(1024, seed=0)
+    train(model, [images, vectors], labels,
+          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.save(root / "fusion.keras")
+    folder = root / "samples"
+    folder.mkdir()
+    images, vectors, labels = two_input_samples(80, seed=1)
+    for index in range(len(labels)):
+        np.savez(folder / f"{index:03d}.npz", vector=vectors[index], image=images[index],
+                 label=labels[index])
+    return root / "fusion.keras", folder
+
+
+def test_two_input_model_is_fed_by_name(two_inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    model, samples = two_inputs
+    report = convert(model, samples, tmp_path / "out", "--target", "tflite,onnx")
+    assert [t["name"] for t in report["model"]["inputs"]] == ["image", "vector"]
+    assert report["reference"]["accuracy"] > 0.9
+    tflite, onnx = by_variant(report), by_variant(report, "onnx")
+    assert tflite["fp32"]["metrics"]["top1_agreement"] == 1.0
+    assert tflite["fp32"]["metrics"]["max_abs_error"] < 1e-4
+    assert onnx["fp32"]["metrics"]["max_abs_error"] < 1e-4
+    assert tflite["int8"]["metrics"]["accuracy"] > 0.85
+    assert tflite["int8"]["accuracy_drop_basis"] == "accuracy"
+    assert set(tflite["int8"]["metrics"]) == OLD_METRIC_KEYS
+
+
+def test_image_folder_for_a_two_input_model_is_refused(two_inputs: tuple[Path, Path],
+                                                       tiny_dataset: Path, tmp_path: Path) -> None:
+    model, _ = two_inputs
+    result = run_invoke("convert", "--model", str(model), "--dataset", str(tiny_dataset),
+                        "--out", str(tmp_path / "out"), "--runner", "local", "--quant", "fp32")
+    assert result.returncode != 0
+    assert "is an image folder" in result.stderr and "'vector' (4,)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- non-image: audio-shaped (samples × 1) input from a .npz file ----------------------------
+
+def audio_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """256-sample clips: a low (class 0) or a high (class 1) tone in noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, count)
+    time = np.arange(256) / 256
+    frequency = np.where(labels == 0, 4, 32)[:, None] * rng.uniform(0.9, 1.1, (count, 1))
+    phase = rng.uniform(0, 2 * np.pi, (count, 1))
+    clips = np.sin(2 * np.pi * frequency * time + phase) + rng.normal(0, 0.3, (count, 256))
+    return clips[..., None].astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import keras
+
+    keras.utils.set_random_seed(4)
+    root = tmp_path_factory.mktemp("audio")
+    inputs = keras.Input((256, 1), name="waveform")
+    x = keras.layers.Conv1D(8, 9, strides=2, activation="relu")(inputs)
+    x = keras.layers.Conv1D(8, 9, strides=2, activation="relu")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="tone")(
+        keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    clips, labels = audio_samples(512, seed=0)
+    train(model, clips, labels, "sparse_categorical_crossentropy")
+    model.save(root / "tones.keras")
+    clips, labels = audio_samples(80, seed=1)
+    np.savez(root / "clips.npz", waveform=clips, labels=labels)
+    return root / "tones.keras", root / "clips.npz"
+
+
+def test_audio_model_with_npz_data_keeps_the_single_output_report(
+        audio: tuple[Path, Path], tmp_path: Path) -> None:
+    model, clips = audio
+    report = convert(model, clips, tmp_path / "out")
+    assert report["dataset"]["preprocessing"] is None  # arrays are used as given
+    assert report["reference"]["accuracy"] > 0.9
+    artifacts = by_variant(report)
+    for variant in ("fp32", "int8"):
+        artifact = artifacts[variant]
+        assert set(artifact["metrics"]) == OLD_METRIC_KEYS
+        assert artifact["accuracy_drop_basis"] == "accuracy"
+        assert artifact["outputs"]["tone"]["task"] == "classification"
+        assert artifact["metrics"]["top1_agreement"] == artifact["outputs"]["tone"]["top1_agreement"]
+    assert artifacts["fp32"]["metrics"]["top1_agreement"] == 1.0
+    assert artifacts["int8"]["metrics"]["top1_agreement"] > 0.9
+
+
+def test_npz_without_the_input_array_names_it(audio: tuple[Path, Path], tmp_path: Path) -> None:
+    model, _ = audio
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, clips=np.zeros((10, 128, 1), np.float32), other=np.zeros((10, 3)))
+    result = run_invoke("convert", "--model", str(model), "--dataset", str(bad), "--out",
+                        str(tmp_path / "out"), "--runner", "local", "--quant", "fp32")
+    assert result.returncode != 0
+    assert "no array 'waveform'" in result.stderr and "(N, 256, 1)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- a plain TF SavedModel (tf.Module, no Keras metadata), three outputs --------------------
+
+def test_plain_savedmodel_with_three_outputs(tmp_path: Path) -> None:
+    """A tf.Module trained with a GradientTape, saved with a serving signature: classes,
+    a regression value and an embedding (--task per shape: classification, regression)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(0, 1, (1024, 6)).astype(np.float32)
+    classes = (features[:, 0] + features[:, 1] > 0).astype(np.int64) + (features[:, 2] > 1)
+    values = (features[:, 3] * 2 + features[:, 4]).astype(np.float32)
+
+    class Model(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = tf.Variable(rng.normal(0, 0.4, (6, 16)).astype(np.float32))
+            self.classes = tf.Variable(rng.normal(0, 0.4, (16, 3)).astype(np.float32))
+            self.value = tf.Variable(rng.normal(0, 0.4, (16, 1)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 6), tf.float32, name="features")])
+        def serve(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
+            hidden = tf.nn.relu(features @ self.hidden)
+            return {"logits": hidden @ self.classes, "value": hidden @ self.value,
+                    "embedding": tf.math.l2_normalize(hidden, axis=-1)}
+
+    module = Model()
+    optimizer = tf.keras.optimizers.Adam(0.02)
+    for _ in range(300):
+        with tf.GradientTape() as tape:
+            outputs = module.serve(features)
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+                classes, outputs["logits"], from_logits=True)) + tf.reduce_mean(
+                (outputs["value"][:, 0] - values) ** 2)
+        variables = [module.hidden, module.classes, module.value]
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+    assert float(loss) < 0.5  # trained
+    saved = tmp_path / "plain_model"
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve})
+    np.savez(tmp_path / "features.npz", features=features[:80], labels=classes[:80])
+    report = convert(saved, tmp_path / "features.npz", tmp_path / "out")
+    assert report["model"]["format"] == "saved_model"
+    assert {t["name"] for t in report["model"]["outputs"]} == {"logits", "value", "embedding"}
+    assert report["reference"]["accuracy"] > 0.85
+    artifacts = by_variant(report)
+    fp32, int8 = artifacts["fp32"]["outputs"], artifacts["int8"]["outputs"]
+    assert fp32["value"]["task"] == "regression" and fp32["value"]["relative_error"] < 1e-5
+    assert fp32["logits"]["top1_agreement"] == 1.0 and fp32["embedding"]["cosine_similarity"] > 0.9999
+    assert int8["value"]["relative_error"] < 0.1 and int8["value"]["snr_db"] > 20
+    assert int8["embedding"]["cosine_similarity"] > 0.98
+    assert int8["logits"]["accuracy"] > 0.8
