@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from converters.validate import TFLiteRunner, median_latency_ms  # noqa: E402
+from converters.latency import median_latency_ms  # noqa: E402
+from converters.validate import TFLiteRunner  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from converters import console, metrics, validate
+from converters import console, metrics
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
+from converters.latency import measure_latency
 from converters.model import Arrays, load
 from converters.stages import data, export
 from converters.stages.base import StageContext
@@ -45,7 +46,7 @@ def run(context: StageContext) -> None:
                 "validated against it. Check the model's weights and its preprocessing "
                 "(--preprocessing), then convert again")
     first = [tf.constant(array[:1]) for array in inputs.values()]
-    latency = validate.measure_latency(lambda: model.graph_function(*first), params["latency_runs"])
+    latency = measure_latency(lambda: model.graph_function(*first), params["latency_runs"])
     with context.write(OUTPUTS).open("wb") as file:
         np.savez(file, **outputs)  # type: ignore[arg-type]
     labels = data.load_labels(context.build_dir)

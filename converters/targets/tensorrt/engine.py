@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ConfigError, ConversionError, ToolMissingError
-from converters.validate import Latency, measure_latency
+from converters.latency import Latency, measure_latency
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NOT_RUN_HELP = (

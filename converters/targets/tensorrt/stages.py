@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters import validate
 from converters.fsutil import write_bytes_atomic, write_json_atomic
+from converters.latency import median_latency_ms
 from converters.stages import data, export
 from converters.stages.base import StageContext, StageSkipped
 from converters.targets.tensorrt.engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
@@ -62,7 +62,7 @@ def run(context: StageContext) -> None:
     write_json_atomic(record_path, {
         "ran": True, "precision": params["precision"], "engine": params["engine"],
         "sidecar": facts, "validation": params["validation"],
-        "latency_ms_opt_batch": validate.median_latency_ms(lambda: runner.run(opt_batch),
+        "latency_ms_opt_batch": median_latency_ms(lambda: runner.run(opt_batch),
                                                            params["latency_runs"]),
         "opt_batch": profile.opt, "size_bytes": len(engine_bytes),
     })

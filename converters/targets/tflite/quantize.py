@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from converters import console, validate
+from converters import console
 from converters.config import Quantization
 from converters.fsutil import write_bytes_atomic, write_json_atomic
+from converters.latency import median_latency_ms
 from converters.stages import data, reference
 from converters.stages.base import StageContext
 from converters.targets.tflite import flatbuffer as tflite_inspect
@@ -93,4 +94,4 @@ def _latency_ms(flatbuffer: bytes, image: np.ndarray, params: dict[str, Any]) ->
     interpreter = quantizer_engine.litert_interpreter(flatbuffer, params["threads"])
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], quantizer_engine.to_input(image, detail))
-    return round(validate.median_latency_ms(interpreter.invoke, params["latency_runs"]), 4)
+    return round(median_latency_ms(interpreter.invoke, params["latency_runs"]), 4)
