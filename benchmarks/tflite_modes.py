@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from converters.latency import median_latency_ms  # noqa: E402
-from converters.validate import TFLiteRunner  # noqa: E402
+from converters.validate import TFLiteRuntime  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
 
@@ -123,8 +123,8 @@ def main() -> None:
         for mode in MODES:
             path = Path(folder) / f"{mode}.tflite"
             path.write_bytes(export_once[mode][0])
-            runner = TFLiteRunner(path, threads=args.threads)
-            ms = runner.latency(image[0], args.runs).median_ms
+            runner = TFLiteRuntime(path, threads=args.threads)
+            ms = runner.latency_named({runner.input_names[0]: image[0]}, args.runs).median_ms
             emit(f"| tflite {mode} | {path.stat().st_size / 1e6:.2f} | {ms:.2f} | "
                  f"{ms / keras_ms:.2f} |")
     args.out.write_text("\n".join(lines).strip() + "\n")

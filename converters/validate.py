@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from converters import console, metrics
 from converters.errors import ToolMissingError, ValidationError
 from converters.latency import Latency, measure_latency
 from converters.model import Arrays
+from converters.runtime import Runtime
 
 
 def compare(reference: np.ndarray, outputs: np.ndarray,
@@ -34,46 +34,22 @@ def non_finite_problem(outputs: np.ndarray, what: str) -> str | None:
             "conversion overflowed or lost the model's range; this artifact is not usable")
 
 
-def predict_one_by_one(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-                       description: str) -> np.ndarray:
-    """Outputs of ``run`` on each image as a batch of one, stacked (with progress)."""
-    results = [run(images[i:i + 1])[0]
-               for i in console.progress(range(len(images)), description, total=len(images))]
-    return np.stack(results)
-
-
-def run_named(runner: Any, inputs: Arrays, output_names: tuple[str, ...],
+def run_named(runtime: Runtime, inputs: Arrays, output_names: tuple[str, ...],
               description: str) -> Arrays:
-    """Outputs by name of any target's runtime: one with ``predict_named`` takes and gives arrays
-    by name; a single-tensor runtime (``predict``) takes a model with one input and one output."""
-    if hasattr(runner, "predict_named"):
-        named: Arrays = runner.predict_named(inputs, description)
-        if len(named) == 1 and len(output_names) == 1:  # a runtime without names for it
-            return {output_names[0]: next(iter(named.values()))}
-        return named
-    _single_tensor(runner, inputs, output_names)
-    return {output_names[0]: runner.predict(next(iter(inputs.values())), description)}
+    """Outputs of ``runtime`` by the model's output names: a runtime that names its single
+    output otherwise (a TensorRT engine's tensor, an unsigned split pair) gets the model's name."""
+    named = runtime.predict_named(inputs, description)
+    if len(named) == 1 and len(output_names) == 1:
+        return {output_names[0]: next(iter(named.values()))}
+    return named
 
 
-def latency_named(runner: Any, inputs: Arrays, output_names: tuple[str, ...],
-                  runs: int) -> Latency:
+def latency_named(runtime: Runtime, inputs: Arrays, runs: int) -> Latency:
     """Single-sample latency of a runtime, on the first sample of ``inputs``."""
-    if hasattr(runner, "latency_named"):
-        latency: Latency = runner.latency_named({n: a[0] for n, a in inputs.items()}, runs)
-        return latency
-    _single_tensor(runner, inputs, output_names)
-    single: Latency = runner.latency(next(iter(inputs.values()))[0], runs)
-    return single
+    return runtime.latency_named({n: a[0] for n, a in inputs.items()}, runs)
 
 
-def _single_tensor(runner: Any, inputs: Arrays, output_names: tuple[str, ...]) -> None:
-    if len(inputs) != 1 or len(output_names) != 1:
-        raise ValidationError(
-            f"{type(runner).__name__} runs models with one input and one output; this model has "
-            f"inputs {', '.join(inputs)} and outputs {', '.join(output_names)}")
-
-
-class TFLiteRunner:
+class TFLiteRuntime:
     """One LiteRT interpreter, fed and read by signature name (the Keras input layers' and output
     layers' names); quantized inputs and outputs go through their scale/zero point."""
 
@@ -115,7 +91,7 @@ class TFLiteRunner:
         return {name: int(detail["index"]) for name, detail in details.items()}
 
     def quantize_inputs(self, inputs: Arrays) -> Arrays:
-        return {name: _quantize(inputs[name], detail) for name, detail in self.inputs.items()}
+        return {name: quantize(inputs[name], detail) for name, detail in self.inputs.items()}
 
     def invoke_raw(self, quantized_one: Arrays) -> Arrays:
         for name, detail in self.inputs.items():
@@ -130,13 +106,8 @@ class TFLiteRunner:
         count = len(next(iter(quantized.values())))
         results = [self.invoke_raw({name: array[i:i + 1] for name, array in quantized.items()})
                    for i in console.progress(range(count), description, total=count)]
-        return {name: np.concatenate([_dequantize(result[name], detail) for result in results])
+        return {name: np.concatenate([dequantize(result[name], detail) for result in results])
                 for name, detail in self.outputs.items()}
-
-    def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
-        """The single output of a single-input model for float32 inputs (N × input shape)."""
-        [name] = self.inputs
-        return next(iter(self.predict_named({name: images}, description).values()))
 
     def latency_named(self, sample: Arrays, runs: int) -> Latency:
         """Single-sample latency of the interpreter (input already quantized)."""
@@ -144,9 +115,13 @@ class TFLiteRunner:
                                     match_inputs(sample, self.inputs).items()})
         return measure_latency(lambda: self.invoke_raw(one), runs)
 
-    def latency(self, image: np.ndarray, runs: int) -> Latency:
-        [name] = self.inputs
-        return self.latency_named({name: image}, runs)
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self.outputs)
 
 
 def _by_name(details: list[dict[str, Any]], signature: dict[str, int]) -> dict[str, dict[str, Any]]:
@@ -167,7 +142,7 @@ def match_inputs(inputs: Arrays, expected: dict[str, Any]) -> Arrays:
                           f"{', '.join(inputs)}: inputs are matched by name")
 
 
-def _quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
     scale, zero_point = detail["quantization"]
     if dtype.kind == "f" or (scale == 0 and dtype.itemsize >= 4):  # float, or int32/64 ids
@@ -179,7 +154,7 @@ def _quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return np.clip(quantized, info.min, info.max).astype(dtype)
 
 
-def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if raw.dtype.kind == "f":
         return raw.astype(np.float32)
     scale, zero_point = detail["quantization"]
@@ -188,7 +163,7 @@ def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-class OnnxRunner:
+class OnnxRuntime:
     """One onnxruntime CPU session, fed and read by graph input/output names."""
 
     def __init__(self, path: Path, threads: int) -> None:
@@ -205,9 +180,10 @@ class OnnxRunner:
         except Exception as error:  # onnxruntime raises its own exception types
             raise ValidationError(f"onnxruntime cannot load {path}: {str(error).strip()}") from None
         self.inputs = {value.name: value for value in self.session.get_inputs()}
-        self.output_names = [value.name for value in self.session.get_outputs()]
-        shape = tuple(self.session.get_inputs()[0].shape[1:])
-        self.image_size = tuple(int(v) for v in shape) if len(shape) == 3 else (0, 0, 0)
+        self.output_names = tuple(value.name for value in self.session.get_outputs())
+        shape = self.session.get_inputs()[0].shape[1:]
+        fixed = len(shape) == 3 and all(isinstance(v, int) for v in shape)
+        self.image_size = (int(shape[0]), int(shape[1]), int(shape[2])) if fixed else (0, 0, 0)
 
     def run_named(self, inputs: Arrays) -> Arrays:
         feeds = {name: array.astype(np.float32) for name, array in
@@ -223,15 +199,10 @@ class OnnxRunner:
         return {name: np.concatenate([result[name] for result in results])
                 for name in self.output_names}
 
-    def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
-        """The first output of a single-input model."""
-        [name] = self.inputs
-        return self.predict_named({name: images}, description)[self.output_names[0]]
-
     def latency_named(self, sample: Arrays, runs: int) -> Latency:
         one = {name: array[None] for name, array in sample.items()}
         return measure_latency(lambda: self.run_named(one), runs)
 
-    def latency(self, image: np.ndarray, runs: int) -> Latency:
-        [name] = self.inputs
-        return self.latency_named({name: image}, runs)
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.inputs)

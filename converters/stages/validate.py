@@ -44,7 +44,7 @@ def run(context: StageContext) -> None:
         tasks = reference.output_tasks(context.build_dir)
         per_output = metrics.compare(keras_outputs, outputs, tasks, labels)
         headline = metrics.worst_headline(per_output)
-        latency = validate.latency_named(runner, inputs, names, params["latency_runs"])
+        latency = validate.latency_named(runner, inputs, params["latency_runs"])
         console.info(
             f"{artifact.name}: {headline['metric']} drop {headline['drop']:.4f} "
             f"({headline['output']}), max |error| "

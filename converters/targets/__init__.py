@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
 
 from converters.errors import ConfigError, ModelError
+from converters.runtime import Runtime
 from converters.targets.base import (
     CORE_IMAGE,
     BundleHooks,
@@ -87,7 +87,7 @@ def for_artifact(artifact: Path) -> Target | None:
     return max(matches, key=lambda match: match[0])[1] if matches else None
 
 
-def open_runtime(artifact: Path, threads: int, device: str | None = None) -> Any:
+def open_runtime(artifact: Path, threads: int, device: str | None = None) -> Runtime:
     """The runtime of the target whose artifacts end like ``artifact``: what validation and
     ``invoke infer`` run every artifact with."""
     target = for_artifact(artifact)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from converters.bundle import BundleRequest
     from converters.config import ConvertConfig
     from converters.images import ImageDefinition
+    from converters.runtime import Runtime
 
 # The TensorFlow toolchain image: the shared stages (export, data, reference, validation) and
 # every stage that needs TensorFlow or LiteRT run in it.
@@ -92,5 +93,5 @@ class Target:
     bundle: BundleHooks | None = None
     # infer: the artifact file endings this target runs, and how (artifact, threads, device).
     artifact_suffixes: tuple[str, ...] = ()
-    runtime: Callable[[Path, int, str | None], Any] | None = None
+    runtime: Callable[[Path, int, str | None], Runtime] | None = None
     tasks: str | None = None  # a module whose Invoke tasks join tasks.py's (e.g. edgetpu-check)

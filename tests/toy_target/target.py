@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets import CORE_IMAGE, BundleHooks, PlanContext, Target
 
@@ -25,10 +25,10 @@ def plan(context: PlanContext) -> list[StageSpec]:
     ]
 
 
-def open_runtime(path: Path, threads: int, device: str | None) -> Any:
-    from converters.validate import TFLiteRunner
+def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
+    from converters.validate import TFLiteRuntime
 
-    return TFLiteRunner(path, threads=threads)
+    return TFLiteRuntime(path, threads=threads)
 
 
 TARGET = Target(

@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from converters.errors import ConfigError, ToolMissingError
+from converters.runtime import Runtime
 
 EDGETPU_SUFFIX = "_edgetpu.tflite"
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
                      "Windows": "edgetpu.dll"}
 
 
-def open_runtime(artifact: Path, threads: int, device: str | None) -> Any:
+def open_runtime(artifact: Path, threads: int, device: str | None) -> Runtime:
     """LiteRT with the Edge TPU delegate, or the split pair for a ``*_split.json``."""
-    from converters.validate import TFLiteRunner
+    from converters.validate import TFLiteRuntime
 
     if artifact.suffix == ".json":
         from converters.targets.edgetpu.split import Pipeline, head_to_run, read_record
@@ -26,7 +27,7 @@ def open_runtime(artifact: Path, threads: int, device: str | None) -> Any:
         head = head_to_run(artifact, record)
         return Pipeline(head, artifact.parent / record["tail"], threads,
                         edgetpu_delegates(head, device), record.get("signature"))
-    return TFLiteRunner(artifact, threads=threads, delegates=edgetpu_delegates(artifact, device))
+    return TFLiteRuntime(artifact, threads=threads, delegates=edgetpu_delegates(artifact, device))
 
 
 def edgetpu_delegates(artifact: Path, device: str | None) -> list[Any] | None:

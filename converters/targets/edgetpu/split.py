@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from converters import console
 from converters.errors import ConversionError, ModelError, ToolMissingError
 from converters.fsutil import read_json, write_json_atomic
+from converters.latency import Latency, measure_latency
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from converters.validate import match_inputs, predict_one_by_one
+from converters.validate import dequantize, match_inputs, quantize
 
 HEAD_SUFFIX = "_head.tflite"
 TAIL_SUFFIX = "_tail.tflite"
@@ -120,21 +122,32 @@ def _empty_unused_buffers(model: Any) -> None:
 
 class Pipeline:
     """Head then tail on the CPU with LiteRT, fed and read by tensor index (kept by the split);
-    ``signature`` (the whole model's names → tensor indices) lets it be fed and read by name."""
+    ``signature`` (the whole model's names → tensor indices) names the inputs and outputs; a
+    pair recorded before the split kept it has one input and one output, ``input``/``output``."""
 
     def __init__(self, head: Path, tail: Path, threads: int = 1,
                  head_delegates: list[Any] | None = None,
                  signature: dict[str, dict[str, int]] | None = None) -> None:
         self.head = _interpreter(head, threads, head_delegates)
         self.tail = _interpreter(tail, threads)
-        self.input = self.head.get_input_details()[0]
-        self.output = self.tail.get_output_details()[0]
-        height, width, channels = (int(v) for v in self.input["shape"][1:])
+        first_input = self.head.get_input_details()[0]
+        height, width, channels = (int(v) for v in first_input["shape"][1:])
         self.image_size = (height, width, channels)
-        self.signature = signature
+        self.feeds, self.fetches = (
+            (signature["inputs"], signature["outputs"]) if signature is not None else
+            ({"input": int(first_input["index"])},
+             {"output": int(self.tail.get_output_details()[0]["index"])}))
         self.details = {d["index"]: d for interpreter in (self.head, self.tail)
                         for d in (*interpreter.get_input_details(),
                                   *interpreter.get_output_details())}
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.feeds)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self.fetches)
 
     def run(self, feeds: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         """Every output of head and tail, by tensor index, for model inputs ``feeds``."""
@@ -147,30 +160,26 @@ class Pipeline:
                            for d in interpreter.get_output_details()})
         return values
 
-    def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
-        """Float images (N×H×W×C) one at a time; the tail's first output, dequantized."""
-        def one(image: np.ndarray) -> np.ndarray:
-            raw = self.run({self.input["index"]: _quantize(image, self.input)})[self.output["index"]]
-            return _dequantize(raw, self.output)
-
-        return predict_one_by_one(one, images, description)
+    def _quantized_feeds(self, inputs: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+        return {index: quantize(array, self.details[index])
+                for index, array in ((self.feeds[name], array) for name, array in
+                                     match_inputs(inputs, self.feeds).items())}
 
     def predict_named(self, inputs: dict[str, np.ndarray], description: str = "") -> dict[str, np.ndarray]:
-        """Every model output by name, for float inputs by name, one sample at a time (a split
-        recorded before it kept the signature runs single-input, single-output models only)."""
-        if self.signature is None:
-            [images] = inputs.values()
-            return {"output": self.predict(images, description)}
-        feeds, outputs = self.signature["inputs"], self.signature["outputs"]
-        inputs = match_inputs(inputs, feeds)
+        """Every model output by name, for float inputs by name, one sample at a time."""
         count = len(next(iter(inputs.values())))
         results = []
-        for i in range(count):
-            values = self.run({index: _quantize(inputs[name][i:i + 1], self.details[index])
-                               for name, index in feeds.items()})
-            results.append({name: _dequantize(values[index], self.details[index])
-                            for name, index in outputs.items()})
-        return {name: np.concatenate([result[name] for result in results]) for name in outputs}
+        for i in console.progress(range(count), description, total=count):
+            values = self.run(self._quantized_feeds({name: array[i:i + 1]
+                                                     for name, array in inputs.items()}))
+            results.append({name: dequantize(values[index], self.details[index])
+                            for name, index in self.fetches.items()})
+        return {name: np.concatenate([result[name] for result in results])
+                for name in self.fetches}
+
+    def latency_named(self, sample: dict[str, np.ndarray], runs: int) -> Latency:
+        feeds = self._quantized_feeds({name: array[None] for name, array in sample.items()})
+        return measure_latency(lambda: self.run(feeds), runs)
 
 
 def signature_indices(model: Path) -> dict[str, dict[str, int]] | None:
@@ -182,22 +191,6 @@ def signature_indices(model: Path) -> dict[str, dict[str, int]] | None:
     runner = interpreter.get_signature_runner(next(iter(signatures)))
     return {"inputs": {n: int(d["index"]) for n, d in runner.get_input_details().items()},
             "outputs": {n: int(d["index"]) for n, d in runner.get_output_details().items()}}
-
-
-def _quantize(images: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
-    if dtype.kind == "f" or scale == 0:
-        return images.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if raw.dtype.kind == "f" or scale == 0:
-        return raw.astype(np.float32)
-    return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
 def _interpreter(path: Path, threads: int, delegates: list[Any] | None = None) -> Any:

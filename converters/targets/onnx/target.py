@@ -4,10 +4,10 @@ int8 model TensorRT builds (onnxruntime static quantization), each validated wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from converters.config import Quantization
 from converters.errors import ConfigError
+from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
 from converters.targets.onnx.export import calibration_record, onnx_artifact
@@ -45,12 +45,12 @@ def plan(context: PlanContext) -> list[StageSpec]:
     return stages
 
 
-def open_runtime(path: Path, threads: int, device: str | None) -> Any:
-    from converters.validate import OnnxRunner
+def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
+    from converters.validate import OnnxRuntime
 
     if device:
         raise ConfigError(f"--device applies to Edge TPU artifacts, not {path.name}")
-    return OnnxRunner(path, threads)
+    return OnnxRuntime(path, threads)
 
 
 TARGET = Target(

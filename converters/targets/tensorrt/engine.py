@@ -170,7 +170,7 @@ def device_facts() -> dict[str, Any]:
     }
 
 
-class EngineRunner:
+class EngineRuntime:
     """Runs a serialized engine on float32 NHWC batches through device buffers (cuda-python)."""
 
     def __init__(self, engine_bytes: bytes) -> None:
@@ -192,7 +192,7 @@ class EngineRunner:
         self.max_batch = 1
 
     @classmethod
-    def from_file(cls, path: Path) -> EngineRunner:
+    def from_file(cls, path: Path) -> EngineRuntime:
         """An engine and its sidecar (``.json`` beside it), which names the input size."""
         runner = cls(path.read_bytes())
         sidecar_path = path.with_suffix(".json")
@@ -205,13 +205,25 @@ class EngineRunner:
         runner.max_batch = profile["max"][0]
         return runner
 
-    def predict(self, images: np.ndarray, description: str = "") -> np.ndarray:
-        """Outputs for any number of images, in batches the engine's profile allows."""
-        return np.concatenate([self.run(images[i:i + self.max_batch])
-                               for i in range(0, len(images), self.max_batch)])
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (self.input_name,)
 
-    def latency(self, image: np.ndarray, runs: int) -> Latency:
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return (self.output_name,)
+
+    def predict_named(self, inputs: dict[str, np.ndarray],
+                      description: str = "") -> dict[str, np.ndarray]:
+        """The output for any number of samples, in batches the engine's profile allows."""
+        [images] = inputs.values()
+        return {self.output_name: np.concatenate([
+            self.run(images[i:i + self.max_batch])
+            for i in range(0, len(images), self.max_batch)])}
+
+    def latency_named(self, sample: dict[str, np.ndarray], runs: int) -> Latency:
         """Batch-1 latency of the engine, as every other artifact's."""
+        [image] = sample.values()
         one = image[np.newaxis]
         return measure_latency(lambda: self.run(one), runs)
 

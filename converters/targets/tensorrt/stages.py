@@ -44,7 +44,7 @@ def run(context: StageContext) -> None:
         write_json_atomic(record_path, {"ran": False, "precision": params["precision"],
                                         "reason": f"{problem}: {NOT_RUN_HELP}"})
         raise StageSkipped(f"TensorRT engines are not built here: {problem}: {NOT_RUN_HELP}")
-    from converters.targets.tensorrt.engine import EngineRunner, build_engine
+    from converters.targets.tensorrt.engine import EngineRuntime, build_engine
 
     profile = BatchProfile(**params["batch"])
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def run(context: StageContext) -> None:
     engine_path = engine_dir / Path(params["engine"]).name
     write_bytes_atomic(engine_path, engine_bytes)
     write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
-    runner = EngineRunner(engine_bytes)
+    runner = EngineRuntime(engine_bytes)
     first = data.load_split(context.build_dir, data.VALIDATION, "the TensorRT target")[:1]
     opt_batch = np.repeat(first, profile.opt, axis=0)
     write_json_atomic(record_path, {

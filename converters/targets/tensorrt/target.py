@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from converters.config import Quantization
 from converters.errors import BundleError, ToolMissingError
 from converters.images import ImageDefinition
+from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, ReportHooks, Target
 from converters.targets.onnx.export import onnx_artifact
@@ -73,13 +74,13 @@ def readme(request: BundleRequest, built: dict[str, Any]) -> list[str]:
             "named in `artifacts/*.json`."]
 
 
-def open_runtime(path: Path, threads: int, device: str | None) -> Any:
-    from converters.targets.tensorrt.engine import EngineRunner, tensorrt_problem
+def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
+    from converters.targets.tensorrt.engine import EngineRuntime, tensorrt_problem
 
     if (problem := tensorrt_problem()) is not None:
         raise ToolMissingError(f"cannot run {path}: {problem}; a TensorRT engine runs only with "
                                "TensorRT on an NVIDIA GPU (run the .onnx instead)")
-    return EngineRunner.from_file(path)
+    return EngineRuntime.from_file(path)
 
 
 TARGET = Target(

@@ -5,10 +5,10 @@ with LiteRT."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from converters.config import ConvertConfig, IODType, Quantization
 from converters.errors import ConfigError
+from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
 from converters.targets.tflite import engine_choice
@@ -95,12 +95,12 @@ def check_config(config: ConvertConfig) -> None:
                 fixed_batch=False), config.quant_engine)
 
 
-def open_runtime(path: Path, threads: int, device: str | None) -> Any:
-    from converters.validate import TFLiteRunner
+def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
+    from converters.validate import TFLiteRuntime
 
     if device:
         raise ConfigError(f"--device applies to Edge TPU artifacts, not {path.name}")
-    return TFLiteRunner(path, threads=threads)
+    return TFLiteRuntime(path, threads=threads)
 
 
 TARGET = Target(
