@@ -280,6 +280,8 @@ def test_two_input_model_is_fed_by_name(two_inputs: tuple[Path, Path], tmp_path:
     assert tflite["int8"]["metrics"]["accuracy"] > 0.85
     assert tflite["int8"]["accuracy_drop_basis"] == "accuracy"
     assert set(tflite["int8"]["metrics"]) == OLD_METRIC_KEYS
+    # Per-op error of a two-input model: both inputs fed by name to the fp32 and int8 models.
+    assert tflite["int8"]["op_errors"] and all(row["value"] > 0 for row in tflite["int8"]["op_errors"])
 
 
 def test_image_folder_for_a_two_input_model_is_refused(two_inputs: tuple[Path, Path],

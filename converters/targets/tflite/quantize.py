@@ -36,7 +36,8 @@ def run(context: StageContext) -> None:
     elif mode is Quantization.DYNAMIC:
         model = quantizer_engine.quantize_dynamic(fp32)
     elif mode is Quantization.INT8:
-        calibration = data.load_split(context.build_dir, data.CALIBRATION)
+        calibration = data.load_split(context.build_dir, data.CALIBRATION,
+                                      "int8 by ai-edge-quantizer")
         model = quantizer_engine.quantize_int8(fp32, calibration, io_type=params["io_type"],
                                                threads=params["threads"])
     else:
@@ -56,11 +57,11 @@ def run(context: StageContext) -> None:
 def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.QuantizedModel, dict[str, Any]]:
     """The accuracy-aware search on the validation split, and what report.json says of it."""
     params = context.params
-    calibration = data.load_split(context.build_dir, data.CALIBRATION)
-    validation = data.load_split(context.build_dir, data.VALIDATION)
+    calibration = data.load_split(context.build_dir, data.CALIBRATION, "--quant int8-mixed")
+    validation = data.load_split(context.build_dir, data.VALIDATION, "--quant int8-mixed")
     labels = data.load_labels(context.build_dir)
-    keras_outputs = None if labels is not None else np.load(context.read(reference.OUTPUTS),
-                                                            allow_pickle=False)
+    keras_outputs = (None if labels is not None else
+                     reference.load_single_output(context.build_dir, "--quant int8-mixed"))
     result = quantizer_engine.accuracy_aware_int8(
         fp32, calibration, validation, labels=labels, reference=keras_outputs,
         max_drop=params["max_accuracy_drop"], threads=params["threads"])

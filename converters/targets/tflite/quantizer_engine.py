@@ -34,6 +34,7 @@ IOType = Literal["float32", "int8"]
 # A channel's fp32 mean square counts as at least this fraction of the median channel's.
 _CHANNEL_FLOOR = 0.01
 # Threads for calibration and comparison interpreters (the quantizer's default is 16).
+Samples = np.ndarray | dict[str, np.ndarray]  # one array, or one per input name
 DEFAULT_THREADS = 2
 
 
@@ -397,7 +398,7 @@ def channel_nmse(target: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(noise / np.maximum(power, floor)))
 
 
-def op_sensitivity(fp32: bytes, quantized: bytes, samples: np.ndarray, top: int | None = 10,
+def op_sensitivity(fp32: bytes, quantized: bytes, samples: Samples, top: int | None = 10,
                    threads: int = DEFAULT_THREADS, batch: int = 8) -> list[OpError]:
     """The ops of ``fp32`` with the largest error the quantization of ``quantized`` adds.
 
@@ -422,7 +423,7 @@ def op_sensitivity(fp32: bytes, quantized: bytes, samples: np.ndarray, top: int 
     return errors if top is None else errors[:top]
 
 
-def tensor_errors(fp32: bytes, quantized: bytes, samples: np.ndarray, names: set[str],
+def tensor_errors(fp32: bytes, quantized: bytes, samples: Samples, names: set[str],
                   threads: int = DEFAULT_THREADS, batch: int = 8) -> dict[str, float]:
     """:func:`channel_nmse` of each named tensor of ``quantized`` against ``fp32``'s.
 
@@ -431,14 +432,16 @@ def tensor_errors(fp32: bytes, quantized: bytes, samples: np.ndarray, names: set
     scale; a tensor's error is the mean over batches (a batch pools its samples, so a batch of
     several gives each channel more values). LiteRT is used directly, not the quantizer's
     ``compare_model``, which feeds both models the same arrays and so cannot run a model with
-    uint8 or int8 input.
+    uint8 or int8 input. ``samples`` is one array (a one-input model) or one per input name.
     """
     reference = _Preserving(fp32, threads)
     target = _Preserving(quantized, threads)
+    named = reference.named(samples)
     size = min(batch, reference.max_batch, target.max_batch)
     totals: dict[str, list[float]] = {}
-    for start in range(0, len(samples), size):
-        chunk = samples[start:start + size].astype(np.float32)
+    for start in range(0, len(next(iter(named.values()))), size):
+        chunk = {name: array[start:start + size].astype(np.float32)
+                 for name, array in named.items()}
         expected = reference.run(chunk, names)
         actual = target.run(chunk, set(expected))
         for name, value in expected.items():
@@ -459,29 +462,53 @@ class _Preserving:
             warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`")
             self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads,
                                            experimental_preserve_all_tensors=True)
-        self.input = self.interpreter.get_input_details()[0]
-        self.max_batch = 1 if self.input["shape_signature"][0] != -1 else 1 << 30
+        self.inputs = _signature_inputs(self.interpreter)
+        batches = [detail["shape_signature"][0] for detail in self.inputs.values()]
+        self.max_batch = 1 if any(b != -1 for b in batches) else 1 << 30
         self.by_name = {d["name"]: d for d in self.interpreter.get_tensor_details()}
         self.batch = 0
 
-    def run(self, chunk: np.ndarray, names: set[str]) -> dict[str, np.ndarray]:
-        if len(chunk) != self.batch:
-            self.interpreter.resize_tensor_input(self.input["index"], [len(chunk), *chunk.shape[1:]])
+    def named(self, samples: Samples) -> dict[str, np.ndarray]:
+        """``samples`` by this model's input names (one array: the model's single input)."""
+        if isinstance(samples, dict):
+            return samples
+        if len(self.inputs) != 1:
+            raise ValueError(f"the model has inputs {', '.join(self.inputs)}: pass one array each")
+        return {next(iter(self.inputs)): samples}
+
+    def run(self, chunk: dict[str, np.ndarray], names: set[str]) -> dict[str, np.ndarray]:
+        count = len(next(iter(chunk.values())))
+        if count != self.batch:
+            for name, detail in self.inputs.items():
+                self.interpreter.resize_tensor_input(detail["index"], [count, *chunk[name].shape[1:]])
             self.interpreter.allocate_tensors()
-            self.batch = len(chunk)
-        self.interpreter.set_tensor(self.input["index"], to_input(chunk, self.input))
+            self.batch = count
+        for name, detail in self.inputs.items():
+            self.interpreter.set_tensor(detail["index"], to_input(chunk[name], detail))
         self.interpreter.invoke()
         values = {}
         for name in names:
-            detail = self.by_name.get(name)
-            if detail is None or not all(detail["shape"]):
+            tensor = self.by_name.get(name)
+            if tensor is None or not all(tensor["shape"]):
                 continue
             try:
-                raw = self.interpreter.get_tensor(detail["index"])
+                raw = self.interpreter.get_tensor(tensor["index"])
             except ValueError:  # a tensor the runtime did not keep (no data)
                 continue
-            values[name] = _dequantized(raw, detail)
+            values[name] = _dequantized(raw, tensor)
         return values
+
+
+def _signature_inputs(interpreter: Any) -> dict[str, dict[str, Any]]:
+    """Input details by signature name (by tensor name for a model without a signature)."""
+    details = interpreter.get_input_details()
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        return {str(detail["name"]): detail for detail in details}
+    by_index = {int(detail["index"]): detail for detail in details}
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    return {name: by_index[int(detail["index"])]
+            for name, detail in runner.get_input_details().items()}
 
 
 def _dequantized(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

@@ -66,7 +66,8 @@ def op_errors(context: StageContext, flatbuffer: bytes) -> list[dict[str, Any]] 
     if not against:
         return None
     fp32 = context.read(against).read_bytes()
-    samples = data.load_split(context.build_dir, data.CALIBRATION)[:OP_ERROR_SAMPLES]
+    samples = {name: array[:OP_ERROR_SAMPLES] for name, array in
+               data.load_inputs(context.build_dir, data.CALIBRATION).items()}
     errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=None,
                                              batch=OP_ERROR_BATCH)
     return [op_error_row(error) for error in errors if error.added_nmse > 0][:TOP_OP_ERRORS]
