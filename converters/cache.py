@@ -87,7 +87,7 @@ def stage_key(spec: StageSpec, input_hashes: dict[str, str], dep_keys: dict[str,
     """The content-addressed key of one stage (see the module docstring)."""
     material = {
         "kind": spec.kind,
-        "params": spec.params,
+        "params": spec.params.as_dict(),
         "outputs": list(spec.outputs),
         "inputs": {name: input_hashes[name] for name in spec.inputs},
         "deps": {name: dep_keys[name] for name in spec.deps},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from converters import cache, report
 from converters.config import ConvertConfig, model_stem
@@ -42,28 +43,28 @@ class ModelPlan:
 
 def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     """The shared stages, then each planned target's, then the report over all of them."""
-    model_params = {
-        "unsafe": config.unsafe,
-        "input_shape": list(config.input_shape) if config.input_shape else None,
-    }
+    shape = list(config.input_shape) if config.input_shape else None
     context = PlanContext(config, stem)
     stages = [
-        StageSpec("export", "export", CORE_IMAGE, model_params, inputs=("model",),
+        StageSpec("export", "export", CORE_IMAGE,
+                  export.ExportParams(unsafe=config.unsafe, input_shape=shape), inputs=("model",),
                   outputs=(export.SAVED_MODEL, export.MODEL_INFO), tools=TF_TOOLS),
         StageSpec("data", "data", CORE_IMAGE,
-                  {"preprocessing": config.dataset.preprocessing.as_dict(),
-                   "calibration_size": config.dataset.calibration_size,
-                   "validation_size": config.dataset.validation_size,
-                   "seed": config.dataset.seed,
-                   "allow_class_mismatch": config.allow_class_mismatch},
+                  data.DataParams(preprocessing=config.dataset.preprocessing.as_dict(),
+                                  calibration_size=config.dataset.calibration_size,
+                                  validation_size=config.dataset.validation_size,
+                                  seed=config.dataset.seed,
+                                  allow_class_mismatch=config.allow_class_mismatch),
                   inputs=("dataset",), deps=("export",), outputs=data.OUTPUTS,
                   tools=("pillow", "numpy")),
         StageSpec("reference", "reference", CORE_IMAGE,
-                  {**model_params, **context.timing, "task": config.task},
+                  reference.ReferenceParams(unsafe=config.unsafe, input_shape=shape,
+                                            threads=config.threads,
+                                            latency_runs=config.latency_runs, task=config.task),
                   inputs=("model",), deps=("export", "data"),
                   outputs=(reference.OUTPUTS, reference.SUMMARY), tools=TF_TOOLS),
     ]
-    sections: dict[str, object] = {}
+    sections: dict[str, Any] = {}
     for target in planned(config.targets):
         own = [replace(spec, function=target.stage_functions.get(spec.kind, ""))
                for spec in target.plan(context)]
@@ -73,7 +74,8 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     records = [spec.outputs[0] for spec in stages if spec.kind == "validate"]
     stages.append(StageSpec(
         "report", "report", HOST,
-        {"records": records, "max_accuracy_drop": config.max_accuracy_drop, "targets": sections},
+        report.ReportParams(records=records, max_accuracy_drop=config.max_accuracy_drop,
+                            targets=sections),
         inputs=("model", "dataset"), deps=tuple(spec.name for spec in stages),
         outputs=report.OUTPUTS, tools=("matplotlib",)))
     return stages
@@ -125,7 +127,7 @@ def with_earlier_records(report_spec: StageSpec, build_dir: Path, stages: list[S
             earlier |= dict.fromkeys(stamp["outputs"], stamp["key"])
     if not earlier:
         return report_spec
-    params = {**report_spec.params,
-              "records": [*report_spec.params["records"], *sorted(earlier)],
-              "earlier_records": earlier}
-    return replace(report_spec, params=params)
+    params = report_spec.params
+    assert isinstance(params, report.ReportParams)
+    return replace(report_spec, params=replace(params, records=[*params.records, *sorted(earlier)],
+                                               earlier_records=earlier))

@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from converters.fsutil import (
 )
 from converters.markup import inline_html, md_table, percent
 from converters.stages import data, export, reference
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageParams
 from converters.targets import ReportHooks, all_targets
 
 SCHEMA_VERSION = 1
@@ -33,24 +34,33 @@ REPORT_HTML = "report.html"
 OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_HTML)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReportParams(StageParams):
+    records: list[str]  # the validation records to report, relative to the build folder
+    max_accuracy_drop: float
+    targets: dict[str, Any]  # target name → what its report section reads (ReportHooks.params)
+    # Records of earlier builds of this folder for other targets, still valid: record → key.
+    earlier_records: dict[str, str] = field(default_factory=dict)
+
+
 def run(context: StageContext) -> None:
     """Stage ``report``: assemble every validation record of this model into the reports."""
-    report = assemble(context.build_dir, context.params, context.spec.deps)
+    report = assemble(context.build_dir, ReportParams.of(context), context.spec.deps)
     write_json_atomic(context.write(REPORT_JSON), report)
     write_text_atomic(context.write(REPORT_MD), markdown(report))
     write_text_atomic(context.write(REPORT_HTML), html_page(report))
 
 
-def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -> dict[str, Any]:
+def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> dict[str, Any]:
     model = read_json(build_dir / export.MODEL_INFO)
     dataset = read_json(build_dir / data.DATASET_INFO)
     keras = read_json(build_dir / reference.SUMMARY)
-    records = [read_json(build_dir / record) for record in params["records"]]
+    records = [read_json(build_dir / record) for record in params.records]
     artifacts = [artifact_entry(build_dir, record, keras)
                  for record in records if not record.get("not_built")]
     not_built = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
                   "reason": r["not_built"]} for r in records if r.get("not_built")]
-    bound = params["max_accuracy_drop"]
+    bound = params.max_accuracy_drop
     inputs = read_json(build_dir / cache.STAMP_DIR / cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
     recommendation = recommend(artifacts, bound)
@@ -88,7 +98,7 @@ def assemble(build_dir: Path, params: dict[str, Any], stages: tuple[str, ...]) -
         "warnings": warnings,
         "recommendation": recommendation,
         "stages": stage_provenance(build_dir, stages),
-        **target_sections(build_dir, params),
+        **target_sections(build_dir, params.targets),
     }
 
 
@@ -98,10 +108,9 @@ def report_hooks() -> list[tuple[str, ReportHooks]]:
             if target.report is not None]
 
 
-def target_sections(build_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+def target_sections(build_dir: Path, asked: dict[str, Any]) -> dict[str, Any]:
     """report.json's section of every target that has one: what its stages recorded, or the
-    section's empty value when the target was not built (``params["targets"]``)."""
-    asked = params.get("targets", {})
+    section's empty value when the target was not built (not in ``asked``)."""
     return {name: hooks.section(build_dir, asked[name]) if name in asked else hooks.empty
             for name, hooks in report_hooks()}
 

@@ -2,9 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageParams:
+    """What a stage is asked to do: each stage declares a frozen dataclass of this kind beside
+    its ``run()``. Fields hold JSON values only (str, int, float, bool, None, lists, dicts): a
+    job file carries them to the stage process and the stage key hashes them."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls: type[P], context: StageContext) -> P:
+        """The running stage's parameters, as this class (a plan/stage mismatch is a bug)."""
+        params = context.spec.params
+        if not isinstance(params, cls):
+            raise TypeError(f"stage {context.spec.name} has {type(params).__name__}, not "
+                            f"{cls.__name__}")
+        return params
+
+
+P = TypeVar("P", bound=StageParams)
+
+
+def params_type(params: StageParams) -> str:
+    """``module:Class`` of a stage's parameters (the job file names it to rebuild them)."""
+    return f"{type(params).__module__}:{type(params).__qualname__}"
+
+
+def load_params(path: str, values: dict[str, Any]) -> StageParams:
+    module_name, _, class_name = path.partition(":")
+    params_class = getattr(importlib.import_module(module_name), class_name)
+    params: StageParams = params_class(**values)
+    return params
 
 
 @dataclass(frozen=True)
@@ -20,7 +56,7 @@ class StageSpec:
     name: str
     kind: str
     image: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: StageParams
     inputs: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
@@ -37,7 +73,8 @@ class StageSpec:
             "name": self.name,
             "kind": self.kind,
             "image": self.image,
-            "params": self.params,
+            "params": self.params.as_dict(),
+            "params_type": params_type(self.params),
             "inputs": list(self.inputs),
             "deps": list(self.deps),
             "outputs": list(self.outputs),
@@ -52,7 +89,7 @@ class StageSpec:
             name=data["name"],
             kind=data["kind"],
             image=data["image"],
-            params=dict(data["params"]),
+            params=load_params(data["params_type"], data["params"]),
             inputs=tuple(data["inputs"]),
             deps=tuple(data["deps"]),
             outputs=tuple(data["outputs"]),
@@ -102,7 +139,3 @@ class StageContext:
         path = self.staging_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.spec.params

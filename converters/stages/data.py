@@ -8,6 +8,7 @@ preprocessing function. Array datasets (:mod:`converters.arrays`) are stored as 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from converters.errors import DatasetError, ModelError
 from converters.fsutil import read_json, write_json_atomic
 from converters.model import Arrays, TensorInfo
 from converters.stages import export
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageParams
 
 CALIBRATION = "data/calibration.npz"
 VALIDATION = "data/validation.npz"
@@ -31,6 +32,15 @@ OUTPUTS = (CALIBRATION, VALIDATION, VALIDATION_LABELS, DATASET_INFO)
 # (benchmarks/memory_notes.md).
 SCORING_BATCH = 8
 IMAGES, ARRAYS = "images", "arrays"  # dataset.json "kind"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataParams(StageParams):
+    preprocessing: dict[str, Any]  # Preprocessing.as_dict(): a mode, or auto
+    calibration_size: int
+    validation_size: int
+    seed: int
+    allow_class_mismatch: bool
 
 
 def run(context: StageContext) -> None:
@@ -45,10 +55,10 @@ def run(context: StageContext) -> None:
 
 def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
     """Split an array dataset by sample and store both splits as they are."""
-    params = context.params
+    params = DataParams.of(context)
     found = arrays.read(context.dataset_dir, inputs)
-    chosen = dataset.split(tuple(range(found.count)), params["calibration_size"],
-                           params["validation_size"], params["seed"], what="sample")
+    chosen = dataset.split(tuple(range(found.count)), params.calibration_size,
+                           params.validation_size, params.seed, what="sample")
 
     def subset(indices: tuple[int, ...]) -> Arrays:
         return {name: array[list(indices)] for name, array in found.arrays.items()}
@@ -71,7 +81,7 @@ def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
         "input_shape": list(inputs[0].shape),
         "preprocessing": None,
         "preprocessing_choice": None,
-        "seed": params["seed"],
+        "seed": params.seed,
         "calibration": {"count": len(chosen.calibration),
                         "files": [found.names[i] for i in chosen.calibration]},
         "validation": {"count": len(chosen.validation),
@@ -81,7 +91,7 @@ def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
 
 def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
     """Discover, split and load an image folder for the model's one image input."""
-    params = context.params
+    params = DataParams.of(context)
     if len(inputs) != 1 or not inputs[0].is_image:
         listed = ", ".join(f"'{t.name}' {t.shape}" for t in inputs)
         raise DatasetError(
@@ -92,10 +102,10 @@ def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
     [image_input] = inputs
     shape = export.input_shape(context.build_dir)
     listing = dataset.discover(context.dataset_dir)
-    if not params["allow_class_mismatch"]:
+    if not params.allow_class_mismatch:
         check_class_count(listing, context)
-    chosen = dataset.split(listing.entries, params["calibration_size"],
-                           params["validation_size"], params["seed"])
+    chosen = dataset.split(listing.entries, params.calibration_size,
+                           params.validation_size, params.seed)
     calibration, calibration_labels, unreadable_calibration = dataset.load_images(
         chosen.calibration, shape, "loading calibration images")
     validation, labels, unreadable_validation = dataset.load_images(
@@ -129,7 +139,7 @@ def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
         "input_shape": list(shape),
         "preprocessing": choice.preprocessing.as_dict(),
         "preprocessing_choice": choice.as_dict(),
-        "seed": params["seed"],
+        "seed": params.seed,
         "calibration": {"count": int(len(calibration)),
                         "files": relative_names(chosen.calibration, unreadable_calibration)},
         "validation": {"count": int(len(validation)),
@@ -147,7 +157,7 @@ def decide_preprocessing(context: StageContext, calibration: np.ndarray,
                          labels: np.ndarray | None) -> preprocessing_choice.Choice:
     """Resolve ``auto`` (or check an explicit choice) from the model's input layer and, with
     labels and a classifier's output, Keras accuracy under each candidate."""
-    requested = Preprocessing.from_dict(context.params["preprocessing"])
+    requested = Preprocessing.from_dict(DataParams.of(context).preprocessing)
     model_info = read_json(context.build_dir / export.MODEL_INFO)
     scores = None
     subset = slice(0, preprocessing_choice.SUBSET)

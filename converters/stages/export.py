@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from converters import console
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
 from converters.model import TensorInfo, load, tensors
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageParams
 
 SAVED_MODEL = "export/saved_model"
 MODEL_INFO = "export/model.json"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExportParams(StageParams):
+    unsafe: bool  # --unsafe: allow Lambda layers' code to be loaded
+    input_shape: list[int] | None  # --input-shape: per-sample shape for a model without one
+
+
 def run(context: StageContext) -> None:
-    shape = context.params["input_shape"]
-    model = load(context.model_path, unsafe=context.params["unsafe"],
+    params = ExportParams.of(context)
+    shape = params.input_shape
+    model = load(context.model_path, unsafe=params.unsafe,
                  input_shape=tuple(shape) if shape else None)
     shapes = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
     console.info(f"exporting {context.model_path} (input {shapes}) to a SavedModel")

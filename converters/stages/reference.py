@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from converters.latency import measure_latency
 from converters.model import Arrays, load
 from converters.stages import data, export
 from converters.stages.base import StageContext
+from converters.stages.export import ExportParams
 
 OUTPUTS = "reference/outputs.npz"  # one array per output name
 SUMMARY = "reference/reference.json"
@@ -22,13 +24,20 @@ SUMMARY = "reference/reference.json"
 BATCH = 8
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReferenceParams(ExportParams):
+    threads: int  # applied through TF_NUM_INTRAOP_THREADS by the executor
+    latency_runs: int
+    task: str  # --task: auto, or what every output is
+
+
 def run(context: StageContext) -> None:
     import tensorflow as tf
 
-    params = context.params
-    threads = params["threads"]  # applied through TF_NUM_INTRAOP_THREADS by the executor
-    shape = params["input_shape"]
-    model = load(context.model_path, unsafe=params["unsafe"],
+    params = ReferenceParams.of(context)
+    threads = params.threads
+    shape = params.input_shape
+    model = load(context.model_path, unsafe=params.unsafe,
                  input_shape=tuple(shape) if shape else None)
     inputs = data.load_inputs(context.build_dir, data.VALIDATION)
     count = data.sample_count(inputs)
@@ -46,11 +55,11 @@ def run(context: StageContext) -> None:
                 "validated against it. Check the model's weights and its preprocessing "
                 "(--preprocessing), then convert again")
     first = [tf.constant(array[:1]) for array in inputs.values()]
-    latency = measure_latency(lambda: model.graph_function(*first), params["latency_runs"])
+    latency = measure_latency(lambda: model.graph_function(*first), params.latency_runs)
     with context.write(OUTPUTS).open("wb") as file:
         np.savez(file, **outputs)  # type: ignore[arg-type]
     labels = data.load_labels(context.build_dir)
-    tasks = {tensor.name: metrics.output_task(tensor.shape, params["task"], outputs[tensor.name])
+    tasks = {tensor.name: metrics.output_task(tensor.shape, params.task, outputs[tensor.name])
              for tensor in model.outputs}
     labelled = labelled_quality(outputs, tasks, labels)
     summary = {
@@ -59,7 +68,7 @@ def run(context: StageContext) -> None:
         **latency.as_record(),
         "latency_method": "tf.function call, batch 1",
         "threads": threads,
-        "latency_runs": params["latency_runs"],
+        "latency_runs": params.latency_runs,
         "samples": int(count),
     }
     write_json_atomic(context.write(SUMMARY), summary)

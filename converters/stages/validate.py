@@ -8,32 +8,33 @@ from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageSkipped
 from converters.targets import open_runtime
+from converters.targets.base import ValidateParams
 
 
 def run(context: StageContext) -> None:
-    params = context.params
+    params = ValidateParams.of(context)
     if context.upstream_skipped is not None:  # the artifact was not built here: say so, once
-        write_json_atomic(context.write(params["output"]), {
-            "target": params["target"], "variant": params["variant"], "path": params["artifact"],
-            "runtime": params["runtime"], "not_built": context.upstream_skipped})
+        write_json_atomic(context.write(params.output), {
+            "target": params.target, "variant": params.variant, "path": params.artifact,
+            "runtime": params.runtime, "not_built": context.upstream_skipped})
         raise StageSkipped(context.upstream_skipped)
-    artifact = context.read(params["artifact"])
+    artifact = context.read(params.artifact)
     inputs = data.load_inputs(context.build_dir, data.VALIDATION)
     labels = data.load_labels(context.build_dir)
     keras_outputs = reference.load_outputs(context.build_dir)
     names = tuple(keras_outputs)
-    runner = open_runtime(artifact, threads=params["threads"])
+    runner = open_runtime(artifact, threads=params.threads)
     outputs = validate.run_named(runner, inputs, names, f"validating {artifact.name}")
     result = {
-        "target": params["target"],
-        "variant": params["variant"],
-        "path": params["artifact"],
-        "threads": params["threads"],
-        "latency_runs": params["latency_runs"],
-        "runtime": params["runtime"],
+        "target": params.target,
+        "variant": params.variant,
+        "path": params.artifact,
+        "threads": params.threads,
+        "latency_runs": params.latency_runs,
+        "runtime": params.runtime,
         "samples": data.sample_count(inputs),
     }
-    what = f"the {params['target']} {params['variant']} artifact {artifact.name}"
+    what = f"the {params.target} {params.variant} artifact {artifact.name}"
     failure = next((problem for name in names if name in outputs and (
         problem := validate.non_finite_problem(outputs[name], f"{what} (output '{name}')"))), None)
     if failure is not None:
@@ -44,7 +45,7 @@ def run(context: StageContext) -> None:
         tasks = reference.output_tasks(context.build_dir)
         per_output = metrics.compare(keras_outputs, outputs, tasks, labels)
         headline = metrics.worst_headline(per_output)
-        latency = validate.latency_named(runner, inputs, params["latency_runs"])
+        latency = validate.latency_named(runner, inputs, params.latency_runs)
         console.info(
             f"{artifact.name}: {headline['metric']} drop {headline['drop']:.4f} "
             f"({headline['output']}), max |error| "
@@ -52,4 +53,4 @@ def run(context: StageContext) -> None:
             f"{latency.median_ms:.2f} ms")
         result |= {"failed": None, "metrics": metrics.summary(per_output), "outputs": per_output,
                    "headline": headline, **latency.as_record()}
-    write_json_atomic(context.write(params["output"]), result)
+    write_json_atomic(context.write(params.output), result)

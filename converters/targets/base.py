@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converters.stages.base import StageSpec
+from converters.stages.base import StageParams, StageSpec
 
 if TYPE_CHECKING:
     from converters.bundle import BundleRequest
@@ -27,16 +27,25 @@ TF_TOOLS = ("tensorflow", "keras", "numpy")  # what a stage that loads the Keras
 VALIDATION_RECORD = "validation/{target}_{variant}.json"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ValidateParams(StageParams):
+    """The core ``validate`` stage's parameters (see :meth:`PlanContext.validation_stage`)."""
+
+    target: str
+    variant: str
+    artifact: str  # the artifact to run, relative to the build folder
+    output: str  # the validation record it writes
+    runtime: str  # what runs it, as the report names it
+    threads: int
+    latency_runs: int
+
+
 @dataclass(frozen=True)
 class PlanContext:
-    """What a target's planner needs: the configuration, the model's name, the timing params."""
+    """What a target's planner needs: the configuration and the model's name."""
 
     config: ConvertConfig
     stem: str
-
-    @property
-    def timing(self) -> dict[str, int]:
-        return {"threads": self.config.threads, "latency_runs": self.config.latency_runs}
 
     def validation_stage(self, converted_by: str, target: str, variant: str, artifact: str,
                          runtime: str, tools: tuple[str, ...], group: str,
@@ -45,8 +54,10 @@ class PlanContext:
         run in ``image``: the core image unless the artifact's runtime lives elsewhere)."""
         record = VALIDATION_RECORD.format(target=target, variant=variant)
         return StageSpec(f"validate-{target}-{variant}", "validate", image,
-                         {"target": target, "variant": variant, "artifact": artifact,
-                          "output": record, "runtime": runtime, **self.timing},
+                         ValidateParams(target=target, variant=variant, artifact=artifact,
+                                        output=record, runtime=runtime,
+                                        threads=self.config.threads,
+                                        latency_runs=self.config.latency_runs),
                          deps=(converted_by, "data", "reference"), outputs=(record,),
                          tools=tools, group=group)
 

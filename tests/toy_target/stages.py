@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageParams
+
+
+@dataclass(frozen=True, kw_only=True)
+class CopyParams(StageParams):
+    source: str
+    source_info: str
+    artifact: str
+    info: str
 
 
 def copy(context: StageContext) -> None:
-    params = context.params
-    shutil.copyfile(context.read(params["source"]), context.write(params["artifact"]))
-    shutil.copyfile(context.read(params["source_info"]), context.write(params["info"]))
+    params = CopyParams.of(context)
+    shutil.copyfile(context.read(params.source), context.write(params.artifact))
+    shutil.copyfile(context.read(params.source_info), context.write(params.info))

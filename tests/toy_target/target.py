@@ -7,6 +7,7 @@ from pathlib import Path
 from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets import CORE_IMAGE, BundleHooks, PlanContext, Target
+from tests.toy_target.stages import CopyParams
 
 SUFFIX = "_copy.tflite"
 
@@ -17,8 +18,8 @@ def plan(context: PlanContext) -> list[StageSpec]:
     source = f"tflite/{context.stem}_fp32.tflite"
     return [
         StageSpec("copy-fp32", "copy", CORE_IMAGE,
-                  {"source": source, "source_info": source.removesuffix(".tflite") + ".json",
-                   "artifact": artifact, "info": info},
+                  CopyParams(source=source, source_info=source.removesuffix(".tflite") + ".json",
+                             artifact=artifact, info=info),
                   deps=("tflite-fp32",), outputs=(artifact, info), tools=()),
         context.validation_stage("copy-fp32", "copy", "fp32", artifact, "ai-edge-litert",
                                  ("ai-edge-litert",), "copy"),

@@ -9,16 +9,16 @@ runs again once a compiler is there.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from converters import console
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_json_atomic, write_text_atomic
-from converters.stages.base import StageContext, StageSkipped, StageSpec
+from converters.stages.base import StageContext, StageParams, StageSkipped, StageSpec
 from converters.targets.base import CORE_IMAGE
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.edgetpu.compiler import (
@@ -41,6 +41,28 @@ NOT_RUN_HELP = (
 OUTPUT_TAIL_LINES = 15
 
 
+@dataclass(frozen=True, kw_only=True)
+class CheckParams(StageParams):
+    artifact: str  # the int8 model
+    output: str  # the pre-check record
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileParams(StageParams):
+    artifact: str  # the int8 model
+    options: dict[str, Any]  # CompileOptions.as_dict()
+    output_dir: str
+    record: str
+    precheck: str  # the pre-check record the failure message points to
+    split_record: str | None = None  # --edgetpu-split: the split whose head is compiled too
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitParams(StageParams):
+    artifact: str  # the int8 model to split
+    output_dir: str
+
+
 def int8_artifact(stem: str) -> str:
     return f"edgetpu/{stem}_int8.tflite"
 
@@ -51,10 +73,11 @@ def precheck_record(stem: str) -> str:
 
 def precheck(context: StageContext) -> None:
     """Stage ``edgetpu-check``: the predicted op mapping of the int8 model, no compiler needed."""
-    artifact = context.read(context.params["artifact"])
+    params = CheckParams.of(context)
+    artifact = context.read(params.artifact)
     result = edgetpu_check.check_file(artifact)
-    result["model"] = context.params["artifact"]
-    write_json_atomic(context.write(context.params["output"]), result)
+    result["model"] = params.artifact
+    write_json_atomic(context.write(params.output), result)
     console.info(f"Edge TPU pre-check: {result['tpu_ops']} of {result['total_ops']} ops predicted "
                  "on the Edge TPU" + ("" if result["compiles"] else
                                       f"; will not compile: {'; '.join(result['blocking'])}"))
@@ -62,23 +85,23 @@ def precheck(context: StageContext) -> None:
 
 def compile_model(context: StageContext) -> None:
     """Stage ``edgetpu-compile``: run the compiler, keep its outputs and its parsed verdict."""
-    params = context.params
-    options = CompileOptions(**{**params["options"],
-                                "intermediate_tensors": tuple(params["options"]["intermediate_tensors"])})
-    out_dir = context.write(params["output_dir"])
+    params = CompileParams.of(context)
+    options = CompileOptions(**{**params.options,
+                                "intermediate_tensors": tuple(params.options["intermediate_tensors"])})
+    out_dir = context.write(params.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record_path = context.write(params["record"])
+    record_path = context.write(params.record)
     compiler = shutil.which(COMPILER)
     if compiler is None:
         write_json_atomic(record_path, {"ran": False, "reason": NOT_RUN_HELP,
                                         "options": options.as_dict()})
         raise StageSkipped(f"the Edge TPU compile did not run (the int8 model and the pre-check "
                            f"are built): {NOT_RUN_HELP}")
-    model = context.read(params["artifact"])
-    argv, stdout, verdict = run_compiler(model, options, out_dir, params["precheck"])
+    model = context.read(params.artifact)
+    argv, stdout, verdict = run_compiler(model, options, out_dir, params.precheck)
     write_text_atomic(out_dir / "compiler_output.txt", stdout)
     head = split_head(context)
-    head_verdict = run_compiler(head, options, out_dir, params["precheck"])[2] if head else None
+    head_verdict = run_compiler(head, options, out_dir, params.precheck)[2] if head else None
     write_json_atomic(record_path, {
         "ran": True,
         "command": argv,
@@ -120,7 +143,7 @@ def run_compiler(model: Path, options: CompileOptions, out_dir: Path,
 
 def split_head(context: StageContext) -> Path | None:
     """The ``--edgetpu-split`` head to compile as well, when the split was written."""
-    record = context.params.get("split_record")
+    record = CompileParams.of(context).split_record
     if record is None:
         return None
     path = context.read(record)
@@ -158,15 +181,9 @@ def split_record(stem: str) -> str:
 def split_stage(artifact: str) -> StageSpec:
     """``--edgetpu-split``: the Edge TPU head and the CPU tail of the int8 model."""
     return StageSpec("edgetpu-split", "edgetpu-split", CORE_IMAGE,
-                     {"artifact": artifact, "output_dir": SPLIT_DIR},
+                     SplitParams(artifact=artifact, output_dir=SPLIT_DIR),
                      deps=("edgetpu-int8",), outputs=(SPLIT_DIR,),
                      tools=("ai-edge-litert", "numpy", "flatbuffers"), group="edgetpu-int8")
-
-
-def compile_after_split(compile_stage: StageSpec, stem: str) -> StageSpec:
-    """The compile stage also compiles the split's head (so it runs after the split)."""
-    return dataclasses.replace(compile_stage, deps=(*compile_stage.deps, "edgetpu-split"),
-                               params={**compile_stage.params, "split_record": split_record(stem)})
 
 
 def split_report_params(stem: str, enabled: bool) -> dict[str, str]:
@@ -177,7 +194,8 @@ def split(context: StageContext) -> None:
     """Stage ``edgetpu-split``: write, validate and record the head/tail pair."""
     from converters.targets.edgetpu.split import split_lines, split_model
 
-    out_dir = context.write(context.params["output_dir"])
+    params = SplitParams.of(context)
+    out_dir = context.write(params.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for line in split_lines(split_model(context.read(context.params["artifact"]), out_dir)):
+    for line in split_lines(split_model(context.read(params.artifact), out_dir)):
         console.info(line)

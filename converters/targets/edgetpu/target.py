@@ -29,20 +29,23 @@ def plan(context: PlanContext) -> list[StageSpec]:
                                 VALIDATION_RUNTIME, batch_size=1)
     precheck = stages.precheck_record(stem)
     planned.append(StageSpec("edgetpu-check", "edgetpu-check", CORE_IMAGE,
-                             {"artifact": artifact, "output": precheck},
+                             stages.CheckParams(artifact=artifact, output=precheck),
                              deps=("edgetpu-int8",), outputs=(precheck,), tools=LITERT_TOOLS,
                              group="edgetpu-int8"))
+    split = config.edgetpu_split
     compile_stage = StageSpec("edgetpu-compile", "edgetpu-compile", IMAGE,
-                              {"artifact": artifact, "options": config.edgetpu.as_dict(),
-                               "output_dir": stages.COMPILED_DIR, "record": stages.COMPILE_RECORD,
-                               "precheck": precheck},
-                              deps=("edgetpu-int8",),
+                              stages.CompileParams(artifact=artifact,
+                                                   options=config.edgetpu.as_dict(),
+                                                   output_dir=stages.COMPILED_DIR,
+                                                   record=stages.COMPILE_RECORD,
+                                                   precheck=precheck,
+                                                   # the split's head is compiled too
+                                                   split_record=stages.split_record(stem)
+                                                   if split else None),
+                              deps=("edgetpu-int8", "edgetpu-split") if split else ("edgetpu-int8",),
                               outputs=(stages.COMPILED_DIR, stages.COMPILE_RECORD),
                               tools=(stages.COMPILER_TOOL,))
-    if config.edgetpu_split:
-        return [*planned, stages.split_stage(artifact),
-                stages.compile_after_split(compile_stage, stem)]
-    return [*planned, compile_stage]
+    return [*planned, *([stages.split_stage(artifact)] if split else []), compile_stage]
 
 
 def check_config(config: ConvertConfig) -> None:

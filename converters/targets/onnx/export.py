@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from converters import console
 from converters.errors import ConversionError, ConverterError, ToolMissingError
 from converters.fsutil import write_json_atomic
 from converters.stages import data, export
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageParams
 from converters.targets.onnx import graph as onnx_graph
 
 BATCH_AXIS = "batch"
@@ -89,13 +90,29 @@ def _require(module: str) -> Any:
                                "'.[onnx]' (or use the tflite image: invoke images)") from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExportParams(StageParams):
+    opset: int
+    artifact: str
+    info: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeParams(StageParams):
+    source: str  # the fp32 ONNX model
+    artifact: str
+    info: str
+    calibration: str  # the calibration record (ranges)
+    method: str  # onnxruntime's calibration method
+
+
 def export_onnx(context: StageContext) -> None:
     """Stage ``onnx-export``: SavedModel → ONNX (fp32), dynamic batch axis named ``batch``."""
     tf2onnx = _require("tf2onnx")
     onnx = _require("onnx")
-    params = context.params
+    params = ExportParams.of(context)
     model = context.model_path.name
-    opset = params["opset"]
+    opset = params.opset
     started = time.perf_counter()
     with onnx_step(model, "loading the exported SavedModel", REBUILD_HINT):
         serve, _loaded = serving_function(context)  # _loaded keeps the variables alive
@@ -111,13 +128,13 @@ def export_onnx(context: StageContext) -> None:
             graph_def, name=model, input_names=inputs, output_names=outputs, opset=opset,
             tensors_to_rename=names)
     finish_model(model_proto, model, opset, input_names)
-    path = context.write(params["artifact"])
+    path = context.write(params.artifact)
     with onnx_step(model, f"saving {path.name}", REPORT_HINT):
         onnx.save(model_proto, str(path))
     with onnx_step(model, "a trial run of the exported model in onnxruntime", OPSET_HINT):
         trial_run(path, model_proto)
     info = model_info(model_proto, time.perf_counter() - started, {"opset": opset})
-    write_json_atomic(context.write(params["info"]), info)
+    write_json_atomic(context.write(params.info), info)
     console.info(f"ONNX fp32: {path.stat().st_size / 1024:.1f} KiB "
                  f"({time.perf_counter() - started:.1f} s)")
 
@@ -257,34 +274,34 @@ def quantize_onnx(context: StageContext) -> None:
     """Stage ``onnx-quantize``: fp32 ONNX → Q/DQ int8 ONNX, calibrated on the calibration split."""
     onnx = _require("onnx")
     quantization = _require("onnxruntime.quantization")
-    params = context.params
+    params = QuantizeParams.of(context)
     started = time.perf_counter()
-    source = context.read(params["source"])
+    source = context.read(params.source)
     calibration = data.load_inputs(context.build_dir, data.CALIBRATION)
     model = context.model_path.name
-    target = context.write(params["artifact"])
+    target = context.write(params.artifact)
     prepared = target.with_name(target.stem + "_prepared.onnx")
     with onnx_step(model, "preparing the fp32 model (shape inference)", QUANTIZE_HINT, INT8):
         # ONNX shape inference suffices for image models; symbolic inference would need sympy.
         quantization.shape_inference.quant_pre_process(str(source), str(prepared),
                                                        skip_symbolic_shape=True)
     console.info(f"calibrating ONNX int8 on {data.sample_count(calibration)} samples "
-                 f"({params['method']})")
+                 f"({params.method})")
     with onnx_step(model, "calibrating and quantizing (onnxruntime quantize_static)",
                    QUANTIZE_HINT, INT8):
         quantize_static(quantization, prepared, target,
-                        _CalibrationReader(calibration), params["method"])
+                        _CalibrationReader(calibration), params.method)
     prepared.unlink()
     with onnx_step(model, "checking the int8 model (onnx.checker)", QUANTIZE_HINT, INT8):
         model_proto = onnx.load(str(target))
         onnx.checker.check_model(model_proto)
     ranges = calibration_ranges(model_proto)
-    write_json_atomic(context.write(params["calibration"]), {
-        "method": params["method"], "images": data.sample_count(calibration), "symmetric": True,
+    write_json_atomic(context.write(params.calibration), {
+        "method": params.method, "images": data.sample_count(calibration), "symmetric": True,
         "scales": ranges})
-    write_json_atomic(context.write(params["info"]), model_info(
+    write_json_atomic(context.write(params.info), model_info(
         model_proto, time.perf_counter() - started,
-        {"quantization": "QDQ int8, symmetric, per-channel weights", "method": params["method"]}))
+        {"quantization": "QDQ int8, symmetric, per-channel weights", "method": params.method}))
     console.info(f"ONNX int8 (Q/DQ): {target.stat().st_size / 1024:.1f} KiB")
 
 

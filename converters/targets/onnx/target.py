@@ -10,7 +10,12 @@ from converters.errors import ConfigError
 from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
-from converters.targets.onnx.export import calibration_record, onnx_artifact
+from converters.targets.onnx.export import (
+    ExportParams,
+    QuantizeParams,
+    calibration_record,
+    onnx_artifact,
+)
 
 ONNX_TOOLS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
 ONNXRUNTIME_TOOLS = ("onnxruntime", "numpy")
@@ -24,7 +29,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
     fp32_info = fp32.removesuffix(".onnx") + ".json"
     stages = [
         StageSpec("onnx-fp32", "onnx-export", CORE_IMAGE,
-                  {"opset": context.config.onnx_opset, "artifact": fp32, "info": fp32_info},
+                  ExportParams(opset=context.config.onnx_opset, artifact=fp32, info=fp32_info),
                   deps=("export",), outputs=(fp32, fp32_info), tools=ONNX_TOOLS, group="onnx-fp32"),
         context.validation_stage("onnx-fp32", "onnx", "fp32", fp32, VALIDATION_RUNTIME,
                                  ONNXRUNTIME_TOOLS, "onnx-fp32"),
@@ -35,8 +40,8 @@ def plan(context: PlanContext) -> list[StageSpec]:
         calibration = calibration_record(stem)
         stages += [
             StageSpec("onnx-int8", "onnx-quantize", CORE_IMAGE,
-                      {"source": fp32, "artifact": int8, "info": int8_info,
-                       "calibration": calibration, "method": "MinMax"},
+                      QuantizeParams(source=fp32, artifact=int8, info=int8_info,
+                                     calibration=calibration, method="MinMax"),
                       deps=("onnx-fp32", "data"), outputs=(int8, int8_info, calibration),
                       tools=ONNX_TOOLS, group="onnx-int8"),
             context.validation_stage("onnx-int8", "onnx", "int8", int8, VALIDATION_RUNTIME,

@@ -10,6 +10,7 @@ non-zero after the report, the ONNX artifacts being built and validated all the 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,23 @@ import numpy as np
 from converters.fsutil import write_bytes_atomic, write_json_atomic
 from converters.latency import median_latency_ms
 from converters.stages import data, export
-from converters.stages.base import StageContext, StageSkipped
+from converters.stages.base import StageContext, StageParams, StageSkipped
 from converters.targets.tensorrt.engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
 
 TIMING_CACHE = "tensorrt/timing.cache"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineParams(StageParams):
+    precision: str  # fp32, fp16 or int8
+    source: str  # the ONNX model (the Q/DQ one for int8)
+    engine: str
+    engine_dir: str  # the engine's folder (the declared output)
+    record: str  # the engine record: built facts, or why not built
+    validation: str  # the validation record of this engine
+    batch: dict[str, int]  # BatchProfile.as_dict()
+    workspace_bytes: int
+    latency_runs: int
 
 
 def engine_artifact(stem: str, precision: str) -> str:
@@ -35,34 +49,34 @@ def engine_record(stem: str, precision: str) -> str:
 def run(context: StageContext) -> None:
     """Build the engine and measure it at the profile's opt batch; the validation stage that
     follows runs it on the validation split like every other artifact."""
-    params = context.params
-    record_path = context.write(params["record"])
-    engine_dir = context.write(params["engine_dir"])
+    params = EngineParams.of(context)
+    record_path = context.write(params.record)
+    engine_dir = context.write(params.engine_dir)
     engine_dir.mkdir(parents=True, exist_ok=True)
     problem = tensorrt_problem()
     if problem is not None:  # said once for all engines, after the report
-        write_json_atomic(record_path, {"ran": False, "precision": params["precision"],
+        write_json_atomic(record_path, {"ran": False, "precision": params.precision,
                                         "reason": f"{problem}: {NOT_RUN_HELP}"})
         raise StageSkipped(f"TensorRT engines are not built here: {problem}: {NOT_RUN_HELP}")
     from converters.targets.tensorrt.engine import EngineRuntime, build_engine
 
-    profile = BatchProfile(**params["batch"])
+    profile = BatchProfile(**params.batch)
     started = time.perf_counter()
     engine_bytes, facts = build_engine(
-        context.read(params["source"]), params["precision"], profile,
-        export.input_shape(context.build_dir), params["workspace_bytes"],
+        context.read(params.source), params.precision, profile,
+        export.input_shape(context.build_dir), params.workspace_bytes,
         context.build_dir / TIMING_CACHE)
     facts["conversion_seconds"] = round(time.perf_counter() - started, 2)
-    engine_path = engine_dir / Path(params["engine"]).name
+    engine_path = engine_dir / Path(params.engine).name
     write_bytes_atomic(engine_path, engine_bytes)
     write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
     runner = EngineRuntime(engine_bytes)
     first = data.load_split(context.build_dir, data.VALIDATION, "the TensorRT target")[:1]
     opt_batch = np.repeat(first, profile.opt, axis=0)
     write_json_atomic(record_path, {
-        "ran": True, "precision": params["precision"], "engine": params["engine"],
-        "sidecar": facts, "validation": params["validation"],
+        "ran": True, "precision": params.precision, "engine": params.engine,
+        "sidecar": facts, "validation": params.validation,
         "latency_ms_opt_batch": median_latency_ms(lambda: runner.run(opt_batch),
-                                                           params["latency_runs"]),
+                                                           params.latency_runs),
         "opt_batch": profile.opt, "size_bytes": len(engine_bytes),
     })

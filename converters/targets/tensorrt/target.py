@@ -40,11 +40,12 @@ def plan(context: PlanContext) -> list[StageSpec]:
                                               image=IMAGE)
         planned += [
             StageSpec(name, "tensorrt-engine", IMAGE,
-                      {"precision": mode.value, "source": onnx_artifact(stem, source),
-                       "engine": engine, "engine_dir": engine_dir, "record": record,
-                       "validation": validation.outputs[0], "batch": config.batch.as_dict(),
-                       "workspace_bytes": config.workspace_mb * 2**20,
-                       "latency_runs": config.latency_runs},
+                      stages.EngineParams(
+                          precision=mode.value, source=onnx_artifact(stem, source),
+                          engine=engine, engine_dir=engine_dir, record=record,
+                          validation=validation.outputs[0], batch=config.batch.as_dict(),
+                          workspace_bytes=config.workspace_mb * 2**20,
+                          latency_runs=config.latency_runs),
                       deps=(f"onnx-{source}", "data"), outputs=(engine_dir, record),
                       tools=("tensorrt", "cuda-python"), group=name),
             validation,
@@ -53,7 +54,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
 
 
 def report_params(context: PlanContext, planned: list[StageSpec]) -> list[str]:
-    return [spec.params["record"] for spec in planned if spec.kind == "tensorrt-engine"]
+    return [spec.params.record for spec in planned if isinstance(spec.params, stages.EngineParams)]
 
 
 def select(request: BundleRequest, built: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:

@@ -25,35 +25,36 @@ from converters.stages import data, export
 from converters.stages.base import StageContext
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import record
+from converters.targets.tflite.params import ModeParams
 
 # TensorFlow ops in the converter's MLIR dump: "tf.Erfinv"(%4) ...
 TF_OP_PATTERN = re.compile(r'"(tf\.[A-Z][A-Za-z0-9_]*)"')
 
 
 def run(context: StageContext) -> None:
-    params = context.params
-    mode = Quantization(params["mode"])
+    params = ModeParams.of(context)
+    mode = Quantization(params.mode)
     console.info(f"converting to TFLite {mode.value}")
     started = time.perf_counter()
     flatbuffer = convert(context, mode)
     seconds = time.perf_counter() - started
     graph = tflite_inspect.parse(flatbuffer)
-    if mode is Quantization.INT8 and not params["allow_float_fallback"]:
+    if mode is Quantization.INT8 and not params.allow_float_fallback:
         record.require_full_integer(context, graph)
-    write_bytes_atomic(context.write(params["artifact"]), flatbuffer)
+    write_bytes_atomic(context.write(params.artifact), flatbuffer)
     info = record.artifact_info(context, graph, seconds, record.tf_converter_label())
     info["op_errors"] = record.op_errors(context, flatbuffer)
-    write_json_atomic(context.write(params["info"]), info)
+    write_json_atomic(context.write(params.info), info)
     console.info(f"TFLite {mode.value}: {len(flatbuffer) / 1024:.1f} KiB in {seconds:.1f} s")
 
 
 def convert(context: StageContext, mode: Quantization) -> bytes:
-    params = context.params
+    params = ModeParams.of(context)
     if mode is not Quantization.INT8:
-        return _convert_float(context, mode, params["allow_flex"])
+        return _convert_float(context, mode, params.allow_flex)
     calibration = data.load_inputs(context.build_dir, data.CALIBRATION)
-    return _convert_int8(context, calibration, IODType(params["io_dtype"]),
-                         strict=not params["allow_float_fallback"])
+    return _convert_int8(context, calibration, IODType(params.io_dtype),
+                         strict=not params.allow_float_fallback)
 
 
 def _converter(context: StageContext) -> Any:
@@ -62,7 +63,7 @@ def _converter(context: StageContext) -> Any:
     import tensorflow as tf
 
     saved_model = str(context.read(export.SAVED_MODEL))
-    batch_size = context.params.get("batch_size")
+    batch_size = ModeParams.of(context).batch_size
     if batch_size is None:
         return tf.lite.TFLiteConverter.from_saved_model(saved_model)
     loaded = tf.saved_model.load(saved_model)

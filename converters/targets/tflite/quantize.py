@@ -23,13 +23,14 @@ from converters.stages import data, reference
 from converters.stages.base import StageContext
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import quantizer_engine, record
+from converters.targets.tflite.params import MixedParams, QuantizeParams
 
 
 def run(context: StageContext) -> None:
-    params = context.params
-    mode = Quantization(params["mode"])
-    console.info(f"quantizing TFLite {mode.value} from {params['source']} with ai-edge-quantizer")
-    fp32 = context.read(params["source"]).read_bytes()
+    params = QuantizeParams.of(context)
+    mode = Quantization(params.mode)
+    console.info(f"quantizing TFLite {mode.value} from {params.source} with ai-edge-quantizer")
+    fp32 = context.read(params.source).read_bytes()
     mixed: dict[str, Any] | None = None
     if mode is Quantization.FP16:
         model = quantizer_engine.quantize_fp16(fp32)
@@ -38,25 +39,25 @@ def run(context: StageContext) -> None:
     elif mode is Quantization.INT8:
         calibration = data.load_split(context.build_dir, data.CALIBRATION,
                                       "int8 by ai-edge-quantizer")
-        model = quantizer_engine.quantize_int8(fp32, calibration, io_type=params["io_type"],
-                                               threads=params["threads"])
+        model = quantizer_engine.quantize_int8(fp32, calibration, io_type=params.io_type,
+                                               threads=params.threads)
     else:
         model, mixed = _mixed(context, fp32)
     graph = tflite_inspect.parse(model.flatbuffer)
-    if mode is Quantization.INT8 and not params["allow_float_fallback"]:
+    if mode is Quantization.INT8 and not params.allow_float_fallback:
         record.require_full_integer(context, graph)
-    write_bytes_atomic(context.write(params["artifact"]), model.flatbuffer)
+    write_bytes_atomic(context.write(params.artifact), model.flatbuffer)
     info = record.artifact_info(context, graph, model.seconds, record.quantizer_label())
     info["op_errors"] = record.op_errors(context, model.flatbuffer)
     if mixed is not None:
         info["mixed_precision"] = mixed
-    write_json_atomic(context.write(params["info"]), info)
+    write_json_atomic(context.write(params.info), info)
     console.info(f"TFLite {mode.value}: {model.size / 1024:.1f} KiB in {model.seconds:.1f} s")
 
 
 def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.QuantizedModel, dict[str, Any]]:
     """The accuracy-aware search on the validation split, and what report.json says of it."""
-    params = context.params
+    params = MixedParams.of(context)
     calibration = data.load_split(context.build_dir, data.CALIBRATION, "--quant int8-mixed")
     validation = data.load_split(context.build_dir, data.VALIDATION, "--quant int8-mixed")
     labels = data.load_labels(context.build_dir)
@@ -64,7 +65,7 @@ def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.Quantiz
                      reference.load_single_output(context.build_dir, "--quant int8-mixed"))
     result = quantizer_engine.accuracy_aware_int8(
         fp32, calibration, validation, labels=labels, reference=keras_outputs,
-        max_drop=params["max_accuracy_drop"], threads=params["threads"])
+        max_drop=params.max_accuracy_drop, threads=params.threads)
     if not result.within_bound:
         console.warn(f"int8-mixed: the drop is {result.drop:.4f} with {len(result.kept_float)} "
                      f"ops in float, still over --max-accuracy-drop {result.max_drop}")
@@ -90,9 +91,9 @@ def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.Quantiz
     return result.model, summary
 
 
-def _latency_ms(flatbuffer: bytes, image: np.ndarray, params: dict[str, Any]) -> float:
+def _latency_ms(flatbuffer: bytes, image: np.ndarray, params: QuantizeParams) -> float:
     """Median single-image latency (the validation stage's method, threads and runs)."""
-    interpreter = quantizer_engine.litert_interpreter(flatbuffer, params["threads"])
+    interpreter = quantizer_engine.litert_interpreter(flatbuffer, params.threads)
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], quantizer_engine.to_input(image, detail))
-    return round(median_latency_ms(interpreter.invoke, params["latency_runs"]), 4)
+    return round(median_latency_ms(interpreter.invoke, params.latency_runs), 4)

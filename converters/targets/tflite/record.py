@@ -11,6 +11,7 @@ from converters.stages import data
 from converters.stages.base import StageContext
 from converters.targets.tflite import engine_choice, quantizer_engine
 from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite.params import ModeParams
 
 # report.json's per-artifact op_errors: the ops adding the most error, measured on this many
 # calibration images (few: every tensor of both models is kept in memory per batch).
@@ -37,14 +38,14 @@ def quantizer_label() -> str:
 def artifact_info(context: StageContext, graph: tflite_inspect.TFLiteGraph, seconds: float,
                   engine: str) -> dict[str, Any]:
     """The info JSON fields every TFLite artifact has, whichever engine made it."""
-    params = context.params
+    params = ModeParams.of(context)
     return {
-        "mode": params["mode"],
+        "mode": params.mode,
         "engine": engine,
-        "batch_size": params.get("batch_size"),
-        "io_dtype": params.get("io_dtype"),
-        "allow_flex": params.get("allow_flex", False),
-        "allow_float_fallback": params.get("allow_float_fallback", False),
+        "batch_size": params.batch_size,
+        "io_dtype": params.io_dtype,
+        "allow_flex": params.allow_flex,
+        "allow_float_fallback": params.allow_float_fallback,
         "conversion_seconds": round(seconds, 3),
         "float_ops": graph.float_ops(),
         "op_counts": graph.op_counts(),
@@ -60,9 +61,9 @@ def _io(tensor: tflite_inspect.TensorInfo) -> dict[str, Any]:
 
 def op_errors(context: StageContext, flatbuffer: bytes) -> list[dict[str, Any]] | None:
     """The (at most 10) ops whose quantization adds the most error against the fp32 artifact
-    (``params["op_errors_against"]``), on the first calibration images, largest first; ops
+    (``params.op_errors_against``), on the first calibration images, largest first; ops
     adding none are left out. None when not asked."""
-    against = context.params.get("op_errors_against")
+    against = ModeParams.of(context).op_errors_against
     if not against:
         return None
     fp32 = context.read(against).read_bytes()

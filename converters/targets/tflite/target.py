@@ -12,6 +12,7 @@ from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
 from converters.targets.tflite import engine_choice
+from converters.targets.tflite.params import MixedParams, ModeParams, QuantizeParams
 
 LITERT_TOOLS = ("ai-edge-litert", "numpy")
 QUANTIZER_TOOLS = ("ai-edge-quantizer", "ai-edge-litert", "numpy")
@@ -36,36 +37,37 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
     request = engine_choice.ModeRequest(mode, config.io_dtype, config.allow_float_fallback,
                                         config.allow_flex, fixed_batch=batch_size is not None)
     engine = engine_choice.engine_for(request, config.quant_engine)
-    params: dict[str, object] = {
-        "mode": mode.value,
-        "allow_flex": config.allow_flex and mode in (Quantization.FP32, Quantization.FP16,
-                                                     Quantization.DYNAMIC),
-        "artifact": path,
-        "info": path.removesuffix(".tflite") + ".json",
-        "batch_size": batch_size,
-        # Per-op errors against the fp32 artifact, which the tflite target plans (the Edge TPU's
-        # int8 gets them when both targets are built); it must run in LiteRT: no Flex ops.
-        "op_errors_against": (artifact(context.stem, Quantization.FP32)
-                              if mode is not Quantization.FP32 and "tflite" in config.targets
-                              and not config.allow_flex else None),
-    }
-    if mode in (Quantization.INT8, Quantization.INT8_MIXED):
-        params |= {"io_dtype": config.io_dtype.value,
-                   "allow_float_fallback": config.allow_float_fallback}
+    integer = mode in (Quantization.INT8, Quantization.INT8_MIXED)
+    # Per-op errors against the fp32 artifact, which the tflite target plans (the Edge TPU's
+    # int8 gets them when both targets are built); it must run in LiteRT: no Flex ops.
+    against = (artifact(context.stem, Quantization.FP32)
+               if mode is not Quantization.FP32 and "tflite" in config.targets
+               and not config.allow_flex else None)
+    common = ModeParams(
+        mode=mode.value, artifact=path, info=path.removesuffix(".tflite") + ".json",
+        allow_flex=config.allow_flex and mode in (Quantization.FP32, Quantization.FP16,
+                                                  Quantization.DYNAMIC),
+        batch_size=batch_size, op_errors_against=against,
+        io_dtype=config.io_dtype.value if integer else None,
+        allow_float_fallback=config.allow_float_fallback if integer else False)
     deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
-    if params["op_errors_against"]:
+    if against:
         deps += (FP32_STAGE,)
     group = name.removeprefix("tflite-")
-    outputs = (path, str(params["info"]))
+    outputs = (path, common.info)
     if engine == engine_choice.TF_CONVERTER:
-        stage = StageSpec(name, "tflite", CORE_IMAGE, params, deps=("export", *deps),
+        stage = StageSpec(name, "tflite", CORE_IMAGE, common, deps=("export", *deps),
                           outputs=outputs, tools=TF_TOOLS, group=group)
     else:
+        mixed = mode is Quantization.INT8_MIXED
         integer_io = mode is Quantization.INT8 and config.io_dtype is IODType.INT8
-        params |= {"source": artifact(context.stem, Quantization.FP32), **context.timing,
+        derived = {**common.as_dict(), "source": artifact(context.stem, Quantization.FP32),
+                   "threads": config.threads, "latency_runs": config.latency_runs,
                    "io_type": "int8" if integer_io else "float32"}
-        if mode is Quantization.INT8_MIXED:
-            params |= {"max_accuracy_drop": config.max_accuracy_drop, "io_dtype": "float32"}
+        params: QuantizeParams = QuantizeParams(**derived)
+        if mixed:  # float I/O: the search compares float outputs
+            params = MixedParams(**{**derived, "io_dtype": "float32"},
+                                 max_accuracy_drop=config.max_accuracy_drop)
             deps += ("reference",)
         stage = StageSpec(name, "tflite-quantize", CORE_IMAGE, params,
                           deps=tuple(dict.fromkeys((FP32_STAGE, *deps))), outputs=outputs,

@@ -1,0 +1,40 @@
+"""Parameters of the tflite target's two stage kinds: ``tflite`` (a TF converter conversion of
+the exported model) and ``tflite-quantize`` (ai-edge-quantizer from the fp32 artifact)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from converters.stages.base import StageParams
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModeParams(StageParams):
+    """One TFLite mode, whichever engine makes it (``tflite`` stages use these alone)."""
+
+    mode: str  # a Quantization value
+    allow_flex: bool
+    artifact: str
+    info: str  # the artifact's info JSON
+    batch_size: int | None = None  # fixed batch (the Edge TPU's 1); None keeps it dynamic
+    op_errors_against: str | None = None  # the fp32 artifact per-op errors are measured against
+    io_dtype: str | None = None  # int8 modes: an IODType value
+    allow_float_fallback: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeParams(ModeParams):
+    """A mode derived from the fp32 artifact by ai-edge-quantizer."""
+
+    source: str  # the fp32 artifact
+    threads: int
+    latency_runs: int
+    io_type: Literal["float32", "int8"]  # the quantizer's I/O type
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixedParams(QuantizeParams):
+    """int8-mixed: the accuracy-aware search, bounded by ``--max-accuracy-drop``."""
+
+    max_accuracy_drop: float
