@@ -166,7 +166,8 @@ def finish_model(model_proto: Any, model: str, opset: int) -> None:
                               f"{len(model_proto.graph.input)} inputs ({names}), expected one. "
                               f"{REPORT_HINT}")
     name_batch_axis(model_proto)
-    onnx_graph.renumber_generated_names(model_proto)  # the same model, the same bytes
+    onnx_graph.name_constants_by_content(model_proto)  # the same model, the same bytes
+    onnx_graph.renumber_generated_names(model_proto)
     with onnx_step(model, "onnx.checker", OPSET_HINT):
         onnx.checker.check_model(model_proto)
 
