@@ -1,29 +1,23 @@
 """``--executor ray`` on a real two-node Ray cluster on this machine's loopback.
 
 The module's fixture starts a head node (1 CPU) and a second node (1 CPU and the custom resource
-``edgetpu_compiler``), each with ``ray start --block`` in its own session and temp dir, both
-sharing a token made for this test (Ray 2.60 turns token authentication on), and stops them by
-pid at the end. The builds use the tiny models of conftest.py.
+``edgetpu_compiler``), each its own ``ray start --block`` with its own temp dir
+(tests/ray_cluster.py), and stops them by pid at the end. The builds use conftest's tiny models.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,6 +29,14 @@ from converters.images import ImageDefinition
 from converters.stages.base import StageSpec
 from converters.targets import PlanContext, Target
 from tests.conftest import ROOT, make_config, quick_flags, tiny_model, write_images
+from tests.ray_cluster import (
+    Cluster,
+    NodeSpec,
+    command_line,
+    descendants,
+    loopback_cluster,
+    parent_pid,
+)
 
 # Not imported here: Ray reads its authentication settings when first imported, and the
 # driver's environment gets them from the cluster fixture (``joined``) first.
@@ -42,57 +44,9 @@ if importlib.util.find_spec("ray") is None:
     pytest.skip("Ray is not installed: pip install -c constraints.txt -e '.[ray]'",
                 allow_module_level=True)
 
-RAY = Path(sys.executable).parent / "ray"
 SAMPLES = ROOT / "tests" / "data" / "edgetpu"
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
-
-
-@dataclass(frozen=True)
-class Cluster:
-    address: str
-    env: dict[str, str]  # what a driver needs to join (the token)
-    head_node: str
-    compiler_node: str
-    processes: tuple[subprocess.Popen[bytes], ...]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def descendants(pids: list[int]) -> list[int]:
-    """Every process below ``pids`` (read from /proc), so that only our cluster is stopped."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], list(pids)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def command_line(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def cluster_nodes(address: str, env: dict[str, str]) -> list[dict[str, object]]:
-    probe = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
-             "print(json.dumps([n for n in ray.nodes() if n['Alive']]))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env={**os.environ, **env}, timeout=120, check=True)
-    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+COMPILER_RESOURCE = "edgetpu_compiler"
 
 
 def fake_compiler(folder: Path) -> Path:
@@ -118,78 +72,14 @@ def fake_compiler(folder: Path) -> Path:
     return folder
 
 
-def start_node(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as handle:
-        return subprocess.Popen([str(RAY), "start", *argv, "--disable-usage-stats",
-                                 "--object-store-memory=200000000", "--block"],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-
-
-def stop(processes: tuple[subprocess.Popen[bytes], ...]) -> None:
-    """SIGTERM each ``ray start --block`` (it stops its node), then SIGKILL what is left below it."""
-    below = descendants([p.pid for p in processes])
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    for pid in below:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    # Token authentication (on by default since Ray 2.5x) with a token made for this cluster.
-    join = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    base = {**os.environ, **join, "PYTHONPATH": str(ROOT)}
-    head_tmp = Path(tempfile.mkdtemp(prefix="tec-ray-head-"))
-    node_tmp = Path(tempfile.mkdtemp(prefix="tec-ray-node-"))
-    compiler_path = fake_compiler(node_tmp / "bin")
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        processes.append(start_node(
-            ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-             f"--temp-dir={head_tmp}", "--include-dashboard=false"], base, head_tmp / "start.log"))
-        wait_for_port(port, processes[0], head_tmp / "start.log")
-        node_env = {**base, "PATH": f"{compiler_path}{os.pathsep}{base['PATH']}"}
-        processes.append(start_node(
-            [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             "--resources", json.dumps({"edgetpu_compiler": 1}), f"--temp-dir={node_tmp}"],
-            node_env, node_tmp / "start.log"))
-        nodes = wait_for_nodes(address, join, 2)
-        head = next(str(n["NodeID"]) for n in nodes if "edgetpu_compiler" not in n["Resources"])  # type: ignore[operator]
-        compiler = next(str(n["NodeID"]) for n in nodes if "edgetpu_compiler" in n["Resources"])  # type: ignore[operator]
-        yield Cluster(address, join, head, compiler, tuple(processes))
-    finally:
-        stop(tuple(processes))
-        shutil.rmtree(head_tmp, ignore_errors=True)
-        shutil.rmtree(node_tmp, ignore_errors=True)
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(120):
-        if process.poll() is not None:
-            raise AssertionError(f"ray start --head exited:\n{log.read_text()[-3000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"the Ray head did not open port {port}:\n{log.read_text()[-3000:]}")
-
-
-def wait_for_nodes(address: str, env: dict[str, str], count: int) -> list[dict[str, object]]:
-    for _ in range(30):
-        nodes = cluster_nodes(address, env)
-        if len(nodes) >= count:
-            return nodes
-        time.sleep(1)
-    raise AssertionError(f"the Ray cluster at {address} has {len(nodes)} nodes, not {count}")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A head node (1 CPU) and a node with 1 CPU, the compiler resource and the stand-in compiler
+    on its PATH (only there)."""
+    compiler = fake_compiler(tmp_path_factory.mktemp("compiler-node") / "bin")
+    with loopback_cluster([NodeSpec(1), NodeSpec(1, {COMPILER_RESOURCE: 1}, compiler)],
+                          ROOT) as started:
+        yield started
 
 
 @pytest.fixture()
@@ -239,7 +129,7 @@ def test_two_models_tflite_and_onnx_on_ray_give_the_local_bytes(
             if name != "report":  # the report runs on the driver
                 assert stamp["executor"] == "ray"
                 nodes.add(stamp["ray_node"])
-    assert nodes <= {joined.head_node, joined.compiler_node}
+    assert nodes <= {joined.node_without(COMPILER_RESOURCE), joined.node_with(COMPILER_RESOURCE)}
 
 
 def test_edgetpu_compile_runs_on_the_node_that_offers_the_compiler(
@@ -248,7 +138,7 @@ def test_edgetpu_compile_runs_on_the_node_that_offers_the_compiler(
     result = build.convert(make_config(models[0], images, tmp_path / "out", targets=("edgetpu",),
                                        executor=Executor.RAY, ray_address=joined.address), ["test"])
     compiled = stamps(result.plans[0].build_dir)["edgetpu-compile"]
-    assert compiled["ray_node"] == joined.compiler_node and not compiled["skipped"]
+    assert compiled["ray_node"] == joined.node_with(COMPILER_RESOURCE) and not compiled["skipped"]
     record = json.loads((result.plans[0].build_dir / compiled_record(compiled)).read_text())
     assert record["ran"] is True  # the stand-in was on that node's PATH (and not on the driver's)
     assert shutil.which("edgetpu_compiler") is None
@@ -311,10 +201,10 @@ def kill_a_worker_running_a_stage(cluster: Cluster, build: subprocess.Popen[byte
         if stage is not None:
             time.sleep(2)  # well inside the job: TensorFlow is still importing
             try:
-                stat = (Path("/proc") / str(stage) / "stat").read_text()
+                worker = parent_pid(stage)
             except OSError:
                 continue  # that stage process ended meanwhile: wait for the next
-            os.kill(int(stat.rsplit(")", 1)[1].split()[1]), signal.SIGKILL)  # its parent: the worker
+            os.kill(worker, signal.SIGKILL)
             return True
         time.sleep(0.2)
     return False
