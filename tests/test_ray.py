@@ -194,17 +194,45 @@ def test_a_worker_killed_mid_task_is_retried_and_the_build_completes(
 def kill_a_worker_running_a_stage(cluster: Cluster, build: subprocess.Popen[bytes]) -> bool:
     """SIGKILL the Ray worker process (on either node) whose stage process is running a stage;
     its stage process dies with it (PR_SET_PDEATHSIG)."""
+    while (stage := wait_for_stage_process(cluster, build)) is not None:
+        time.sleep(2)  # well inside the job: TensorFlow is still importing
+        try:
+            worker = parent_pid(stage)
+        except OSError:
+            continue  # that stage process ended meanwhile: wait for the next
+        os.kill(worker, signal.SIGKILL)
+        return True
+    return False
+
+
+def test_ctrl_c_on_the_driver_cancels_the_running_tasks(
+        joined: Cluster, two_models: tuple[list[Path], Path], tmp_path: Path) -> None:
+    models, images = two_models
+    argv = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert",
+            "--model", str(models[0]), *quick_flags(images, tmp_path / "out"), "--executor", "ray",
+            "--ray-address", joined.address]
+    env = {**os.environ, **joined.env, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "build.log").open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        assert wait_for_stage_process(joined, process) is not None, "no stage process started"
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    output = (tmp_path / "build.log").read_text()
+    assert process.returncode == 130, output[-3000:]
+    assert "Traceback" not in output
+    deadline = time.time() + 60
+    while wait_for_stage_process(joined, None) is not None and time.time() < deadline:
+        time.sleep(1)
+    assert wait_for_stage_process(joined, None) is None  # the task was cancelled on its node
+
+
+def wait_for_stage_process(cluster: Cluster, build: subprocess.Popen[bytes] | None) -> int | None:
+    """A stage process running on the cluster: wait for one while ``build`` runs, or (None)
+    look once."""
     deadline = time.time() + 300
-    while time.time() < deadline and build.poll() is None:
+    while True:
         below = descendants([p.pid for p in cluster.processes])
         stage = next((pid for pid in below if "converters run-job" in command_line(pid)), None)
-        if stage is not None:
-            time.sleep(2)  # well inside the job: TensorFlow is still importing
-            try:
-                worker = parent_pid(stage)
-            except OSError:
-                continue  # that stage process ended meanwhile: wait for the next
-            os.kill(worker, signal.SIGKILL)
-            return True
+        if stage is not None or build is None or build.poll() is not None or time.time() > deadline:
+            return stage
         time.sleep(0.2)
-    return False
