@@ -24,7 +24,7 @@ import pytest
 
 from converters import build, cache, targets
 from converters.config import Executor
-from converters.errors import ToolMissingError
+from converters.errors import ConfigError, ToolMissingError
 from converters.images import ImageDefinition
 from converters.stages.base import StageSpec
 from converters.targets import PlanContext, Target
@@ -130,6 +130,10 @@ def test_two_models_tflite_and_onnx_on_ray_give_the_local_bytes(
                 assert stamp["executor"] == "ray"
                 nodes.add(stamp["ray_node"])
     assert nodes <= {joined.node_without(COMPILER_RESOURCE), joined.node_with(COMPILER_RESOURCE)}
+    # Nothing stale: no cluster is joined (this address has none) and nothing runs.
+    noop = build.convert(make_config(models, images, tmp_path / "ray", targets=("tflite", "onnx"),
+                                     executor=Executor.RAY, ray_address="127.0.0.1:1"), ["test"])
+    assert noop.ran == {"small": [], "other": []}
 
 
 def test_edgetpu_compile_runs_on_the_node_that_offers_the_compiler(
@@ -236,3 +240,10 @@ def wait_for_stage_process(cluster: Cluster, build: subprocess.Popen[bytes] | No
         if stage is not None or build is None or build.poll() is not None or time.time() > deadline:
             return stage
         time.sleep(0.2)
+
+
+def test_ray_address_without_executor_ray_is_refused(two_models: tuple[list[Path], Path],
+                                                     tmp_path: Path) -> None:
+    models, images = two_models
+    with pytest.raises(ConfigError, match="--ray-address 127.0.0.1:1 applies to --executor ray"):
+        make_config(models[0], images, tmp_path, ray_address="127.0.0.1:1")

@@ -54,6 +54,8 @@ class Placement:
 
 def run_jobs_on_ray(jobs: list[Job], runners: dict[str, StageRunner], config: ConvertConfig) -> None:
     """Run ``jobs`` as Ray tasks as their needs finish; raise the first failure."""
+    if not jobs:
+        return  # nothing stale: no cluster to join (a no-op build stays a fraction of a second)
     ray = import_ray()
     with ray_session(ray, config.ray_address or os.environ.get("RAY_ADDRESS") or LOCAL):
         nodes = [node for node in ray.nodes() if node.get("Alive")]
