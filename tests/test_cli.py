@@ -116,8 +116,8 @@ def test_model_shape_problems_from_the_command_line(tmp_path: Path, tiny_dataset
     assert_user_error(result, "has 2 input(s) and 2 output(s)")
 
 
-TASKS = ["bundle", "bundle-keygen", "clean", "convert", "edgetpu-check", "images", "infer", "report",
-         "sample", "test", "verify", "verify-bundle"]
+TASKS = ["bundle", "bundle-keygen", "cache-prune", "clean", "convert", "edgetpu-check", "images",
+         "infer", "report", "sample", "test", "verify", "verify-bundle"]
 
 
 @pytest.mark.parametrize("name", TASKS)
