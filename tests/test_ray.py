@@ -34,6 +34,7 @@ from tests.ray_cluster import (
     NodeSpec,
     command_line,
     descendants,
+    free_port,
     loopback_cluster,
     parent_pid,
 )
@@ -247,3 +248,15 @@ def test_ray_address_without_executor_ray_is_refused(two_models: tuple[list[Path
     models, images = two_models
     with pytest.raises(ConfigError, match="--ray-address 127.0.0.1:1 applies to --executor ray"):
         make_config(models[0], images, tmp_path, ray_address="127.0.0.1:1")
+
+
+def test_an_address_where_nothing_listens_fails_at_once(two_models: tuple[list[Path], Path],
+                                                        tmp_path: Path) -> None:
+    models, images = two_models
+    address = f"127.0.0.1:{free_port()}"
+    started = time.time()
+    with pytest.raises(ToolMissingError, match=f"cannot join the Ray cluster at {address}: nothing "
+                                               "answers"):
+        build.convert(make_config(models[0], images, tmp_path / "out", executor=Executor.RAY,
+                                  ray_address=address), ["test"])
+    assert time.time() - started < 60  # not ray.init's minutes of retrying

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from converters.tree_archive import extract_tree_archive, tree_archive_bytes
 
 LOCAL = "local"  # ray.init's address that starts a new Ray instance for this process
 MAX_RETRIES = 2  # a task whose worker or node dies runs again, at most this often
+CONNECT_TIMEOUT = 10.0  # seconds to wait for the cluster's address to answer
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def ray_session(ray: ModuleType, address: str) -> Iterator[None]:
             ray.init(address=LOCAL, include_dashboard=False, logging_level="WARNING")
         else:
             console.info(f"executor ray: joining the Ray cluster at {address}")
+            check_reachable(address)
             ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ToolMissingError(f"cannot join the Ray cluster at {address}: {error}. Start it "
@@ -91,6 +94,18 @@ def ray_session(ray: ModuleType, address: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` where nothing listens: ray.init would wait on it for minutes, deaf
+    to Ctrl-C. (``ray://`` client addresses and others go to Ray as they are.)"""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {address} ({error})") from None
 
 
 def placement(job: Job, threads: int, nodes: list[dict[str, Any]], address: str) -> Placement:
