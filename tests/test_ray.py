@@ -254,9 +254,9 @@ def test_an_address_where_nothing_listens_fails_at_once(two_models: tuple[list[P
                                                         tmp_path: Path) -> None:
     models, images = two_models
     address = f"127.0.0.1:{free_port()}"
-    started = time.time()
+    # Refused by the converter's own probe ("nothing answers"), before ray.init, which would retry
+    # for minutes without answering Ctrl-C.
     with pytest.raises(ToolMissingError, match=f"cannot join the Ray cluster at {address}: nothing "
                                                "answers"):
         build.convert(make_config(models[0], images, tmp_path / "out", executor=Executor.RAY,
                                   ray_address=address), ["test"])
-    assert time.time() - started < 60  # not ray.init's minutes of retrying
