@@ -269,6 +269,18 @@ def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
         clean_build(Path(project_setting(c, out, "out")), dry_run)
 
 
+@cli_task(help={"max_size": "keep the cache at most this big, e.g. 500M or 2G (K, M, G, T: "
+                            "powers of 1024)",
+                "cache_dir": "the shared stage cache (default: invoke.yaml's cache_dir)"})
+def cache_prune(c: Context, max_size: str = "", cache_dir: str = "") -> None:
+    """Shrink the shared stage cache (--cache-dir) to --max-size, least recently used first."""
+    with user_errors():
+        from converters.shared_cache import prune_cache
+
+        required("cache-prune", max_size=max_size)
+        console.info(prune_cache(project_setting(c, cache_dir, "cache_dir"), max_size))
+
+
 # The fast subset: tests marked quick (they convert the sample end to end, check the report in a
 # browser and the command line), without the docker, slow and gpu ones.
 QUICK_TESTS = "-m 'quick and not docker and not slow and not gpu'"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from converters import cache, console, report
-from converters.config import ConvertConfig
+from converters.config import ConvertConfig, Executor
 from converters.dataset import check_source
 from converters.errors import BuildError, ConfigError, error_class
 from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
@@ -27,6 +27,7 @@ from converters.processes import run_streaming, stop_running_processes
 from converters.runners import StageRunner
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
+from converters.shared_cache import SharedCache
 from converters.stages.base import StageSpec
 from converters.targets import planned
 
@@ -52,6 +53,7 @@ class BuildResult:
     # Why the build, although finished and reported, must exit non-zero (a compiler that did
     # not run, too few ops on the Edge TPU).
     problems: tuple[str, ...] = ()
+    restored: dict[str, list[str]] = field(default_factory=dict)  # from the shared cache (--cache-dir)
 
 
 def make_runners(config: ConvertConfig) -> dict[str, StageRunner]:
@@ -77,7 +79,7 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     out_existed = config.out.exists()
     try:
         with cache.build_lock(config.out):
-            plans, ran, skipped = _build(config, runners, command_line)
+            plans, ran, skipped, restored = _build(config, runners, command_line)
     finally:
         if not out_existed:
             remove_if_only_lock(config.out)
@@ -89,7 +91,7 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
         problems += skipped_stages(plan)
         for target in planned(config.targets):
             problems += target.problems(plan.build_dir, config)
-    return BuildResult(plans, ran, skipped, tuple(problems))
+    return BuildResult(plans, ran, skipped, tuple(problems), restored)
 
 
 def skipped_stages(plan: ModelPlan) -> list[str]:
@@ -107,7 +109,8 @@ def skipped_stages(plan: ModelPlan) -> list[str]:
 
 
 def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line: list[str],
-           ) -> tuple[tuple[ModelPlan, ...], dict[str, list[str]], dict[str, list[str]]]:
+           ) -> tuple[tuple[ModelPlan, ...], dict[str, list[str]], dict[str, list[str]],
+                      dict[str, list[str]]]:
     """Plan, skip the fresh, run the stale; the caller holds the build folder's lock."""
     for runner in {id(r): r for r in runners.values()}.values():
         runner.prepare()
@@ -118,19 +121,29 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
     host_stages: dict[str, list[StageSpec]] = {}
     ran: dict[str, list[str]] = {}
     skipped: dict[str, list[str]] = {}
+    restored: dict[str, list[str]] = {}
+    shared = SharedCache(config.cache_dir) if config.cache_dir else None
     new_dirs = {plan.stem for plan in plans if not plan.build_dir.exists()}
     for plan in plans:
         stale = [s for s in plan.stages
                  if config.force or not cache.is_fresh(plan.build_dir, s, plan.keys[s.name])]
-        ran[plan.stem] = [s.name for s in stale]
         skipped[plan.stem] = [s.name for s in plan.stages if s not in stale]
-        prepare_build_dir(plan, runners, command_line, started, ran[plan.stem])
+        prepare_build_dir(plan, runners, command_line, started, [s.name for s in stale])
         for name in skipped[plan.stem]:
             console.info(f"· {plan.stem}: {name} is up to date (key {plan.keys[name][:12]})")
+        # --force rebuilds: it never restores (CI compares a forced rebuild with the cache's bytes)
+        restored[plan.stem] = shared.restore_stages(plan, stale) if shared and not config.force else []
+        stale = [s for s in stale if s.name not in restored[plan.stem]]
+        ran[plan.stem] = [s.name for s in stale]
         host_stages[plan.stem] = [s for s in stale if s.image == HOST]
         jobs += group_jobs(plan, [s for s in stale if s.image != HOST], config.jobs > 1)
     try:
-        run_jobs(jobs, runners, config.jobs)
+        if config.executor is Executor.RAY:
+            from converters.distributed.ray_executor import run_jobs_on_ray
+
+            run_jobs_on_ray(jobs, runners, config)
+        else:
+            run_jobs(jobs, runners, config.jobs)
         for plan in plans:
             for spec in host_stages[plan.stem]:
                 run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
@@ -141,7 +154,9 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
         raise
     for plan in plans:
         finish_build_info(plan, time.time())
-    return plans, ran, skipped
+        if shared is not None:
+            shared.store_build(plan)
+    return plans, ran, skipped, restored
 
 
 def prepare_build_dir(plan: ModelPlan, runners: dict[str, StageRunner], command_line: list[str],
@@ -269,12 +284,14 @@ def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) ->
 
 
 def run_job_process(job: Job, runner: StageRunner) -> None:
-    """Write the job file, run it in its stage process (local or docker), raise its error."""
-    plan, image, specs = job.plan, job.image, job.specs
-    job_dir = plan.build_dir / JOBS_DIR
-    job_dir.mkdir(parents=True, exist_ok=True)
-    job_path = job_dir / f"{job.name}.json"
-    document = job_document(plan, image, runner, specs)
+    """Run ``job`` in its stage process (local or docker) from its job file in the build folder."""
+    document = job_document(job.plan, job.image, runner, job.specs)
+    run_job_document(document, job.plan.build_dir / JOBS_DIR / f"{job.name}.json", runner)
+
+
+def run_job_document(document: dict[str, Any], job_path: Path, runner: StageRunner) -> None:
+    """Write the job file, run it in its stage process, raise its error."""
+    job_path.parent.mkdir(parents=True, exist_ok=True)
     job_path.write_text(json.dumps(document, indent=2))
     argv = runner.command(job_path, document)
     env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
@@ -294,6 +311,7 @@ def run_job_process(job: Job, runner: StageRunner) -> None:
             raise error_class(detail["type"])(detail["message"])
     log = "\n".join(f"  | {line}" for line in tail)
     raise BuildError(
-        f"the {image} stage process for {plan.stem} failed with exit code {exit_code}.\n"
+        f"the {document['image']} stage process for {document['model_name']} failed with exit "
+        f"code {exit_code}.\n"
         f"command: {' '.join(argv)}\nlast lines of its log:\n{log}"
     )

@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from converters import console
-from converters.errors import LockError
-from converters.fsutil import read_json, sha256_text, sha256_tree, tree_size, write_json_atomic
+from converters.errors import BuildError, LockError
+from converters.fsutil import (
+    read_json,
+    replace,
+    sha256_text,
+    sha256_tree,
+    tree_size,
+    write_json_atomic,
+)
 from converters.stages.base import StageSpec
 
 STAMP_DIR = ".stages"
@@ -177,6 +184,24 @@ def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
         "skipped": skipped,
     }
     write_json_atomic(stamp_path(build_dir, spec.name), stamp)
+    write_manifest(build_dir)
+
+
+def place_stage(build_dir: Path, staging: Path, stamp: dict[str, Any]) -> None:
+    """Move a stage's outputs, made elsewhere (a Ray worker, the shared cache) and unpacked into
+    ``staging``, into ``build_dir`` and write ``stamp``; every output must first match the hash
+    the stamp records (else BuildError, and the build folder is left as it was)."""
+    for relative, record in stamp["outputs"].items():
+        path = staging / relative
+        if not path.exists() or sha256_tree(path) != record["sha256"]:
+            raise BuildError(f"stage {stamp['stage']}: {relative} does not match the sha256 its "
+                             "stamp records")
+    remove_stamp(build_dir, stamp["stage"])
+    for relative in stamp["outputs"]:
+        target = build_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace(staging / relative, target)
+    write_json_atomic(stamp_path(build_dir, stamp["stage"]), stamp)
     write_manifest(build_dir)
 
 

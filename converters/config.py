@@ -51,6 +51,11 @@ class Runner(str, Enum):
     AUTO = "auto"
 
 
+class Executor(str, Enum):
+    LOCAL = "local"  # jobs run as processes on this machine
+    RAY = "ray"  # jobs run as tasks on a Ray cluster
+
+
 class PreprocessingMode(str, Enum):
     AUTO = "auto"  # chosen per model: its input layers, then Keras accuracy on labelled images
     UNIT = "0..1"
@@ -212,6 +217,9 @@ class ConvertConfig:
     task: str = "auto"  # how outputs are validated (converters.metrics.TASKS)
     force: bool = False
     jobs: int = 1
+    executor: Executor = Executor.LOCAL
+    ray_address: str | None = None  # --executor ray: the cluster to join (else $RAY_ADDRESS)
+    cache_dir: Path | None = None  # the shared stage cache (converters/shared_cache.py)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -226,6 +234,9 @@ class ConvertConfig:
         if self.volume and self.runner is Runner.LOCAL:
             raise ConfigError(f"--volume {self.volume} applies to the docker runner, but --runner is "
                               "local: drop --volume, or use --runner docker (or auto)")
+        if self.ray_address and self.executor is not Executor.RAY:
+            raise ConfigError(f"--ray-address {self.ray_address} applies to --executor ray: add "
+                              "--executor ray, or drop --ray-address")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.latency_runs < 1:

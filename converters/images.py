@@ -44,6 +44,9 @@ class ImageDefinition:
     platform: str | None = None  # forced platform (a tool that exists for amd64 only)
     bootstrappable: bool = True  # False: the base holds vendor libraries (an NGC image)
     gpus: bool = False  # its containers get --gpus all
+    # Custom Ray resources a node must offer to run its stages (--executor ray), e.g. a node
+    # that has a vendor compiler; with ``gpus`` the stages also need one GPU.
+    resources: tuple[tuple[str, float], ...] = ()
 
     @property
     def tag(self) -> str:

@@ -110,16 +110,20 @@ def write_dataset(root: Path, count_per_class: int = 80, seed: int = DATASET_SEE
     return len(images)
 
 
-def build_model() -> object:
+def build_model(width: float = 1.0) -> object:
+    """The sample's architecture; ``width`` scales every layer's units (benchmarks' matrices)."""
     import keras
 
+    def units(count: int) -> int:
+        return max(1, round(count * width))
+
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
-    x = keras.layers.Conv2D(16, 3, activation="relu", padding="same")(inputs)
+    x = keras.layers.Conv2D(units(16), 3, activation="relu", padding="same")(inputs)
     x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(32, 3, activation="relu", padding="same")(x)
+    x = keras.layers.Conv2D(units(32), 3, activation="relu", padding="same")(x)
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(64, activation="relu")(x)
+    x = keras.layers.Dense(units(64), activation="relu")(x)
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="sample_shapes")
 

@@ -102,6 +102,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("force", SWITCH, False, "rebuild every stage even when it is up to date"),
     Setting("jobs", JOBS, "auto", "stage processes run in parallel; auto: 1 on 2 cores or "
             "fewer, else one per 2 cores and per 2 GiB of available memory"),
+    Setting("executor", TEXT, "local", "where jobs run: local (processes on this machine) or ray "
+            "(tasks on a Ray cluster; pip install '.[ray]')", choices=("local", "ray")),
+    Setting("ray_address", TEXT, None, "--executor ray: the cluster to join (default $RAY_ADDRESS, "
+            "else a local Ray started and stopped for the build)"),
+    Setting("cache_dir", TEXT, None, "shared stage cache folder: a stage whose key it holds is "
+            "restored instead of run, and built stages are stored in it (invoke cache-prune)"),
     Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
             "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10),
     Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
@@ -242,6 +248,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
     from converters.config import (
         ConvertConfig,
         DatasetConfig,
+        Executor,
         IODType,
         Preprocessing,
         PreprocessingMode,
@@ -291,6 +298,9 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         task=get("task"),
         force=get("force"),
         jobs=get("jobs"),
+        executor=parse_enum(Executor, get("executor"), "--executor"),
+        ray_address=get("ray_address") or None,
+        cache_dir=Path(get("cache_dir")) if get("cache_dir") else None,
         edgetpu=CompileOptions(
             min_runtime_version=get("min_runtime_version"), num_segments=get("num_segments"),
             search_delegate=get("search_delegate"),

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from converters.bundle import BundleRequest
 
 IMAGE = "edgetpu"
+COMPILER_RESOURCE = "edgetpu_compiler"
 VALIDATION_RUNTIME = "ai-edge-litert on the CPU (the int8 model before Edge TPU compilation)"
 
 
@@ -103,7 +104,9 @@ TARGET = Target(
     stage_functions={"edgetpu-check": "converters.targets.edgetpu.stages:precheck",
                      "edgetpu-compile": "converters.targets.edgetpu.stages:compile_model",
                      "edgetpu-split": "converters.targets.edgetpu.stages:split"},
-    images=(ImageDefinition(IMAGE, "docker/edgetpu.Dockerfile", platform="linux/amd64"),),
+    # On Ray, compiles go to nodes started with this resource (they have the compiler or image).
+    images=(ImageDefinition(IMAGE, "docker/edgetpu.Dockerfile", platform="linux/amd64",
+                            resources=((COMPILER_RESOURCE, 1),)),),
     check_config=check_config,
     report=ReportHooks(params=report_params, section=report.section, empty=None,
                        markdown=report.markdown, html=report.html_section,

@@ -198,7 +198,8 @@ def finish_model(model_proto: Any, model: str, opset: int,
                               f"that are not the model's ({', '.join(unnamed)}; expected "
                               f"{', '.join(expected_inputs)}). {REPORT_HINT}")
     name_batch_axis(model_proto)
-    onnx_graph.renumber_generated_names(model_proto)  # the same model, the same bytes
+    onnx_graph.name_constants_by_content(model_proto)  # the same model, the same bytes
+    onnx_graph.renumber_generated_names(model_proto)
     with onnx_step(model, "onnx.checker", OPSET_HINT):
         onnx.checker.check_model(model_proto)
 

@@ -25,6 +25,7 @@ After (ONNX ModelProto):
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -150,6 +151,33 @@ def renumber_generated_names(model_proto: Any) -> int:
         for initializer in graph.initializer:
             initializer.name = renamed(initializer.name)
     return len(counters)
+
+
+MADE_UP_CONSTANT = re.compile(r"^const_[a-z_]+__\d+$")  # tf2onnx's names: const_axes__7
+
+
+def name_constants_by_content(model_proto: Any) -> int:
+    """Name each constant tf2onnx made up after its content, and sort the initializers by name.
+
+    tf2onnx merges identical constants (a Slice's ``starts`` and ``axes``, both ``[0]``) and
+    keeps either name, and lists initializers, in an order that differs between runs; without
+    this the same model exported to one of two byte strings. Returns how many were renamed."""
+    graph = model_proto.graph
+    renamed: dict[str, str] = {}
+    for initializer in graph.initializer:
+        if MADE_UP_CONSTANT.match(initializer.name):
+            content = type(initializer)()
+            content.CopyFrom(initializer)
+            content.name = ""
+            digest = hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
+            renamed[initializer.name] = initializer.name = f"const_{digest[:16]}"
+    for each in _graphs(graph):
+        for node in each.node:
+            node.input[:] = [renamed.get(name, name) for name in node.input]
+    ordered = sorted(graph.initializer, key=lambda tensor: tensor.name)
+    graph.ClearField("initializer")
+    graph.initializer.extend(ordered)
+    return len(renamed)
 
 
 def _graphs(graph: Any) -> Iterator[Any]:

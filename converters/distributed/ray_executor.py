@@ -1,0 +1,235 @@
+"""``--executor ray``: each job of the build graph runs as a Ray task.
+
+The driver (this process) keeps what it keeps with the local executor: the plan, the stage keys,
+skipping fresh stages, the stamps and the manifest. A task gets its inputs as archives (the
+model, the dataset put once into the object store per content hash, the upstream stages'
+outputs), runs the job in a temporary folder on its node (:mod:`remote_job`) and returns its
+outputs and stamps as an archive, which the driver checks and places atomically
+(:func:`converters.cache.place_stage`), recording the node that ran each stage.
+
+Placement goes by resources: ``num_cpus`` from ``--threads`` (at most a node's CPUs), one GPU for
+an image with ``gpus``, and the custom resources an image declares (the target registry's
+``ImageDefinition.resources``). A job whose resource no node offers fails before any task runs.
+A task whose worker dies is retried (``MAX_RETRIES``); Ctrl-C cancels the running tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from converters import cache, console
+from converters.build import Job, job_document
+from converters.config import ConvertConfig
+from converters.distributed.remote_job import folder_archive, path_archive, run_job_from_archives
+from converters.errors import BuildError, ConverterError, ToolMissingError, error_class
+from converters.executor import STAGING
+from converters.fsutil import read_json, remove
+from converters.images import image_definition
+from converters.runners import StageRunner
+from converters.tree_archive import extract_tree_archive, tree_archive_bytes
+
+LOCAL = "local"  # ray.init's address that starts a new Ray instance for this process
+MAX_RETRIES = 2  # a task whose worker or node dies runs again, at most this often
+CONNECT_TIMEOUT = 10.0  # seconds to wait for the cluster's address to answer
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What one job's task asks the Ray scheduler for."""
+
+    num_cpus: float
+    num_gpus: float = 0
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def wanted(self) -> dict[str, float]:
+        """Every resource but CPUs (which every node has), as Ray names them."""
+        return {**({"GPU": self.num_gpus} if self.num_gpus else {}), **self.resources}
+
+
+def run_jobs_on_ray(jobs: list[Job], runners: dict[str, StageRunner], config: ConvertConfig) -> None:
+    """Run ``jobs`` as Ray tasks as their needs finish; raise the first failure."""
+    if not jobs:
+        return  # nothing stale: no cluster to join (a no-op build stays a fraction of a second)
+    ray = import_ray()
+    with ray_session(ray, config.ray_address or os.environ.get("RAY_ADDRESS") or LOCAL):
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        address = ray.get_runtime_context().gcs_address
+        placements = {job: placement(job, config.threads, nodes, address) for job in jobs}
+        Scheduler(ray, placements, runners).run(jobs)
+
+
+def import_ray() -> ModuleType:
+    try:
+        import ray
+    except ImportError:
+        raise ToolMissingError("--executor ray needs Ray: pip install -c constraints.txt -e "
+                               "'.[ray]'") from None
+    return ray
+
+
+@contextmanager
+def ray_session(ray: ModuleType, address: str) -> Iterator[None]:
+    """Join the cluster at ``address`` (or start a local Ray); leave (or stop it) at the end."""
+    try:
+        if address == LOCAL:
+            console.info("executor ray: starting a local Ray for this build (--ray-address or "
+                         "RAY_ADDRESS joins a cluster)")
+            ray.init(address=LOCAL, include_dashboard=False, logging_level="WARNING")
+        else:
+            console.info(f"executor ray: joining the Ray cluster at {address}")
+            check_reachable(address)
+            ray.init(address=address, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ToolMissingError(f"cannot join the Ray cluster at {address}: {error}. Start it "
+                               "(ray start --head) or fix --ray-address / RAY_ADDRESS") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` where nothing listens: ray.init would wait on it for minutes, deaf
+    to Ctrl-C. (``ray://`` client addresses and others go to Ray as they are.)"""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {address} ({error})") from None
+
+
+def placement(job: Job, threads: int, nodes: list[dict[str, Any]], address: str) -> Placement:
+    """What ``job`` asks for; fails at once when no node of the cluster offers it."""
+    definition = image_definition(job.image)
+    largest = max((node["Resources"].get("CPU", 0) for node in nodes), default=0)
+    wanted = Placement(min(threads, largest) or threads, 1 if definition.gpus else 0,
+                       dict(definition.resources))
+    needed = wanted.wanted()
+    if any(all(node["Resources"].get(name, 0) >= amount for name, amount in needed.items())
+           for node in nodes):
+        return wanted
+    missing = next(name for name, amount in needed.items()
+                   if not any(node["Resources"].get(name, 0) >= amount for node in nodes))
+    how = (f"ray start --address {address} --num-gpus 1" if missing == "GPU" else
+           f"ray start --address {address} --resources '{json.dumps({missing: needed[missing]})}'")
+    raise ToolMissingError(
+        f"{job.plan.stem}: the {job.name} job needs the Ray resource {missing}, which no node of "
+        f"the cluster at {address} offers. Start a node that has it (and its tool) with: {how}")
+
+
+class Scheduler:
+    """Submit each job once the jobs it needs are placed; place results as they come."""
+
+    def __init__(self, ray: ModuleType, placements: dict[Job, Placement],
+                 runners: dict[str, StageRunner]) -> None:
+        self.ray = ray
+        self.placements = placements
+        self.runners = runners
+        self.remote = ray.remote(run_remote_job)
+        self.archives: dict[str, Any] = {}  # content hash → object ref, put once per build
+
+    def run(self, jobs: list[Job]) -> None:
+        done: set[Job] = set()
+        pending = list(jobs)
+        running: dict[Any, Job] = {}
+        try:
+            while pending or running:
+                for job in [j for j in pending if all(n in done for n in j.needs)]:
+                    pending.remove(job)
+                    running[self.submit(job)] = job
+                finished, _ = self.ray.wait(list(running), num_returns=1)
+                for ref in finished:
+                    job = running.pop(ref)
+                    self.place(job, self.result(job, ref))
+                    done.add(job)
+        except BaseException:
+            for ref in running:  # Ctrl-C or a failed job: stop the others
+                self.ray.cancel(ref, force=True)
+            raise
+
+    def submit(self, job: Job) -> Any:
+        plan = job.plan
+        wanted = self.placements[job]
+        document = job_document(plan, job.image, self.runners[job.image], job.specs)
+        model = self.put_once(plan.input_hashes["model"], lambda: path_archive(plan.model_path))
+        dataset = self.put_once(plan.input_hashes["dataset"], lambda: folder_archive(plan.dataset_dir))
+        upstream = tree_archive_bytes(plan.build_dir, upstream_outputs(job))
+        options = {"num_cpus": wanted.num_cpus, "num_gpus": wanted.num_gpus,
+                   "resources": wanted.resources, "max_retries": MAX_RETRIES,
+                   "name": f"{plan.stem}:{job.name}"}
+        stages = ", ".join(spec.name for spec in job.specs)
+        console.info(f"→ {plan.stem}: {job.name} job submitted to Ray ({stages})")
+        return self.remote.options(**options).remote(document, cache.code_fingerprint(), model,
+                                                     dataset, upstream)
+
+    def put_once(self, content_hash: str, archive: Any) -> Any:
+        if content_hash not in self.archives:
+            self.archives[content_hash] = self.ray.put(archive())
+        return self.archives[content_hash]
+
+    def result(self, job: Job, ref: Any) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = self.ray.get(ref)
+        except self.ray.exceptions.RayError as error:
+            raise BuildError(f"{job.plan.stem}: the {job.name} job failed on Ray (after up to "
+                             f"{MAX_RETRIES} retries): {error}") from None
+        if "error" in result:
+            raise error_class(result["error"])(f"{result['message']} (Ray node {result['node']})")
+        return result
+
+    def place(self, job: Job, result: dict[str, Any]) -> None:
+        """Check the returned archive and place each stage's outputs and stamp atomically."""
+        plan = job.plan
+        if hashlib.sha256(result["archive"]).hexdigest() != result["sha256"]:
+            raise BuildError(f"{plan.stem}: the {job.name} job's outputs arrived corrupted from "
+                             f"Ray node {result['node']}")
+        staging = plan.build_dir / STAGING / f"ray-{job.name}"
+        remove(staging)
+        try:
+            extract_tree_archive(result["archive"], staging)
+            for spec in job.specs:
+                stamp = read_json(cache.stamp_path(staging, spec.name))
+                if stamp.get("key") != plan.keys[spec.name]:
+                    raise BuildError(f"{plan.stem}: Ray node {result['node']} returned stage "
+                                     f"{spec.name} built for another key")
+                cache.place_stage(plan.build_dir, staging,
+                                  {**stamp, "executor": "ray", "ray_node": result["node"]})
+        finally:
+            remove(staging)
+
+
+def upstream_outputs(job: Job) -> list[str]:
+    """The outputs of every stage ``job``'s stages build on (transitively) that it does not run."""
+    own = {spec.name for spec in job.specs}
+    seen: set[str] = set()
+    todo = [dep for spec in job.specs for dep in spec.deps]
+    while todo:
+        name = todo.pop()
+        if name not in seen and name not in own:
+            seen.add(name)
+            todo += job.plan.stage(name).deps
+    return [relative for name in sorted(seen) for relative in job.plan.stage(name).outputs]
+
+
+def run_remote_job(document: dict[str, Any], code: str, model_archive: bytes,
+                   dataset_archive: bytes, upstream_archive: bytes) -> dict[str, Any]:
+    """The Ray task: run the job on this node; a user error comes back as its type and message."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        archive = run_job_from_archives(document, code, model_archive, dataset_archive,
+                                        upstream_archive)
+    except ConverterError as error:
+        return {"node": node, "error": type(error).__name__, "message": str(error)}
+    return {"node": node, "archive": archive, "sha256": hashlib.sha256(archive).hexdigest()}

@@ -1,0 +1,83 @@
+"""A job run away from the build folder (on a Ray worker): from archives of its inputs, in a
+temporary folder, returning an archive of its outputs and stamps.
+
+No shared filesystem is assumed: the model, the dataset and the upstream stages' outputs arrive
+as archives (:mod:`converters.tree_archive`), are unpacked into a temporary build folder laid out
+as on the driver, and the job runs there exactly as a local job does
+(:func:`converters.build.run_job_document`: a stage process, local or in a toolchain image).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from converters import cache, console
+from converters.build import JOBS_DIR, run_job_document
+from converters.errors import ConfigError
+from converters.runners import StageRunner
+from converters.runners.docker import DockerRunner
+from converters.runners.local import LocalRunner
+from converters.stages.base import StageSpec
+from converters.tree_archive import extract_tree_archive, tree_archive_bytes
+
+
+def path_archive(path: Path) -> bytes:
+    """A model file or folder as an archive holding it under its own name."""
+    return tree_archive_bytes(path.parent, [path.name])
+
+
+def folder_archive(folder: Path) -> bytes:
+    """Everything in ``folder`` (the dataset), without the folder's own name."""
+    return tree_archive_bytes(folder, [p.name for p in folder.iterdir()])
+
+
+def job_outputs(document: dict[str, Any]) -> list[str]:
+    """The files a finished job hands back: its stages' outputs and stamps."""
+    members: list[str] = []
+    for entry in document["stages"]:
+        members += entry["spec"]["outputs"]
+        members.append(f"{cache.STAMP_DIR}/{entry['spec']['name']}.json")
+    return members
+
+
+def run_job_from_archives(document: dict[str, Any], code: str, model_archive: bytes,
+                          dataset_archive: bytes, upstream_archive: bytes) -> bytes:
+    """Run the job ``document`` (written for the driver's paths) here; return the archive of
+    :func:`job_outputs`. ``code`` is the driver's converters fingerprint: its stage keys hold it."""
+    if code != cache.code_fingerprint():
+        raise ConfigError("this Ray node runs other converters code than the build's driver: "
+                          "install the same checkout or version on every node")
+    with tempfile.TemporaryDirectory(prefix="tec-job-") as temporary:
+        root = Path(temporary)
+        model_path = root / "model" / Path(document["model_path"]).name
+        extract_tree_archive(model_archive, model_path.parent)
+        dataset_dir = root / "dataset"
+        extract_tree_archive(dataset_archive, dataset_dir)
+        build_dir = root / "build" / document["model_name"]
+        extract_tree_archive(upstream_archive, build_dir)
+        here = {**document, "model_path": str(model_path), "dataset_dir": str(dataset_dir),
+                "build_dir": str(build_dir)}
+        runner = worker_runner(document["runner"], build_dir.parent)
+        for line in environment_differences(runner, document):
+            console.warn(line)
+        run_job_document(here, build_dir / JOBS_DIR / "job.json", runner)
+        return tree_archive_bytes(build_dir, job_outputs(document))
+
+
+def worker_runner(name: str, out_dir: Path) -> StageRunner:
+    """The runner the driver chose for the job's image, on this node."""
+    return LocalRunner() if name == LocalRunner.name else DockerRunner(out_dir)
+
+
+def environment_differences(runner: StageRunner, document: dict[str, Any]) -> list[str]:
+    """Where this node's toolchain differs from the driver's, whose versions are in the keys."""
+    lines = []
+    for entry in document["stages"]:
+        spec = StageSpec.from_dict(entry["spec"])
+        here = runner.environment(spec)
+        if here != entry["environment"]:
+            lines.append(f"{spec.name}: this Ray node's toolchain {here} differs from the "
+                         f"driver's {entry['environment']} (the stage key records the driver's)")
+    return lines
