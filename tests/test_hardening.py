@@ -125,6 +125,7 @@ def test_non_finite_artifact_fails_its_validation_and_json_stays_strict(
     from converters.fsutil import read_json, write_json_atomic
     from converters.report import recommend
     from converters.stages import StageContext, StageSpec, stage_function
+    from converters.targets.base import ValidateParams
 
     model, dataset, out = built
     folder = tmp_path / "m"
@@ -136,9 +137,10 @@ def test_non_finite_artifact_fails_its_validation_and_json_stays_strict(
     (folder / "tflite" / "broken.tflite").write_bytes(converter.convert())
     record = "validation/tflite_broken.json"
     spec = StageSpec("validate-tflite-broken", "validate", "tflite",
-                     {"target": "tflite", "variant": "broken", "artifact": "tflite/broken.tflite",
-                      "output": record, "runtime": "ai-edge-litert", "threads": 1,
-                      "latency_runs": 1}, outputs=(record,))
+                     ValidateParams(target="tflite", variant="broken",
+                                    artifact="tflite/broken.tflite", output=record,
+                                    runtime="ai-edge-litert", threads=1, latency_runs=1),
+                     outputs=(record,))
     stage_function("validate")(StageContext(spec, model, dataset, folder, tmp_path / "staging"))
     result = read_json(tmp_path / "staging" / record)
     assert "non-finite outputs (NaN or Inf) on 11 of 11 validation samples" in result["failed"]

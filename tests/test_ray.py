@@ -26,7 +26,7 @@ from converters import build, cache, targets
 from converters.config import Executor
 from converters.errors import ConfigError, ToolMissingError
 from converters.images import ImageDefinition
-from converters.stages.base import StageSpec
+from converters.stages.base import StageParams, StageSpec
 from converters.targets import PlanContext, Target
 from tests.conftest import ROOT, make_config, quick_flags, tiny_model, write_images
 from tests.ray_cluster import (
@@ -157,7 +157,7 @@ def test_a_job_whose_resource_no_node_offers_fails_at_once_saying_how_to_add_one
         joined: Cluster, two_models: tuple[list[Path], Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     def plan(context: PlanContext) -> list[StageSpec]:
-        return [StageSpec("annealed", "anneal", "annealer", {}, deps=("export",),
+        return [StageSpec("annealed", "anneal", "annealer", StageParams(), deps=("export",),
                           outputs=("annealed.json",))]
 
     needy = Target("needy", plan, {"anneal": "tests.nowhere:anneal"},
