@@ -89,9 +89,18 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
         problems += [f"{plan.stem}: {a['path']} failed validation: {a['failed']}"
                      for a in report.failed(built)]
         problems += skipped_stages(plan)
+        problems += failed_stages(plan)
         for target in planned(config.targets):
             problems += target.problems(plan.build_dir, config)
     return BuildResult(plans, ran, skipped, tuple(problems), restored)
+
+
+def failed_stages(plan: ModelPlan) -> list[str]:
+    """The planned stages that failed (not those that only did not run because of one): the
+    build finished and reported the rest, and must exit non-zero."""
+    failures = [cache.read_failure(plan.build_dir, spec.name) for spec in plan.stages]
+    return [f"{plan.stem}: {failure['stage']} failed: {failure['reason']}"
+            for failure in failures if failure is not None and failure["upstream"] is None]
 
 
 def skipped_stages(plan: ModelPlan) -> list[str]:
@@ -125,8 +134,10 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
     shared = SharedCache(config.cache_dir) if config.cache_dir else None
     new_dirs = {plan.stem for plan in plans if not plan.build_dir.exists()}
     for plan in plans:
+        failed_before = any(cache.read_failure(plan.build_dir, s.name) for s in plan.stages)
         stale = [s for s in plan.stages
-                 if config.force or not cache.is_fresh(plan.build_dir, s, plan.keys[s.name])]
+                 if config.force or not cache.is_fresh(plan.build_dir, s, plan.keys[s.name])
+                 or (failed_before and s.kind == "report")]  # failed stages run again
         skipped[plan.stem] = [s.name for s in plan.stages if s not in stale]
         prepare_build_dir(plan, runners, command_line, started, [s.name for s in stale])
         for name in skipped[plan.stem]:
@@ -213,8 +224,10 @@ def remove_if_only_lock(out: Path) -> None:
         remove(out)
 
 
-def job_document(plan: ModelPlan, image: str, runner: StageRunner,
-                 specs: list[StageSpec]) -> dict[str, Any]:
+def job_document(plan: ModelPlan, image: str, runner: StageRunner, specs: list[StageSpec],
+                 contain_failures: bool = False) -> dict[str, Any]:
+    """The job file's content; with ``contain_failures`` a failed stage of one target's variant
+    (a grouped stage) is recorded and the job goes on with the stages that do not need it."""
     return {
         "model_name": plan.stem,
         "image": image,
@@ -223,6 +236,7 @@ def job_document(plan: ModelPlan, image: str, runner: StageRunner,
         "build_dir": str(plan.build_dir.resolve()),
         "runner": runner.name,
         "threads": plan.threads,
+        "contain_failures": contain_failures,
         "stages": [{"spec": s.to_dict(), "key": plan.keys[s.name], "deps": plan.dep_keys(s),
                     "environment": plan.environments[s.name]} for s in specs],
     }
@@ -285,7 +299,7 @@ def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) ->
 
 def run_job_process(job: Job, runner: StageRunner) -> None:
     """Run ``job`` in its stage process (local or docker) from its job file in the build folder."""
-    document = job_document(job.plan, job.image, runner, job.specs)
+    document = job_document(job.plan, job.image, runner, job.specs, contain_failures=True)
     run_job_document(document, job.plan.build_dir / JOBS_DIR / f"{job.name}.json", runner)
 
 

@@ -37,6 +37,7 @@ from converters.fsutil import (
 from converters.stages.base import StageSpec
 
 STAMP_DIR = ".stages"
+FAILED_SUFFIX = ".failure"  # beside the stamps (not *.json): a stage that failed, and why
 BUILD_INFO = "_build.json"
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
@@ -158,6 +159,27 @@ def still_valid(build_dir: Path, stage: str, reference_key: str) -> dict[str, An
         if upstream is None or upstream.get("key") != key or not outputs_intact(build_dir, upstream):
             return None
     return stamp
+
+
+def failure_path(build_dir: Path, stage: str) -> Path:
+    return build_dir / STAMP_DIR / f"{stage}{FAILED_SUFFIX}"
+
+
+def write_failure(build_dir: Path, spec: StageSpec, reason: str, upstream: str | None) -> None:
+    """Record that ``spec`` failed (or did not run because ``upstream`` failed): never a stamp,
+    so the next build runs it again."""
+    write_json_atomic(failure_path(build_dir, spec.name), {
+        "stage": spec.name, "kind": spec.kind, "reason": reason, "upstream": upstream,
+        "outputs": list(spec.outputs), "params": spec.params.as_dict()})
+
+
+def read_failure(build_dir: Path, stage: str) -> dict[str, Any] | None:
+    path = failure_path(build_dir, stage)
+    return read_json(path) if path.exists() else None
+
+
+def remove_failure(build_dir: Path, stage: str) -> None:
+    failure_path(build_dir, stage).unlink(missing_ok=True)
 
 
 def remove_stamp(build_dir: Path, stage: str) -> None:

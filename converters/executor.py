@@ -75,7 +75,31 @@ def run_job(job: dict[str, Any]) -> None:
     if any("tensorflow" in spec.tools for spec in specs):
         import_tensorflow_quietly()
     for spec, entry in zip(specs, job["stages"], strict=True):
-        run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
+        if not job.get("contain_failures"):
+            run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
+            continue
+        upstream = next((dep for dep in spec.deps if cache.read_failure(build_dir, dep)), None)
+        if upstream is not None:
+            record_failure(build_dir, spec, f"not run: stage {upstream} failed", upstream)
+            continue
+        if not spec.group:  # a model-wide stage: its failure stops the build
+            run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
+            continue
+        try:
+            run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
+        except ConverterError as error:  # one variant of one target: the others go on
+            console.error(f"{job['model_name']}: {spec.name} failed: {error}")
+            record_failure(build_dir, spec, str(error), None)
+
+
+def record_failure(build_dir: Path, spec: StageSpec, reason: str, upstream: str | None) -> None:
+    """Leave no output of ``spec`` (nor its stamp, so the next build runs it again) and say why
+    it has none; the report lists its artifact as failed and the build exits non-zero."""
+    remove(build_dir / STAGING / spec.name)
+    for relative in spec.outputs:
+        remove(build_dir / relative)
+    cache.remove_stamp(build_dir, spec.name)
+    cache.write_failure(build_dir, spec, reason, upstream)
 
 
 def import_tensorflow_quietly() -> None:
@@ -98,6 +122,7 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: 
     console.info(f"▶ {job['model_name']}: {spec.name}")
     started = time.time()
     cache.remove_stamp(build_dir, spec.name)
+    cache.remove_failure(build_dir, spec.name)
     staging = build_dir / STAGING / spec.name
     remove(staging)
     staging.mkdir(parents=True)

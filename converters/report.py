@@ -55,11 +55,14 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     model = read_json(build_dir / export.MODEL_INFO)
     dataset = read_json(build_dir / data.DATASET_INFO)
     keras = read_json(build_dir / reference.SUMMARY)
-    records = [read_json(build_dir / record) for record in params.records]
+    records = [read_json(build_dir / record) for record in params.records
+               if (build_dir / record).exists()]
     artifacts = [artifact_entry(build_dir, record, keras)
                  for record in records if not record.get("not_built")]
     not_built = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
                   "reason": r["not_built"]} for r in records if r.get("not_built")]
+    not_built += failed_validations(build_dir, [record for record in params.records
+                                                if not (build_dir / record).exists()])
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / cache.STAMP_DIR / cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
@@ -102,6 +105,25 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     }
 
 
+def failed_validations(build_dir: Path, missing: list[str]) -> list[dict[str, Any]]:
+    """The artifacts whose validation did not run because their conversion (or the validation
+    itself) failed in this build: what the stage failures recorded (cache.write_failure)."""
+    failures = [read_json(path) for path in sorted((build_dir / cache.STAMP_DIR).glob(
+        f"*{cache.FAILED_SUFFIX}"))]
+    entries = []
+    for failure in failures:
+        if not set(failure["outputs"]) & set(missing):
+            continue
+        reason = failure["reason"]
+        if failure["upstream"] is not None:
+            root = cache.read_failure(build_dir, failure["upstream"])
+            reason = f"{failure['upstream']} failed: {root['reason'] if root else 'see the log'}"
+        params = failure["params"]
+        entries.append({"target": params["target"], "variant": params["variant"],
+                        "path": params["artifact"], "reason": reason, "failed": True})
+    return entries
+
+
 def report_hooks() -> list[tuple[str, ReportHooks]]:
     """The targets with a section of their own in report.json, and how to show it."""
     return [(name, target.report) for name, target in all_targets().items()
@@ -110,9 +132,13 @@ def report_hooks() -> list[tuple[str, ReportHooks]]:
 
 def target_sections(build_dir: Path, asked: dict[str, Any]) -> dict[str, Any]:
     """report.json's section of every target that has one: what its stages recorded, or the
-    section's empty value when the target was not built (not in ``asked``)."""
-    return {name: hooks.section(build_dir, asked[name]) if name in asked else hooks.empty
-            for name, hooks in report_hooks()}
+    section's empty value when the target was not built (not in ``asked``) or one of its stages
+    failed in this build (the artifact table says which and why)."""
+    failed = {path.name.removesuffix(cache.FAILED_SUFFIX)
+              for path in (build_dir / cache.STAMP_DIR).glob(f"*{cache.FAILED_SUFFIX}")}
+    return {name: hooks.section(build_dir, asked[name])
+            if name in asked and not any(stage.startswith(f"{name}-") for stage in failed)
+            else hooks.empty for name, hooks in report_hooks()}
 
 
 def near_chance(dataset: dict[str, Any], keras: dict[str, Any]) -> bool:
@@ -276,8 +302,9 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             f"{m['cosine_similarity']:.5f}",
             f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
-    rows += [[f"{n['target']} {n['variant']}", n["path"], "-", "not built here", "-", "-", "-",
-              "-", "-", "-"] for n in report.get("not_built", [])]
+    rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
+              "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
+             for n in report.get("not_built", [])]
     return rows
 
 
@@ -322,6 +349,8 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     if rec["rejected"]:
         lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
     lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
+    lines += [f"`{n['path']}` was not built: {n['reason']}"
+              for n in report.get("not_built", []) if n.get("failed")]
     return lines + output_lines(report)
 
 

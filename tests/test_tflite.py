@@ -1,6 +1,7 @@
 """Real TensorFlow conversions of tiny models through the build API (stage processes and all)."""
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,22 @@ def test_strict_int8_names_unquantizable_ops_and_fallback_keeps_them_float(
 
     model = save_function_model(tmp_path / "sine", tf.math.sin)
     strict = make_config(model, tiny_dataset, tmp_path / "strict",
-                         quantizations=(Quantization.INT8,))
-    with pytest.raises(ConversionError, match=r"cannot be quantized to int8: SIN \(1\)\. "
-                                              r"Re-run with --allow-float-fallback"):
-        build.convert(strict, ["test"])
+                         quantizations=(Quantization.FP32, Quantization.INT8))
+    result = build.convert(strict, ["test"])  # type: ignore[arg-type]
+    # The failed variant is reported as failed; the one that converted is still validated.
+    [problem] = result.problems
+    assert re.search(r"sine: tflite-int8 failed: .*cannot be quantized to int8: SIN \(1\)\. "
+                     r"Re-run with --allow-float-fallback", problem)
     assert not (tmp_path / "strict" / "sine" / "tflite" / "sine_int8.tflite").exists()
+    report = read_json(tmp_path / "strict" / "sine" / "report.json")
+    assert [(a["variant"], a["failed"]) for a in report["artifacts"]] == [("fp32", None)]
+    [failed] = report["not_built"]
+    assert failed["variant"] == "int8" and failed["failed"]
+    assert failed["reason"].startswith("tflite-int8 failed: ") and "SIN (1)" in failed["reason"]
+    assert "| tflite int8 | tflite/sine_int8.tflite | - | failed |" in (
+        tmp_path / "strict" / "sine" / "report.md").read_text()
+    again = build.convert(strict, ["test"])  # type: ignore[arg-type]
+    assert again.ran["sine"] == ["tflite-int8", "validate-tflite-int8", "report"]
     mixed = make_config(model, tiny_dataset, tmp_path / "mixed",
                         quantizations=(Quantization.INT8,), allow_float_fallback=True)
     build.convert(mixed, ["test"])
