@@ -178,6 +178,12 @@ def read_failure(build_dir: Path, stage: str) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
 
 
+def read_failures(build_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every stage failure recorded in the build folder, by stage name."""
+    return {path.name.removesuffix(FAILED_SUFFIX): read_json(path)
+            for path in sorted((build_dir / STAMP_DIR).glob(f"*{FAILED_SUFFIX}"))}
+
+
 def remove_failure(build_dir: Path, stage: str) -> None:
     failure_path(build_dir, stage).unlink(missing_ok=True)
 

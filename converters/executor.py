@@ -74,21 +74,19 @@ def run_job(job: dict[str, Any]) -> None:
     specs = [StageSpec.from_dict(entry["spec"]) for entry in job["stages"]]
     if any("tensorflow" in spec.tools for spec in specs):
         import_tensorflow_quietly()
+    contain = bool(job.get("contain_failures"))
     for spec, entry in zip(specs, job["stages"], strict=True):
-        if not job.get("contain_failures"):
-            run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
-            continue
-        upstream = next((dep for dep in spec.deps if cache.read_failure(build_dir, dep)), None)
+        upstream = next((dep for dep in spec.deps if cache.read_failure(build_dir, dep)),
+                        None) if contain else None
         if upstream is not None:
             record_failure(build_dir, spec, f"not run: stage {upstream} failed", upstream)
             continue
-        if not spec.group:  # a model-wide stage: its failure stops the build
-            run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
-            continue
         try:
             run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
-        except ConverterError as error:  # one variant of one target: the others go on
-            console.error(f"{job['model_name']}: {spec.name} failed: {error}")
+        except ConverterError as error:
+            if not (contain and spec.group):  # a model-wide stage: its failure stops the build
+                raise
+            console.error(f"{job['model_name']}: {spec.name} failed: {error}")  # one variant
             record_failure(build_dir, spec, str(error), None)
 
 

@@ -55,14 +55,14 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     model = read_json(build_dir / export.MODEL_INFO)
     dataset = read_json(build_dir / data.DATASET_INFO)
     keras = read_json(build_dir / reference.SUMMARY)
-    records = [read_json(build_dir / record) for record in params.records
-               if (build_dir / record).exists()]
+    written = [record for record in params.records if (build_dir / record).exists()]
+    records = [read_json(build_dir / record) for record in written]
     artifacts = [artifact_entry(build_dir, record, keras)
                  for record in records if not record.get("not_built")]
     not_built = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
                   "reason": r["not_built"]} for r in records if r.get("not_built")]
-    not_built += failed_validations(build_dir, [record for record in params.records
-                                                if not (build_dir / record).exists()])
+    failures = cache.read_failures(build_dir)
+    not_built += failed_validations(failures, set(params.records) - set(written))
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / cache.STAMP_DIR / cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
@@ -101,22 +101,21 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
         "warnings": warnings,
         "recommendation": recommendation,
         "stages": stage_provenance(build_dir, stages),
-        **target_sections(build_dir, params.targets),
+        **target_sections(build_dir, params.targets, set(failures)),
     }
 
 
-def failed_validations(build_dir: Path, missing: list[str]) -> list[dict[str, Any]]:
-    """The artifacts whose validation did not run because their conversion (or the validation
-    itself) failed in this build: what the stage failures recorded (cache.write_failure)."""
-    failures = [read_json(path) for path in sorted((build_dir / cache.STAMP_DIR).glob(
-        f"*{cache.FAILED_SUFFIX}"))]
+def failed_validations(failures: dict[str, dict[str, Any]],
+                       missing: set[str]) -> list[dict[str, Any]]:
+    """The artifacts whose validation record is ``missing`` because their conversion (or the
+    validation itself) failed in this build: what the stage failures recorded."""
     entries = []
-    for failure in failures:
-        if not set(failure["outputs"]) & set(missing):
+    for failure in failures.values():
+        if not missing.intersection(failure["outputs"]):
             continue
         reason = failure["reason"]
         if failure["upstream"] is not None:
-            root = cache.read_failure(build_dir, failure["upstream"])
+            root = failures.get(failure["upstream"])
             reason = f"{failure['upstream']} failed: {root['reason'] if root else 'see the log'}"
         params = failure["params"]
         entries.append({"target": params["target"], "variant": params["variant"],
@@ -130,12 +129,10 @@ def report_hooks() -> list[tuple[str, ReportHooks]]:
             if target.report is not None]
 
 
-def target_sections(build_dir: Path, asked: dict[str, Any]) -> dict[str, Any]:
+def target_sections(build_dir: Path, asked: dict[str, Any], failed: set[str]) -> dict[str, Any]:
     """report.json's section of every target that has one: what its stages recorded, or the
     section's empty value when the target was not built (not in ``asked``) or one of its stages
-    failed in this build (the artifact table says which and why)."""
-    failed = {path.name.removesuffix(cache.FAILED_SUFFIX)
-              for path in (build_dir / cache.STAMP_DIR).glob(f"*{cache.FAILED_SUFFIX}")}
+    (``failed``: stage names) failed in this build (the artifact table says which and why)."""
     return {name: hooks.section(build_dir, asked[name])
             if name in asked and not any(stage.startswith(f"{name}-") for stage in failed)
             else hooks.empty for name, hooks in report_hooks()}
