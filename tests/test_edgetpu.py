@@ -168,6 +168,55 @@ def test_the_real_compiler_agrees_with_the_precheck(edgetpu_build: tuple[Path, A
     assert (out / "sample" / "edgetpu" / "compiled" / "sample_int8_edgetpu.tflite").exists()
 
 
+def test_with_the_tflite_target_the_int8_calibrates_once(edgetpu_build: tuple[Path, Any],
+                                                          tiny_dataset: Path,
+                                                          tmp_path: Path) -> None:
+    """--target tflite,edgetpu: the Edge TPU int8 reuses the tflite int8's calibrated ranges and
+    is byte for byte the model the Edge TPU build alone (which calibrates itself) made; a
+    dynamic-batch model (MobileNetV2: Reshape) and a float-fallback graph (SIN) included."""
+    from converters.config import Quantization
+    from converters.targets.tflite import calibration_share
+
+    out, _ = edgetpu_build
+    stems = ("sample", "mobilenet", "sine")
+    models = [ROOT / "model" / "sample.h5", out.parent / "mobilenet.keras", out.parent / "sine"]
+    config = make_config(models, tiny_dataset, tmp_path, targets=("tflite", "edgetpu"),
+                         quantizations=(Quantization.INT8,), allow_float_fallback=True,
+                         allow_class_mismatch=True)
+    build.convert(config, ["test"])  # type: ignore[arg-type]
+    for stem in stems:
+        stamp = read_json(tmp_path / stem / ".stages" / "edgetpu-int8.json")
+        assert "tflite-int8" in stamp["deps"], stem
+        info = read_json(tmp_path / stem / "edgetpu" / f"{stem}_int8.json")
+        assert info["calibration"] == {"samples": 8,
+                                       "ranges_from": f"tflite/{stem}_int8.ranges.json"}, stem
+        ranges = read_json(tmp_path / stem / "tflite" / f"{stem}_int8.ranges.json")
+        assert ranges["inputs"] and all(o["range"] for o in ranges["outputs"]), stem
+        shared = tmp_path / stem / "edgetpu" / f"{stem}_int8.tflite"
+        alone = out / stem / "edgetpu" / f"{stem}_int8.tflite"
+        assert shared.read_bytes() == alone.read_bytes(), stem
+    # Ranges recorded on one model never quantize another: the float ops are checked
+    mobilenet_ranges = read_json(tmp_path / "mobilenet" / "tflite" / "mobilenet_int8.ranges.json")
+    with pytest.raises(calibration_share.RangesMismatch, match="float op"):
+        calibration_share.apply_ranges(_calibrated(ROOT / "model" / "sample.h5", (32, 32, 3)),
+                                       mobilenet_ranges)
+
+
+def _calibrated(model_path: Path, shape: tuple[int, ...]) -> bytes:
+    """The TF converter's calibrated float model (calibrate-only) of a Keras file."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(model_path))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [np.random.default_rng(i).random((1, *shape), dtype=np.float32)] for i in range(2))
+    converter._experimental_calibrate_only = True
+    calibrated: bytes = converter.convert()
+    return calibrated
+
+
 def test_cli_edgetpu_target_exits_non_zero_without_the_compiler(tmp_path: Path,
                                                                 tiny_dataset: Path) -> None:
     if COMPILER is not None:

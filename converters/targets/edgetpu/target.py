@@ -13,7 +13,7 @@ from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, ReportHooks, Target
 from converters.targets.edgetpu import report, stages
 from converters.targets.edgetpu.runtime import EDGETPU_SUFFIX, open_runtime
-from converters.targets.tflite.target import LITERT_TOOLS, conversion_stages
+from converters.targets.tflite.target import LITERT_TOOLS, conversion_stages, int8_ranges
 
 if TYPE_CHECKING:
     from converters.bundle import BundleRequest
@@ -27,7 +27,9 @@ def plan(context: PlanContext) -> list[StageSpec]:
     config, stem = context.config, context.stem
     artifact = stages.int8_artifact(stem)
     planned = conversion_stages(context, "edgetpu-int8", Quantization.INT8, artifact, "edgetpu",
-                                VALIDATION_RUNTIME, batch_size=1)
+                                VALIDATION_RUNTIME, batch_size=1,
+                                # the tflite target's int8 calibrates once for both
+                                ranges_in=int8_ranges(context))
     precheck = stages.precheck_record(stem)
     planned.append(StageSpec("edgetpu-check", "edgetpu-check", CORE_IMAGE,
                              stages.CheckParams(artifact=artifact, output=precheck),

@@ -9,6 +9,7 @@ derives from the fp32 artifact instead are made by :mod:`converters.targets.tfli
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterator
@@ -19,12 +20,12 @@ import numpy as np
 from converters import console
 from converters.config import IODType, Quantization
 from converters.errors import ConversionError
-from converters.fsutil import write_bytes_atomic, write_json_atomic
+from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.model import Arrays
 from converters.stages import data, export
 from converters.stages.base import StageContext
+from converters.targets.tflite import calibration_share, record
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from converters.targets.tflite import record
 from converters.targets.tflite.params import ModeParams
 
 # TensorFlow ops in the converter's MLIR dump: "tf.Erfinv"(%4) ...
@@ -36,7 +37,7 @@ def run(context: StageContext) -> None:
     mode = Quantization(params.mode)
     console.info(f"converting to TFLite {mode.value}")
     started = time.perf_counter()
-    flatbuffer = convert(context, mode)
+    flatbuffer, calibration = convert(context, mode)
     seconds = time.perf_counter() - started
     graph = tflite_inspect.parse(flatbuffer)
     if mode is Quantization.INT8 and not params.allow_float_fallback:
@@ -44,17 +45,41 @@ def run(context: StageContext) -> None:
     write_bytes_atomic(context.write(params.artifact), flatbuffer)
     info = record.artifact_info(context, graph, seconds, record.tf_converter_label())
     info["op_errors"] = record.op_errors(context, flatbuffer)
+    info["calibration"] = calibration
     write_json_atomic(context.write(params.info), info)
+    if calibration and calibration["ranges_from"]:
+        console.info(f"int8 quantized with the calibrated ranges of {calibration['ranges_from']}")
     console.info(f"TFLite {mode.value}: {len(flatbuffer) / 1024:.1f} KiB in {seconds:.1f} s")
 
 
-def convert(context: StageContext, mode: Quantization) -> bytes:
+def convert(context: StageContext, mode: Quantization) -> tuple[bytes, dict[str, Any] | None]:
+    """The converted model and, for int8, its calibration: the number of samples and the
+    recorded ranges it reused (``ranges_from``, None when it calibrated itself)."""
     params = ModeParams.of(context)
     if mode is not Quantization.INT8:
-        return _convert_float(context, mode, params.allow_flex)
+        return _convert_float(context, mode, params.allow_flex), None
     calibration = data.load_inputs(context.build_dir, data.CALIBRATION)
-    return _convert_int8(context, calibration, IODType(params.io_dtype),
-                         strict=not params.allow_float_fallback)
+    convert_int8 = functools.partial(_convert_int8, context, calibration,
+                                     IODType(params.io_dtype), not params.allow_float_fallback)
+    calibrated = {"samples": data.sample_count(calibration), "ranges_from": None}
+    if params.ranges_in:
+        ranges = read_json(context.read(params.ranges_in))
+        try:
+            with calibration_share.replaying_ranges(ranges):
+                return convert_int8(progress=False), {**calibrated, "ranges_from": params.ranges_in}
+        except calibration_share.RangesMismatch as mismatch:
+            console.info(f"calibrating again: the ranges in {params.ranges_in} do not fit this "
+                         f"graph ({mismatch})")
+        return convert_int8(), calibrated
+    if params.ranges_out:
+        with calibration_share.recording_ranges() as recording:
+            flatbuffer = convert_int8()
+        if recording.ranges is None:
+            raise ConversionError(f"TFLite int8 conversion of {context.model_path} did not "
+                                  "calibrate: no ranges to share")
+        write_json_atomic(context.write(params.ranges_out), recording.ranges)
+        return flatbuffer, calibrated
+    return convert_int8(), calibrated
 
 
 def _converter(context: StageContext) -> Any:
@@ -98,14 +123,16 @@ def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) 
 
 
 def _convert_int8(context: StageContext, calibration: Arrays, io_dtype: IODType,
-                  strict: bool) -> bytes:
+                  strict: bool, progress: bool = True) -> bytes:
     import tensorflow as tf
 
     count = data.sample_count(calibration)
 
     def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
         # One array per input, by signature name: the converter's input order is its own.
-        for index in console.progress(range(count), "calibrating int8", total=count):
+        indices = (console.progress(range(count), "calibrating int8", total=count) if progress
+                   else range(count))
+        for index in indices:
             yield {name: array[index:index + 1] for name, array in calibration.items()}
 
     converter = _converter(context)
@@ -126,6 +153,8 @@ def _run_converter(converter: Any, context: StageContext, mode: str, allow_flex:
     try:
         with console.native_noise_filtered():  # the int8 converter prints its settings
             result: bytes = converter.convert()
+    except calibration_share.RangesMismatch:
+        raise
     except Exception as error:  # the converter raises its own ConverterError and others
         raise _conversion_error(context, mode, allow_flex, error) from None
     return result

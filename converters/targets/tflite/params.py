@@ -21,6 +21,11 @@ class ModeParams(StageParams):
     op_errors_against: str | None = None  # the fp32 artifact per-op errors are measured against
     io_dtype: str | None = None  # int8 modes: an IODType value
     allow_float_fallback: bool = False
+    # TF converter int8: write the calibrated ranges here (for another conversion to reuse) ...
+    ranges_out: str | None = None
+    # ... or quantize with the ranges another conversion of this model recorded
+    # (converters.targets.tflite.calibration_share)
+    ranges_in: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,14 +24,33 @@ def artifact(stem: str, mode: Quantization) -> str:
     return f"tflite/{stem}_{mode.value}.tflite"
 
 
+def int8_ranges(context: PlanContext) -> str | None:
+    """Where the tflite target's int8 conversion records its calibrated ranges for the Edge TPU's
+    batch-1 int8 to reuse (:mod:`calibration_share`): when both targets convert int8 with the TF
+    converter from the same export and calibration images; else None."""
+    config = context.config
+    if not {"tflite", "edgetpu"} <= set(config.targets) or Quantization.INT8 not in config.quantizations:
+        return None
+    request = engine_choice.ModeRequest(Quantization.INT8, config.io_dtype,
+                                        config.allow_float_fallback, config.allow_flex,
+                                        fixed_batch=False)
+    if engine_choice.engine_for(request, config.quant_engine) != engine_choice.TF_CONVERTER:
+        return None
+    return artifact(context.stem, Quantization.INT8).removesuffix(".tflite") + ".ranges.json"
+
+
 def conversion_stages(context: PlanContext, name: str, mode: Quantization, path: str,
-                      target: str, runtime: str, batch_size: int | None = None) -> list[StageSpec]:
+                      target: str, runtime: str, batch_size: int | None = None,
+                      ranges_out: str | None = None, ranges_in: str | None = None,
+                      ) -> list[StageSpec]:
     """Make one TFLite mode, then validate the artifact (one group of stages).
 
     The engine (:mod:`engine_choice`) decides the stage: a TF converter conversion of the
     exported model, or ai-edge-quantizer deriving the mode from the fp32 artifact (stage
     ``tflite-fp32``, which the tflite target plans whenever a mode needs it). Quantized modes of
-    the tflite target also record their per-op error against that fp32 artifact.
+    the tflite target also record their per-op error against that fp32 artifact. A TF converter
+    int8 may record its calibrated ranges (``ranges_out``) or reuse another int8 conversion's
+    (``ranges_in``, the stage that wrote them: ``tflite-int8``).
     """
     config = context.config
     request = engine_choice.ModeRequest(mode, config.io_dtype, config.allow_float_fallback,
@@ -49,12 +68,15 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
                                                   Quantization.DYNAMIC),
         batch_size=batch_size, op_errors_against=against,
         io_dtype=config.io_dtype.value if integer else None,
-        allow_float_fallback=config.allow_float_fallback if integer else False)
+        allow_float_fallback=config.allow_float_fallback if integer else False,
+        ranges_out=ranges_out, ranges_in=ranges_in)
     deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
+    if ranges_in:
+        deps += ("tflite-int8",)
     if against:
         deps += (FP32_STAGE,)
     group = name.removeprefix("tflite-")
-    outputs = (path, common.info)
+    outputs = (path, common.info, *([ranges_out] if ranges_out else []))
     if engine == engine_choice.TF_CONVERTER:
         stage = StageSpec(name, "tflite", CORE_IMAGE, common, deps=("export", *deps),
                           outputs=outputs, tools=TF_TOOLS, group=group)
@@ -83,7 +105,9 @@ def plan(context: PlanContext) -> list[StageSpec]:
     stages: list[StageSpec] = []
     for mode in (Quantization.FP32, *(m for m in modes if m is not Quantization.FP32)):
         planned = conversion_stages(context, f"tflite-{mode.value}", mode,
-                                    artifact(context.stem, mode), "tflite", VALIDATION_RUNTIME)
+                                    artifact(context.stem, mode), "tflite", VALIDATION_RUNTIME,
+                                    ranges_out=int8_ranges(context)
+                                    if mode is Quantization.INT8 else None)
         stages += planned if mode in modes else planned[:1]
     return stages
 
