@@ -104,12 +104,13 @@ def failed_stages(plan: ModelPlan) -> list[str]:
 
 
 def skipped_stages(plan: ModelPlan) -> list[str]:
-    """The planned stages that could not run here (their stamps say "skipped"), one line per
-    reason: the build finished and reported, and must still exit non-zero."""
+    """The planned stages that could not run here (their stamps say "skipped", not "not
+    needed"), one line per reason: the build finished and reported, and must still exit
+    non-zero."""
     by_reason: dict[str, list[str]] = {}
     for spec in plan.stages:
         stamp = cache.read_stamp(plan.build_dir, spec.name)
-        if stamp is not None and stamp.get("skipped"):
+        if stamp is not None and stamp.get("skipped") and not stamp.get("not_needed"):
             names = by_reason.setdefault(stamp["skipped"], [])
             if not any(dep in names for dep in spec.deps):  # not one skipped only for its input
                 names.append(spec.name)

@@ -130,6 +130,8 @@ def is_fresh(build_dir: Path, spec: StageSpec, key: str) -> bool:
     recorded = stamp.get("outputs", {})
     for relative in spec.outputs:
         path = build_dir / relative
+        if relative not in recorded and stamp.get("not_needed"):
+            continue  # a stage whose work was not needed wrote only what says so
         if relative not in recorded or not path.exists():
             return False
         if sha256_tree(path) != recorded[relative]["sha256"]:
@@ -195,9 +197,10 @@ def remove_stamp(build_dir: Path, stage: str) -> None:
 
 def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
                 environment: dict[str, str], runner: str, dep_keys: dict[str, str],
-                skipped: str | None = None) -> None:
+                skipped: str | None = None, not_needed: bool = False) -> None:
     """Record a finished stage: its key, its upstream stages' keys and its outputs' hashes, and
-    ``skipped`` with the reason when it could not run here (its outputs then say so)."""
+    ``skipped`` with the reason when it could not run here (its outputs then say so) or,
+    ``not_needed``, when this build did not need its work (it may have no outputs then)."""
     stamp = {
         "stage": spec.name,
         "kind": spec.kind,
@@ -208,8 +211,10 @@ def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
         "runner": runner,
         "started": iso_time(started),
         "finished": iso_time(time.time()),
-        "outputs": {relative: output_record(build_dir, relative) for relative in spec.outputs},
+        "outputs": {relative: output_record(build_dir, relative) for relative in spec.outputs
+                    if not not_needed or (build_dir / relative).exists()},
         "skipped": skipped,
+        "not_needed": not_needed,
     }
     write_json_atomic(stamp_path(build_dir, spec.name), stamp)
     write_manifest(build_dir)

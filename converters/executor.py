@@ -24,7 +24,7 @@ from converters.errors import (
 )
 from converters.fsutil import remove, replace, write_json_atomic
 from converters.stages import StageContext, StageSpec, stage_function
-from converters.stages.base import StageSkipped
+from converters.stages.base import StageNotNeeded, StageSkipped
 
 STAGING = ".staging"
 # Set by a parent build that reads the error file and shows the message itself.
@@ -106,13 +106,14 @@ def import_tensorflow_quietly() -> None:
         import tensorflow  # noqa: F401
 
 
-def upstream_skip_reason(build_dir: Path, spec: StageSpec) -> str | None:
-    """Why one of ``spec``'s upstream stages did not run here, or None when all ran."""
+def upstream_skip(build_dir: Path, spec: StageSpec) -> tuple[str | None, bool]:
+    """Why one of ``spec``'s upstream stages did not run here (None when all ran), and whether
+    that was because its work was not needed."""
     for dep in spec.deps:
         stamp = cache.read_stamp(build_dir, dep)
         if stamp is not None and stamp.get("skipped"):
-            return str(stamp["skipped"])
-    return None
+            return str(stamp["skipped"]), bool(stamp.get("not_needed"))
+    return None, False
 
 
 def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: dict[str, str],
@@ -125,21 +126,25 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: 
     remove(staging)
     staging.mkdir(parents=True)
     context = StageContext(spec, Path(job["model_path"]), Path(job["dataset_dir"]), build_dir,
-                           staging, upstream_skip_reason(build_dir, spec))
+                           staging, *upstream_skip(build_dir, spec))
     skipped = None
+    not_needed = False
     try:
         stage_function(spec.kind, spec.function)(context)
     except StageSkipped as cannot_run:
         skipped = cannot_run.reason
-    missing = [relative for relative in spec.outputs if not (staging / relative).exists()]
-    if missing:
+        not_needed = isinstance(cannot_run, StageNotNeeded)
+    written = [relative for relative in spec.outputs if (staging / relative).exists()]
+    missing = [relative for relative in spec.outputs if relative not in written]
+    if missing and not not_needed:
         raise BuildError(f"stage {spec.name} finished without writing {', '.join(missing)}")
-    for relative in spec.outputs:
+    for relative in written:
         target = build_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         replace(staging / relative, target)
     remove(staging)
     cache.write_stamp(build_dir, spec, key, started, environment, job["runner"], dep_keys,
-                      skipped)
-    took = "skipped: it cannot run here" if skipped else f"{time.time() - started:.1f} s"
+                      skipped, not_needed)
+    took = (f"not needed: {skipped}" if not_needed else "skipped: it cannot run here" if skipped
+            else f"{time.time() - started:.1f} s")
     console.info(f"✔ {job['model_name']}: {spec.name} ({took})")

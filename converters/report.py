@@ -22,6 +22,7 @@ from converters.fsutil import (
     write_text_atomic,
 )
 from converters.markup import inline_html, md_table, percent
+from converters.metrics import accuracy_drop, single_classifier
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext, StageParams
 from converters.targets import ReportHooks, all_targets
@@ -60,7 +61,8 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     artifacts = [artifact_entry(build_dir, record, keras)
                  for record in records if not record.get("not_built")]
     not_built = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
-                  "reason": r["not_built"]} for r in records if r.get("not_built")]
+                  "reason": r["not_built"], **({"not_needed": True} if r.get("not_needed") else {})}
+                 for r in records if r.get("not_built")]
     failures = cache.read_failures(build_dir)
     not_built += failed_validations(failures, set(params.records) - set(written))
     bound = params.max_accuracy_drop
@@ -188,22 +190,8 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
     path = build_dir / record["path"]
     conversion = read_json(path.with_suffix(".json"))
     metrics = record["metrics"]
-    drop: float | None = None
-    basis: str | None = None
     outputs = record.get("outputs")
-    if record.get("failed"):
-        pass  # no metrics to compare: the artifact is listed as failed, never recommended
-    elif outputs and not single_classifier(outputs):  # the task's headline metric decides
-        headline = record["headline"]
-        drop = headline["drop"]
-        basis = headline["metric"] if len(outputs) == 1 else \
-            f"{headline['output']}: {headline['metric']}"
-    elif metrics["accuracy"] is not None and keras["accuracy"] is not None:
-        drop = keras["accuracy"] - metrics["accuracy"]
-        basis = "accuracy"
-    else:
-        drop = 1.0 - metrics["top1_agreement"]
-        basis = "top1_agreement"
+    drop, basis = accuracy_drop(record, keras)
     return {
         "failed": record.get("failed"),
         "target": record["target"],
@@ -227,11 +215,6 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "op_errors": conversion.get("op_errors"),
         "mixed_precision": conversion.get("mixed_precision"),
     }
-
-
-def single_classifier(outputs: dict[str, Any]) -> bool:
-    """One classification output: the drop is accuracy (or top-1 agreement), as it always was."""
-    return len(outputs) == 1 and next(iter(outputs.values()))["task"] == "classification"
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
@@ -301,8 +284,14 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         ])
     rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
               "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
-             for n in report.get("not_built", [])]
+             for n in table_not_built(report)]
     return rows
+
+
+def table_not_built(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The not-built artifacts the table shows: failed or not built here; one that was not
+    needed is no artifact (a sentence says why)."""
+    return [n for n in report.get("not_built", []) if not n.get("not_needed")]
 
 
 HEADERS = ["artifact", "path", "size KiB", "accuracy", "top-1 agree", "cosine", "max |err|",
@@ -347,7 +336,7 @@ def text_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
     lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
     lines += [f"`{n['path']}` was not built: {n['reason']}"
-              for n in report.get("not_built", []) if n.get("failed")]
+              for n in report.get("not_built", []) if n.get("failed") or n.get("not_needed")]
     return lines + output_lines(report)
 
 

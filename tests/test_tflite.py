@@ -13,7 +13,7 @@ from converters import build
 from converters.config import ConvertConfig, DatasetConfig, IODType, QuantEngine, Quantization
 from converters.fsutil import read_json
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from tests.conftest import make_config, save_function_model, write_images
+from tests.conftest import make_config, run_invoke, save_function_model, write_images
 
 
 def test_four_modes_convert_load_and_report(tiny_h5: Path, tiny_dataset: Path,
@@ -218,16 +218,20 @@ def _outlier_image_model(path: Path, size: int, classes: int) -> Path:
     return path
 
 
-def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(tmp_path: Path) -> None:
+@pytest.mark.parametrize("asked", [(Quantization.INT8, Quantization.INT8_MIXED),
+                                   (Quantization.INT8,)], ids=["asked", "automatic"])
+def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(
+        tmp_path: Path, asked: tuple[Quantization, ...]) -> None:
+    """--quant int8-mixed, or plain --quant int8 whose drop is over the bound: the search runs."""
     write_images(tmp_path / "images", {"a": 30, "b": 30, "c": 30}, size=8)
     model = _outlier_image_model(tmp_path / "outlier.keras", size=8, classes=3)
     config = ConvertConfig(models=(model,), out=tmp_path / "out", threads=1, latency_runs=3,
                            dataset=DatasetConfig(tmp_path / "images", calibration_size=30,
                                                  validation_size=60),
-                           quantizations=(Quantization.INT8, Quantization.INT8_MIXED),
+                           quantizations=asked,
                            io_dtype=IODType.FLOAT32, allow_float_fallback=True,
                            max_accuracy_drop=0.02)
-    build.convert(config, ["test"])
+    assert not build.convert(config, ["test"]).problems
     report = read_json(tmp_path / "out" / "outlier" / "report.json")
     int8, mixed = report["artifacts"]
     assert report["reference"]["accuracy"] >= 0.95
@@ -245,6 +249,26 @@ def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(tmp_path: 
     assert math.isfinite(search["latency_cost_ms"])
     assert "Accuracy-aware int8 kept" in (tmp_path / "out" / "outlier" / "report.md").read_text()
     assert {op["op"] for op in mixed["float_ops"]} >= {"FULLY_CONNECTED"}
+
+
+def test_automatic_int8_mixed_is_not_needed_within_the_bound(tiny_h5: Path, tiny_dataset: Path,
+                                                             tmp_path: Path) -> None:
+    """Plain int8 within --max-accuracy-drop: the automatic int8-mixed stage is "not needed"
+    (no artifact, said in the report, exit zero) and stays fresh on the next build."""
+    config = make_config(tiny_h5, tiny_dataset, tmp_path, quantizations=(Quantization.INT8,),
+                         max_accuracy_drop=0.5)
+    first = build.convert(config, ["test"])
+    report = read_json(tmp_path / "tiny" / "report.json")
+    assert not first.problems and [a["variant"] for a in report["artifacts"]] == ["int8"]
+    (needless,) = report["not_built"]
+    assert needless["variant"] == "int8-mixed" and needless["not_needed"] is True
+    assert "plain int8 is within --max-accuracy-drop" in needless["reason"]
+    assert not (tmp_path / "tiny" / "tflite" / "tiny_int8-mixed.tflite").exists()
+    assert "not needed" in (tmp_path / "tiny" / "report.md").read_text()
+    second = build.convert(config, ["test"])
+    assert second.ran["tiny"] == [] and not second.problems
+    result = run_invoke("verify", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
 
 
 def test_edgetpu_int8_reports_per_op_sensitivity_and_stays_integer(tiny_h5: Path,

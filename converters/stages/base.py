@@ -111,6 +111,15 @@ class StageSkipped(Exception):  # noqa: N818 (an outcome, not an error)
         self.reason = reason
 
 
+class StageNotNeeded(StageSkipped):
+    """Raised by a stage whose work this build does not need (an automatic int8-mixed when plain
+    int8 is within the bound), after writing whichever outputs say so.
+
+    Stamped like a skipped stage (its dependents record the same outcome), but not a problem:
+    the build does not exit non-zero for it, and its missing outputs do not make it stale.
+    """
+
+
 @dataclass(frozen=True)
 class StageContext:
     """Where a running stage reads and writes.
@@ -129,6 +138,7 @@ class StageContext:
     # needs an upstream artifact (the validation of an engine that was not built) records the
     # same outcome instead of failing on the missing file.
     upstream_skipped: str | None = None
+    upstream_not_needed: bool = False  # ... because its work was not needed (StageNotNeeded)
 
     def read(self, relative: str) -> Path:
         return self.build_dir / relative

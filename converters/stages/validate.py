@@ -6,7 +6,7 @@ from __future__ import annotations
 from converters import console, metrics, validate
 from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
-from converters.stages.base import StageContext, StageSkipped
+from converters.stages.base import StageContext, StageNotNeeded, StageSkipped
 from converters.targets import open_runtime
 from converters.targets.base import ValidateParams
 
@@ -16,7 +16,10 @@ def run(context: StageContext) -> None:
     if context.upstream_skipped is not None:  # the artifact was not built here: say so, once
         write_json_atomic(context.write(params.output), {
             "target": params.target, "variant": params.variant, "path": params.artifact,
-            "runtime": params.runtime, "not_built": context.upstream_skipped})
+            "runtime": params.runtime, "not_built": context.upstream_skipped,
+            "not_needed": context.upstream_not_needed})
+        if context.upstream_not_needed:
+            raise StageNotNeeded(context.upstream_skipped)
         raise StageSkipped(context.upstream_skipped)
     artifact = context.read(params.artifact)
     inputs = data.load_inputs(context.build_dir, data.VALIDATION)

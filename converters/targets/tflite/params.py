@@ -43,3 +43,6 @@ class MixedParams(QuantizeParams):
     """int8-mixed: the accuracy-aware search, bounded by ``--max-accuracy-drop``."""
 
     max_accuracy_drop: float
+    # Automatic int8-mixed: search only when this validation record (plain int8's) shows a drop
+    # over the bound; otherwise the stage is not needed. None: --quant int8-mixed, always.
+    over_bound_of: str | None = None

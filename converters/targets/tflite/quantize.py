@@ -6,7 +6,9 @@ fp16 (float16 weights), dynamic (int8 weights, the TF converter's 1024-element r
 accuracy-aware search of :func:`quantizer_engine.accuracy_aware_int8`, which keeps the ops that
 add the most error in float, one group at a time, until the drop on the validation split is
 within ``--max-accuracy-drop``; its info JSON says which ops stayed float, the accuracy
-recovered and what it cost in size and latency against plain int8.
+recovered and what it cost in size and latency against plain int8. Planned automatically
+behind plain int8 (``over_bound_of``), the search runs only when plain int8's validated drop is
+over the bound; otherwise the stage is not needed (StageNotNeeded) and writes nothing.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from converters import console
+from converters import console, metrics
 from converters.config import Quantization
-from converters.fsutil import write_bytes_atomic, write_json_atomic
+from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.latency import median_latency_ms
 from converters.stages import data, reference
-from converters.stages.base import StageContext
+from converters.stages.base import StageContext, StageNotNeeded
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import quantizer_engine, record
 from converters.targets.tflite.params import MixedParams, QuantizeParams
+
+SEARCH_BASES = ("accuracy", "top1_agreement")  # what accuracy_aware_int8 scores
 
 
 def run(context: StageContext) -> None:
@@ -42,6 +46,9 @@ def run(context: StageContext) -> None:
         model = quantizer_engine.quantize_int8(fp32, calibration, io_type=params.io_type,
                                                threads=params.threads)
     else:
+        needless = _why_mixed_is_not_needed(context)
+        if needless:
+            raise StageNotNeeded(needless)
         model, mixed = _mixed(context, fp32)
     graph = tflite_inspect.parse(model.flatbuffer)
     if mode is Quantization.INT8 and not params.allow_float_fallback:
@@ -53,6 +60,27 @@ def run(context: StageContext) -> None:
         info["mixed_precision"] = mixed
     write_json_atomic(context.write(params.info), info)
     console.info(f"TFLite {mode.value}: {model.size / 1024:.1f} KiB in {model.seconds:.1f} s")
+
+
+def _why_mixed_is_not_needed(context: StageContext) -> str | None:
+    """For an automatic int8-mixed: why this build does not need the search (plain int8 is
+    within the bound, or its drop is not a classification score the search can improve)."""
+    params = MixedParams.of(context)
+    if params.over_bound_of is None:
+        return None  # --quant int8-mixed: always made
+    record = read_json(context.read(params.over_bound_of))
+    drop, basis = metrics.accuracy_drop(record, read_json(context.read(reference.SUMMARY)))
+    if record.get("failed") or drop is None:
+        return None  # plain int8 failed validation: the search may give a usable model
+    if basis not in SEARCH_BASES:
+        return (f"plain int8's drop is measured on {basis}; the accuracy-aware search scores "
+                "one classification output (use --quant int8-mixed with labels to force it)")
+    if drop <= params.max_accuracy_drop + 1e-12:
+        return (f"plain int8 is within --max-accuracy-drop ({basis} drop {drop:.4f} <= "
+                f"{params.max_accuracy_drop})")
+    console.info(f"int8-mixed: plain int8's {basis} drop {drop:.4f} is over --max-accuracy-drop "
+                 f"{params.max_accuracy_drop}: searching for ops to keep in float")
+    return None
 
 
 def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.QuantizedModel, dict[str, Any]]:

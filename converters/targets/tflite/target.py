@@ -6,11 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.config import ConvertConfig, IODType, Quantization
+from converters.config import ConvertConfig, IODType, QuantEngine, Quantization
 from converters.errors import ConfigError
 from converters.runtime import Runtime
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
+from converters.targets.base import (
+    CORE_IMAGE,
+    TF_TOOLS,
+    VALIDATION_RECORD,
+    BundleHooks,
+    PlanContext,
+    Target,
+)
 from converters.targets.tflite import engine_choice
 from converters.targets.tflite.params import MixedParams, ModeParams, QuantizeParams
 
@@ -42,7 +49,7 @@ def int8_ranges(context: PlanContext) -> str | None:
 def conversion_stages(context: PlanContext, name: str, mode: Quantization, path: str,
                       target: str, runtime: str, batch_size: int | None = None,
                       ranges_out: str | None = None, ranges_in: str | None = None,
-                      ) -> list[StageSpec]:
+                      over_bound_of: str | None = None) -> list[StageSpec]:
     """Make one TFLite mode, then validate the artifact (one group of stages).
 
     The engine (:mod:`engine_choice`) decides the stage: a TF converter conversion of the
@@ -50,7 +57,8 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
     ``tflite-fp32``, which the tflite target plans whenever a mode needs it). Quantized modes of
     the tflite target also record their per-op error against that fp32 artifact. A TF converter
     int8 may record its calibrated ranges (``ranges_out``) or reuse another int8 conversion's
-    (``ranges_in``, the stage that wrote them: ``tflite-int8``).
+    (``ranges_in``, the stage that wrote them: ``tflite-int8``). An automatic int8-mixed runs
+    only when plain int8's validation (``over_bound_of``) is over ``--max-accuracy-drop``.
     """
     config = context.config
     request = engine_choice.ModeRequest(mode, config.io_dtype, config.allow_float_fallback,
@@ -89,8 +97,9 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         params: QuantizeParams = QuantizeParams(**derived)
         if mixed:  # float I/O: the search compares float outputs
             params = MixedParams(**{**derived, "io_dtype": "float32"},
-                                 max_accuracy_drop=config.max_accuracy_drop)
-            deps += ("reference",)
+                                 max_accuracy_drop=config.max_accuracy_drop,
+                                 over_bound_of=over_bound_of)
+            deps += ("reference", *(["validate-tflite-int8"] if over_bound_of else []))
         stage = StageSpec(name, "tflite-quantize", CORE_IMAGE, params,
                           deps=tuple(dict.fromkeys((FP32_STAGE, *deps))), outputs=outputs,
                           tools=QUANTIZER_TOOLS, group=group)
@@ -100,7 +109,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
 
 def plan(context: PlanContext) -> list[StageSpec]:
     """fp32 first (the source of the derived modes; validated only when asked for), then each
-    other mode asked for."""
+    other mode asked for, then the automatic int8-mixed (:func:`automatic_mixed`)."""
     modes = context.config.quantizations
     stages: list[StageSpec] = []
     for mode in (Quantization.FP32, *(m for m in modes if m is not Quantization.FP32)):
@@ -109,7 +118,22 @@ def plan(context: PlanContext) -> list[StageSpec]:
                                     ranges_out=int8_ranges(context)
                                     if mode is Quantization.INT8 else None)
         stages += planned if mode in modes else planned[:1]
+    if automatic_mixed(context.config):
+        mixed = Quantization.INT8_MIXED
+        stages += conversion_stages(context, f"tflite-{mixed.value}", mixed,
+                                    artifact(context.stem, mixed), "tflite", VALIDATION_RUNTIME,
+                                    over_bound_of=VALIDATION_RECORD.format(
+                                        target="tflite", variant=Quantization.INT8.value))
     return stages
+
+
+def automatic_mixed(config: ConvertConfig) -> bool:
+    """Plan int8-mixed behind plain int8 (it searches only if int8's drop is over the bound):
+    int8 asked for without int8-mixed, and an engine choice that lets ai-edge-quantizer make it
+    (not the TF converter alone; no Flex ops in the fp32 model)."""
+    modes = config.quantizations
+    return (Quantization.INT8 in modes and Quantization.INT8_MIXED not in modes
+            and config.quant_engine is not QuantEngine.TFLITE_CONVERTER and not config.allow_flex)
 
 
 def check_config(config: ConvertConfig) -> None:
