@@ -77,6 +77,13 @@ def test_onnx_io_names_both_inputs_and_outputs(fusion2: Path, variant: str) -> N
                        TensorSpec("channel_means", ("batch", 3, 1), "float32"))
 
 
+def test_int8_calibration_feeds_both_inputs_by_name(fusion2: Path) -> None:
+    """The Q/DQ model TensorRT builds int8 from: onnxruntime's calibrator got every input by
+    name (the vector input has its own calibrated scale)."""
+    record = json.loads((fusion2 / "onnx" / "fusion2_int8_calibration.json").read_text())
+    assert record["images"] == 32 and record["scales"]["vector"] > 0
+
+
 def real_seen(build: Path) -> dict[str, list[tuple[int, ...]]]:
     return seen_shapes(data.load_inputs(build, data.CALIBRATION),
                        data.load_inputs(build, data.VALIDATION))
