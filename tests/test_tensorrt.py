@@ -140,7 +140,8 @@ def fusion_buffers(build: Path) -> tuple[Buffer, ...]:
     inputs, outputs = onnx_io(build / "onnx" / "fusion2_int8.onnx")
     profile = {"image": IMAGE, "vector": VECTOR}
     return buffer_plan({s.name: (np.dtype(s.dtype), profile[s.name]) for s in inputs},
-                       {s.name: (np.dtype(s.dtype), (8, *s.dims[1:])) for s in outputs})  # type: ignore[misc]
+                       {s.name: (np.dtype(s.dtype), (8, *(int(d) for d in s.dims[1:])))
+                        for s in outputs})
 
 
 def test_one_buffer_per_named_tensor_at_the_largest_shape(fusion2: Path) -> None:

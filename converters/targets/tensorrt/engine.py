@@ -79,13 +79,12 @@ def _check(result: Any) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-
-
 def build_engine(onnx_path: Path, precision: str, profile: Mapping[str, ProfileShapes],
                  workspace_bytes: int, timing_cache: Path) -> tuple[bytes, dict[str, Any]]:
-    """Serialized engine bytes (nothing prepended: trtexec --loadEngine reads them) and the
-    sidecar facts: TensorRT/CUDA versions, GPU, compute capability, profile shapes. ``profile``
-    has min/opt/max shapes for every network input, by name (:func:`io_plan.profile_shapes`)."""
+    """Serialized engine bytes (nothing prepended: trtexec --loadEngine reads them) and what
+    the engine is tied to (TensorRT/CUDA versions, GPU, compute capability, strongly typed) for
+    :func:`sidecar`. ``profile`` has min/opt/max shapes for every network input, by name
+    (:func:`io_plan.profile_shapes`); the dynamic ones are set in one optimization profile."""
     import tensorrt as trt
 
     if precision not in PRECISIONS:
