@@ -72,7 +72,8 @@ def onnxruntime_scores(bundle: dict[str, Any], inputs: np.ndarray) -> dict[str, 
     return dict(zip(names, results, strict=True))
 
 
-def tensorrt_scores(bundle: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
+def tensorrt_scores(bundle: dict[str, Any], inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of the engine, by name, for its one input (TensorRT 10's name-based API)."""
     import tensorrt as trt
     from cuda.bindings import runtime as cudart
 
@@ -80,22 +81,26 @@ def tensorrt_scores(bundle: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
         (HERE / bundle["artifact"]).read_bytes())
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    source = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-    target = next(n for n in names if n != source)
+    [source] = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     context.set_input_shape(source, inputs.shape)
-    scores = np.empty(tuple(context.get_tensor_shape(target)), np.float32)
-    pointers = [cudart.cudaMalloc(array.nbytes)[1] for array in (inputs, scores)]
-    cudart.cudaMemcpy(pointers[0], inputs.ctypes.data, inputs.nbytes,
+    arrays = {source: inputs.astype(trt.nptype(engine.get_tensor_dtype(source)))}
+    arrays |= {name: np.empty(tuple(context.get_tensor_shape(name)),
+                              trt.nptype(engine.get_tensor_dtype(name)))
+               for name in names if name != source}
+    pointers = {name: cudart.cudaMalloc(array.nbytes)[1] for name, array in arrays.items()}
+    cudart.cudaMemcpy(pointers[source], arrays[source].ctypes.data, arrays[source].nbytes,
                       cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
-    context.set_tensor_address(source, int(pointers[0]))
-    context.set_tensor_address(target, int(pointers[1]))
+    for name, pointer in pointers.items():
+        context.set_tensor_address(name, int(pointer))
     context.execute_async_v3(0)
-    cudart.cudaMemcpy(scores.ctypes.data, pointers[1], scores.nbytes,
-                      cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+    for name, array in arrays.items():
+        if name != source:
+            cudart.cudaMemcpy(array.ctypes.data, pointers[name], array.nbytes,
+                              cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
     cudart.cudaDeviceSynchronize()
-    for pointer in pointers:
+    for pointer in pointers.values():
         cudart.cudaFree(pointer)
-    return scores
+    return {name: array.astype(np.float32) for name, array in arrays.items() if name != source}
 
 
 def top_k(text: str) -> int:
@@ -144,7 +149,7 @@ def main(argv: list[str]) -> int:
     elif runtime == "onnxruntime":
         outputs = onnxruntime_scores(bundle, inputs)
     else:
-        outputs = {"output": tensorrt_scores(bundle, inputs)}
+        outputs = tensorrt_scores(bundle, inputs)
     several = len(outputs) > 1
     for name, values in outputs.items():
         # One vector per sample reads as class scores: its top classes. Other outputs (and

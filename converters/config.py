@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from converters.errors import ConfigError
 from converters.targets.edgetpu.compiler import CompileOptions
-from converters.targets.tensorrt.engine import BatchProfile
+from converters.targets.tensorrt.io_plan import BatchProfile
 
 
 class Quantization(str, Enum):

@@ -263,7 +263,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
     from converters.sample import default_models, paired_with_sample
     from converters.targets import parse_targets
     from converters.targets.edgetpu.compiler import CompileOptions
-    from converters.targets.tensorrt.engine import BatchProfile
+    from converters.targets.tensorrt.io_plan import BatchProfile
 
     def get(name: str) -> Any:
         return resolve(name, flags.get(name), configured)

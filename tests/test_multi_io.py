@@ -12,35 +12,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_invoke
+from tests.multi_io_models import convert, fusion_model, train
 
 OLD_METRIC_KEYS = {"max_abs_error", "mean_abs_error", "cosine_similarity", "top1_agreement",
                    "accuracy"}
-EPOCHS = 8
-
-
-def convert(model: Path, dataset: Path, out: Path, *extra: str) -> dict[str, Any]:
-    result = run_invoke("convert", "--model", str(model), "--dataset", str(dataset), "--out",
-                        str(out), "--calibration-size", "32", "--validation-size", "48",
-                        "--latency-runs", "2", "--threads", "1", "--runner", "local",
-                        "--quant", "fp32,int8", "--io-dtype", "float32", *extra)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report: dict[str, Any] = json.loads((out / model_name(model) / "report.json").read_text())
-    return report
-
-
-def model_name(model: Path) -> str:
-    return model.name if model.is_dir() else model.stem
 
 
 def by_variant(report: dict[str, Any], target: str = "tflite") -> dict[str, dict[str, Any]]:
     return {a["variant"]: a for a in report["artifacts"] if a["target"] == target}
-
-
-def train(model: Any, inputs: Any, targets: Any, losses: Any) -> None:
-    import keras
-
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=losses)
-    model.fit(inputs, targets, epochs=EPOCHS, batch_size=32, verbose=0)
 
 
 # --- detector: class logits (anchors × classes) and boxes (anchors × 4) --------------------
@@ -230,42 +209,9 @@ def test_segmentation_is_validated_per_pixel(segmenter: tuple[Path, Path], tmp_p
 
 # --- two inputs: image + vector, a folder of .npz samples with labels ----------------------
 
-def two_input_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class = brightest image channel, shifted by one when the vector's first value is high."""
-    rng = np.random.default_rng(seed)
-    channel = rng.integers(0, 3, count)
-    shift = rng.integers(0, 2, count)
-    images = rng.uniform(0, 0.3, (count, 8, 8, 3)).astype(np.float32)
-    images[np.arange(count), :, :, channel] += 0.6
-    vectors = rng.normal(0, 0.2, (count, 4)).astype(np.float32)
-    vectors[:, 0] += shift
-    return images, vectors, (channel + shift) % 3
-
-
 @pytest.fixture(scope="module")
 def two_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import keras
-
-    keras.utils.set_random_seed(3)
-    root = tmp_path_factory.mktemp("two_inputs")
-    image = keras.Input((8, 8, 3), name="image")
-    vector = keras.Input((4,), name="vector")
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 1, activation="relu")(image))
-    x = keras.layers.Concatenate()([x, vector])
-    x = keras.layers.Dense(16, activation="relu")(x)
-    outputs = keras.layers.Dense(3, name="label")(x)
-    model = keras.Model([image, vector], outputs)
-    images, vectors, labels = two_input_samples(1024, seed=0)
-    train(model, [images, vectors], labels,
-          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.save(root / "fusion.keras")
-    folder = root / "samples"
-    folder.mkdir()
-    images, vectors, labels = two_input_samples(80, seed=1)
-    for index in range(len(labels)):
-        np.savez(folder / f"{index:03d}.npz", vector=vectors[index], image=images[index],
-                 label=labels[index])
-    return root / "fusion.keras", folder
+    return fusion_model(tmp_path_factory.mktemp("two_inputs"))
 
 
 def test_two_input_model_is_fed_by_name(two_inputs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -259,13 +259,14 @@ def _value_info(value: Any) -> dict[str, Any]:
 
 
 class _CalibrationReader:
-    """Feeds the calibration split to onnxruntime's calibrator, one sample at a time, by input
-    name."""
+    """Feeds the calibration split to onnxruntime's calibrator, one sample at a time, every input
+    by name in its own dtype (data.load_inputs casts each to the model input's: an int32 or
+    int64 input stays integer)."""
 
     def __init__(self, inputs: dict[str, np.ndarray]) -> None:
         count = data.sample_count(inputs)
-        self._batches = iter([{name: array[i:i + 1].astype(np.float32)
-                               for name, array in inputs.items()} for i in range(count)])
+        self._batches = iter([{name: array[i:i + 1] for name, array in inputs.items()}
+                              for i in range(count)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)

@@ -14,9 +14,8 @@ NOT run on the project's machines (no GPU, no TensorRT): built from NVIDIA's doc
 from __future__ import annotations
 
 import ctypes.util
-import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,16 @@ import numpy as np
 
 from converters.errors import ConfigError, ConversionError, ToolMissingError
 from converters.latency import Latency, measure_latency
+from converters.targets.tensorrt.io_plan import (
+    ProfileShapes,
+    Shape,
+    TensorSpec,
+    buffer_plan,
+    chunks,
+    feeds,
+    float_outputs,
+    padded,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NOT_RUN_HELP = (
@@ -32,37 +41,6 @@ NOT_RUN_HELP = (
     "and the NVIDIA Container Toolkit (docker run --gpus all); the ONNX and Q/DQ artifacts are "
     "built and validated without it"
 )
-
-
-@dataclass(frozen=True)
-class BatchProfile:
-    """The optimization profile of the dynamic batch dimension: ``--batch min,opt,max``."""
-
-    min: int = 1
-    opt: int = 8
-    max: int = 32
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ConfigError(f"--batch must be min,opt,max with 1 <= min <= opt <= max, got "
-                              f"{self.min},{self.opt},{self.max}")
-
-    @classmethod
-    def parse(cls, text: str) -> BatchProfile:
-        try:
-            low, opt, high = (int(part) for part in text.split(","))
-        except ValueError:
-            raise ConfigError(f"--batch must be three integers min,opt,max (e.g. 1,8,32), "
-                              f"got '{text}'") from None
-        return cls(low, opt, high)
-
-    def shapes(self, input_shape: tuple[int, int, int]) -> dict[str, list[int]]:
-        """min/opt/max shapes of an NHWC input of height, width, channels ``input_shape``."""
-        return {name: [batch, *input_shape] for name, batch in
-                (("min", self.min), ("opt", self.opt), ("max", self.max))}
-
-    def as_dict(self) -> dict[str, int]:
-        return {"min": self.min, "opt": self.opt, "max": self.max}
 
 
 def tensorrt_problem() -> str | None:
@@ -101,11 +79,12 @@ def _check(result: Any) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def build_engine(onnx_path: Path, precision: str, profile: BatchProfile,
-                 input_shape: tuple[int, int, int], workspace_bytes: int,
-                 timing_cache: Path) -> tuple[bytes, dict[str, Any]]:
-    """Serialized engine bytes (nothing prepended: trtexec --loadEngine reads them) and the
-    sidecar facts: TensorRT/CUDA versions, GPU, compute capability, profile shapes."""
+def build_engine(onnx_path: Path, precision: str, profile: Mapping[str, ProfileShapes],
+                 workspace_bytes: int, timing_cache: Path) -> tuple[bytes, dict[str, Any]]:
+    """Serialized engine bytes (nothing prepended: trtexec --loadEngine reads them) and what
+    the engine is tied to (TensorRT/CUDA versions, GPU, compute capability, strongly typed) for
+    :func:`sidecar`. ``profile`` has min/opt/max shapes for every network input, by name
+    (:func:`io_plan.profile_shapes`); the dynamic ones are set in one optimization profile."""
     import tensorrt as trt
 
     if precision not in PRECISIONS:
@@ -125,10 +104,16 @@ def build_engine(onnx_path: Path, precision: str, profile: BatchProfile,
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if precision == "fp16" and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
-    input_name = network.get_input(0).name
-    shapes = profile.shapes(input_shape)
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    if sorted(names) != sorted(profile):
+        raise ConversionError(f"TensorRT's network from {onnx_path} has the inputs "
+                              f"{', '.join(names)}; the profile was made for "
+                              f"{', '.join(profile)}")
     optimization = builder.create_optimization_profile()
-    optimization.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
+    for index, name in enumerate(names):  # one profile: min/opt/max of every dynamic input
+        if -1 in tuple(network.get_input(index).shape):
+            shapes = profile[name]
+            optimization.set_shape(name, shapes.min, shapes.opt, shapes.max)
     config.add_optimization_profile(optimization)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -137,21 +122,26 @@ def build_engine(onnx_path: Path, precision: str, profile: BatchProfile,
         raise ConversionError(f"TensorRT could not build a {precision} engine from {onnx_path} "
                               "(see TensorRT's log above)")
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return bytes(serialized), sidecar(trt.__version__, device_facts(), precision, strongly_typed,
-                                      input_name, shapes, workspace_bytes)
+    return bytes(serialized), {"tensorrt_version": trt.__version__, **device_facts(),
+                               "strongly_typed": strongly_typed}
 
 
-def sidecar(tensorrt_version: str, device: dict[str, Any], precision: str, strongly_typed: bool,
-            input_name: str, shapes: dict[str, list[int]], workspace_bytes: int) -> dict[str, Any]:
-    """What an engine is tied to, kept beside it (never inside it); ``input`` has the keys of
-    the other artifacts' info files, so the report reads every artifact the same way."""
+def sidecar(built: dict[str, Any], precision: str, io: tuple[Sequence[TensorSpec],
+                                                             Sequence[TensorSpec]],
+            profile: Mapping[str, ProfileShapes], workspace_bytes: int) -> dict[str, Any]:
+    """What an engine is tied to, kept beside it (never inside it): ``built`` (TensorRT and CUDA
+    versions, GPU, strongly typed) and the engine's inputs, outputs and profile by name;
+    ``input``/``output`` (the first of each) have the keys of the other artifacts' info files, so
+    the report reads every artifact the same way."""
+    inputs, outputs = io
     return {
-        "tensorrt_version": tensorrt_version,
-        **device,
+        **built,
         "precision": precision,
-        "strongly_typed": strongly_typed,
-        "input": {"name": input_name, "type": "FLOAT", "shape": ["batch", *shapes["opt"][1:]]},
-        "profile": shapes,
+        "input": inputs[0].describe(),
+        "output": outputs[0].describe(),
+        "inputs": [spec.describe() for spec in inputs],
+        "outputs": [spec.describe() for spec in outputs],
+        "profile": {name: shapes.as_dict() for name, shapes in profile.items()},
         "workspace_bytes": workspace_bytes,
         "float_ops": [],  # TensorRT picks kernels per layer; nothing falls back to a float CPU op
         "note": "an engine runs only with this TensorRT version on this GPU architecture",
@@ -171,84 +161,120 @@ def device_facts() -> dict[str, Any]:
 
 
 class EngineRuntime:
-    """Runs a serialized engine on float32 NHWC batches through device buffers (cuda-python)."""
+    """Runs a serialized engine on inputs by name through one device buffer per I/O tensor
+    (cuda-python), allocated once at the optimization profile's largest shapes.
+
+    TensorRT 10's name-based API, as NVIDIA's samples/python/common_runtime.py uses it:
+    ``num_io_tensors``/``get_tensor_name``/``get_tensor_mode``/``get_tensor_dtype``,
+    ``get_tensor_profile_shape(name, 0)`` (min, opt, max), ``set_tensor_address`` and
+    ``execute_async_v3``; ``trt.nptype`` maps float32/float16/int8/int32/int64/bool/uint8 and
+    raises TypeError for types numpy lacks (bf16, fp8, int4)."""
 
     def __init__(self, engine_bytes: bytes) -> None:
         import tensorrt as trt
 
-        self._trt = trt
         self._cudart = _cudart()
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             raise ConversionError("TensorRT could not deserialize the engine (built by another "
                                   "TensorRT version or for another GPU?)")
         self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        mode = trt.TensorIOMode.INPUT
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == mode)
-        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) != mode)
+        engine = self.engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        dtypes = {name: self._numpy_dtype(trt, name) for name in names}
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        self.profiles = {name: self._profile(name) for name in inputs}
+        for name, shapes in self.profiles.items():  # the largest inputs give the largest outputs
+            self._set_input_shape(name, shapes.max)
+        self.buffers = buffer_plan(
+            {name: (dtypes[name], self.profiles[name]) for name in inputs},
+            {name: (dtypes[name], tuple(int(s) for s in self.context.get_tensor_shape(name)))
+             for name in outputs})
         self.stream = _check(self._cudart.cudaStreamCreate())
-        self.image_size = (0, 0, 0)
-        self.max_batch = 1
+        self.device: dict[str, int] = {}
+        for buffer in self.buffers:
+            self.device[buffer.name] = int(_check(self._cudart.cudaMalloc(buffer.nbytes)))
+            self.context.set_tensor_address(buffer.name, self.device[buffer.name])
+        first = self.profiles[inputs[0]].opt[1:]
+        self.image_size = first if len(inputs) == 1 and len(first) == 3 else (0, 0, 0)
+
+    def _numpy_dtype(self, trt: Any, name: str) -> np.dtype[Any]:
+        dtype = self.engine.get_tensor_dtype(name)
+        try:
+            return np.dtype(trt.nptype(dtype))
+        except TypeError:
+            raise ConversionError(f"the engine's tensor '{name}' is {dtype}, which numpy has no "
+                                  "type for: export the model with float32 (or int) inputs and "
+                                  "outputs") from None
+
+    def _profile(self, name: str) -> ProfileShapes:
+        """An input's min/opt/max shapes: the profile's for a dynamic input, else its shape."""
+        fixed = tuple(int(size) for size in self.engine.get_tensor_shape(name))
+        if -1 not in fixed:
+            return ProfileShapes(fixed, fixed, fixed)
+        low, opt, high = (tuple(int(size) for size in shape)
+                          for shape in self.engine.get_tensor_profile_shape(name, 0))
+        return ProfileShapes(low, opt, high)
+
+    def _set_input_shape(self, name: str, shape: Shape) -> None:
+        if self.context.set_input_shape(name, shape) is False:
+            raise ConversionError(f"TensorRT refused the shape {list(shape)} for input '{name}'")
 
     @classmethod
     def from_file(cls, path: Path) -> EngineRuntime:
-        """An engine and its sidecar (``.json`` beside it), which names the input size."""
-        runner = cls(path.read_bytes())
-        sidecar_path = path.with_suffix(".json")
-        if not sidecar_path.exists():
-            raise ConfigError(f"{sidecar_path} is missing: the engine's sidecar names its input "
-                              "shape; keep it beside the engine")
-        profile = json.loads(sidecar_path.read_text())["profile"]
-        height, width, channels = profile["opt"][1:]
-        runner.image_size = (height, width, channels)
-        runner.max_batch = profile["max"][0]
-        return runner
+        """An engine file (its profile shapes and I/O names are read from the engine itself)."""
+        return cls(path.read_bytes())
+
+    def close(self) -> None:
+        """Free the device buffers and the stream (the object is unusable afterwards)."""
+        for pointer in self.device.values():
+            self._cudart.cudaFree(pointer)
+        self.device = {}
+        self._cudart.cudaStreamDestroy(self.stream)
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return (self.input_name,)
+        return tuple(b.name for b in self.buffers if b.is_input)
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return (self.output_name,)
+        return tuple(b.name for b in self.buffers if not b.is_input)
 
     def predict_named(self, inputs: dict[str, np.ndarray],
                       description: str = "") -> dict[str, np.ndarray]:
-        """The output for any number of samples, in batches the engine's profile allows."""
-        [images] = inputs.values()
-        return {self.output_name: np.concatenate([
-            self.run(images[i:i + self.max_batch])
-            for i in range(0, len(images), self.max_batch)])}
+        """Float32 outputs by name for any number of samples, in the batches the profile allows
+        (a last batch below the profile's min batch padded, its padding dropped)."""
+        count = len(next(iter(inputs.values())))
+        results = [float_outputs(self.run(padded(inputs, start, stop, size)), stop - start)
+                   for start, stop, size in chunks(count, self.profiles)]
+        return {name: np.concatenate([result[name] for result in results])
+                for name in self.output_names}
 
     def latency_named(self, sample: dict[str, np.ndarray], runs: int) -> Latency:
-        """Batch-1 latency of the engine, as every other artifact's."""
-        [image] = sample.values()
-        one = image[np.newaxis]
+        """Latency of one sample (padded to the profile's min batch), as every other artifact's."""
+        [(_, _, size)] = chunks(1, self.profiles)
+        one = padded({name: array[np.newaxis] for name, array in sample.items()}, 0, 1, size)
         return measure_latency(lambda: self.run(one), runs)
 
-    def run(self, images: np.ndarray) -> np.ndarray:
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One execution: every input copied to its buffer by name, every output read back by
+        name, in the engine's dtypes."""
         cudart = self._cudart
-        host_in = np.ascontiguousarray(images, dtype=np.float32)
-        self.context.set_input_shape(self.input_name, host_in.shape)
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        out_dtype = self._trt.nptype(self.engine.get_tensor_dtype(self.output_name))
-        host_out = np.empty(out_shape, dtype=out_dtype)
-        device_in = _check(cudart.cudaMalloc(host_in.nbytes))
-        device_out = _check(cudart.cudaMalloc(host_out.nbytes))
-        try:
-            to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-            to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-            _check(cudart.cudaMemcpyAsync(device_in, host_in.ctypes.data, host_in.nbytes,
+        host = feeds(inputs, self.buffers, self.profiles)
+        to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name, array in host.items():
+            self._set_input_shape(name, array.shape)
+            _check(cudart.cudaMemcpyAsync(self.device[name], array.ctypes.data, array.nbytes,
                                           to_device, self.stream))
-            self.context.set_tensor_address(self.input_name, int(device_in))
-            self.context.set_tensor_address(self.output_name, int(device_out))
-            if not self.context.execute_async_v3(self.stream):
-                raise ConversionError("TensorRT execution failed")
-            _check(cudart.cudaMemcpyAsync(host_out.ctypes.data, device_out, host_out.nbytes,
+        outputs = {buffer.name: np.empty(tuple(self.context.get_tensor_shape(buffer.name)),
+                                         buffer.dtype)
+                   for buffer in self.buffers if not buffer.is_input}
+        if not self.context.execute_async_v3(self.stream):
+            raise ConversionError("TensorRT execution failed")
+        for name, array in outputs.items():
+            _check(cudart.cudaMemcpyAsync(array.ctypes.data, self.device[name], array.nbytes,
                                           to_host, self.stream))
-            _check(cudart.cudaStreamSynchronize(self.stream))
-        finally:
-            cudart.cudaFree(device_in)
-            cudart.cudaFree(device_out)
-        return host_out.astype(np.float32)
+        _check(cudart.cudaStreamSynchronize(self.stream))
+        return outputs

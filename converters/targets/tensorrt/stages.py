@@ -17,9 +17,10 @@ import numpy as np
 
 from converters.fsutil import write_bytes_atomic, write_json_atomic
 from converters.latency import median_latency_ms
-from converters.stages import data, export
+from converters.stages import data
 from converters.stages.base import StageContext, StageParams, StageSkipped
-from converters.targets.tensorrt.engine import NOT_RUN_HELP, BatchProfile, tensorrt_problem
+from converters.targets.tensorrt import io_plan
+from converters.targets.tensorrt.engine import NOT_RUN_HELP, tensorrt_problem
 
 TIMING_CACHE = "tensorrt/timing.cache"
 
@@ -32,7 +33,7 @@ class EngineParams(StageParams):
     engine_dir: str  # the engine's folder (the declared output)
     record: str  # the engine record: built facts, or why not built
     validation: str  # the validation record of this engine
-    batch: dict[str, int]  # BatchProfile.as_dict()
+    batch: dict[str, int]  # io_plan.BatchProfile.as_dict(): the batch axis of every input
     workspace_bytes: int
     latency_runs: int
 
@@ -47,8 +48,9 @@ def engine_record(stem: str, precision: str) -> str:
 
 
 def run(context: StageContext) -> None:
-    """Build the engine and measure it at the profile's opt batch; the validation stage that
-    follows runs it on the validation split like every other artifact."""
+    """Build the engine (an optimization profile for every input, by name) and measure it at the
+    profile's opt batch; the validation stage that follows runs it on the validation split like
+    every other artifact."""
     params = EngineParams.of(context)
     record_path = context.write(params.record)
     engine_dir = context.write(params.engine_dir)
@@ -58,25 +60,29 @@ def run(context: StageContext) -> None:
         write_json_atomic(record_path, {"ran": False, "precision": params.precision,
                                         "reason": f"{problem}: {NOT_RUN_HELP}"})
         raise StageSkipped(f"TensorRT engines are not built here: {problem}: {NOT_RUN_HELP}")
-    from converters.targets.tensorrt.engine import EngineRuntime, build_engine
+    from converters.targets.tensorrt.engine import EngineRuntime, build_engine, sidecar
 
-    profile = BatchProfile(**params.batch)
+    source = context.read(params.source)
+    io = io_plan.onnx_io(source)
+    validation = data.load_inputs(context.build_dir, data.VALIDATION)
+    seen = io_plan.seen_shapes(data.load_inputs(context.build_dir, data.CALIBRATION), validation)
+    profile = io_plan.profile_shapes(io[0], io_plan.BatchProfile(**params.batch), seen)
     started = time.perf_counter()
-    engine_bytes, facts = build_engine(
-        context.read(params.source), params.precision, profile,
-        export.input_shape(context.build_dir), params.workspace_bytes,
-        context.build_dir / TIMING_CACHE)
+    engine_bytes, built = build_engine(source, params.precision, profile, params.workspace_bytes,
+                                       context.build_dir / TIMING_CACHE)
+    facts = sidecar(built, params.precision, io, profile, params.workspace_bytes)
     facts["conversion_seconds"] = round(time.perf_counter() - started, 2)
     engine_path = engine_dir / Path(params.engine).name
     write_bytes_atomic(engine_path, engine_bytes)
     write_json_atomic(engine_path.with_suffix(".json"), facts)  # the sidecar, beside the engine
     runner = EngineRuntime(engine_bytes)
-    first = data.load_split(context.build_dir, data.VALIDATION, "the TensorRT target")[:1]
-    opt_batch = np.repeat(first, profile.opt, axis=0)
+    opt_batch = {name: np.repeat(array[:1], profile[name].opt[0], axis=0)
+                 for name, array in validation.items()}
     write_json_atomic(record_path, {
         "ran": True, "precision": params.precision, "engine": params.engine,
         "sidecar": facts, "validation": params.validation,
         "latency_ms_opt_batch": median_latency_ms(lambda: runner.run(opt_batch),
-                                                           params.latency_runs),
-        "opt_batch": profile.opt, "size_bytes": len(engine_bytes),
+                                                  params.latency_runs),
+        "opt_batch": io_plan.BatchProfile(**params.batch).opt, "size_bytes": len(engine_bytes),
     })
+    runner.close()
