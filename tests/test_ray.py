@@ -24,7 +24,7 @@ import pytest
 
 from converters import build, cache, targets
 from converters.config import Executor, Quantization
-from converters.errors import ConfigError, ToolMissingError
+from converters.errors import ConfigError, DatasetError, ToolMissingError
 from converters.images import ImageDefinition
 from converters.shared_cache import SharedCache
 from converters.stages.base import StageParams, StageSpec
@@ -221,6 +221,20 @@ def test_a_failed_variant_is_contained_on_ray_as_in_a_local_build(
     assert (build_dir / "tflite" / "sine_int8.tflite").is_file()
     report = json.loads((build_dir / "report.json").read_text())
     assert ("tflite", "int8") in [(a["target"], a["variant"]) for a in report["artifacts"]]
+
+
+def test_a_model_wide_failure_on_ray_stops_the_build_naming_the_driver_paths(
+        joined: Cluster, two_models: tuple[list[Path], Path], tmp_path: Path) -> None:
+    models, _ = two_models
+    images = tmp_path / "two-classes"
+    write_images(images, {"a": 8, "b": 8})  # the model has 3 classes: the data stage refuses
+    with pytest.raises(DatasetError) as failure:
+        build.convert(make_config(models[0], images, tmp_path / "out", executor=Executor.RAY,
+                                  ray_address=joined.address), ["test"])
+    message = str(failure.value)
+    assert f"dataset {images.resolve()} has 2 class folders" in message, message
+    assert f"model {models[0].resolve()} has 3 output classes" in message
+    assert "tec-job-" not in message  # not the node's temporary copies
 
 
 def test_a_job_whose_resource_no_node_offers_fails_at_once_saying_how_to_add_one(
