@@ -225,10 +225,11 @@ def remove_if_only_lock(out: Path) -> None:
         remove(out)
 
 
-def job_document(plan: ModelPlan, image: str, runner: StageRunner, specs: list[StageSpec],
-                 contain_failures: bool = False) -> dict[str, Any]:
-    """The job file's content; with ``contain_failures`` a failed stage of one target's variant
-    (a grouped stage) is recorded and the job goes on with the stages that do not need it."""
+def job_document(plan: ModelPlan, image: str, runner: StageRunner,
+                 specs: list[StageSpec]) -> dict[str, Any]:
+    """The job file's content (run here or on a Ray worker). ``contain_failures``: a failed
+    stage of one target's variant (a grouped stage) is recorded and the job goes on with the
+    stages that do not need it."""
     return {
         "model_name": plan.stem,
         "image": image,
@@ -237,7 +238,7 @@ def job_document(plan: ModelPlan, image: str, runner: StageRunner, specs: list[S
         "build_dir": str(plan.build_dir.resolve()),
         "runner": runner.name,
         "threads": plan.threads,
-        "contain_failures": contain_failures,
+        "contain_failures": True,
         "stages": [{"spec": s.to_dict(), "key": plan.keys[s.name], "deps": plan.dep_keys(s),
                     "environment": plan.environments[s.name]} for s in specs],
     }
@@ -300,7 +301,7 @@ def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) ->
 
 def run_job_process(job: Job, runner: StageRunner) -> None:
     """Run ``job`` in its stage process (local or docker) from its job file in the build folder."""
-    document = job_document(job.plan, job.image, runner, job.specs, contain_failures=True)
+    document = job_document(job.plan, job.image, runner, job.specs)
     run_job_document(document, job.plan.build_dir / JOBS_DIR / f"{job.name}.json", runner)
 
 

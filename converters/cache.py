@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -186,6 +186,14 @@ def read_failures(build_dir: Path) -> dict[str, dict[str, Any]]:
             for path in sorted((build_dir / STAMP_DIR).glob(f"*{FAILED_SUFFIX}"))}
 
 
+def stage_files(build_dir: Path, stage: str, outputs: Iterable[str]) -> list[str]:
+    """What a run of ``stage`` left in ``build_dir`` (paths relative to it): its failure record
+    when it failed (or did not run because one failed), else its outputs and its stamp."""
+    if failure_path(build_dir, stage).exists():
+        return [f"{STAMP_DIR}/{stage}{FAILED_SUFFIX}"]
+    return [*outputs, f"{STAMP_DIR}/{stage}.json"]
+
+
 def remove_failure(build_dir: Path, stage: str) -> None:
     failure_path(build_dir, stage).unlink(missing_ok=True)
 
@@ -222,8 +230,9 @@ def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
 
 def place_stage(build_dir: Path, staging: Path, stamp: dict[str, Any]) -> None:
     """Move a stage's outputs, made elsewhere (a Ray worker, the shared cache) and unpacked into
-    ``staging``, into ``build_dir`` and write ``stamp``; every output must first match the hash
-    the stamp records (else BuildError, and the build folder is left as it was)."""
+    ``staging``, into ``build_dir`` and write ``stamp`` (and drop an earlier build's record of
+    its failure); every output must first match the hash the stamp records (else BuildError,
+    and the build folder is left as it was)."""
     for relative, record in stamp["outputs"].items():
         path = staging / relative
         if not path.exists() or sha256_tree(path) != record["sha256"]:
@@ -235,6 +244,7 @@ def place_stage(build_dir: Path, staging: Path, stamp: dict[str, Any]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         replace(staging / relative, target)
     write_json_atomic(stamp_path(build_dir, stamp["stage"]), stamp)
+    remove_failure(build_dir, stamp["stage"])
     write_manifest(build_dir)
 
 

@@ -11,7 +11,8 @@ key at once the first rename wins and the other discards its copy: one valid ent
 checks the archive's sha256 and then every output against the stamp: a corrupted entry is
 removed with a warning and the stage runs. A restored entry's folder gets a new mtime, which is
 what ``invoke cache-prune`` (least recently used first) goes by. Stages that could not run here
-(stamped ``skipped``) are never stored.
+(stamped ``skipped``) are never stored, nor failed stages (they have no stamp), nor the report of
+a build folder with failed stages (it lists them, and failures are not part of its key).
 """
 
 from __future__ import annotations
@@ -92,8 +93,11 @@ class SharedCache:
 
     def store_build(self, plan: ModelPlan) -> int:
         """Store every stage of ``plan`` whose outputs are intact and not yet stored; return how
-        many were stored."""
-        return sum(self.store(plan.build_dir, spec, plan.keys[spec.name]) for spec in plan.stages)
+        many were stored. A failed stage has no stamp, so is never stored; nor is the report of
+        a build with failed stages: it lists them, and they are not part of its key."""
+        failed = any(cache.read_failure(plan.build_dir, spec.name) for spec in plan.stages)
+        return sum(self.store(plan.build_dir, spec, plan.keys[spec.name]) for spec in plan.stages
+                   if not (failed and spec.kind == "report"))
 
     def store(self, build_dir: Path, spec: StageSpec, key: str) -> bool:
         entry = self.entry(key)
@@ -149,6 +153,7 @@ class SharedCache:
             freed += size
             removed += 1
         return PruneResult(removed, freed, len(entries) - removed, total)
+
 
 def remove_entry(entry: Path) -> None:
     """Remove an entry, renamed away first so that no reader sees half of it."""

@@ -23,12 +23,21 @@ from pathlib import Path
 import pytest
 
 from converters import build, cache, targets
-from converters.config import Executor
-from converters.errors import ConfigError, ToolMissingError
+from converters.config import Executor, Quantization
+from converters.errors import ConfigError, DatasetError, ToolMissingError
 from converters.images import ImageDefinition
+from converters.shared_cache import SharedCache
 from converters.stages.base import StageParams, StageSpec
 from converters.targets import PlanContext, Target
-from tests.conftest import ROOT, make_config, quick_flags, tiny_model, write_images
+from tests.conftest import (
+    ROOT,
+    make_config,
+    quick_flags,
+    run_invoke,
+    save_function_model,
+    tiny_model,
+    write_images,
+)
 from tests.ray_cluster import (
     Cluster,
     NodeSpec,
@@ -151,6 +160,81 @@ def test_edgetpu_compile_runs_on_the_node_that_offers_the_compiler(
 
 def compiled_record(stamp: dict[str, object]) -> str:
     return next(name for name in stamp["outputs"] if name.endswith(".json"))  # type: ignore[attr-defined]
+
+
+def test_a_failed_variant_is_contained_on_ray_as_in_a_local_build(
+        joined: Cluster, two_models: tuple[list[Path], Path], tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    _, images = two_models
+    model = save_function_model(tmp_path / "sine", tf.math.sin)  # SIN has no int8 kernel
+    # -j 2: one job per variant, so edgetpu-compile (its own job, on the compiler's node) needs
+    # the job whose strict int8 conversion fails, and runs all the same.
+    settings = {"targets": ("tflite", "edgetpu"), "jobs": 2,
+                "quantizations": (Quantization.FP32, Quantization.INT8)}
+    local = build.convert(make_config(model, images, tmp_path / "local", **settings), ["test"])
+    on_ray = build.convert(make_config(model, images, tmp_path / "ray", executor=Executor.RAY,
+                                       ray_address=joined.address, cache_dir=tmp_path / "cache",
+                                       **settings), ["test"])
+    assert on_ray.problems == local.problems and len(on_ray.problems) == 2
+    assert re.search(r"sine: tflite-int8 failed: .*cannot be quantized to int8: SIN \(1\)",
+                     on_ray.problems[0])
+    build_dir = on_ray.plans[0].build_dir
+    report = json.loads((build_dir / "report.json").read_text())
+    expected = json.loads((tmp_path / "local" / "sine" / "report.json").read_text())
+    assert report["not_built"] == expected["not_built"]
+    failed = {(n["target"], n["variant"]): n["reason"] for n in report["not_built"] if n["failed"]}
+    assert "SIN (1)" in failed[("tflite", "int8")]
+    assert [(a["target"], a["variant"]) for a in report["artifacts"]] == [("tflite", "fp32")]
+    assert not (build_dir / "tflite" / "sine_int8.tflite").exists()
+    for name in ("tflite-int8", "validate-tflite-int8", "edgetpu-int8", "edgetpu-compile"):
+        assert cache.read_stamp(build_dir, name) is None
+    assert cache.read_failure(build_dir, "tflite-int8")["upstream"] is None  # type: ignore[index]
+    compile_failure = cache.read_failure(build_dir, "edgetpu-compile")  # recorded on its node
+    assert compile_failure is not None and compile_failure["upstream"] == "edgetpu-int8"
+    assert cache.verify_build_dir(build_dir)[1] == []
+    # The shared cache holds what succeeded, not the failed stages nor the report listing them.
+    shared, keys = SharedCache(tmp_path / "cache"), on_ray.plans[0].keys
+    assert (shared.entry(keys["tflite-fp32"]) / "entry.tar").is_file()
+    assert not any(shared.entry(keys[name]).exists()
+                   for name in ("tflite-int8", "edgetpu-int8", "edgetpu-compile", "report"))
+
+    # From the command line: the failed stages run again; a non-zero exit naming them, no
+    # traceback.
+    again = run_invoke("convert", "--model", str(model), *quick_flags(images, tmp_path / "ray"),
+                       "--target", "tflite,edgetpu", "--quant", "fp32,int8", "--jobs", "2",
+                       "--executor", "ray", "--ray-address", joined.address,
+                       env=joined.env)
+    output = again.stdout + again.stderr
+    assert again.returncode != 0 and "Traceback" not in output, output[-4000:]
+    assert "will be retried" not in output  # a contained failure is a result, not a retry
+    assert "sine: tflite-int8 failed:" in output and "SIN (1)" in output
+    assert "sine: tflite-int8 job submitted to Ray" in output  # it ran again (on Ray)
+    assert "sine: tflite-fp32 is up to date" in output
+
+    # Once int8 may keep SIN in float, the re-run succeeds and its failure record is gone.
+    fallback = build.convert(make_config(model, images, tmp_path / "ray", executor=Executor.RAY,
+                                         ray_address=joined.address, allow_float_fallback=True,
+                                         **settings), ["test"])
+    assert "tflite-int8" in fallback.ran["sine"]
+    assert cache.read_failure(build_dir, "tflite-int8") is None
+    assert (build_dir / "tflite" / "sine_int8.tflite").is_file()
+    report = json.loads((build_dir / "report.json").read_text())
+    assert ("tflite", "int8") in [(a["target"], a["variant"]) for a in report["artifacts"]]
+
+
+def test_a_model_wide_failure_on_ray_stops_the_build_naming_the_driver_paths(
+        joined: Cluster, two_models: tuple[list[Path], Path], tmp_path: Path) -> None:
+    models, _ = two_models
+    images = tmp_path / "two-classes"
+    write_images(images, {"a": 8, "b": 8})  # the model has 3 classes: the data stage refuses
+    with pytest.raises(DatasetError) as failure:
+        build.convert(make_config(models[0], images, tmp_path / "out", executor=Executor.RAY,
+                                  ray_address=joined.address), ["test"])
+    message = str(failure.value)
+    assert f"dataset {images.resolve()} has 2 class folders" in message, message
+    assert f"model {models[0].resolve()} has 3 output classes" in message
+    assert "tec-job-" not in message  # not the node's temporary copies
 
 
 def test_a_job_whose_resource_no_node_offers_fails_at_once_saying_how_to_add_one(

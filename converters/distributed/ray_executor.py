@@ -7,6 +7,12 @@ outputs), runs the job in a temporary folder on its node (:mod:`remote_job`) and
 outputs and stamps as an archive, which the driver checks and places atomically
 (:func:`converters.cache.place_stage`), recording the node that ran each stage.
 
+Failures are contained as with the local executor: a failed stage of one target's variant comes
+back as its failure record (``.stages/<stage>.failure``), which the driver records in the build
+folder; the jobs that need it still run, get that record with their inputs and record their
+stages that need it as not run. Such a job is a finished task, not one for Ray to retry; a
+model-wide stage's failure comes back as an error and stops the build.
+
 Placement goes by resources: ``num_cpus`` from ``--threads`` (at most a node's CPUs), one GPU for
 an image with ``gpus``, and the custom resources an image declares (the target registry's
 ``ImageDefinition.resources``). A job whose resource no node offers fails before any task runs.
@@ -30,7 +36,7 @@ from converters.build import Job, job_document
 from converters.config import ConvertConfig
 from converters.distributed.remote_job import folder_archive, path_archive, run_job_from_archives
 from converters.errors import BuildError, ConverterError, ToolMissingError, error_class
-from converters.executor import STAGING
+from converters.executor import STAGING, record_failure
 from converters.fsutil import read_json, remove
 from converters.images import image_definition
 from converters.runners import StageRunner
@@ -188,7 +194,8 @@ class Scheduler:
         return result
 
     def place(self, job: Job, result: dict[str, Any]) -> None:
-        """Check the returned archive and place each stage's outputs and stamp atomically."""
+        """Check the returned archive and place each stage's outputs and stamp atomically, or
+        record the stage's failure (its outputs and stamp removed) as the node recorded it."""
         plan = job.plan
         if hashlib.sha256(result["archive"]).hexdigest() != result["sha256"]:
             raise BuildError(f"{plan.stem}: the {job.name} job's outputs arrived corrupted from "
@@ -198,6 +205,10 @@ class Scheduler:
         try:
             extract_tree_archive(result["archive"], staging)
             for spec in job.specs:
+                failure = cache.read_failure(staging, spec.name)
+                if failure is not None:  # contained on the node: recorded here as it was there
+                    record_failure(plan.build_dir, spec, failure["reason"], failure["upstream"])
+                    continue
                 stamp = read_json(cache.stamp_path(staging, spec.name))
                 if stamp.get("key") != plan.keys[spec.name]:
                     raise BuildError(f"{plan.stem}: Ray node {result['node']} returned stage "
@@ -209,7 +220,9 @@ class Scheduler:
 
 
 def upstream_outputs(job: Job) -> list[str]:
-    """The outputs of every stage ``job``'s stages build on (transitively) that it does not run."""
+    """What every stage ``job``'s stages build on (transitively) and that it does not run left
+    in the build folder: outputs and stamp, or the record of its failure (see
+    :func:`converters.cache.stage_files`)."""
     own = {spec.name for spec in job.specs}
     seen: set[str] = set()
     todo = [dep for spec in job.specs for dep in spec.deps]
@@ -218,7 +231,8 @@ def upstream_outputs(job: Job) -> list[str]:
         if name not in seen and name not in own:
             seen.add(name)
             todo += job.plan.stage(name).deps
-    return [relative for name in sorted(seen) for relative in job.plan.stage(name).outputs]
+    return [relative for name in sorted(seen)
+            for relative in cache.stage_files(job.plan.build_dir, name, job.plan.stage(name).outputs)]
 
 
 def run_remote_job(document: dict[str, Any], code: str, model_archive: bytes,

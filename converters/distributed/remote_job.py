@@ -15,7 +15,8 @@ from typing import Any
 
 from converters import cache, console
 from converters.build import JOBS_DIR, run_job_document
-from converters.errors import ConfigError
+from converters.errors import ConfigError, ConverterError
+from converters.fsutil import write_json_atomic
 from converters.runners import StageRunner
 from converters.runners.docker import DockerRunner
 from converters.runners.local import LocalRunner
@@ -33,19 +34,21 @@ def folder_archive(folder: Path) -> bytes:
     return tree_archive_bytes(folder, [p.name for p in folder.iterdir()])
 
 
-def job_outputs(document: dict[str, Any]) -> list[str]:
-    """The files a finished job hands back: its stages' outputs and stamps."""
-    members: list[str] = []
-    for entry in document["stages"]:
-        members += entry["spec"]["outputs"]
-        members.append(f"{cache.STAMP_DIR}/{entry['spec']['name']}.json")
-    return members
+def job_outputs(document: dict[str, Any], build_dir: Path) -> list[str]:
+    """The files a finished job hands back from ``build_dir``: each stage's outputs and stamp,
+    or, for a stage that failed or did not run because one failed, its failure record."""
+    return [relative for entry in document["stages"]
+            for relative in cache.stage_files(build_dir, entry["spec"]["name"],
+                                              entry["spec"]["outputs"])]
 
 
 def run_job_from_archives(document: dict[str, Any], code: str, model_archive: bytes,
                           dataset_archive: bytes, upstream_archive: bytes) -> bytes:
     """Run the job ``document`` (written for the driver's paths) here; return the archive of
-    :func:`job_outputs`. ``code`` is the driver's converters fingerprint: its stage keys hold it."""
+    :func:`job_outputs`. ``code`` is the driver's converters fingerprint: its stage keys hold it.
+    A contained stage failure is part of that archive (a result, not an error for Ray to retry);
+    ``upstream_archive`` carries the failure records of upstream stages that failed, so the
+    stages that need them are recorded as not run, as in a local job."""
     if code != cache.code_fingerprint():
         raise ConfigError("this Ray node runs other converters code than the build's driver: "
                           "install the same checkout or version on every node")
@@ -62,8 +65,24 @@ def run_job_from_archives(document: dict[str, Any], code: str, model_archive: by
         runner = worker_runner(document["runner"], build_dir.parent)
         for line in environment_differences(runner, document):
             console.warn(line)
-        run_job_document(here, build_dir / JOBS_DIR / "job.json", runner)
-        return tree_archive_bytes(build_dir, job_outputs(document))
+        try:
+            run_job_document(here, build_dir / JOBS_DIR / "job.json", runner)
+        except ConverterError as error:
+            raise type(error)(driver_paths(str(error), here, document)) from None
+        for entry in document["stages"]:
+            failure = cache.read_failure(build_dir, entry["spec"]["name"])
+            if failure is not None:
+                write_json_atomic(cache.failure_path(build_dir, failure["stage"]), {
+                    **failure, "reason": driver_paths(failure["reason"], here, document)})
+        return tree_archive_bytes(build_dir, job_outputs(document, build_dir))
+
+
+def driver_paths(message: str, here: dict[str, Any], document: dict[str, Any]) -> str:
+    """``message``, written here, naming the driver's model, dataset and build folder where it
+    names their temporary copies on this node (a user finds the files it names)."""
+    for name in ("build_dir", "model_path", "dataset_dir"):
+        message = message.replace(here[name], document[name])
+    return message
 
 
 def worker_runner(name: str, out_dir: Path) -> StageRunner:
