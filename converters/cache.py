@@ -188,9 +188,13 @@ def read_failures(build_dir: Path) -> dict[str, dict[str, Any]]:
 
 def stage_files(build_dir: Path, stage: str, outputs: Iterable[str]) -> list[str]:
     """What a run of ``stage`` left in ``build_dir`` (paths relative to it): its failure record
-    when it failed (or did not run because one failed), else its outputs and its stamp."""
+    when it failed (or did not run because one failed), else its outputs (those its stamp
+    records, when its work was not needed) and its stamp."""
     if failure_path(build_dir, stage).exists():
         return [f"{STAMP_DIR}/{stage}{FAILED_SUFFIX}"]
+    stamp = read_stamp(build_dir, stage) or {}
+    if stamp.get("not_needed"):
+        outputs = [relative for relative in outputs if relative in stamp.get("outputs", {})]
     return [*outputs, f"{STAMP_DIR}/{stage}.json"]
 
 
