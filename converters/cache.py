@@ -139,6 +139,12 @@ def is_fresh(build_dir: Path, spec: StageSpec, key: str) -> bool:
     return True
 
 
+def outputs_match(stamp: dict[str, Any], spec: StageSpec) -> bool:
+    """The stamp records every output ``spec`` declares (some, when its work was not needed)."""
+    recorded = set(stamp.get("outputs", {}))
+    return recorded <= set(spec.outputs) if stamp.get("not_needed") else recorded == set(spec.outputs)
+
+
 def outputs_intact(build_dir: Path, stamp: dict[str, Any]) -> bool:
     """True when every output a stamp records is there with its recorded hash."""
     return all((build_dir / relative).exists()

@@ -12,7 +12,9 @@ checks the archive's sha256 and then every output against the stamp: a corrupted
 removed with a warning and the stage runs. A restored entry's folder gets a new mtime, which is
 what ``invoke cache-prune`` (least recently used first) goes by. Stages that could not run here
 (stamped ``skipped``) are never stored, nor failed stages (they have no stamp), nor the report of
-a build folder with failed stages (it lists them, and failures are not part of its key).
+a build folder with failed stages (it lists them, and failures are not part of its key). A stage
+whose work was not needed (an automatic int8-mixed) is stored with what it wrote: its outcome
+follows from its key.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class SharedCache:
         try:
             extract_tree_archive(entry / ENTRY, staging)
             stamp = read_json(cache.stamp_path(staging, spec.name))
-            if stamp.get("key") != key or set(stamp.get("outputs", {})) != set(spec.outputs):
+            if stamp.get("key") != key or not cache.outputs_match(stamp, spec):
                 raise CorruptFileError("its stamp is for another stage key or other outputs")
             restored = {**stamp, "restored_from_cache": str(entry.resolve()),
                         "restored": cache.iso_time(time.time())}
@@ -104,14 +106,14 @@ class SharedCache:
         if (entry / DIGEST).exists():
             return False
         stamp = cache.read_stamp(build_dir, spec.name)
-        if (stamp is None or stamp.get("key") != key or stamp.get("skipped")
+        if (stamp is None or stamp.get("key") != key
+                or (stamp.get("skipped") and not stamp.get("not_needed"))  # not run here
                 or not cache.outputs_intact(build_dir, stamp)):
             return False
         entry.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY}{key[:12]}-", dir=entry.parent))
         try:
-            members = [*spec.outputs, cache.stamp_path(build_dir, spec.name).relative_to(build_dir)
-                       .as_posix()]
+            members = cache.stage_files(build_dir, spec.name, spec.outputs)
             with (temporary / ENTRY).open("wb") as handle:
                 write_tree_archive(handle, build_dir, members)
                 handle.flush()
