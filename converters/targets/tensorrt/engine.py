@@ -18,12 +18,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from converters.errors import ConfigError, ConversionError, ToolMissingError
 from converters.latency import Latency, measure_latency
+
+if TYPE_CHECKING:
+    from converters.model import TensorInfo
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NOT_RUN_HELP = (
@@ -188,7 +191,7 @@ class EngineRuntime:
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == mode)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) != mode)
         self.stream = _check(self._cudart.cudaStreamCreate())
-        self.image_size = (0, 0, 0)
+        self.input_shape: tuple[int, ...] = ()
         self.max_batch = 1
 
     @classmethod
@@ -200,14 +203,19 @@ class EngineRuntime:
             raise ConfigError(f"{sidecar_path} is missing: the engine's sidecar names its input "
                               "shape; keep it beside the engine")
         profile = json.loads(sidecar_path.read_text())["profile"]
-        height, width, channels = profile["opt"][1:]
-        runner.image_size = (height, width, channels)
+        runner.input_shape = tuple(int(size) for size in profile["opt"][1:])
         runner.max_batch = profile["max"][0]
         return runner
 
     @property
     def input_names(self) -> tuple[str, ...]:
         return (self.input_name,)
+
+    @property
+    def input_tensors(self) -> tuple[TensorInfo, ...]:
+        from converters.model import TensorInfo  # config imports this module: no cycle at load
+
+        return (TensorInfo(self.input_name, self.input_shape),)
 
     @property
     def output_names(self) -> tuple[str, ...]:
