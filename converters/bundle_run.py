@@ -213,7 +213,8 @@ def array_inputs(path: Path, inputs: list[dict[str, Any]]) -> Arrays:
     batch = {}
     for tensor in inputs:
         name, shape = tensor["name"], tuple(tensor["shape"])
-        expected = f"{shape_text(shape)} for one sample or {shape_text(('N', *shape))} for N"
+        expected = (f"{shape_text(shape)} for one sample or {shape_text(('N', *shape))} for N "
+                    "samples")
         key = next(iter(found)) if name not in found and len(inputs) == len(found) == 1 else name
         if key not in found:
             raise InputError(f"{path} has no array '{name}' for the model input '{name}' "

@@ -236,6 +236,8 @@ def test_invoke_infer_refuses_wrong_files_naming_file_input_and_shape(
         assert "does not take one image" in refused.stderr, refused.stderr
     flags = run_invoke("infer", "--artifact", str(artifact), "--arrays", str(image))
     assert flags.returncode != 0 and "--arrays takes a .npz or .npy file" in flags.stderr
+    neither = run_invoke("infer", "--artifact", str(artifact))
+    assert neither.returncode != 0 and "give one of --image IMAGE or --arrays" in neither.stderr
 
 
 @pytest.fixture(scope="module")
