@@ -43,7 +43,9 @@ class Built:
 
     def keras(self, samples: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The Keras model's outputs by name for ``samples`` (default: the held-out ones)."""
-        outputs = self.model(samples or self.samples)
+        given = samples or self.samples
+        # A one-input model takes its array (a dict would make Keras warn about the structure).
+        outputs = self.model(next(iter(given.values())) if len(given) == 1 else given)
         if isinstance(outputs, dict):
             return {name: np.asarray(value) for name, value in outputs.items()}
         if not isinstance(outputs, (list, tuple)):
