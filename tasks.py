@@ -133,24 +133,33 @@ def report(c: Context, out: str = "", model: str = "") -> None:
 @cli_task(help={"artifact": "a built artifact: a file ending in "
                         + ", ".join(sorted({s for t in all_targets().values() if t.runtime
                                             for s in t.artifact_suffixes})),
-            "image": "an image file",
+            "image": "an image file (a model with one image input)",
+            "arrays": "a .npz file (one array per input name: one sample, or samples on the first "
+                      "axis) or a .npy file (a one-input model), used as given",
             "top_k": "how many classes to print (default 5)",
             "threads": "interpreter threads (default 1)",
             "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
-def infer(c: Context, artifact: str = "", image: str = "", top_k: int = 5, threads: int = 1,
-          device: str = "") -> None:
-    """Run one image through a built artifact: top classes, or each output's summary.
+def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top_k: int = 5,
+          threads: int = 1, device: str = "") -> None:
+    """Run one image, or arrays, through a built artifact: top classes, or each output's summary.
 
     Minimal inference code. A classifier prints its top classes; a model with several outputs
-    prints one summary line per output and the top classes of each output of class scores."""
+    prints one summary line per output and the top classes of each output of class scores;
+    several samples (--arrays) print a "sample N:" block each."""
     with user_errors():
-        required("infer", artifact=artifact, image=image)
-        from converters.infer import infer as run_image
+        required("infer", artifact=artifact)
+        if bool(image) == bool(arrays):
+            raise ConfigError("give one of --image IMAGE or --arrays FILE.npz|FILE.npy: "
+                              "invoke infer -h shows every flag")
+        from converters.arrays import ARRAY_SUFFIXES
+        from converters.infer import infer as run_inference
         from converters.infer import lines
 
-        outputs = run_image(Path(artifact), Path(image), top_k=top_k, threads=threads,
-                            device=device or None)
-        print("\n".join(lines(outputs)))
+        if arrays and Path(arrays).suffix.lower() not in ARRAY_SUFFIXES:
+            raise ConfigError(f"--arrays takes a .npz or .npy file, got {arrays}")
+        samples = run_inference(Path(artifact), Path(image or arrays), top_k=top_k,
+                                threads=threads, device=device or None)
+        print("\n".join(lines(samples)))
 
 
 @cli_task(help={

@@ -1,5 +1,6 @@
 """Array datasets: a ``.npz`` file (one array per model input name, first axis = samples, an
-optional ``labels`` array) or a folder of ``.npy`` / ``.npz`` samples (one sample per file).
+optional ``labels`` array) or a folder of ``.npy`` / ``.npz`` samples (one sample per file); and
+the arrays ``invoke infer`` runs (a ``.npz``, or a ``.npy`` for a one-input model).
 
 Needs only numpy. Arrays are used as given (cast to the input's dtype): no pixel preprocessing.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.errors import DatasetError
-from converters.model import TensorInfo
+from converters.model import Arrays, TensorInfo
 
 LABELS = "labels"
 SAMPLE_LABEL_KEYS = (LABELS, "label")  # a sample file's label, under either name
@@ -54,7 +55,7 @@ def is_array_dataset(path: Path) -> bool:
 def check(path: Path) -> None:
     """Fail early (before TensorFlow is imported) on an unreadable or empty array dataset."""
     if path.is_file():
-        with _open_npz(path) as archive:
+        with _open_npz(path, "dataset") as archive:
             if not archive.files:
                 raise DatasetError(f"dataset {path} holds no arrays: {FORMAT_HINT}")
     elif not sample_files(path):
@@ -64,10 +65,10 @@ def check(path: Path) -> None:
 def read(path: Path, inputs: tuple[TensorInfo, ...]) -> ArrayData:
     """Every sample of the dataset at ``path``, one array per input, checked against the shapes."""
     if path.is_file():
-        with _open_npz(path) as archive:
+        with _open_npz(path, "dataset") as archive:
             found = {key: archive[key] for key in archive.files}
         labels = found.pop(LABELS, None)
-        arrays = _match(found, inputs, str(path), batched=True)
+        arrays = _match(found, inputs, f"dataset {path}", batched=True)
         count = len(next(iter(arrays.values())))
         names = tuple(f"{path.name}[{index}]" for index in range(count))
     else:
@@ -77,20 +78,37 @@ def read(path: Path, inputs: tuple[TensorInfo, ...]) -> ArrayData:
     return ArrayData(arrays, labels, names)
 
 
+def read_inputs(path: Path, inputs: tuple[TensorInfo, ...]) -> Arrays:
+    """The arrays of one inference file, one per input with samples on the first axis: a
+    ``.npz`` (one array per input name, each one sample or a first axis of samples; a
+    ``labels`` array is ignored) or a ``.npy`` (the input of a one-input model)."""
+    if path.suffix.lower() == ".npy":
+        if len(inputs) != 1:
+            raise DatasetError(
+                f"{path} is a .npy file, which holds one array; the model has {len(inputs)} "
+                f"inputs ({_listed(inputs)}): save one array per input name in a .npz, e.g. "
+                f"numpy.savez('inputs.npz', {', '.join(f'{t.name}=...' for t in inputs)})")
+        found = {inputs[0].name: _load_npy(path, "input file")}
+    else:
+        with _open_npz(path, "input file") as archive:
+            found = {key: archive[key] for key in archive.files if key != LABELS}
+    matched = _match(found, inputs, str(path), batched=None)
+    if not len(next(iter(matched.values()))):
+        raise DatasetError(f"{path} holds no samples: its arrays' first axis is 0")
+    return matched
+
+
 def _read_samples(root: Path, inputs: tuple[TensorInfo, ...]
                   ) -> tuple[dict[str, np.ndarray], np.ndarray | None, tuple[str, ...]]:
     per_input: dict[str, list[np.ndarray]] = {tensor.name: [] for tensor in inputs}
     labels: list[np.ndarray] = []
     files = sample_files(root)
     for file in files:
-        where = str(file)
+        where = f"sample {file}"
         if file.suffix.lower() == ".npy":
-            try:
-                found = {file.stem: np.load(file, allow_pickle=False)}
-            except (OSError, ValueError) as error:
-                raise DatasetError(f"cannot read sample {file}: {error}") from None
+            found = {file.stem: _load_npy(file, "sample")}
         else:
-            with _open_npz(file) as archive:
+            with _open_npz(file, "sample") as archive:
                 found = {key: archive[key] for key in archive.files}
         label = next((found.pop(key) for key in SAMPLE_LABEL_KEYS if key in found), None)
         if label is not None:
@@ -108,18 +126,35 @@ def _read_samples(root: Path, inputs: tuple[TensorInfo, ...]
     return arrays, (np.stack(labels) if labels else None), names
 
 
-def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
+    """``path`` as a .npz archive (``what`` it is, for the message)."""
     try:
-        archive: np.lib.npyio.NpzFile = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"cannot read dataset {path} as a .npz file: {error}. {FORMAT_HINT}"
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"cannot read {what} {path} as a .npz file: {error}. {FORMAT_HINT}"
                            ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DatasetError(f"cannot read {what} {path} as a .npz file: it holds one .npy array. "
+                           f"{FORMAT_HINT}")
     return archive
 
 
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"cannot read {what} {path} as a .npy file: {error}") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise DatasetError(f"cannot read {what} {path} as a .npy file: it is a .npz archive")
+    return array
+
+
 def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: str,
-           batched: bool) -> dict[str, np.ndarray]:
-    """One array per input, by name (a single-input model also takes a file's only array)."""
+           batched: bool | None) -> dict[str, np.ndarray]:
+    """One array per input, by name (a single-input model also takes a file's only array).
+    ``batched``: every array has samples on its first axis (True), is one sample (False), or
+    either, array by array (None: an inference file; the result has a first axis of samples)."""
     matched: dict[str, np.ndarray] = {}
     for tensor in inputs:
         key = tensor.name
@@ -129,14 +164,16 @@ def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: 
         if key not in found:
             listed = ", ".join(sorted(found)) or "none"
             raise DatasetError(
-                f"dataset {where} has no array '{tensor.name}' for the model input '{tensor.name}' "
+                f"{where} has no array '{tensor.name}' for the model input '{tensor.name}' "
                 f"(expected shape {expected}); arrays found: {listed}. {FORMAT_HINT}")
         array = np.asarray(found[key])
-        per_sample = array.shape[1:] if batched else array.shape
-        if not batched and per_sample[:1] == (1,) and per_sample[1:] == tensor.shape:
+        if batched is None and _fits(array.shape, tensor.shape):
+            array = array[None]  # one sample
+        per_sample = array.shape if batched is False else array.shape[1:]
+        if batched is False and per_sample[:1] == (1,) and _fits(per_sample[1:], tensor.shape):
             per_sample = per_sample[1:]  # a sample saved as a batch of one
             array = array[0]
-        if tuple(per_sample) != tuple(tensor.shape) or (batched and array.ndim == 0):
+        if not _fits(per_sample, tensor.shape) or (batched is not False and array.ndim == 0):
             raise DatasetError(
                 f"array '{key}' in {where} has shape {array.shape}; the model input "
                 f"'{tensor.name}' expects {expected}")
@@ -144,9 +181,9 @@ def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: 
             raise DatasetError(f"array '{key}' in {where} holds {array.dtype} values; the model "
                                f"input '{tensor.name}' takes numbers ({tensor.dtype})")
         matched[tensor.name] = array.astype(tensor.dtype)
-    counts = {name: len(array) for name, array in matched.items()} if batched else {}
+    counts = {} if batched is False else {name: len(array) for name, array in matched.items()}
     if len(set(counts.values())) > 1:
-        raise DatasetError(f"dataset {where}: the input arrays have different sample counts "
+        raise DatasetError(f"{where}: the input arrays have different sample counts "
                            f"({', '.join(f'{n}: {c}' for n, c in counts.items())})")
     return matched
 
@@ -159,6 +196,24 @@ def _check_labels(labels: np.ndarray, count: int, where: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _shape_text(shape: tuple[int | None, ...], batched: bool) -> str:
-    sizes = ", ".join(str(size) for size in shape)
+def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    """``shape`` is ``expected``, where a None size takes any."""
+    return len(shape) == len(expected) and all(
+        size is None or size == found for found, size in zip(shape, expected, strict=True))
+
+
+def _listed(inputs: tuple[TensorInfo, ...]) -> str:
+    return ", ".join(f"'{tensor.name}' {_sizes(tensor.shape)}" for tensor in inputs)
+
+
+def _sizes(shape: tuple[int | None, ...]) -> str:
+    """``(256, 1)``; ``?`` for a size that takes any."""
+    return "(" + ", ".join("?" if size is None else str(size) for size in shape) + (
+        ",)" if len(shape) == 1 else ")")
+
+
+def _shape_text(shape: tuple[int | None, ...], batched: bool | None) -> str:
+    sizes = _sizes(shape)[1:-1].rstrip(",")
+    if batched is None:
+        return f"{_sizes(shape)} for one sample or (N, {sizes}) for N samples"
     return f"(N, {sizes}) for N samples" if batched else f"({sizes}) per sample file"

@@ -1,14 +1,15 @@
 """Air-gapped deployment bundles: one built artifact and everything a device needs to run it.
 
 ``dist/<model>-<target>-<variant>-<os>_<arch>.tar.gz`` holds the artifact(s), their report
-entries, ``bundle.json`` (every file's sha256 and size, the model's input and quantization,
-preprocessing, class names, tool versions, the source manifest's hash), ``run.py`` with
-``imaging.py`` (the build's own image pipeline), ``verify.py`` (a standard-library-only check of
-the bundle), ``requirements.txt`` and the runtime wheels for the chosen platform and Python
-(``pip download --only-binary=:all:``), a README with the offline install steps, and with
-``--with-images`` the stage images (``docker save``). Every file taken from the build folder is
-checked against the build's ``manifest.json`` first. Beside the archive: ``<bundle>.sha256`` and,
-with a signing key, the detached Ed25519 signature ``<bundle>.sig``.
+entries, ``bundle.json`` (every file's sha256 and size, the model's inputs (names, shapes,
+dtypes) and quantization, preprocessing, class names, tool versions, the source manifest's
+hash), ``run.py`` with ``imaging.py`` (the build's own image pipeline), ``verify.py`` (a
+standard-library-only check of the bundle), ``requirements.txt`` and the runtime wheels for the
+chosen platform and Python (``pip download --only-binary=:all:``), a README with the offline
+install steps, and with ``--with-images`` the stage images (``docker save``). Every file taken
+from the build folder is checked against the build's ``manifest.json`` first. Beside the
+archive: ``<bundle>.sha256`` and, with a signing key, the detached Ed25519 signature
+``<bundle>.sig``.
 """
 
 from __future__ import annotations
@@ -269,6 +270,8 @@ def bundle_document(request: BundleRequest, report: dict[str, Any], entry: dict[
              for path in sorted(staging.rglob("*")) if path.is_file()}
     artifact = next(name for name in files if name.startswith("artifacts/")
                     and not name.endswith(".json"))
+    inputs = export.model_inputs(request.build_dir)
+    image = inputs[0] if len(inputs) == 1 and inputs[0].is_image else None
     return {
         "schema_version": 1,
         "name": request.name,
@@ -279,7 +282,9 @@ def bundle_document(request: BundleRequest, report: dict[str, Any], entry: dict[
         "runtime": request.hooks.runtime,
         "artifact": artifact,
         "model": {"name": report["model"]["name"],
-                  "input_shape": list(export.input_shape(request.build_dir)),
+                  "inputs": [tensor.as_dict() for tensor in inputs],
+                  # what run.py reads an image file as: the one image input (null otherwise)
+                  "input_shape": list(image.shape) if image is not None else None,
                   "input": entry.get("io", {}).get("input"),
                   "output": entry.get("io", {}).get("output")},
         "preprocessing": dataset["preprocessing"],
@@ -311,6 +316,7 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         f"python{request.python} -m venv ../venv && . ../venv/bin/activate   # outside the bundle",
         "pip install --no-index --find-links wheels -r requirements.txt",
         "python run.py IMAGE                     # prints the top classes with scores",
+        "python run.py INPUTS.npz                # or arrays: one per input name (a .npy: one input)",
         "```",
         "",
         "`verify.py` vouches for the files only if it is itself trusted: check the archive's "

@@ -1,12 +1,13 @@
-"""Minimal inference: run one image through a built artifact; every output summarised, class
-scores (one vector per sample) as their top classes.
+"""Minimal inference: run one image, or arrays from a ``.npz`` / ``.npy`` file, through a built
+artifact; every output summarised, class scores (one vector per sample) as their top classes.
 
 >>> from converters.infer import infer
->>> infer(Path("build/sample/<target>/<artifact>"), Path("dataset/circle/0001.png"))[0].top
+>>> infer(Path("build/sample/<target>/<artifact>"), Path("dataset/circle/0001.png"))[0][0].top
 [Prediction(label='circle', index=0, score=0.98), ...]
 
-Preprocessing and class names come from the build folder the artifact sits in
-(``data/dataset.json``), so an artifact is run exactly as it was validated.
+Preprocessing, class names and input/output names come from the build folder the artifact sits
+in (``data/dataset.json``, ``export/model.json``), so an artifact is run exactly as it was
+validated. Arrays are used as given (cast to the input's dtype), as a build uses array datasets.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from converters import arrays
 from converters.config import Preprocessing, PreprocessingMode
 from converters.dataset import is_image_file, load_image, preprocess
 from converters.errors import ConfigError, DatasetError, ModelError
 from converters.fsutil import read_json
+from converters.model import Arrays, TensorInfo
+from converters.runtime import Runtime
 from converters.stages import data, export
 from converters.targets import open_runtime
 from converters.validate import run_named
@@ -36,29 +40,31 @@ class Prediction:
 class BuildMetadata:
     preprocessing: Preprocessing
     class_names: list[str]
+    inputs: tuple[TensorInfo, ...]  # the model's inputs, in its order (() when unknown)
     output_order: list[str]  # the model's output names, in its order ([] when unknown)
 
 
 def build_metadata(artifact: Path) -> BuildMetadata:
-    """Preprocessing, class names and output order of the build ``artifact`` belongs to
+    """Preprocessing, class names, inputs and output order of the build ``artifact`` belongs to
     (defaults otherwise): the nearest ``data/dataset.json`` above the artifact, within its
     model's build folder, and the ``export/model.json`` beside it."""
     for folder in list(artifact.resolve().parents)[:3]:
         dataset_info = folder / data.DATASET_INFO
         if dataset_info.exists():
             info = read_json(dataset_info)
-            model_info = folder / export.MODEL_INFO
-            order = ([t["name"] for t in read_json(model_info).get("outputs", [])]
-                     if model_info.exists() else [])
+            model_info = read_json(folder / export.MODEL_INFO) if (
+                folder / export.MODEL_INFO).exists() else {}
             preprocessing = info["preprocessing"] or {"mode": PreprocessingMode.UNIT.value}
-            return BuildMetadata(Preprocessing.from_dict(preprocessing), list(info["class_names"]),
-                                 order)
-    return BuildMetadata(Preprocessing(PreprocessingMode.UNIT), [], [])
+            return BuildMetadata(
+                Preprocessing.from_dict(preprocessing), list(info["class_names"]),
+                tuple(TensorInfo.from_dict(t) for t in model_info.get("inputs", [])),
+                [t["name"] for t in model_info.get("outputs", [])])
+    return BuildMetadata(Preprocessing(PreprocessingMode.UNIT), [], (), [])
 
 
 @dataclass(frozen=True)
 class OutputSummary:
-    """One output of the artifact for the image: its range and, for class scores, top classes."""
+    """One output of the artifact for one sample: its range and, for class scores, top classes."""
 
     name: str
     shape: tuple[int, ...]
@@ -68,32 +74,76 @@ class OutputSummary:
     top: list[Prediction]  # empty unless the output is one vector per sample
 
 
-def infer(artifact: Path, image: Path, top_k: int = 5, threads: int = 1,
+Sample = list[OutputSummary]  # every output of one sample, in the model's order
+
+
+def infer(artifact: Path, source: Path, top_k: int = 5, threads: int = 1,
           preprocessing: Preprocessing | None = None,
-          device: str | None = None) -> list[OutputSummary]:
-    """Every output of ``artifact`` for ``image``, run by the runtime of the target that built
-    it (``device`` picks an accelerator where the target has one)."""
+          device: str | None = None) -> list[Sample]:
+    """Every output of ``artifact`` for each sample of ``source`` (see :func:`predict`),
+    summarised; ``top_k`` classes of class scores."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    outputs = predict(artifact, source, threads, preprocessing, device)
+    class_names = build_metadata(artifact).class_names
+    count = len(next(iter(outputs.values())))
+    return [[summarise(name, values[index], class_names, top_k)
+             for name, values in outputs.items()] for index in range(count)]
+
+
+def predict(artifact: Path, source: Path, threads: int = 1,
+            preprocessing: Preprocessing | None = None, device: str | None = None) -> Arrays:
+    """Every output of ``artifact`` by name, in the model's order, first axis = samples, run by
+    the runtime of the target that built it (``device`` picks an accelerator where the target
+    has one). ``source``: an image file (a one-image-input model), or a ``.npz`` file (one array
+    per input name, one sample or a first axis of samples) or a ``.npy`` file (a one-input
+    model's array), checked against the artifact's inputs."""
     if not artifact.is_file():
         raise ModelError(f"artifact {artifact} does not exist: build it with invoke convert")
-    if not is_image_file(image):
-        raise DatasetError(f"image {image} does not exist or is not a jpg/png/bmp/gif/webp file")
+    given_arrays = source.suffix.lower() in arrays.ARRAY_SUFFIXES
+    if given_arrays and not source.is_file():
+        raise DatasetError(f"input file {source} does not exist")
+    if not given_arrays and not is_image_file(source):
+        raise DatasetError(f"image {source} does not exist or is not a jpg/png/bmp/gif/webp "
+                           "file (arrays: a .npz or .npy file)")
     runner = open_runtime(artifact, threads, device)
     metadata = build_metadata(artifact)
-    height, width, channels = runner.image_size
-    if not height:
-        raise ModelError(f"artifact {artifact} does not take an image (its input is not "
-                         "height × width × channels): invoke infer runs image models")
+    inputs = model_inputs(runner, metadata)
+    if given_arrays:
+        feeds = arrays.read_inputs(source, inputs)
+    else:
+        feeds = image_feeds(artifact, source, inputs, preprocessing or metadata.preprocessing)
+    outputs = run_named(runner, feeds, tuple(metadata.output_order) or ("output",), "")
+    order = metadata.output_order
+    return {name: outputs[name] for name in sorted(
+        outputs, key=lambda name: order.index(name) if name in order else len(order))}
+
+
+def model_inputs(runner: Runtime, metadata: BuildMetadata) -> tuple[TensorInfo, ...]:
+    """The artifact's inputs (shapes and dtypes as it takes them), named as the model's when
+    the artifact names its one input otherwise (a TensorRT engine's tensor, an older split
+    pair's ``input``)."""
+    found = runner.input_tensors
+    if len(found) == 1 and len(metadata.inputs) == 1 and found[0].name != metadata.inputs[0].name:
+        return (TensorInfo(metadata.inputs[0].name, found[0].shape, found[0].dtype),)
+    return found
+
+
+def image_feeds(artifact: Path, image: Path, inputs: tuple[TensorInfo, ...],
+                preprocessing: Preprocessing) -> Arrays:
+    """The image, preprocessed as the build validated it, for a model with one image input."""
+    if len(inputs) != 1 or not inputs[0].is_image or None in inputs[0].shape:
+        listed = ", ".join(f"'{t.name}' {t.shape}" for t in inputs)
+        raise ModelError(f"artifact {artifact} does not take one image (height × width × 1, 3 "
+                         f"or 4 channels); its inputs are {listed}: give a .npz file with one "
+                         "array per input name (or a .npy file for a one-input model) instead")
+    [tensor] = inputs
+    height, width, channels = (int(size) for size in tensor.shape)  # type: ignore[arg-type]
     try:
         pixels = load_image(image, height, width, channels)
     except (OSError, ValueError, SyntaxError) as error:
         raise DatasetError(f"cannot read image {image}: {error}") from None
-    inputs = preprocess(pixels[None], preprocessing or metadata.preprocessing)
-    outputs = run_named(runner, {"input": inputs}, ("output",), "")
-    ranked = sorted(outputs, key=lambda name: metadata.output_order.index(name)
-                    if name in metadata.output_order else len(metadata.output_order))
-    return [summarise(name, outputs[name][0], metadata.class_names, top_k) for name in ranked]
+    return {tensor.name: preprocess(pixels[None], preprocessing)}
 
 
 def summarise(name: str, values: np.ndarray, class_names: list[str], top_k: int) -> OutputSummary:
@@ -106,9 +156,19 @@ def summarise(name: str, values: np.ndarray, class_names: list[str], top_k: int)
                          float(values.max()), top)
 
 
-def lines(outputs: list[OutputSummary]) -> list[str]:
+def lines(samples: list[Sample]) -> list[str]:
     """What ``invoke infer`` prints: a classifier's top classes as ``label<TAB>score``; with
-    several outputs (or one that is not class scores) a summary line per output first."""
+    several outputs (or one that is not class scores) a summary line per output first; with
+    several samples a ``sample N:`` line before each sample's lines, indented."""
+    if len(samples) == 1:
+        return sample_lines(samples[0])
+    text = []
+    for index, sample in enumerate(samples):
+        text += [f"sample {index}:", *(f"  {line}" for line in sample_lines(sample))]
+    return text
+
+
+def sample_lines(outputs: Sample) -> list[str]:
     several = len(outputs) > 1
     text = []
     for output in outputs:

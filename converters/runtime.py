@@ -7,11 +7,14 @@ name (the model's input and output names), float32, a batch at a time.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from converters.latency import Latency
+
+if TYPE_CHECKING:  # converters.model imports config, which imports the targets, which import this
+    from converters.model import TensorInfo
 
 Arrays = dict[str, np.ndarray]
 
@@ -26,8 +29,10 @@ class Runtime(Protocol):
         """The artifact's outputs, in its order."""
 
     @property
-    def image_size(self) -> tuple[int, int, int]:
-        """(height, width, channels) of an image input; (0, 0, 0) when the input is not one."""
+    def input_tensors(self) -> tuple[TensorInfo, ...]:
+        """The artifact's inputs as callers feed them, in its order: name, per-sample shape (None
+        where any size goes) and the dtype ``predict_named`` takes (float32 for float and
+        quantized inputs: the runtime quantizes them)."""
 
     def predict_named(self, inputs: Arrays, description: str = "") -> Arrays:
         """Float32 outputs by name for float32 inputs by name (first axis: samples)."""

@@ -10,7 +10,7 @@ import numpy as np
 from converters import console, metrics
 from converters.errors import ToolMissingError, ValidationError
 from converters.latency import Latency, measure_latency
-from converters.model import Arrays
+from converters.model import Arrays, TensorInfo
 from converters.runtime import Runtime
 
 
@@ -76,9 +76,8 @@ class TFLiteRuntime:
                                self._signature("inputs"))
         self.outputs = _by_name(self.interpreter.get_output_details(),
                                 self._signature("outputs"))
-        self.input = next(iter(self.inputs.values()))
-        shape = tuple(int(v) for v in self.input["shape"][1:])
-        self.image_size = shape if len(shape) == 3 else (0, 0, 0)
+        self.input_tensors = tuple(caller_tensor(name, detail)
+                                   for name, detail in self.inputs.items())
 
     def _signature(self, kind: str) -> dict[str, int]:
         """Signature name → tensor index of the serving signature (empty without one)."""
@@ -132,6 +131,17 @@ def _by_name(details: list[dict[str, Any]], signature: dict[str, int]) -> dict[s
     return {name: by_index[index] for name, index in signature.items()}
 
 
+def caller_tensor(name: str, detail: dict[str, Any]) -> TensorInfo:
+    """A LiteRT input as callers feed it (see :func:`quantize`): float32 unless it is an integer
+    input without a scale (ids), per-sample shape from its signature (None: any size)."""
+    dtype = np.dtype(detail["dtype"])
+    scale, _ = detail["quantization"]
+    fed = dtype.name if dtype.kind != "f" and scale == 0 and dtype.itemsize >= 4 else "float32"
+    signature = detail.get("shape_signature")
+    shape = signature if signature is not None and len(signature) else detail["shape"]
+    return TensorInfo(name, tuple(int(v) if v >= 0 else None for v in shape[1:]), fed)
+
+
 def match_inputs(inputs: Arrays, expected: dict[str, Any]) -> Arrays:
     """``inputs`` keyed by the runtime's input names: the same names, or one input each."""
     if set(inputs) == set(expected):
@@ -163,6 +173,13 @@ def dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def onnx_dtype(type_name: str) -> str:
+    """numpy's name of an onnxruntime value type: ``tensor(float)`` is float32, ``tensor(int64)``
+    int64."""
+    element = type_name.removeprefix("tensor(").removesuffix(")")
+    return {"float": "float32", "double": "float64"}.get(element, element)
+
+
 class OnnxRuntime:
     """One onnxruntime CPU session, fed and read by graph input/output names."""
 
@@ -181,12 +198,14 @@ class OnnxRuntime:
             raise ValidationError(f"onnxruntime cannot load {path}: {str(error).strip()}") from None
         self.inputs = {value.name: value for value in self.session.get_inputs()}
         self.output_names = tuple(value.name for value in self.session.get_outputs())
-        shape = self.session.get_inputs()[0].shape[1:]
-        fixed = len(shape) == 3 and all(isinstance(v, int) for v in shape)
-        self.image_size = (int(shape[0]), int(shape[1]), int(shape[2])) if fixed else (0, 0, 0)
+        self.input_tensors = tuple(
+            TensorInfo(value.name, tuple(v if isinstance(v, int) and v > 0 else None
+                                         for v in value.shape[1:]), onnx_dtype(value.type))
+            for value in self.inputs.values())
+        self.dtypes = {tensor.name: tensor.dtype for tensor in self.input_tensors}
 
     def run_named(self, inputs: Arrays) -> Arrays:
-        feeds = {name: array.astype(np.float32) for name, array in
+        feeds = {name: array.astype(self.dtypes[name]) for name, array in
                  match_inputs(inputs, self.inputs).items()}
         results = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, results, strict=True))

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_invoke
-from tests.multi_io_models import convert, fusion_model, train
+from tests.multi_io_models import (
+    audio_model,
+    audio_samples,
+    convert,
+    detection_samples,
+    detector_model,
+    fusion_model,
+    train,
+)
 
 OLD_METRIC_KEYS = {"max_abs_error", "mean_abs_error", "cosine_similarity", "top1_agreement",
                    "accuracy"}
@@ -24,46 +32,13 @@ def by_variant(report: dict[str, Any], target: str = "tflite") -> dict[str, dict
 
 # --- detector: class logits (anchors × classes) and boxes (anchors × 4) --------------------
 
-def detection_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """16×16 images, 2×2 anchors (8×8 cells): each cell is empty or holds a dim (class 1) or a
-    bright (class 2) square; the box is its centre and size in the cell, in 0..1."""
-    rng = np.random.default_rng(seed)
-    images = rng.normal(0.1, 0.03, (count, 16, 16, 3)).astype(np.float32)
-    classes = rng.integers(0, 3, (count, 4))
-    boxes = np.zeros((count, 4, 4), np.float32)
-    for n in range(count):
-        for anchor in range(4):
-            if classes[n, anchor] == 0:
-                continue
-            size = int(rng.integers(3, 7))
-            top, left = (int(v) for v in rng.integers(0, 8 - size + 1, 2))
-            row, col = 8 * (anchor // 2) + top, 8 * (anchor % 2) + left
-            images[n, row:row + size, col:col + size] = 0.5 if classes[n, anchor] == 1 else 0.95
-            boxes[n, anchor] = [(top + size / 2) / 8, (left + size / 2) / 8, size / 8, size / 8]
-    return np.clip(images, 0, 1), classes, boxes
-
-
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
     """A trained two-head detector and a flat folder of PNG images (no labels)."""
-    import keras
     from PIL import Image
 
-    keras.utils.set_random_seed(1)
     root = tmp_path_factory.mktemp("detector")
-    inputs = keras.Input((16, 16, 3), name="image")
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.MaxPooling2D(2)(x)
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
-    x = keras.layers.MaxPooling2D(4)(x)  # 2×2 cells
-    logits = keras.layers.Reshape((4, 3), name="class_logits")(keras.layers.Conv2D(3, 1)(x))
-    # LeakyReLU is no Edge TPU op: the box head's end runs on the CPU (an --edgetpu-split tail).
-    boxes = keras.layers.Reshape((4, 4), name="boxes")(
-        keras.layers.LeakyReLU(negative_slope=0.1)(keras.layers.Conv2D(4, 1)(x)))
-    model = keras.Model(inputs, [logits, boxes])
-    images, classes, targets = detection_samples(768, seed=0)
-    train(model, images, [classes, targets],
-          [keras.losses.SparseCategoricalCrossentropy(from_logits=True), "mse"])
+    model = detector_model()
     test_images, test_classes, _ = detection_samples(200, seed=1)
     predicted = np.asarray(model.predict(test_images, verbose=0)[0]).argmax(-1)
     anchor_accuracy = float(np.mean(predicted == test_classes))
@@ -114,8 +89,10 @@ def assert_bundle_runner_prints_both_heads(build: Path, images: Path, folder: Pa
     shutil.copy(imaging.__file__, folder / "imaging.py")
     shutil.copy(build / "tflite" / "detector_int8.tflite", folder / "detector_int8.tflite")
     dataset = json.loads((build / "data" / "dataset.json").read_text())
+    inputs = json.loads((build / "export" / "model.json").read_text())["inputs"]
     (folder / "bundle.json").write_text(json.dumps({
-        "runtime": "litert", "artifact": "detector_int8.tflite", "model": {"input_shape": [16, 16, 3]},
+        "runtime": "litert", "artifact": "detector_int8.tflite",
+        "model": {"input_shape": [16, 16, 3], "inputs": inputs},
         "preprocessing": dataset["preprocessing"], "class_names": []}))
     result = subprocess.run([sys.executable, str(folder / "run.py"), str(next(images.iterdir()))],
                             capture_output=True, text=True, check=False)
@@ -242,32 +219,10 @@ def test_image_folder_for_a_two_input_model_is_refused(two_inputs: tuple[Path, P
 
 # --- non-image: audio-shaped (samples × 1) input from a .npz file ----------------------------
 
-def audio_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """256-sample clips: a low (class 0) or a high (class 1) tone in noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, count)
-    time = np.arange(256) / 256
-    frequency = np.where(labels == 0, 4, 32)[:, None] * rng.uniform(0.9, 1.1, (count, 1))
-    phase = rng.uniform(0, 2 * np.pi, (count, 1))
-    clips = np.sin(2 * np.pi * frequency * time + phase) + rng.normal(0, 0.3, (count, 256))
-    return clips[..., None].astype(np.float32), labels
-
-
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import keras
-
-    keras.utils.set_random_seed(4)
     root = tmp_path_factory.mktemp("audio")
-    inputs = keras.Input((256, 1), name="waveform")
-    x = keras.layers.Conv1D(8, 9, strides=2, activation="relu")(inputs)
-    x = keras.layers.Conv1D(8, 9, strides=2, activation="relu")(x)
-    outputs = keras.layers.Dense(2, activation="softmax", name="tone")(
-        keras.layers.GlobalAveragePooling1D()(x))
-    model = keras.Model(inputs, outputs)
-    clips, labels = audio_samples(512, seed=0)
-    train(model, clips, labels, "sparse_categorical_crossentropy")
-    model.save(root / "tones.keras")
+    audio_model().save(root / "tones.keras")
     clips, labels = audio_samples(80, seed=1)
     np.savez(root / "clips.npz", waveform=clips, labels=labels)
     return root / "tones.keras", root / "clips.npz"

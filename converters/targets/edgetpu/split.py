@@ -25,7 +25,7 @@ from converters.fsutil import read_json, write_json_atomic
 from converters.latency import Latency, measure_latency
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from converters.validate import dequantize, match_inputs, quantize
+from converters.validate import caller_tensor, dequantize, match_inputs, quantize
 
 HEAD_SUFFIX = "_head.tflite"
 TAIL_SUFFIX = "_tail.tflite"
@@ -131,8 +131,6 @@ class Pipeline:
         self.head = _interpreter(head, threads, head_delegates)
         self.tail = _interpreter(tail, threads)
         first_input = self.head.get_input_details()[0]
-        height, width, channels = (int(v) for v in first_input["shape"][1:])
-        self.image_size = (height, width, channels)
         self.feeds, self.fetches = (
             (signature["inputs"], signature["outputs"]) if signature is not None else
             ({"input": int(first_input["index"])},
@@ -140,6 +138,8 @@ class Pipeline:
         self.details = {d["index"]: d for interpreter in (self.head, self.tail)
                         for d in (*interpreter.get_input_details(),
                                   *interpreter.get_output_details())}
+        self.input_tensors = tuple(caller_tensor(name, self.details[index])
+                                   for name, index in self.feeds.items())
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import ctypes.util
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from converters.targets.tensorrt.io_plan import (
     float_outputs,
     padded,
 )
+
+if TYPE_CHECKING:
+    from converters.model import TensorInfo
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NOT_RUN_HELP = (
@@ -196,8 +199,7 @@ class EngineRuntime:
         for buffer in self.buffers:
             self.device[buffer.name] = int(_check(self._cudart.cudaMalloc(buffer.nbytes)))
             self.context.set_tensor_address(buffer.name, self.device[buffer.name])
-        first = self.profiles[inputs[0]].opt[1:]
-        self.image_size = first if len(inputs) == 1 and len(first) == 3 else (0, 0, 0)
+        self.dtypes = dtypes
 
     def _numpy_dtype(self, trt: Any, name: str) -> np.dtype[Any]:
         dtype = self.engine.get_tensor_dtype(name)
@@ -236,6 +238,13 @@ class EngineRuntime:
     @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.buffers if b.is_input)
+
+    @property
+    def input_tensors(self) -> tuple[TensorInfo, ...]:
+        from converters.model import TensorInfo  # config imports this module: no cycle at load
+
+        return tuple(TensorInfo(b.name, self.profiles[b.name].opt[1:], self.dtypes[b.name].name)
+                     for b in self.buffers if b.is_input)
 
     @property
     def output_names(self) -> tuple[str, ...]:
