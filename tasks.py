@@ -152,12 +152,11 @@ def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top
             raise ConfigError("give one of --image IMAGE or --arrays FILE.npz|FILE.npy: "
                               "invoke infer -h shows every flag")
         from converters.arrays import ARRAY_SUFFIXES
-        from converters.infer import infer as run_inference
-        from converters.infer import lines
+        from converters.infer import infer_samples, lines
 
         if arrays and Path(arrays).suffix.lower() not in ARRAY_SUFFIXES:
             raise ConfigError(f"--arrays takes a .npz or .npy file, got {arrays}")
-        samples = run_inference(Path(artifact), Path(image or arrays), top_k=top_k,
+        samples = infer_samples(Path(artifact), Path(image or arrays), top_k=top_k,
                                 threads=threads, device=device or None)
         print("\n".join(lines(samples)))
 

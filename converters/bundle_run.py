@@ -120,12 +120,8 @@ def onnxruntime_runner(bundle: dict[str, Any]) -> RunOne:
 
 
 def tensorrt_runner(bundle: dict[str, Any]) -> RunOne:
-    return lambda sample: tensorrt_scores(bundle, sample)
-
-
-def tensorrt_scores(bundle: dict[str, Any], inputs: Arrays) -> dict[str, np.ndarray]:
-    """Every output of the engine, by name, for its inputs by name (TensorRT 10's name-based
-    API). Not run on the project's machines (no GPU there)."""
+    """The engine, loaded once, run on one sample's inputs by name (TensorRT 10's name-based
+    API): every output by name. Not run on the project's machines (no GPU there)."""
     import tensorrt as trt
     from cuda.bindings import runtime as cudart
 
@@ -134,33 +130,39 @@ def tensorrt_scores(bundle: dict[str, Any], inputs: Arrays) -> dict[str, np.ndar
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     sources = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    missing = [name for name in sources if name not in inputs]
-    if missing:
-        raise InputError(f"the engine's input(s) {', '.join(missing)} have no array")
-    arrays = {}
-    for source in sources:
-        context.set_input_shape(source, inputs[source].shape)
-        arrays[source] = np.ascontiguousarray(
-            inputs[source].astype(trt.nptype(engine.get_tensor_dtype(source))))
-    arrays |= {name: np.empty(tuple(context.get_tensor_shape(name)),
-                              trt.nptype(engine.get_tensor_dtype(name)))
-               for name in names if name not in sources}
-    pointers = {name: cudart.cudaMalloc(array.nbytes)[1] for name, array in arrays.items()}
-    for source in sources:
-        cudart.cudaMemcpy(pointers[source], arrays[source].ctypes.data, arrays[source].nbytes,
-                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
-    for name, pointer in pointers.items():
-        context.set_tensor_address(name, int(pointer))
-    context.execute_async_v3(0)
-    for name, array in arrays.items():
-        if name not in sources:
-            cudart.cudaMemcpy(array.ctypes.data, pointers[name], array.nbytes,
-                              cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
-    cudart.cudaDeviceSynchronize()
-    for pointer in pointers.values():
-        cudart.cudaFree(pointer)
-    return {name: array.astype(np.float32) for name, array in arrays.items()
-            if name not in sources}
+
+    def run(inputs: Arrays) -> Arrays:
+        if len(sources) == len(inputs) == 1:  # one input: whatever the engine calls it
+            inputs = {sources[0]: next(iter(inputs.values()))}
+        missing = [name for name in sources if name not in inputs]
+        if missing:
+            raise InputError(f"the engine's input(s) {', '.join(missing)} have no array")
+        arrays = {}
+        for source in sources:
+            context.set_input_shape(source, inputs[source].shape)
+            arrays[source] = np.ascontiguousarray(
+                inputs[source].astype(trt.nptype(engine.get_tensor_dtype(source))))
+        arrays |= {name: np.empty(tuple(context.get_tensor_shape(name)),
+                                  trt.nptype(engine.get_tensor_dtype(name)))
+                   for name in names if name not in sources}
+        pointers = {name: cudart.cudaMalloc(array.nbytes)[1] for name, array in arrays.items()}
+        for source in sources:
+            cudart.cudaMemcpy(pointers[source], arrays[source].ctypes.data,
+                              arrays[source].nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
+        for name, pointer in pointers.items():
+            context.set_tensor_address(name, int(pointer))
+        context.execute_async_v3(0)
+        for name, array in arrays.items():
+            if name not in sources:
+                cudart.cudaMemcpy(array.ctypes.data, pointers[name], array.nbytes,
+                                  cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+        cudart.cudaDeviceSynchronize()
+        for pointer in pointers.values():
+            cudart.cudaFree(pointer)
+        return {name: array.astype(np.float32) for name, array in arrays.items()
+                if name not in sources}
+
+    return run
 
 
 def top_k(text: str) -> int:
@@ -204,6 +206,12 @@ def image_inputs(image: Path, bundle: dict[str, Any]) -> Arrays:
     return {model["inputs"][0]["name"]: values}
 
 
+def fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    """``shape`` is ``expected``, where a None (null) size takes any."""
+    return len(shape) == len(expected) and all(
+        size is None or size == found for found, size in zip(shape, expected, strict=True))
+
+
 def array_inputs(path: Path, inputs: list[dict[str, Any]]) -> Arrays:
     """One array per input (samples on the first axis) from a .npz file (one array per input
     name, each one sample or a first axis of samples) or a .npy file (a one-input model)."""
@@ -232,9 +240,9 @@ def array_inputs(path: Path, inputs: list[dict[str, Any]]) -> Arrays:
                              f"(expected shape {expected}); arrays found: "
                              f"{', '.join(sorted(found)) or 'none'}")
         array = found[key]
-        if array.shape == shape:
+        if fits(array.shape, shape):
             array = array[None]  # one sample
-        if array.ndim == 0 or array.shape[1:] != shape:
+        if array.ndim == 0 or not fits(array.shape[1:], shape):
             raise InputError(f"array '{key}' in {path} has shape {array.shape}; the model input "
                              f"'{name}' expects {expected}")
         if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:

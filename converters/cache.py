@@ -28,6 +28,7 @@ from converters import console
 from converters.errors import BuildError, LockError
 from converters.fsutil import (
     read_json,
+    remove,
     replace,
     sha256_text,
     sha256_tree,
@@ -238,11 +239,12 @@ def write_stamp(build_dir: Path, spec: StageSpec, key: str, started: float,
     write_manifest(build_dir)
 
 
-def place_stage(build_dir: Path, staging: Path, stamp: dict[str, Any]) -> None:
+def place_stage(build_dir: Path, staging: Path, stamp: dict[str, Any], spec: StageSpec) -> None:
     """Move a stage's outputs, made elsewhere (a Ray worker, the shared cache) and unpacked into
     ``staging``, into ``build_dir`` and write ``stamp`` (and drop an earlier build's record of
-    its failure); every output must first match the hash the stamp records (else BuildError,
-    and the build folder is left as it was)."""
+    its failure, and the declared outputs it did not write: a stage whose work was not needed);
+    every output must first match the hash the stamp records (else BuildError, and the build
+    folder is left as it was)."""
     for relative, record in stamp["outputs"].items():
         path = staging / relative
         if not path.exists() or sha256_tree(path) != record["sha256"]:
@@ -253,9 +255,17 @@ def place_stage(build_dir: Path, staging: Path, stamp: dict[str, Any]) -> None:
         target = build_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         replace(staging / relative, target)
+    remove_unwritten(build_dir, spec, stamp["outputs"])
     write_json_atomic(stamp_path(build_dir, stamp["stage"]), stamp)
     remove_failure(build_dir, stamp["stage"])
     write_manifest(build_dir)
+
+
+def remove_unwritten(build_dir: Path, spec: StageSpec, written: Iterable[str]) -> None:
+    """Remove ``spec``'s declared outputs this run did not write (an earlier run's artifact of
+    a stage whose work is not needed now): no file in the folder without a stage behind it."""
+    for relative in set(spec.outputs) - set(written):
+        remove(build_dir / relative)
 
 
 def write_build_info(build_dir: Path, info: dict[str, Any]) -> None:

@@ -76,8 +76,8 @@ def run_job(job: dict[str, Any]) -> None:
         import_tensorflow_quietly()
     contain = bool(job.get("contain_failures"))
     for spec, entry in zip(specs, job["stages"], strict=True):
-        upstream = next((dep for dep in spec.deps if cache.read_failure(build_dir, dep)),
-                        None) if contain else None
+        upstream = next((dep for dep in spec.deps if dep not in spec.optional_deps
+                         and cache.read_failure(build_dir, dep)), None) if contain else None
         if upstream is not None:
             record_failure(build_dir, spec, f"not run: stage {upstream} failed", upstream)
             continue
@@ -142,6 +142,7 @@ def run_stage(spec: StageSpec, key: str, environment: dict[str, str], dep_keys: 
         target = build_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         replace(staging / relative, target)
+    cache.remove_unwritten(build_dir, spec, written)
     remove(staging)
     cache.write_stamp(build_dir, spec, key, started, environment, job["runner"], dep_keys,
                       skipped, not_needed)

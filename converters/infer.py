@@ -2,7 +2,7 @@
 artifact; every output summarised, class scores (one vector per sample) as their top classes.
 
 >>> from converters.infer import infer
->>> infer(Path("build/sample/<target>/<artifact>"), Path("dataset/circle/0001.png"))[0][0].top
+>>> infer(Path("build/sample/<target>/<artifact>"), Path("dataset/circle/0001.png"))[0].top
 [Prediction(label='circle', index=0, score=0.98), ...]
 
 Preprocessing, class names and input/output names come from the build folder the artifact sits
@@ -78,8 +78,20 @@ Sample = list[OutputSummary]  # every output of one sample, in the model's order
 
 
 def infer(artifact: Path, source: Path, top_k: int = 5, threads: int = 1,
-          preprocessing: Preprocessing | None = None,
-          device: str | None = None) -> list[Sample]:
+          preprocessing: Preprocessing | None = None, device: str | None = None) -> Sample:
+    """Every output of ``artifact`` for the one sample in ``source`` (an image, or an array
+    file holding one sample; :func:`infer_samples` takes several), summarised; ``top_k``
+    classes of class scores."""
+    samples = infer_samples(artifact, source, top_k, threads, preprocessing, device)
+    if len(samples) != 1:
+        raise ConfigError(f"{source} holds {len(samples)} samples: infer runs one "
+                          "(infer_samples runs each)")
+    return samples[0]
+
+
+def infer_samples(artifact: Path, source: Path, top_k: int = 5, threads: int = 1,
+                  preprocessing: Preprocessing | None = None,
+                  device: str | None = None) -> list[Sample]:
     """Every output of ``artifact`` for each sample of ``source`` (see :func:`predict`),
     summarised; ``top_k`` classes of class scores."""
     if top_k < 1:

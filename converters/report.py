@@ -61,8 +61,10 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     artifacts = [artifact_entry(build_dir, record, keras)
                  for record in records if not record.get("not_built")]
     not_built = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
-                  "reason": r["not_built"], **({"not_needed": True} if r.get("not_needed") else {})}
-                 for r in records if r.get("not_built")]
+                  "reason": r["not_built"]} for r in records if r.get("not_built")
+                 and not r.get("not_needed")]
+    not_needed = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
+                   "reason": r["not_built"]} for r in records if r.get("not_needed")]
     failures = cache.read_failures(build_dir)
     not_built += failed_validations(failures, set(params.records) - set(written))
     bound = params.max_accuracy_drop
@@ -100,6 +102,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
         },
         "artifacts": artifacts,
         "not_built": not_built,
+        "not_needed": not_needed,
         "warnings": warnings,
         "recommendation": recommendation,
         "stages": stage_provenance(build_dir, stages),
@@ -284,14 +287,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         ])
     rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
               "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
-             for n in table_not_built(report)]
+             for n in report.get("not_built", [])]
     return rows
-
-
-def table_not_built(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The not-built artifacts the table shows: failed or not built here; one that was not
-    needed is no artifact (a sentence says why)."""
-    return [n for n in report.get("not_built", []) if not n.get("not_needed")]
 
 
 HEADERS = ["artifact", "path", "size KiB", "accuracy", "top-1 agree", "cosine", "max |err|",
@@ -336,7 +333,8 @@ def text_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
     lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
     lines += [f"`{n['path']}` was not built: {n['reason']}"
-              for n in report.get("not_built", []) if n.get("failed") or n.get("not_needed")]
+              for n in report.get("not_built", []) if n.get("failed")]
+    lines += [f"`{n['path']}` was not needed: {n['reason']}" for n in report.get("not_needed", [])]
     return lines + output_lines(report)
 
 

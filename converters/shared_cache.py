@@ -83,7 +83,7 @@ class SharedCache:
                 raise CorruptFileError("its stamp is for another stage key or other outputs")
             restored = {**stamp, "restored_from_cache": str(entry.resolve()),
                         "restored": cache.iso_time(time.time())}
-            cache.place_stage(plan.build_dir, staging, restored)
+            cache.place_stage(plan.build_dir, staging, restored, spec)
         except (OSError, tarfile.TarError, ConverterError) as problem:
             self.discard(key, str(problem))
             return False

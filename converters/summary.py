@@ -52,7 +52,7 @@ def print_summary(build_dir: Path) -> None:
     rows = [row[:-1] + [floats] for row, floats in zip(
         report.table_rows(data),
         ["-"] + [str(sum(o["count"] for o in a["float_ops"])) for a in data["artifacts"]]
-        + ["-"] * len(report.table_not_built(data)),
+        + ["-"] * len(data.get("not_built", [])),
         strict=True)]
     shown = summary_columns(rows, console.console.width)
     for i in shown:

@@ -19,7 +19,8 @@ from tests.conftest import ROOT, make_config, quick_flags, run_invoke, tiny_mode
 
 ALL_STAGES = ["export", "data", "reference", "tflite-fp32", "validate-tflite-fp32",
               "tflite-fp16", "validate-tflite-fp16", "tflite-dynamic", "validate-tflite-dynamic",
-              "tflite-int8", "validate-tflite-int8", "report"]
+              "tflite-int8", "validate-tflite-int8", "tflite-int8-mixed",
+              "validate-tflite-int8-mixed", "report"]  # int8-mixed: automatic, run if needed
 
 
 @pytest.fixture()
@@ -233,9 +234,9 @@ def test_jobs_split_per_mode_with_parallelism(workspace: tuple[Path, Path, Path]
     plan = plan_model(config, model, {"tflite": LocalRunner(), "host": LocalRunner()})
     tf_stages = [s for s in plan.stages if s.image != "host"]
     single = build.group_jobs(plan, tf_stages, split_groups=False)
-    assert [(j.name, len(j.specs), j.needs) for j in single] == [("tflite", 11, [])]
+    assert [(j.name, len(j.specs), j.needs) for j in single] == [("tflite", 13, [])]
     split = build.group_jobs(plan, tf_stages, split_groups=True)
-    prepare, *modes = split
+    prepare, *modes, mixed = split
     assert [s.name for s in prepare.specs] == ["export", "data", "reference"]
     assert [j.name for j in modes] == ["tflite-fp32", "tflite-fp16", "tflite-dynamic",
                                        "tflite-int8"]
@@ -244,6 +245,8 @@ def test_jobs_split_per_mode_with_parallelism(workspace: tuple[Path, Path, Path]
     # fp16/dynamic are derived from the fp32 artifact; int8 reports its per-op error against it
     assert all(set(j.needs) == {prepare, fp32} and len(j.needs) == 2 for j in modes[1:])
     assert [s.name for s in modes[3].specs] == ["tflite-int8", "validate-tflite-int8"]
+    # the automatic int8-mixed reads plain int8's validation
+    assert mixed.name == "tflite-int8-mixed" and set(mixed.needs) == {prepare, fp32, modes[3]}
 
     build.convert(make_config(model, dataset, out / "serial"), ["test"])
     build.convert(make_config(model, dataset, out / "parallel", jobs=2), ["test"])

@@ -48,7 +48,7 @@ def test_a_toy_target_plans_builds_validates_reports_and_bundles_from_its_packag
     assert entry["metrics"]["top1_agreement"] == 1.0 and entry["runtime"] == "ai-edge-litert"
     assert "copy fp32" in (folder / "report.md").read_text()
     image = next((tiny_dataset / "a").iterdir())
-    assert infer(copy, image, top_k=1)[0][0].top[0].score > 0  # infer finds the toy's runtime
+    assert infer(copy, image, top_k=1)[0].top[0].score > 0  # infer finds the toy's runtime
     bundle = build_bundle(BundleRequest(build_dir=folder, target="copy", variant="fp32",
                                         platform="linux/x86_64", python="3.11", with_images=False,
                                         dist=tmp_path / "dist",

@@ -214,7 +214,7 @@ class Scheduler:
                     raise BuildError(f"{plan.stem}: Ray node {result['node']} returned stage "
                                      f"{spec.name} built for another key")
                 cache.place_stage(plan.build_dir, staging,
-                                  {**stamp, "executor": "ray", "ray_node": result["node"]})
+                                  {**stamp, "executor": "ray", "ray_node": result["node"]}, spec)
         finally:
             remove(staging)
 

@@ -67,6 +67,10 @@ class StageSpec:
     # "module:function" that runs it, for a target's stage kinds: stage processes (and
     # containers) then need no target registry, a registered plug-in's stages included.
     function: str = ""
+    # Of ``deps``, those this stage can do without: their failure does not stop it (it reads
+    # their outputs when they are there; the Edge TPU int8 calibrates itself without the
+    # tflite int8's ranges).
+    optional_deps: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +85,7 @@ class StageSpec:
             "tools": list(self.tools),
             "group": self.group,
             "function": self.function,
+            "optional_deps": list(self.optional_deps),
         }
 
     @classmethod
@@ -96,6 +101,7 @@ class StageSpec:
             tools=tuple(data["tools"]),
             group=data.get("group", ""),
             function=data.get("function", ""),
+            optional_deps=tuple(data.get("optional_deps", ())),
         )
 
 

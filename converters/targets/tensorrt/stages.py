@@ -78,11 +78,13 @@ def run(context: StageContext) -> None:
     runner = EngineRuntime(engine_bytes)
     opt_batch = {name: np.repeat(array[:1], profile[name].opt[0], axis=0)
                  for name, array in validation.items()}
+    try:
+        latency = median_latency_ms(lambda: runner.run(opt_batch), params.latency_runs)
+    finally:
+        runner.close()
     write_json_atomic(record_path, {
         "ran": True, "precision": params.precision, "engine": params.engine,
-        "sidecar": facts, "validation": params.validation,
-        "latency_ms_opt_batch": median_latency_ms(lambda: runner.run(opt_batch),
-                                                  params.latency_runs),
-        "opt_batch": io_plan.BatchProfile(**params.batch).opt, "size_bytes": len(engine_bytes),
+        "sidecar": facts, "validation": params.validation, "latency_ms_opt_batch": latency,
+        # the batch that ran: the profile's opt (a fixed batch axis keeps its own size)
+        "opt_batch": len(next(iter(opt_batch.values()))), "size_bytes": len(engine_bytes),
     })
-    runner.close()

@@ -13,7 +13,8 @@ about 10 s of 14 s for 100 images), so the second conversion reuses the first on
   only (to get its own graph with calibration slots), the recorded ranges then replace what
   that sample gave, op by op, and the converter quantizes as it always does. The graphs are
   aligned by their sequence of float ops (op code and per-sample output shapes must agree);
-  if they do not, :class:`RangesMismatch` is raised before anything is quantized.
+  if they do not, or the graph has calibrated tensors elsewhere (control-flow subgraphs, LSTM
+  intermediates), :class:`RangesMismatch` is raised before anything is quantized.
 
 The result is the converter's own quantization of the same ranges: the Edge TPU int8 made
 this way has the same quantization parameters and weights as a conversion that calibrates
@@ -106,6 +107,11 @@ def apply_ranges(calibrated: bytes, ranges: dict[str, Any]) -> bytes:
             raise RangesMismatch(f"float op output {index}: op {out.op} {list(out.shape)} here, "
                                  f"op {record['op']} {record['shape']} recorded")
         pairs.append((out.tensor, record["range"]))
+    ranged = sum(_range(t) is not None for graph in model.subgraphs for t in graph.tensors)
+    covered = sum(_range(tensor) is not None for tensor, _ in pairs)
+    if covered != ranged:  # control flow bodies, LSTM intermediates, mixed-type outputs
+        raise RangesMismatch(f"{ranged - covered} calibrated tensors are not outputs of the "
+                             "main graph's float ops")
     for tensor, value in pairs:
         if (_range(tensor) is None) != (value is None):
             raise RangesMismatch(f"tensor {tensor.name!r}: calibrated here and in the record "
@@ -148,19 +154,15 @@ def recording_ranges() -> Iterator[Recording]:
 
 
 @contextmanager
-def replaying_ranges(ranges: dict[str, Any]) -> Iterator[Recording]:
+def replaying_ranges(ranges: dict[str, Any]) -> Iterator[None]:
     """Inside: a TF converter int8 conversion calibrates on its first sample only and quantizes
-    with ``ranges``; the yielded record holds them once they were applied (raises
-    :class:`RangesMismatch` from the conversion when they do not fit)."""
-    applied = Recording()
+    with ``ranges`` (raises :class:`RangesMismatch` from the conversion when they do not fit)."""
 
     def wrap(original: Calibrate) -> Calibrate:
         def calibrate(self: Any, dataset_gen: Callable[[], Iterator[Any]]) -> bytes:
             calibrated = original(self, lambda: itertools.islice(dataset_gen(), 1))
-            result = apply_ranges(calibrated, ranges)
-            applied.ranges = ranges
-            return result
+            return apply_ranges(calibrated, ranges)
         return calibrate
 
     with _calibrate_wrapped(wrap):
-        yield applied
+        yield

@@ -62,7 +62,9 @@ def convert(context: StageContext, mode: Quantization) -> tuple[bytes, dict[str,
     convert_int8 = functools.partial(_convert_int8, context, calibration,
                                      IODType(params.io_dtype), not params.allow_float_fallback)
     calibrated = {"samples": data.sample_count(calibration), "ranges_from": None}
-    if params.ranges_in:
+    if params.ranges_in and not context.read(params.ranges_in).exists():
+        console.info(f"calibrating: {params.ranges_in} was not recorded (its stage failed)")
+    elif params.ranges_in:
         ranges = read_json(context.read(params.ranges_in))
         try:
             with calibration_share.replaying_ranges(ranges):

@@ -13,6 +13,7 @@ over the bound; otherwise the stage is not needed (StageNotNeeded) and writes no
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -28,11 +29,15 @@ from converters.targets.tflite import quantizer_engine, record
 from converters.targets.tflite.params import MixedParams, QuantizeParams
 
 SEARCH_BASES = ("accuracy", "top1_agreement")  # what accuracy_aware_int8 scores
+AUTOMATIC_FLOAT_SHARE = 0.1  # the automatic search keeps at most this share of the ops float
 
 
 def run(context: StageContext) -> None:
     params = QuantizeParams.of(context)
     mode = Quantization(params.mode)
+    needless = _why_mixed_is_not_needed(context) if mode is Quantization.INT8_MIXED else None
+    if needless:
+        raise StageNotNeeded(needless)
     console.info(f"quantizing TFLite {mode.value} from {params.source} with ai-edge-quantizer")
     fp32 = context.read(params.source).read_bytes()
     mixed: dict[str, Any] | None = None
@@ -46,9 +51,6 @@ def run(context: StageContext) -> None:
         model = quantizer_engine.quantize_int8(fp32, calibration, io_type=params.io_type,
                                                threads=params.threads)
     else:
-        needless = _why_mixed_is_not_needed(context)
-        if needless:
-            raise StageNotNeeded(needless)
         model, mixed = _mixed(context, fp32)
     graph = tflite_inspect.parse(model.flatbuffer)
     if mode is Quantization.INT8 and not params.allow_float_fallback:
@@ -91,9 +93,13 @@ def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.Quantiz
     labels = data.load_labels(context.build_dir)
     keras_outputs = (None if labels is not None else
                      reference.load_single_output(context.build_dir, "--quant int8-mixed"))
+    # The automatic search has a budget (each step re-measures every op): at most a tenth of
+    # the ops in float; --quant int8-mixed searches until the bound holds.
+    budget = (None if params.over_bound_of is None else
+              max(1, math.ceil(AUTOMATIC_FLOAT_SHARE * len(quantizer_engine.list_ops(fp32)))))
     result = quantizer_engine.accuracy_aware_int8(
         fp32, calibration, validation, labels=labels, reference=keras_outputs,
-        max_drop=params.max_accuracy_drop, threads=params.threads)
+        max_drop=params.max_accuracy_drop, max_float_ops=budget, threads=params.threads)
     if not result.within_bound:
         console.warn(f"int8-mixed: the drop is {result.drop:.4f} with {len(result.kept_float)} "
                      f"ops in float, still over --max-accuracy-drop {result.max_drop}")

@@ -87,7 +87,8 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
     outputs = (path, common.info, *([ranges_out] if ranges_out else []))
     if engine == engine_choice.TF_CONVERTER:
         stage = StageSpec(name, "tflite", CORE_IMAGE, common, deps=("export", *deps),
-                          outputs=outputs, tools=TF_TOOLS, group=group)
+                          outputs=outputs, tools=TF_TOOLS, group=group,
+                          optional_deps=("tflite-int8",) if ranges_in else ())
     else:
         mixed = mode is Quantization.INT8_MIXED
         integer_io = mode is Quantization.INT8 and config.io_dtype is IODType.INT8
