@@ -29,7 +29,9 @@ from converters.targets.tflite import quantizer_engine, record
 from converters.targets.tflite.params import MixedParams, QuantizeParams
 
 SEARCH_BASES = ("accuracy", "top1_agreement")  # what accuracy_aware_int8 scores
-AUTOMATIC_FLOAT_SHARE = 0.1  # the automatic search keeps at most this share of the ops float
+# The automatic search keeps at most this many ops, or this share of the ops, in float
+AUTOMATIC_FLOAT_OPS = 8
+AUTOMATIC_FLOAT_SHARE = 0.1
 
 
 def run(context: StageContext) -> None:
@@ -93,10 +95,11 @@ def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.Quantiz
     labels = data.load_labels(context.build_dir)
     keras_outputs = (None if labels is not None else
                      reference.load_single_output(context.build_dir, "--quant int8-mixed"))
-    # The automatic search has a budget (each step re-measures every op): at most a tenth of
-    # the ops in float; --quant int8-mixed searches until the bound holds.
+    # The automatic search has a budget (each step re-measures every op): at most 8 ops or a
+    # tenth of the ops in float; --quant int8-mixed searches until the bound holds.
     budget = (None if params.over_bound_of is None else
-              max(1, math.ceil(AUTOMATIC_FLOAT_SHARE * len(quantizer_engine.list_ops(fp32)))))
+              max(AUTOMATIC_FLOAT_OPS,
+                  math.ceil(AUTOMATIC_FLOAT_SHARE * len(quantizer_engine.list_ops(fp32)))))
     result = quantizer_engine.accuracy_aware_int8(
         fp32, calibration, validation, labels=labels, reference=keras_outputs,
         max_drop=params.max_accuracy_drop, max_float_ops=budget, threads=params.threads)
