@@ -130,7 +130,12 @@ def test_two_models_tflite_and_onnx_on_ray_give_the_local_bytes(
                                        executor=Executor.RAY, ray_address=joined.address), ["test"])
     assert on_ray.problems == () and on_ray.ran == local.ran
     built = artifacts(tmp_path / "ray")
-    assert len(built) == 2 * (4 + 2)  # two models x (4 TFLite modes + ONNX fp32 and int8)
+    # two models x (4 TFLite modes + ONNX fp32 and int8), and the automatic int8-mixed of the
+    # models whose plain int8 is over the bound on these 12 validation images
+    mixed = [path for path in built if path.endswith("_int8-mixed.tflite")]
+    assert len(built) - len(mixed) == 2 * (4 + 2)
+    assert all((tmp_path / "ray" / path.split("/")[0] / "report.json").read_text().count(
+        '"variant": "int8-mixed"') for path in mixed)  # each one reported
     assert built == artifacts(tmp_path / "local")
     nodes = set()
     for plan in on_ray.plans:
