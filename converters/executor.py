@@ -79,7 +79,8 @@ def run_job(job: dict[str, Any]) -> None:
         upstream = next((dep for dep in spec.deps if dep not in spec.optional_deps
                          and cache.read_failure(build_dir, dep)), None) if contain else None
         if upstream is not None:
-            record_failure(build_dir, spec, f"not run: stage {upstream} failed", upstream)
+            record_failure(build_dir, spec, f"not run: stage {root_failure(build_dir, upstream)} "
+                                            "failed", upstream)
             continue
         try:
             run_stage(spec, entry["key"], entry["environment"], entry["deps"], job, build_dir)
@@ -88,6 +89,15 @@ def run_job(job: dict[str, Any]) -> None:
                 raise
             console.error(f"{job['model_name']}: {spec.name} failed: {error}")  # one variant
             record_failure(build_dir, spec, str(error), None)
+
+
+def root_failure(build_dir: Path, stage: str) -> str:
+    """The stage whose own failure ``stage``'s failure comes from (itself when it failed)."""
+    failure = cache.read_failure(build_dir, stage)
+    while failure is not None and failure.get("upstream"):
+        stage = failure["upstream"]
+        failure = cache.read_failure(build_dir, stage)
+    return stage
 
 
 def record_failure(build_dir: Path, spec: StageSpec, reason: str, upstream: str | None) -> None:

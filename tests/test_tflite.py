@@ -84,7 +84,7 @@ def test_strict_int8_names_unquantizable_ops_and_fallback_keeps_them_float(
     by_variant = {entry["variant"]: entry for entry in report["not_built"]}
     failed, behind = by_variant.pop("int8"), by_variant.pop("int8-mixed")
     assert failed["failed"] and not by_variant
-    assert "not run: stage validate-tflite-int8" in behind["reason"]
+    assert "not run: stage tflite-int8 failed" in behind["reason"]
     assert failed["reason"].startswith("tflite-int8 failed: ") and "SIN (1)" in failed["reason"]
     assert "| tflite int8 | tflite/sine_int8.tflite | - | failed |" in (
         tmp_path / "strict" / "sine" / "report.md").read_text()
@@ -273,6 +273,8 @@ def test_automatic_int8_mixed_is_not_needed_within_the_bound(tiny_h5: Path, tiny
     assert second.ran["tiny"] == [] and not second.problems
     result = run_invoke("verify", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
+    shown = run_invoke("report", "--out", str(tmp_path))
+    assert "not needed: tflite int8-mixed: plain int8 is within" in shown.stdout + shown.stderr
 
 
 def test_edgetpu_int8_reports_per_op_sensitivity_and_stays_integer(tiny_h5: Path,
