@@ -128,16 +128,7 @@ def is_fresh(build_dir: Path, spec: StageSpec, key: str) -> bool:
     stamp = read_stamp(build_dir, spec.name)
     if stamp is None or stamp.get("key") != key:
         return False
-    recorded = stamp.get("outputs", {})
-    for relative in spec.outputs:
-        path = build_dir / relative
-        if relative not in recorded and stamp.get("not_needed"):
-            continue  # a stage whose work was not needed wrote only what says so
-        if relative not in recorded or not path.exists():
-            return False
-        if sha256_tree(path) != recorded[relative]["sha256"]:
-            return False
-    return True
+    return outputs_match(stamp, spec) and outputs_intact(build_dir, stamp)
 
 
 def outputs_match(stamp: dict[str, Any], spec: StageSpec) -> bool:

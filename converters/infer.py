@@ -96,20 +96,23 @@ def infer_samples(artifact: Path, source: Path, top_k: int = 5, threads: int = 1
     summarised; ``top_k`` classes of class scores."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-    outputs = predict(artifact, source, threads, preprocessing, device)
-    class_names = build_metadata(artifact).class_names
+    metadata = build_metadata(artifact)
+    outputs = predict(artifact, source, threads, preprocessing, device, metadata)
+    class_names = metadata.class_names
     count = len(next(iter(outputs.values())))
     return [[summarise(name, values[index], class_names, top_k)
              for name, values in outputs.items()] for index in range(count)]
 
 
 def predict(artifact: Path, source: Path, threads: int = 1,
-            preprocessing: Preprocessing | None = None, device: str | None = None) -> Arrays:
+            preprocessing: Preprocessing | None = None, device: str | None = None,
+            metadata: BuildMetadata | None = None) -> Arrays:
     """Every output of ``artifact`` by name, in the model's order, first axis = samples, run by
     the runtime of the target that built it (``device`` picks an accelerator where the target
     has one). ``source``: an image file (a one-image-input model), or a ``.npz`` file (one array
     per input name, one sample or a first axis of samples) or a ``.npy`` file (a one-input
-    model's array), checked against the artifact's inputs."""
+    model's array), checked against the artifact's inputs. ``metadata``: the artifact's
+    :func:`build_metadata`, when the caller has read it already."""
     if not artifact.is_file():
         raise ModelError(f"artifact {artifact} does not exist: build it with invoke convert")
     given_arrays = source.suffix.lower() in arrays.ARRAY_SUFFIXES
@@ -119,7 +122,7 @@ def predict(artifact: Path, source: Path, threads: int = 1,
         raise DatasetError(f"image {source} does not exist or is not a jpg/png/bmp/gif/webp "
                            "file (arrays: a .npz or .npy file)")
     runner = open_runtime(artifact, threads, device)
-    metadata = build_metadata(artifact)
+    metadata = metadata or build_metadata(artifact)
     inputs = model_inputs(runner, metadata)
     if given_arrays:
         feeds = arrays.read_inputs(source, inputs)

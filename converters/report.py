@@ -60,11 +60,9 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     records = [read_json(build_dir / record) for record in written]
     artifacts = [artifact_entry(build_dir, record, keras)
                  for record in records if not record.get("not_built")]
-    not_built = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
-                  "reason": r["not_built"]} for r in records if r.get("not_built")
-                 and not r.get("not_needed")]
-    not_needed = [{"target": r["target"], "variant": r["variant"], "path": r["path"],
-                   "reason": r["not_built"]} for r in records if r.get("not_needed")]
+    unbuilt = [r for r in records if r.get("not_built")]
+    not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
+    not_needed = [unbuilt_entry(r) for r in unbuilt if r.get("not_needed")]
     failures = cache.read_failures(build_dir)
     not_built += failed_validations(failures, set(params.records) - set(written))
     bound = params.max_accuracy_drop
@@ -187,6 +185,12 @@ def toolchain_line(report: dict[str, Any]) -> str:
     parts = [f"{image} image {image_id[:19]} (docker)" if runner == "docker" else f"{runner} Python"
              for runner, image, image_id in used]
     return "Stages ran in: " + (", ".join(parts) or "nothing recorded") + "."
+
+
+def unbuilt_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """report.json's entry for an artifact with no validation (not built here, or not needed)."""
+    return {"target": record["target"], "variant": record["variant"], "path": record["path"],
+            "reason": record["not_built"]}
 
 
 def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any]) -> dict[str, Any]:

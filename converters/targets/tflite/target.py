@@ -25,6 +25,7 @@ LITERT_TOOLS = ("ai-edge-litert", "numpy")
 QUANTIZER_TOOLS = ("ai-edge-quantizer", "ai-edge-litert", "numpy")
 VALIDATION_RUNTIME = "ai-edge-litert"
 FP32_STAGE = "tflite-fp32"  # the conversion every ai-edge-quantizer mode is derived from
+INT8_STAGE = "tflite-int8"  # records the int8 calibration the Edge TPU's int8 reuses
 
 
 def artifact(stem: str, mode: Quantization) -> str:
@@ -57,7 +58,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
     ``tflite-fp32``, which the tflite target plans whenever a mode needs it). Quantized modes of
     the tflite target also record their per-op error against that fp32 artifact. A TF converter
     int8 may record its calibrated ranges (``ranges_out``) or reuse another int8 conversion's
-    (``ranges_in``, the stage that wrote them: ``tflite-int8``). An automatic int8-mixed runs
+    (``ranges_in``, the stage that wrote them: ``INT8_STAGE``). An automatic int8-mixed runs
     only when plain int8's validation (``over_bound_of``) is over ``--max-accuracy-drop``.
     """
     config = context.config
@@ -80,7 +81,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         ranges_out=ranges_out, ranges_in=ranges_in)
     deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
     if ranges_in:
-        deps += ("tflite-int8",)
+        deps += (INT8_STAGE,)
     if against:
         deps += (FP32_STAGE,)
     group = name.removeprefix("tflite-")
@@ -88,7 +89,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
     if engine == engine_choice.TF_CONVERTER:
         stage = StageSpec(name, "tflite", CORE_IMAGE, common, deps=("export", *deps),
                           outputs=outputs, tools=TF_TOOLS, group=group,
-                          optional_deps=("tflite-int8",) if ranges_in else ())
+                          optional_deps=(INT8_STAGE,) if ranges_in else ())
     else:
         mixed = mode is Quantization.INT8_MIXED
         integer_io = mode is Quantization.INT8 and config.io_dtype is IODType.INT8
@@ -100,7 +101,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
             params = MixedParams(**{**derived, "io_dtype": "float32"},
                                  max_accuracy_drop=config.max_accuracy_drop,
                                  over_bound_of=over_bound_of)
-            deps += ("reference", *(["validate-tflite-int8"] if over_bound_of else []))
+            deps += ("reference", *([f"validate-{INT8_STAGE}"] if over_bound_of else []))
         stage = StageSpec(name, "tflite-quantize", CORE_IMAGE, params,
                           deps=tuple(dict.fromkeys((FP32_STAGE, *deps))), outputs=outputs,
                           tools=QUANTIZER_TOOLS, group=group)
