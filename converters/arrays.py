@@ -7,6 +7,7 @@ Needs only numpy. Arrays are used as given (cast to the input's dtype): no pixel
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,7 @@ def check(path: Path) -> None:
 def read(path: Path, inputs: tuple[TensorInfo, ...]) -> ArrayData:
     """Every sample of the dataset at ``path``, one array per input, checked against the shapes."""
     if path.is_file():
-        with _open_npz(path, "dataset") as archive:
-            found = {key: archive[key] for key in archive.files}
+        found = _read_npz(path, "dataset")
         labels = found.pop(LABELS, None)
         arrays = _match(found, inputs, f"dataset {path}", batched=True)
         count = len(next(iter(arrays.values())))
@@ -90,8 +90,8 @@ def read_inputs(path: Path, inputs: tuple[TensorInfo, ...]) -> Arrays:
                 f"numpy.savez('inputs.npz', {', '.join(f'{t.name}=...' for t in inputs)})")
         found = {inputs[0].name: _load_npy(path, "input file")}
     else:
-        with _open_npz(path, "input file") as archive:
-            found = {key: archive[key] for key in archive.files if key != LABELS}
+        found = {key: array for key, array in _read_npz(path, "input file").items()
+                 if key != LABELS}
     matched = _match(found, inputs, str(path), batched=None)
     if not len(next(iter(matched.values()))):
         raise DatasetError(f"{path} holds no samples: its arrays' first axis is 0")
@@ -108,8 +108,7 @@ def _read_samples(root: Path, inputs: tuple[TensorInfo, ...]
         if file.suffix.lower() == ".npy":
             found = {file.stem: _load_npy(file, "sample")}
         else:
-            with _open_npz(file, "sample") as archive:
-                found = {key: archive[key] for key in archive.files}
+            found = _read_npz(file, "sample")
         label = next((found.pop(key) for key in SAMPLE_LABEL_KEYS if key in found), None)
         if label is not None:
             labels.append(np.asarray(label))
@@ -126,11 +125,27 @@ def _read_samples(root: Path, inputs: tuple[TensorInfo, ...]
     return arrays, (np.stack(labels) if labels else None), names
 
 
+# What numpy raises for a file that is not a readable archive of plain arrays (a truncated or
+# foreign zip, object arrays that would need pickle)
+UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz archive ``path`` (members are read lazily: their errors too are
+    reported naming the file)."""
+    with _open_npz(path, what) as archive:
+        try:
+            return {key: archive[key] for key in archive.files}
+        except UNREADABLE as error:
+            raise DatasetError(f"cannot read {what} {path} as a .npz file of arrays: {error}. "
+                               f"{FORMAT_HINT}") from None
+
+
 def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
     """``path`` as a .npz archive (``what`` it is, for the message)."""
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+    except UNREADABLE as error:
         raise DatasetError(f"cannot read {what} {path} as a .npz file: {error}. {FORMAT_HINT}"
                            ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -142,7 +157,7 @@ def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+    except UNREADABLE as error:
         raise DatasetError(f"cannot read {what} {path} as a .npy file: {error}") from None
     if not isinstance(array, np.ndarray):
         array.close()

@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -215,20 +216,25 @@ def fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
 def array_inputs(path: Path, inputs: list[dict[str, Any]]) -> Arrays:
     """One array per input (samples on the first axis) from a .npz file (one array per input
     name, each one sample or a first axis of samples) or a .npy file (a one-input model)."""
+    # numpy reads a .npz's members lazily: a truncated or foreign zip, or object arrays that
+    # would need pickle, fail on opening or on reading a member
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+        if isinstance(loaded, np.ndarray):
+            found = {"": loaded}
+        else:
+            with loaded:
+                found = {key: loaded[key] for key in loaded.files if key != "labels"}
+    except unreadable as error:
         raise InputError(f"cannot read {path} as a {path.suffix} file of arrays: {error}"
                          ) from None
-    if isinstance(loaded, np.ndarray):
+    if set(found) == {""}:  # a .npy: the input of a one-input model
         if len(inputs) != 1:
             raise InputError(f"{path} holds one array; the model has {len(inputs)} inputs "
                              f"({', '.join(t['name'] for t in inputs)}): give a .npz file with "
                              "one array per input name")
-        found = {inputs[0]["name"]: loaded}
-    else:
-        with loaded:
-            found = {key: loaded[key] for key in loaded.files if key != "labels"}
+        found = {inputs[0]["name"]: found[""]}
     batch = {}
     for tensor in inputs:
         name, shape = tensor["name"], tuple(tensor["shape"])

@@ -69,6 +69,14 @@ def test_errors_name_the_input_and_the_shape_expected(tmp_path: Path) -> None:
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="cannot read dataset .*broken.npz as a .npz file"):
         arrays.check(tmp_path / "broken.npz")
+    # A zip cut short, and object arrays (numpy fails only when the member is read)
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:60])
+    with pytest.raises(DatasetError, match="cannot read dataset .*cut.npz as a .npz file"):
+        arrays.read(tmp_path / "cut.npz", TWO)
+    np.savez(path, image=np.zeros((5, 4, 4, 3)), vector=np.array([{}] * 5, dtype=object))
+    with pytest.raises(DatasetError, match="cannot read dataset .*data.npz as a .npz file of "
+                                           "arrays: Object arrays cannot be loaded"):
+        arrays.read(path, TWO)
 
 
 def test_a_folder_labels_every_sample_or_none(tmp_path: Path) -> None:

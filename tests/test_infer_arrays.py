@@ -214,6 +214,13 @@ def wrong_files(folder: Path, fusion: Built) -> list[tuple[Path, str]]:
                                      "inputs ('image' (8, 8, 3), 'vector' (4,))"))
     (folder / "text.npz").write_text("not arrays")
     made.append((folder / "text.npz", f"cannot read input file {folder / 'text.npz'} as a .npz"))
+    # Hostile files numpy only fails on when a member is read, or with a zip error
+    np.savez(folder / "objects.npz", image=images, vector=np.array([{"a": 1}] * 6, dtype=object))
+    made.append((folder / "objects.npz", f"cannot read input file {folder / 'objects.npz'} as a "
+                                         ".npz file of arrays: Object arrays cannot be loaded"))
+    (folder / "truncated.npz").write_bytes((folder / "missing.npz").read_bytes()[:60])
+    made.append((folder / "truncated.npz",
+                 f"cannot read input file {folder / 'truncated.npz'} as a .npz"))
     return made
 
 
@@ -286,9 +293,11 @@ def test_bundle_run_py_prints_every_output_for_a_npz_and_a_npy(
 def test_bundle_run_py_refuses_wrong_files(bundles: dict[str, Path], fusion: Built,
                                            tmp_path: Path) -> None:
     for path, message in wrong_files(tmp_path, fusion):
-        if path.name in ("counts.npz", "text.npz", "one.npy"):  # worded for the device
-            message = {"counts.npz": "every input needs the same number of samples",
-                       "text.npz": f"cannot read {path} as a .npz file of arrays",
+        if path.name in ("counts.npz", "text.npz", "one.npy", "objects.npz", "truncated.npz"):
+            message = {"counts.npz": "every input needs the same number of samples",  # worded
+                       "text.npz": f"cannot read {path} as a .npz file of arrays",  # for the device
+                       "objects.npz": f"cannot read {path} as a .npz file of arrays",
+                       "truncated.npz": f"cannot read {path} as a .npz file of arrays",
                        "one.npy": "holds one array; the model has 2 inputs (image, vector)"
                        }[path.name]
         refused = run_py(bundles["fusion-tflite"], str(path))
