@@ -156,12 +156,16 @@ def quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
     scale, zero_point = detail["quantization"]
     if dtype.kind == "f" or (scale == 0 and dtype.itemsize >= 4):  # float, or int32/64 ids
-        return values.astype(dtype)
+        return values.astype(dtype, copy=False)
     if scale == 0:
         raise ValidationError(f"input tensor {detail['name']} is {dtype} without a scale")
     info = np.iinfo(dtype)
-    quantized = np.round(values / scale + zero_point)
-    return np.clip(quantized, info.min, info.max).astype(dtype)
+    # One float temporary, rounded and clipped in place (a 224x224 split is 120 MB of floats)
+    quantized = np.divide(values, np.float32(scale), dtype=np.float32)
+    quantized += np.float32(zero_point)
+    np.round(quantized, out=quantized)
+    np.clip(quantized, info.min, info.max, out=quantized)
+    return quantized.astype(dtype)
 
 
 def dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

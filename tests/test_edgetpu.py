@@ -188,7 +188,7 @@ def test_with_the_tflite_target_the_int8_calibrates_once(edgetpu_build: tuple[Pa
         stamp = read_json(tmp_path / stem / ".stages" / "edgetpu-int8.json")
         assert "tflite-int8" in stamp["deps"], stem
         info = read_json(tmp_path / stem / "edgetpu" / f"{stem}_int8.json")
-        assert info["calibration"] == {"samples": 8,
+        assert info["calibration"] == {"samples": 8, "float_model": "export/saved_model",
                                        "ranges_from": f"tflite/{stem}_int8.ranges.json"}, stem
         ranges = read_json(tmp_path / stem / "tflite" / f"{stem}_int8.ranges.json")
         assert ranges["inputs"] and all(o["range"] for o in ranges["outputs"]), stem

@@ -70,7 +70,7 @@ def _float_outputs(model: Any) -> tuple[list[Any], list[_FloatOutput]]:
     return [graph.tensors[index] for index in graph.inputs], outputs
 
 
-def _range(tensor: Any) -> list[list[float]] | None:
+def tensor_range(tensor: Any) -> list[list[float]] | None:
     quantization = tensor.quantization
     if quantization is None or quantization.min is None or quantization.max is None:
         return None
@@ -83,8 +83,8 @@ def ranges_of(calibrated: bytes) -> dict[str, Any]:
 
     inputs, outputs = _float_outputs(flatbuffer_utils.convert_bytearray_to_object(calibrated))
     return {"format": RANGES_FORMAT,
-            "inputs": [_range(tensor) for tensor in inputs],
-            "outputs": [{"op": out.op, "shape": list(out.shape), "range": _range(out.tensor)}
+            "inputs": [tensor_range(tensor) for tensor in inputs],
+            "outputs": [{"op": out.op, "shape": list(out.shape), "range": tensor_range(out.tensor)}
                         for out in outputs]}
 
 
@@ -107,13 +107,13 @@ def apply_ranges(calibrated: bytes, ranges: dict[str, Any]) -> bytes:
             raise RangesMismatch(f"float op output {index}: op {out.op} {list(out.shape)} here, "
                                  f"op {record['op']} {record['shape']} recorded")
         pairs.append((out.tensor, record["range"]))
-    ranged = sum(_range(t) is not None for graph in model.subgraphs for t in graph.tensors)
-    covered = sum(_range(tensor) is not None for tensor, _ in pairs)
+    ranged = sum(tensor_range(t) is not None for graph in model.subgraphs for t in graph.tensors)
+    covered = sum(tensor_range(tensor) is not None for tensor, _ in pairs)
     if covered != ranged:  # control flow bodies, LSTM intermediates, mixed-type outputs
         raise RangesMismatch(f"{ranged - covered} calibrated tensors are not outputs of the "
                              "main graph's float ops")
     for tensor, value in pairs:
-        if (_range(tensor) is None) != (value is None):
+        if (tensor_range(tensor) is None) != (value is None):
             raise RangesMismatch(f"tensor {tensor.name!r}: calibrated here and in the record "
                                  "differ")
         if value is not None:
@@ -126,7 +126,7 @@ Calibrate = Callable[..., bytes]
 
 
 @contextmanager
-def _calibrate_wrapped(wrap: Callable[[Calibrate], Calibrate]) -> Iterator[None]:
+def calibrate_wrapped(wrap: Callable[[Calibrate], Calibrate]) -> Iterator[None]:
     from tensorflow.lite.python.optimize import calibrator
 
     original: Calibrate = calibrator.Calibrator.calibrate
@@ -149,7 +149,7 @@ def recording_ranges() -> Iterator[Recording]:
             return calibrated
         return calibrate
 
-    with _calibrate_wrapped(wrap):
+    with calibrate_wrapped(wrap):
         yield recording
 
 
@@ -164,5 +164,5 @@ def replaying_ranges(ranges: dict[str, Any]) -> Iterator[None]:
             return apply_ranges(calibrated, ranges)
         return calibrate
 
-    with _calibrate_wrapped(wrap):
+    with calibrate_wrapped(wrap):
         yield

@@ -66,6 +66,9 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
                                         config.allow_flex, fixed_batch=batch_size is not None)
     engine = engine_choice.engine_for(request, config.quant_engine)
     integer = mode in (Quantization.INT8, Quantization.INT8_MIXED)
+    # The tflite target's int8 has the same float graph as its fp32 artifact (dynamic batch)
+    from_fp32 = (mode is Quantization.INT8 and batch_size is None and target == "tflite"
+                 and engine == engine_choice.TF_CONVERTER)
     # Per-op errors against the fp32 artifact, which the tflite target plans (the Edge TPU's
     # int8 gets them when both targets are built); it must run in LiteRT: no Flex ops.
     against = (artifact(context.stem, Quantization.FP32)
@@ -78,11 +81,13 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         batch_size=batch_size, op_errors_against=against,
         io_dtype=config.io_dtype.value if integer else None,
         allow_float_fallback=config.allow_float_fallback if integer else False,
-        ranges_out=ranges_out, ranges_in=ranges_in)
+        ranges_out=ranges_out, ranges_in=ranges_in,
+        litert_calibration_threads=config.threads if litert_calibrates(config, mode) else None,
+        from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None)
     deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
     if ranges_in:
         deps += (INT8_STAGE,)
-    if against:
+    if against or from_fp32:
         deps += (FP32_STAGE,)
     group = name.removeprefix("tflite-")
     outputs = (path, common.info, *([ranges_out] if ranges_out else []))
@@ -127,6 +132,12 @@ def plan(context: PlanContext) -> list[StageSpec]:
                                     over_bound_of=VALIDATION_RECORD.format(
                                         target="tflite", variant=Quantization.INT8.value))
     return stages
+
+
+def litert_calibrates(config: ConvertConfig, mode: Quantization) -> bool:
+    """A TF converter int8 takes its calibration ranges from LiteRT (:mod:`litert_calibration`)
+    unless ``--quant-engine tflite-converter`` asks for the TF converter's own calibrator."""
+    return mode is Quantization.INT8 and config.quant_engine is not QuantEngine.TFLITE_CONVERTER
 
 
 def automatic_mixed(config: ConvertConfig) -> bool:
