@@ -390,8 +390,8 @@ def channel_nmse(target: np.ndarray, reference: np.ndarray) -> float:
     # float32 values, float64 sums: no float64 copies of the (large) activations
     ref = ref.astype(np.float32, copy=False).reshape(-1, ref.shape[-1] if ref.ndim else 1)
     difference = out.astype(np.float32, copy=False).reshape(ref.shape) - ref
-    power: np.ndarray = np.mean(np.square(ref), axis=0, dtype=np.float64)
-    noise: np.ndarray = np.mean(np.square(difference, out=difference), axis=0, dtype=np.float64)
+    power = np.asarray(np.mean(np.square(ref), axis=0, dtype=np.float64))
+    noise = np.asarray(np.mean(np.square(difference, out=difference), axis=0, dtype=np.float64))
     positive = power[power > 0]
     if positive.size == 0:
         return 0.0 if not noise.any() else 1.0
