@@ -11,16 +11,19 @@ saved as .keras), on the bundled images (--allow-class-mismatch: 4 folders, 1000
   I/O) with the same 100 calibration images the build calibrates with, no validation.
 
 Both are sampled from /proc every 50 ms (benchmarks/stage_memory.py): the peak of the summed RSS
-of the process tree, and the build's per-stage times from its own stage lines. One run each,
-the seed's way first, on whatever else the machine runs (the cores are shared).
+of the process tree, and the build's per-stage times from its own stage lines. The seed's way
+first, alternating for ``--rounds`` rounds (the machine's speed drifts by 10-20 % between
+runs: the medians and every round's ratio are printed).
 
-    python benchmarks/default_vs_seed.py > benchmarks/default_vs_seed.out.md
+    python benchmarks/default_vs_seed.py [--rounds 3] > benchmarks/default_vs_seed.out.md
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -60,28 +63,45 @@ def seed_way(model_path: Path, dataset_dir: Path, out: Path) -> None:
         (out / f"{mode}.tflite").write_bytes(converter.convert())
 
 
-def measure(size: int, alpha: float, work: Path, interval: float) -> str:
+def measure(size: int, alpha: float, work: Path, interval: float, rounds: int) -> str:
+    """``rounds`` alternating runs (seed's way, then build) of one model; medians and each
+    round's ratio, so the machine's drift between runs shows."""
     model = stage_memory.mobilenet(size, alpha, work)
     seed_command = [sys.executable, __file__, "--seed-way", str(model), str(work / "seed")]
-    seed, seed_s, seed_code = stage_memory.run(seed_command, interval, work / f"seed-{size}.log")
     build_command = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert",
                      "--model", str(model), "--dataset", str(ROOT / "dataset"),
                      "--out", str(work / f"build-{size}"), "--threads", "2", "--runner", "local",
                      "--allow-class-mismatch"]
-    build, build_s, build_code = stage_memory.run(build_command, interval, work / f"build-{size}.log")
-    if seed_code or build_code:
-        for name in (f"seed-{size}.log", f"build-{size}.log"):
-            print((work / name).read_text(errors="replace")[-3000:], file=sys.stderr)
-        raise SystemExit(f"a run failed: seed exit {seed_code}, build exit {build_code}")
-    seed_mib, build_mib = seed.peak_total_kib / 1024, build.peak_total_kib / 1024
-    stages = ", ".join(f"{s.name} {((s.ended or s.started) - s.started):.1f}" for s in build.stages)
+    seeds: list[tuple[float, float]] = []  # wall s, peak MiB
+    builds: list[tuple[float, float]] = []
+    last: stage_memory.Sampling | None = None
+    for _ in range(rounds):
+        shutil.rmtree(work / f"build-{size}", ignore_errors=True)  # a full build every round
+        seed, seed_s, seed_code = stage_memory.run(seed_command, interval, work / f"seed-{size}.log")
+        build, build_s, build_code = stage_memory.run(build_command, interval,
+                                                      work / f"build-{size}.log")
+        if seed_code or build_code:
+            for name in (f"seed-{size}.log", f"build-{size}.log"):
+                print((work / name).read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise SystemExit(f"a run failed: seed exit {seed_code}, build exit {build_code}")
+        seeds.append((seed_s, seed.peak_total_kib / 1024))
+        builds.append((build_s, build.peak_total_kib / 1024))
+        last = build
+    assert last is not None
+    seed_s, seed_mib = (statistics.median(v[i] for v in seeds) for i in (0, 1))
+    build_s, build_mib = (statistics.median(v[i] for v in builds) for i in (0, 1))
+    ratios = ", ".join(f"{b[0] / s[0]:.2f}x ({b[0]:.1f} / {s[0]:.1f} s)"
+                       for s, b in zip(seeds, builds, strict=True))
+    stages = ", ".join(f"{s.name} {((s.ended or s.started) - s.started):.1f}" for s in last.stages)
     return "\n".join([
         f"### MobileNetV2 {size}x{size} alpha {alpha}", "",
-        "| | seed's way | default build | build / seed |", "|---|---|---|---|",
+        f"| median of {rounds} alternating runs | seed's way | default build | build / seed |",
+        "|---|---|---|---|",
         f"| wall s (process start included) | {seed_s:.1f} | {build_s:.1f} | {build_s / seed_s:.2f}x |",
         f"| peak summed RSS MiB | {seed_mib:.0f} | {build_mib:.0f} | {build_mib / seed_mib:.2f}x |",
-        "", f"Build stages, s: {stages}.", "",
-        f"Build peak at {build.peak_at:.1f} s: {'; '.join(build.peak_labels)}.", "",
+        "", f"Each round, build / seed: {ratios}.", "",
+        f"Build stages (last round), s: {stages}.", "",
+        f"Build peak (last round) at {last.peak_at:.1f} s: {'; '.join(last.peak_labels)}.", "",
     ])
 
 
@@ -90,13 +110,15 @@ def main() -> None:
     parser.add_argument("--seed-way", nargs=2, type=Path, metavar=("MODEL", "OUT"),
                         help="(internal) run the seed's four conversions in this process")
     parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per model")
     args = parser.parse_args()
     if args.seed_way:
         seed_way(args.seed_way[0], ROOT / "dataset", args.seed_way[1])
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(prefix="default-vs-seed-") as folder:
-        sections = [measure(size, alpha, Path(folder), args.interval) for size, alpha in MODELS]
+        sections = [measure(size, alpha, Path(folder), args.interval, args.rounds)
+                    for size, alpha in MODELS]
     print("## Full default build vs the seed's way\n")
     print("\n".join(sections))
 
