@@ -165,6 +165,12 @@ def test_default_build_records_engines_and_per_op_errors(tiny_h5: Path, tiny_dat
             assert math.isfinite(row["value"]) and row["value"] > 0
             assert row["output_nmse"] >= row["value"] - 1e-12
         assert [r["value"] for r in rows] == sorted((r["value"] for r in rows), reverse=True)
+    # The int8 was quantized from the fp32 artifact with ranges LiteRT computed
+    calibration = read_json(folder / "tflite" / "tiny_int8.json")["calibration"]
+    assert calibration == {"samples": calibration["samples"], "ranges_from": None,
+                           "float_model": "tflite/tiny_fp32.tflite", "calibrated_by": "litert",
+                           "delegate": "XNNPACK", "fallback_reason": None}
+    assert calibration["samples"] > 0
     errors = {a["variant"]: max(r["value"] for r in a["op_errors"])
               for a in report["artifacts"] if a["op_errors"]}
     assert errors["fp16"] < errors["int8"]  # float16 weights hurt far less than int8
@@ -195,6 +201,9 @@ def test_both_engines_build_valid_byte_identical_artifacts(tiny_h5: Path, tiny_d
         assert first["sha256"] == second["sha256"], first["path"]
     fp32 = tmp_path / "first" / "tiny" / "tflite" / "tiny_fp32.tflite"
     assert fp32.read_bytes() == (tmp_path / "second" / "tiny" / "tflite" / fp32.name).read_bytes()
+    if engine is QuantEngine.TFLITE_CONVERTER:  # the converter's own calibrator, as TF alone
+        calibration = read_json(fp32.parent / "tiny_int8.json")["calibration"]
+        assert calibration["calibrated_by"] == "tf.lite calibrator"
 
 
 def _outlier_image_model(path: Path, size: int, classes: int) -> Path:

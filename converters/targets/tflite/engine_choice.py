@@ -15,6 +15,11 @@ shows it is at least as good, and the TF converter where only it can make the ar
   ai-edge-quantizer`` still makes it (float32 or int8 I/O); the Edge TPU's batch-1 int8
   always comes from the TF converter;
 * int8-mixed: only the quantizer quantizes per op.
+
+The TF converter's int8 is itself made faster: LiteRT computes its calibration ranges
+(:mod:`litert_calibration`; ``--quant-engine tflite-converter`` keeps TF's own calibrator), and
+the tflite target's int8 is quantized from the fp32 artifact (:mod:`int8_from_fp32`: the same
+bytes as a second conversion of the SavedModel, with either calibrator).
 """
 
 from __future__ import annotations
