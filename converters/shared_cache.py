@@ -58,8 +58,20 @@ class SharedCache:
         return self.root / key[:2] / key
 
     def restore_stages(self, plan: ModelPlan, stale: list[StageSpec]) -> list[str]:
-        """Restore every stale stage of ``plan`` whose key the cache holds; return their names."""
-        return [spec.name for spec in stale if self.restore(plan, spec)]
+        """Restore every stale stage of ``plan`` whose key the cache holds, unless one of its
+        upstream stages runs here; return their names.
+
+        A stage that runs here may fail (a transient out-of-memory) with the key of one that
+        succeeded elsewhere: what depends on it, the validation and the report above all, must
+        say what happened here, not what happened to the stored build."""
+        runs_here: set[str] = set()
+        restored: list[str] = []
+        for spec in stale:  # in dependency order
+            if not runs_here.intersection(spec.deps) and self.restore(plan, spec):
+                restored.append(spec.name)
+            else:
+                runs_here.add(spec.name)
+        return restored
 
     def restore(self, plan: ModelPlan, spec: StageSpec) -> bool:
         """Place ``spec``'s stored outputs and stamp in the build folder; False on a miss."""
