@@ -4,8 +4,10 @@ The tflite target's int8 (dynamic batch) and the Edge TPU's int8 (batch 1, stati
 two conversions of one SavedModel with the same calibration images: their float graphs differ
 only in the ops that compute shapes at run time (SHAPE, STRIDED_SLICE, PACK: integer tensors),
 so every float tensor's calibrated range is the same in both. Calibration (running the float
-model on every representative image) is most of an int8 conversion (MobileNetV2 224x224:
-about 10 s of 14 s for 100 images), so the second conversion reuses the first one's ranges:
+model on every representative image) was most of an int8 conversion with TF's calibrator
+(MobileNetV2 224x224: about 10 s of 14 s for 100 images; with LiteRT computing the ranges,
+:mod:`litert_calibration`, under a second), so the second conversion reuses the first one's
+ranges, and both int8 models have the same ones:
 
 * :func:`recording_ranges` wraps the first conversion and keeps the calibrated ranges: the
   min/max of the graph inputs and of every output of every float op, in execution order;
