@@ -188,3 +188,46 @@ def test_a_quantized_or_flex_fp32_model_is_converted_again() -> None:
     without = tf.lite.TFLiteConverter.from_keras_model(_mobilenet())
     without.exclude_conversion_metadata = True
     assert int8_from_fp32.unfit(without.convert()) == "the fp32 model has no conversion metadata"
+
+
+def _sqrt_converter() -> Any:
+    """NaN where an input is under 0.5: TF's calibrator leaves NaN values out of a range."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def rooted(x: Any) -> Any:
+        return tf.sqrt(x - 0.5) * 2.0 + 1.0
+
+    return tf.lite.TFLiteConverter.from_concrete_functions([rooted.get_concrete_function()],
+                                                           rooted)
+
+
+def test_nan_values_are_left_out_of_the_ranges_as_tf_does() -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(4)
+    samples = np.concatenate([rng.uniform(0.5, 1.0, (1, 8)), rng.uniform(0.0, 1.0, (7, 8))]
+                             ).astype(np.float32)  # the first sample has no NaN, later ones do
+    _, tf_ranges = _int8(_sqrt_converter(), samples)
+    with litert_calibration.calibrating_with_litert(2) as outcome:
+        flatbuffer, ranges = _int8(_sqrt_converter(), samples)
+    assert outcome.calibrated_by == litert_calibration.CALIBRATED_BY_LITERT
+    assert all(np.isfinite(o["range"]).all() for o in ranges["outputs"])
+    for ours, theirs in zip(ranges["outputs"], tf_ranges["outputs"], strict=True):
+        (low,), (high,) = ours["range"]  # within TF's (which widens in-place inputs, see above)
+        (tf_low,), (tf_high,) = theirs["range"]
+        assert tf_low - 1e-6 <= low <= high <= tf_high + 1e-6 and high > low, (ours, theirs)
+    Interpreter(model_content=flatbuffer).allocate_tensors()  # NaN scales would not load
+
+
+def test_a_delegate_that_disagrees_switches_to_the_reference_kernels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = np.random.default_rng(5).uniform(0.5, 1.0, (6, 8)).astype(np.float32)
+    with litert_calibration.calibrating_with_litert(2) as delegated:
+        _, expected = _int8(_sqrt_converter(), samples)
+    monkeypatch.setattr(litert_calibration, "_delegate_agrees", lambda *_: False)
+    with litert_calibration.calibrating_with_litert(2) as outcome:
+        _, ranges = _int8(_sqrt_converter(), samples)
+    assert delegated.delegate == "XNNPACK" and outcome.delegate is None
+    assert outcome.calibrated_by == litert_calibration.CALIBRATED_BY_LITERT
+    for ours, theirs in zip(ranges["outputs"], expected["outputs"], strict=True):
+        np.testing.assert_allclose(ours["range"], theirs["range"], rtol=1e-5)

@@ -10,6 +10,7 @@ derives from the fp32 artifact instead are made by :mod:`converters.targets.tfli
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -96,12 +97,14 @@ def convert(context: StageContext, mode: Quantization) -> tuple[bytes, dict[str,
 
 @contextmanager
 def _calibrating(params: ModeParams) -> Iterator[litert_calibration.Outcome]:
-    """LiteRT computes the calibration ranges (``litert_calibration_threads`` set), or TF's
+    """LiteRT computes the calibration ranges (``litert_calibration``) on the stage process's
+    threads (not part of the stage key: the ranges are the same on any number), or TF's
     calibrator does (``--quant-engine tflite-converter``)."""
-    if params.litert_calibration_threads is None:
+    if not params.litert_calibration:
         yield litert_calibration.Outcome()
         return
-    with litert_calibration.calibrating_with_litert(params.litert_calibration_threads) as outcome:
+    threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or os.cpu_count() or 1)  # --threads
+    with litert_calibration.calibrating_with_litert(threads) as outcome:
         yield outcome
 
 def _converter(context: StageContext) -> Any:

@@ -16,13 +16,14 @@ conversion:
 The ranges are the true min/max of every tensor, with one known difference from TF's
 calibrator: TF logs an op's inputs after the op ran, so the input of an in-place op (a residual
 ADD writing its sum into the buffer of the convolution feeding it) is recorded with the range of
-the sum as well. LiteRT's ranges are the convolution's own, narrower ones (MobileNetV2: 6 of 66
-tensors; the rest agree within float rounding). benchmarks/litert_calibration.py compares the two
-on trained models (agreement with Keras, accuracy). ``--quant-engine tflite-converter`` keeps
-TF's own calibrator.
+the sum as well. LiteRT's ranges are the convolution's own, narrower ones (MobileNetV2: the
+6-10 "project" convolutions that feed residual ADDs; the rest agree within float rounding).
+benchmarks/litert_calibration.py compares the two on trained models (agreement with Keras,
+accuracy). ``--quant-engine tflite-converter`` keeps TF's own calibrator.
 
 Where LiteRT cannot stand in, TF's calibrator calibrates as before and the outcome says why:
-ranges in control-flow subgraphs, op intermediates (LSTM), a tensor LiteRT does not compute.
+ranges in control-flow subgraphs, op intermediates (LSTM), a tensor LiteRT does not compute, a
+model or sample LiteRT cannot run, a tensor with no finite value (NaN everywhere).
 XNNPACK's intermediate tensors are checked on the first sample against LiteRT's reference
 kernels (no delegate); if they disagree, the reference kernels compute every range.
 """
@@ -59,7 +60,7 @@ class Outcome:
     delegate: str | None = None  # "XNNPACK" or None (reference kernels)
 
 
-Sample = dict[str, np.ndarray] | list[np.ndarray] | tuple[np.ndarray, ...]
+Sample = dict[str, np.ndarray] | list[np.ndarray] | tuple[Any, ...]
 
 
 def _ranged_tensors(calibrated: bytes) -> tuple[Any, list[int]]:
@@ -90,17 +91,32 @@ def _interpreter(float_model: bytes, threads: int, delegate: bool) -> Any:
 
     resolver = (litert.OpResolverType.AUTO if delegate
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    with warnings.catch_warnings():  # "intended for debugging": keeping every tensor is the point
-        warnings.simplefilter("ignore", UserWarning)
-        return litert.Interpreter(model_content=float_model, num_threads=threads,
-                                  experimental_preserve_all_tensors=True,
-                                  experimental_op_resolver_type=resolver)
+    try:
+        with warnings.catch_warnings():  # "intended for debugging": keeping every tensor is the point
+            warnings.simplefilter("ignore", UserWarning)
+            return litert.Interpreter(model_content=float_model, num_threads=threads,
+                                      experimental_preserve_all_tensors=True,
+                                      experimental_op_resolver_type=resolver)
+    except (ValueError, RuntimeError) as error:  # an op or op version LiteRT does not have
+        raise LiteRTCannotCalibrate(f"LiteRT cannot load the float model: {error}") from None
 
 
 def _run(interpreter: Any, sample: Sample) -> None:
-    """One sample through the interpreter: a dict by signature input name, a list in order."""
+    """One sample through the interpreter; LiteRT's errors become :class:`LiteRTCannotCalibrate`."""
+    try:
+        _feed(interpreter, sample)
+    except (ValueError, RuntimeError, TypeError, KeyError) as error:
+        raise LiteRTCannotCalibrate(f"LiteRT cannot run a calibration sample: {error}") from None
+
+
+def _feed(interpreter: Any, sample: Sample) -> None:
+    """A dict by signature input name, a (signature key, dict) pair as TF's calibrator takes
+    it, or a list of arrays in input order."""
     if isinstance(sample, dict):
         interpreter.get_signature_runner()(**sample)
+        return
+    if isinstance(sample, tuple) and len(sample) == 2 and isinstance(sample[1], dict):
+        interpreter.get_signature_runner(sample[0])(**sample[1])
         return
     details = interpreter.get_input_details()
     if len(details) != len(sample):
@@ -115,10 +131,14 @@ def _run(interpreter: Any, sample: Sample) -> None:
 
 
 def _extremes(interpreter: Any, tensors: list[int]) -> np.ndarray:
-    """(len(tensors), 2) min and max of each tensor after a run."""
-    values = [interpreter.get_tensor(index) for index in tensors]
-    return np.array([[v.min(), v.max()] if v.size else [np.inf, -np.inf] for v in values],
-                    dtype=np.float64)
+    """(len(tensors), 2) min and max of each tensor after a run, NaN values left out (as TF's
+    calibrator does); +inf/-inf where a tensor had no number."""
+    rows = []
+    for index in tensors:
+        values = interpreter.get_tensor(index)
+        numbers = values[~np.isnan(values)] if values.dtype.kind == "f" else values
+        rows.append([numbers.min(), numbers.max()] if numbers.size else [np.inf, -np.inf])
+    return np.array(rows, dtype=np.float64)
 
 
 def _delegate_agrees(delegated: np.ndarray, reference: np.ndarray) -> bool:
@@ -149,6 +169,11 @@ def litert_ranges(float_model: bytes, calibrated: bytes, samples: Iterable[Sampl
         seen = _extremes(interpreter, tensors)
         extremes[:, 0] = np.minimum(extremes[:, 0], seen[:, 0])
         extremes[:, 1] = np.maximum(extremes[:, 1], seen[:, 1])
+    if not np.isfinite(extremes).all():
+        index = tensors[int(np.flatnonzero(~np.isfinite(extremes).all(axis=1))[0])]
+        name = model.subgraphs[0].tensors[index].name.decode(errors="replace")
+        raise LiteRTCannotCalibrate(f"tensor {name!r} has no finite range on the calibration "
+                                    "samples")
     graph = model.subgraphs[0]
     for index, (low, high) in zip(tensors, extremes, strict=True):
         quantization = graph.tensors[index].quantization
@@ -175,6 +200,7 @@ def calibrating_with_litert(threads: int) -> Iterator[Outcome]:
                                        threads, outcome)
             except LiteRTCannotCalibrate as reason:
                 outcome.calibrated_by, outcome.fallback_reason = CALIBRATED_BY_TF, str(reason)
+                outcome.delegate = None
                 full: bytes = original(self, dataset_gen)
                 return full
             outcome.calibrated_by = CALIBRATED_BY_LITERT

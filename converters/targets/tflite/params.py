@@ -26,9 +26,9 @@ class ModeParams(StageParams):
     # ... or quantize with the ranges another conversion of this model recorded
     # (converters.targets.tflite.calibration_share)
     ranges_in: str | None = None
-    # TF converter int8: LiteRT computes the calibration ranges on this many threads
-    # (converters.targets.tflite.litert_calibration); None: TF's calibrator does
-    litert_calibration_threads: int | None = None
+    # TF converter int8: LiteRT computes the calibration ranges
+    # (converters.targets.tflite.litert_calibration); False: TF's calibrator does
+    litert_calibration: bool = False
     # TF converter int8: quantize this fp32 artifact (the same float graph) instead of converting
     # the SavedModel again (converters.targets.tflite.int8_from_fp32)
     from_fp32: str | None = None

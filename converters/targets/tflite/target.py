@@ -82,7 +82,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         io_dtype=config.io_dtype.value if integer else None,
         allow_float_fallback=config.allow_float_fallback if integer else False,
         ranges_out=ranges_out, ranges_in=ranges_in,
-        litert_calibration_threads=config.threads if litert_calibrates(config, mode) else None,
+        litert_calibration=litert_calibrates(config, mode),
         from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None)
     deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
     if ranges_in:
