@@ -17,6 +17,13 @@ from converters.errors import CorruptFileError
 _CHUNK = 1 << 20
 
 
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """Inode, size and modification time: changes whenever the file is written again (atomic
+    writes make a new inode), without reading it. A key for what a process keeps in memory."""
+    status = path.stat()
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -15,6 +15,7 @@ import numpy as np
 
 from converters.config import MODEL_SUFFIXES
 from converters.errors import ModelError
+from converters.fsutil import file_identity
 
 Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
 Predict = Callable[[Arrays], Arrays]
@@ -122,8 +123,7 @@ def load(path: Path, unsafe: bool = False,
 def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
     files = [path] if path.is_file() else [path / "saved_model.pb",
                                             path / "variables" / "variables.index"]
-    return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (f.stat() for f in files
-                                                                  if f.exists()))
+    return tuple(file_identity(file) for file in files if file.exists())
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ import numpy as np
 from converters import arrays, console, dataset, preprocessing_choice
 from converters.config import Preprocessing
 from converters.errors import DatasetError, ModelError
-from converters.fsutil import read_json, write_json_atomic
+from converters.fsutil import file_identity, read_json, write_json_atomic
 from converters.model import Arrays, TensorInfo, load
 from converters.stages import export
 from converters.stages.base import StageContext
@@ -212,12 +212,7 @@ def load_inputs(build_dir: Path, relative: str) -> Arrays:
     floats, 0.5-0.8 s to read and preprocess each time). The files' identity (inode, size,
     mtime) is part of the key, so a split written again is read again."""
     files = (build_dir / relative, build_dir / DATASET_INFO, build_dir / export.MODEL_INFO)
-    return _read_inputs(build_dir, relative, tuple(_identity(path) for path in files))
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    status = path.stat()
-    return status.st_ino, status.st_size, status.st_mtime_ns
+    return _read_inputs(build_dir, relative, tuple(file_identity(path) for path in files))
 
 
 @functools.lru_cache(maxsize=2)  # the calibration and the validation split

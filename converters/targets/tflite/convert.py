@@ -107,6 +107,7 @@ def _calibrating(params: ModeParams) -> Iterator[litert_calibration.Outcome]:
     with litert_calibration.calibrating_with_litert(threads) as outcome:
         yield outcome
 
+
 def _converter(context: StageContext) -> Any:
     """A converter of the exported SavedModel; with ``batch_size`` in the stage's parameters the
     batch dimension is fixed (the Edge TPU needs static shapes, batch 1), else it stays dynamic."""

@@ -48,7 +48,7 @@ DELEGATE_TOLERANCE = 1e-3
 
 
 class LiteRTCannotCalibrate(Exception):
-    """This graph has calibrated tensors LiteRT does not compute."""
+    """LiteRT cannot compute this graph's calibration ranges (the reason is the message)."""
 
 
 @dataclass
@@ -169,12 +169,12 @@ def litert_ranges(float_model: bytes, calibrated: bytes, samples: Iterable[Sampl
         seen = _extremes(interpreter, tensors)
         extremes[:, 0] = np.minimum(extremes[:, 0], seen[:, 0])
         extremes[:, 1] = np.maximum(extremes[:, 1], seen[:, 1])
+    graph = model.subgraphs[0]
     if not np.isfinite(extremes).all():
         index = tensors[int(np.flatnonzero(~np.isfinite(extremes).all(axis=1))[0])]
-        name = model.subgraphs[0].tensors[index].name.decode(errors="replace")
+        name = graph.tensors[index].name.decode(errors="replace")
         raise LiteRTCannotCalibrate(f"tensor {name!r} has no finite range on the calibration "
                                     "samples")
-    graph = model.subgraphs[0]
     for index, (low, high) in zip(tensors, extremes, strict=True):
         quantization = graph.tensors[index].quantization
         quantization.min = np.asarray([low], dtype=np.float32)
