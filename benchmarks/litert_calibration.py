@@ -9,7 +9,11 @@ ways, each twice (determinism):
 * ``litert``: the same conversion, ranges computed by LiteRT
   (converters/targets/tflite/litert_calibration.py);
 * ``litert+fp32``: as the build does by default, also quantized from the fp32 artifact instead
-  of a second SavedModel conversion (converters/targets/tflite/int8_from_fp32.py).
+  of a second conversion (converters/targets/tflite/int8_from_fp32.py).
+
+All three convert through a SavedModel (the build's route until session 7; the build now
+freezes the model's serving function instead: converters/targets/tflite/frozen.py, the same
+operators and outputs, tests/test_frozen.py).
 
 Per artifact: seconds (first run), accuracy on labelled validation images, top-1 agreement and
 mean/max |diff| against Keras, calibrated tensors whose range differs from TF's calibrator's.
@@ -41,7 +45,6 @@ from converters.targets.tflite import (  # noqa: E402
     int8_from_fp32,
     litert_calibration,
 )
-from converters.targets.tflite import convert as tflite_convert  # noqa: E402
 from converters.targets.tflite import quantizer_engine as engine  # noqa: E402
 
 Case = quantizer_engines.Case
@@ -70,15 +73,17 @@ def _configured(converter: Any, calibration: np.ndarray) -> Any:
 
 def make(way: str, saved_model: str, fp32: bytes, calibration: np.ndarray
          ) -> tuple[bytes, dict[str, Any], float]:
+    import tensorflow as tf
+
     started = time.perf_counter()
     calibrating = (contextlib.nullcontext() if way == "tf"
                    else litert_calibration.calibrating_with_litert(2))
     with calibrating, calibration_share.recording_ranges() as recording:
         if way == "litert+fp32":
             flatbuffer = int8_from_fp32.quantize(
-                _configured(tflite_convert.saved_model_converter(saved_model), calibration), fp32)
+                _configured(tf.lite.TFLiteConverter.from_saved_model(saved_model), calibration), fp32)
         else:
-            flatbuffer = _configured(tflite_convert.saved_model_converter(saved_model),
+            flatbuffer = _configured(tf.lite.TFLiteConverter.from_saved_model(saved_model),
                                      calibration).convert()
     assert recording.ranges is not None
     return flatbuffer, recording.ranges, time.perf_counter() - started
@@ -100,7 +105,7 @@ def compare(case: Case, workdir: Path) -> str:
 
     saved_model = str(workdir / case.name.split()[0])
     case.model.export(saved_model, verbose=False)
-    fp32 = tflite_convert.saved_model_converter(saved_model).convert()
+    fp32 = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
     keras_outputs = np.asarray(case.model.predict(case.validation, verbose=0))
     rows = [f"### {case.name}", "",
             f"{len(case.calibration)} calibration, {len(case.validation)} validation images, "

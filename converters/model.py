@@ -56,7 +56,8 @@ class LoadedModel:
     # The model's own leading Rescaling/Normalization layer: what it expects its input to be.
     input_preprocessing: dict[str, Any] | None
     predict: Predict  # {input name: batch} → {output name: float32 batch}
-    graph_function: Any  # a tf.function taking one tensor per input, by name (for timing)
+    graph_function: Any  # a tf.function taking one tensor per input, by name
+    trackable: Any  # what owns the variables (and lookup tables) graph_function captures
     export: Callable[[Path], None]  # a SavedModel whose serving signature has these names
 
     @property
@@ -146,9 +147,10 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
     except Exception as error:  # Keras raises many types for bad files; all mean "cannot load"
         raise _load_error(path, error) from None
     # Keras tensors are called keras_tensor_N; their input layers and output layers have the
-    # names users gave (or Keras chose) and that the exported signature uses.
+    # names users gave (or Keras chose) and that the exported signature uses (a Functional
+    # model's output_names; a Sequential model has none, its last layer names its output).
     input_names = [tensor._keras_history[0].name for tensor in model.inputs]
-    output_names = list(model.output_names)
+    output_names = [tensor._keras_history[0].name for tensor in model.outputs]
     inputs = _resolve_inputs(path, [
         TensorInfo(name, tuple(tensor.shape)[1:], _dtype_name(tensor.dtype))
         for name, tensor in zip(input_names, model.inputs, strict=True)], input_shape)
@@ -179,6 +181,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
         predict=_predictor(graph_function, inputs),
         graph_function=graph_function,
+        trackable=model,
         export=export,
     )
 
@@ -293,6 +296,7 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
         input_preprocessing=None,
         predict=_predictor(graph_function, inputs),
         graph_function=graph_function,
+        trackable=loaded,
         export=export,
     )
 

@@ -43,12 +43,11 @@ class ModelPlan:
 
 def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     """The shared stages, then each planned target's, then the report over all of them."""
-    shape = list(config.input_shape) if config.input_shape else None
     context = PlanContext(config, stem)
+    shape = context.export_params.input_shape
     stages = [
-        StageSpec("export", "export", CORE_IMAGE,
-                  export.ExportParams(unsafe=config.unsafe, input_shape=shape), inputs=("model",),
-                  outputs=(export.SAVED_MODEL, export.MODEL_INFO), tools=TF_TOOLS),
+        StageSpec("export", "export", CORE_IMAGE, context.export_params, inputs=("model",),
+                  outputs=(export.MODEL_INFO,), tools=TF_TOOLS),
         StageSpec("data", "data", CORE_IMAGE,
                   data.DataParams(unsafe=config.unsafe, input_shape=shape,
                                   preprocessing=config.dataset.preprocessing.as_dict(),

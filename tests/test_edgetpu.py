@@ -184,11 +184,11 @@ def test_with_the_tflite_target_the_int8_calibrates_once(edgetpu_build: tuple[Pa
                          quantizations=(Quantization.INT8,), allow_float_fallback=True,
                          allow_class_mismatch=True)
     build.convert(config, ["test"])  # type: ignore[arg-type]
-    for stem in stems:
+    for stem, model in zip(stems, models, strict=True):
         stamp = read_json(tmp_path / stem / ".stages" / "edgetpu-int8.json")
         assert "tflite-int8" in stamp["deps"], stem
         info = read_json(tmp_path / stem / "edgetpu" / f"{stem}_int8.json")
-        assert info["calibration"] == {"samples": 8, "float_model": "export/saved_model",
+        assert info["calibration"] == {"samples": 8, "float_model": model.name,
                                        "ranges_from": f"tflite/{stem}_int8.ranges.json"}, stem
         ranges = read_json(tmp_path / stem / "tflite" / f"{stem}_int8.ranges.json")
         assert ranges["inputs"] and all(o["range"] for o in ranges["outputs"]), stem

@@ -44,6 +44,23 @@ def test_no_static_size_needs_input_shape(tmp_path: Path) -> None:
     assert (tmp_path / "exported" / "saved_model.pb").exists()
 
 
+@pytest.mark.parametrize("name", ["sequential.keras", "sequential.h5"])
+def test_a_sequential_model_is_named_by_its_last_layer(tmp_path: Path, name: str) -> None:
+    """A Sequential model has no output_names (Keras 3): its last layer names the output."""
+    import keras
+
+    sequential = keras.Sequential([keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
+                                   keras.layers.Dense(3, name="scores")])
+    sequential.build((None, 8, 8, 3))
+    sequential.save(tmp_path / name)
+    loaded = model.load(tmp_path / name)
+    assert [(t.name, t.shape) for t in loaded.outputs] == [("scores", (3,))]
+    assert loaded.input_shape == (8, 8, 3)
+    outputs = loaded.predict({loaded.inputs[0].name: np.ones((2, 8, 8, 3), np.float32)})
+    np.testing.assert_allclose(outputs["scores"], sequential.predict(np.ones((2, 8, 8, 3)), verbose=0),
+                               atol=1e-5)
+
+
 def test_several_inputs_and_outputs_are_named_by_their_layers(tmp_path: Path) -> None:
     """Signature names are the input and output layers' names, never keras_tensor_N."""
     import keras

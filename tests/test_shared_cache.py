@@ -119,13 +119,13 @@ def test_concurrent_writers_of_one_key_leave_one_valid_entry(
         first_build: tuple[build.BuildResult, Path], tmp_path: Path) -> None:
     first, _ = first_build
     plan = first.plans[0]
-    spec = plan.stage("export")  # a folder and a file: the largest entry
+    spec = plan.stage("data")  # four files in a folder
     cache_dir = tmp_path / "shared"
     writers = 6
     context = multiprocessing.get_context("fork")
     start, results = context.Barrier(writers), context.Queue()
     processes = [context.Process(target=_store, args=(str(cache_dir), str(plan.build_dir),
-                                                      spec.to_dict(), plan.keys["export"], start,
+                                                      spec.to_dict(), plan.keys["data"], start,
                                                       results)) for _ in range(writers)]
     for process in processes:
         process.start()
@@ -138,7 +138,7 @@ def test_concurrent_writers_of_one_key_leave_one_valid_entry(
     assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temporary left
     restored = tmp_path / "restored"
     shutil.copytree(plan.build_dir, restored)
-    shutil.rmtree(restored / "export")
+    shutil.rmtree(restored / "data")
     assert SharedCache(cache_dir).restore(replace(plan, build_dir=restored), spec)
     assert outputs(restored) == outputs(plan.build_dir)
 

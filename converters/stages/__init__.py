@@ -15,6 +15,7 @@ from converters.stages.base import StageContext, StageSpec
 # The shared stages; each target's own stage kinds come from the target registry.
 STAGE_MODULES = {
     "export": "converters.stages.export",
+    "saved-model": "converters.stages.export:write_saved_model",
     "data": "converters.stages.data",
     "reference": "converters.stages.reference",
     "validate": "converters.stages.validate",

@@ -19,7 +19,7 @@ from converters import arrays, console, dataset, preprocessing_choice
 from converters.config import Preprocessing
 from converters.errors import DatasetError, ModelError
 from converters.fsutil import file_identity, read_json, write_json_atomic
-from converters.model import Arrays, TensorInfo, load
+from converters.model import Arrays, TensorInfo
 from converters.stages import export
 from converters.stages.base import StageContext
 from converters.stages.export import ExportParams
@@ -174,9 +174,7 @@ def decide_preprocessing(context: StageContext, calibration: np.ndarray,
 def model_predict(context: StageContext) -> preprocessing_choice.Predict:
     """Batched float32 outputs of the model (one input, one output: the image classifiers
     preprocessing is chosen for), loaded as export loaded it (the same process keeps it)."""
-    params = DataParams.of(context)
-    model = load(context.model_path, unsafe=params.unsafe,
-                 input_shape=tuple(params.input_shape) if params.input_shape else None)
+    model = DataParams.of(context).load_model(context)
     [tensor], [output] = model.inputs, model.outputs
 
     def predict(inputs: np.ndarray) -> np.ndarray:

@@ -1,4 +1,11 @@
-"""Stage ``export``: load the model once, check it, write a SavedModel every mode converts from."""
+"""Stage ``export``: load the model, check it, record its inputs and outputs (``model.json``).
+
+Stage ``saved-model`` (planned by the targets that convert from one: onnx) writes the model as a
+SavedModel. TFLite conversions freeze the loaded model's serving function in their own process
+instead (:mod:`converters.targets.tflite.convert`): writing a SavedModel traces the model and
+TF's saver functions again, and the converter reads it back (MobileNetV2 224x224: 4.6 s + 3.0 s
+against 1.4 s).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from pathlib import Path
 from converters import console
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
-from converters.model import TensorInfo, load, tensors
+from converters.model import LoadedModel, TensorInfo, load, tensors
 from converters.stages.base import StageContext, StageParams
 
 SAVED_MODEL = "export/saved_model"
@@ -20,16 +27,25 @@ class ExportParams(StageParams):
     unsafe: bool  # --unsafe: allow Lambda layers' code to be loaded
     input_shape: list[int] | None  # --input-shape: per-sample shape for a model without one
 
+    def load_model(self, context: StageContext) -> LoadedModel:
+        """The stage's model, loaded as every stage loads it (once per stage process)."""
+        shape = self.input_shape
+        return load(context.model_path, unsafe=self.unsafe,
+                    input_shape=tuple(shape) if shape else None)
+
 
 def run(context: StageContext) -> None:
-    params = ExportParams.of(context)
-    shape = params.input_shape
-    model = load(context.model_path, unsafe=params.unsafe,
-                 input_shape=tuple(shape) if shape else None)
+    model = ExportParams.of(context).load_model(context)
     shapes = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
-    console.info(f"exporting {context.model_path} (input {shapes}) to a SavedModel")
-    model.export(context.write(SAVED_MODEL))
+    console.info(f"loaded {context.model_path} (input {shapes})")
     write_json_atomic(context.write(MODEL_INFO), model.info())
+
+
+def write_saved_model(context: StageContext) -> None:
+    """Stage ``saved-model``: the model as a SavedModel with a ``serving_default`` signature."""
+    model = ExportParams.of(context).load_model(context)
+    console.info(f"exporting {context.model_path} to a SavedModel")
+    model.export(context.write(SAVED_MODEL))
 
 
 def model_inputs(build_dir: Path) -> tuple[TensorInfo, ...]:

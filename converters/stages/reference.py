@@ -12,7 +12,7 @@ from converters import console, metrics
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
 from converters.latency import measure_latency
-from converters.model import Arrays, load
+from converters.model import Arrays
 from converters.stages import data, export
 from converters.stages.base import StageContext
 from converters.stages.export import ExportParams
@@ -36,9 +36,7 @@ def run(context: StageContext) -> None:
 
     params = ReferenceParams.of(context)
     threads = params.threads
-    shape = params.input_shape
-    model = load(context.model_path, unsafe=params.unsafe,
-                 input_shape=tuple(shape) if shape else None)
+    model = params.load_model(context)
     inputs = data.load_inputs(context.build_dir, data.VALIDATION)
     count = data.sample_count(inputs)
     batches = [model.predict({name: array[i:i + BATCH] for name, array in inputs.items()})

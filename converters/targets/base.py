@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from converters.config import ConvertConfig
     from converters.images import ImageDefinition
     from converters.runtime import Runtime
+    from converters.stages.export import ExportParams
 
 # The TensorFlow toolchain image: the shared stages (export, data, reference, validation) and
 # every stage that needs TensorFlow or LiteRT run in it.
@@ -46,6 +47,14 @@ class PlanContext:
 
     config: ConvertConfig
     stem: str
+
+    @property
+    def export_params(self) -> ExportParams:
+        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``)."""
+        from converters.stages.export import ExportParams  # (it imports the target registry)
+
+        shape = self.config.input_shape
+        return ExportParams(unsafe=self.config.unsafe, input_shape=list(shape) if shape else None)
 
     def validation_stage(self, converted_by: str, target: str, variant: str, artifact: str,
                          runtime: str, tools: tuple[str, ...], group: str,

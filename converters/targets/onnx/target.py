@@ -8,8 +8,9 @@ from pathlib import Path
 from converters.config import Quantization
 from converters.errors import ConfigError
 from converters.runtime import Runtime
+from converters.stages import export
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
+from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
 from converters.targets.onnx.export import (
     ExportParams,
     QuantizeParams,
@@ -23,18 +24,25 @@ VALIDATION_RUNTIME = "onnxruntime (CPU)"
 
 
 def plan(context: PlanContext) -> list[StageSpec]:
-    """fp32 ONNX export, and the int8 Q/DQ model when int8 is asked for."""
+    """The model as a SavedModel (what tf2onnx converts), fp32 ONNX, and the int8 Q/DQ model
+    when int8 is asked for."""
     stem = context.stem
+    config = context.config
     fp32 = onnx_artifact(stem, "fp32")
     fp32_info = fp32.removesuffix(".onnx") + ".json"
     stages = [
+        StageSpec("saved-model", "saved-model", CORE_IMAGE,
+                  context.export_params, inputs=("model",),
+                  deps=("export",), outputs=(export.SAVED_MODEL,), tools=TF_TOOLS,
+                  group="onnx-fp32"),
         StageSpec("onnx-fp32", "onnx-export", CORE_IMAGE,
-                  ExportParams(opset=context.config.onnx_opset, artifact=fp32, info=fp32_info),
-                  deps=("export",), outputs=(fp32, fp32_info), tools=ONNX_TOOLS, group="onnx-fp32"),
+                  ExportParams(opset=config.onnx_opset, artifact=fp32, info=fp32_info),
+                  deps=("export", "saved-model"), outputs=(fp32, fp32_info), tools=ONNX_TOOLS,
+                  group="onnx-fp32"),
         context.validation_stage("onnx-fp32", "onnx", "fp32", fp32, VALIDATION_RUNTIME,
                                  ONNXRUNTIME_TOOLS, "onnx-fp32"),
     ]
-    if Quantization.INT8 in context.config.quantizations:
+    if Quantization.INT8 in config.quantizations:
         int8 = onnx_artifact(stem, "int8")
         int8_info = int8.removesuffix(".onnx") + ".json"
         calibration = calibration_record(stem)

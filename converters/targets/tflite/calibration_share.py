@@ -1,7 +1,7 @@
 """One int8 calibration for two TF converter conversions of the same model.
 
 The tflite target's int8 (dynamic batch) and the Edge TPU's int8 (batch 1, static shapes) are
-two conversions of one SavedModel with the same calibration images: their float graphs differ
+two conversions of one model with the same calibration images: their float graphs differ
 only in the ops that compute shapes at run time (SHAPE, STRIDED_SLICE, PACK: integer tensors),
 so every float tensor's calibrated range is the same in both. Calibration (running the float
 model on every representative image) was most of an int8 conversion with TF's calibrator

@@ -1,4 +1,4 @@
-"""Stage ``tflite``: convert the exported SavedModel to one TFLite mode.
+"""Stage ``tflite``: convert the model to one TFLite mode.
 
 fp32 (no optimisation), fp16 (float16 weights), dynamic (int8 weights, hybrid kernels) and
 int8 (full integer, calibrated on the representative split). Strict int8 allows only integer
@@ -24,14 +24,19 @@ from converters.config import IODType, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.model import Arrays
-from converters.stages import data, export
+from converters.stages import data
 from converters.stages.base import StageContext
-from converters.targets.tflite import calibration_share, int8_from_fp32, litert_calibration, record
+from converters.targets.tflite import (
+    calibration_share,
+    frozen,
+    int8_from_fp32,
+    litert_calibration,
+    record,
+)
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite.params import ModeParams
 
 # TensorFlow ops in the converter's MLIR dump: "tf.Erfinv"(%4) ...
-SIGNATURE = "serving_default"  # export's signature (model.export writes "serve" and this)
 TF_OP_PATTERN = re.compile(r'"(tf\.[A-Z][A-Za-z0-9_]*)"')
 
 
@@ -67,7 +72,7 @@ def convert(context: StageContext, mode: Quantization) -> tuple[bytes, dict[str,
                                      IODType(params.io_dtype), not params.allow_float_fallback)
     calibrated: dict[str, Any] = {
         "samples": data.sample_count(calibration), "ranges_from": None,
-        "float_model": params.from_fp32 if fp32 is not None else export.SAVED_MODEL}
+        "float_model": params.from_fp32 if fp32 is not None else context.model_path.name}
     if params.ranges_in and not context.read(params.ranges_in).exists():
         console.info(f"calibrating: {params.ranges_in} was not recorded (its stage failed)")
     elif params.ranges_in:
@@ -108,46 +113,18 @@ def _calibrating(params: ModeParams) -> Iterator[litert_calibration.Outcome]:
         yield outcome
 
 
-def _converter(context: StageContext) -> Any:
-    """A converter of the exported SavedModel; with ``batch_size`` in the stage's parameters the
-    batch dimension is fixed (the Edge TPU needs static shapes, batch 1), else it stays dynamic."""
-    import tensorflow as tf
-
-    saved_model = str(context.read(export.SAVED_MODEL))
-    batch_size = ModeParams.of(context).batch_size
-    if batch_size is None:
-        return saved_model_converter(saved_model)
-    loaded = tf.saved_model.load(saved_model)
-    signature = loaded.signatures[SIGNATURE]
-    names = [tensor.name for tensor in export.model_inputs(context.build_dir)]
-    declared = signature.structured_input_signature[1]
-    fixed_specs = [tf.TensorSpec([batch_size, *declared[name].shape[1:]], declared[name].dtype,
-                                 name=name) for name in names]
-
-    @tf.function(input_signature=fixed_specs)
-    def fixed_batch(*tensors: Any) -> Any:
-        return signature(**dict(zip(names, tensors, strict=True)))
-
-    return tf.lite.TFLiteConverter.from_concrete_functions(
-        [fixed_batch.get_concrete_function()], loaded)
-
-
-def saved_model_converter(saved_model: str) -> Any:
-    """``TFLiteConverter.from_saved_model`` of the exported SavedModel's ``serving_default``
-    without loading it: from_saved_model loads it only to list its signatures (1.3 s for
-    MobileNetV2 224x224) and ``convert()`` loads it again. The same converter, the same bytes
-    (tests/test_litert_calibration.py)."""
-    from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata_fb
-    from tensorflow.lite.python import lite
-
-    lite.TFLiteConverterBase._set_original_model_type(metadata_fb.ModelType.TF_SAVED_MODEL)
-    return lite.TFLiteSavedModelConverterV2(saved_model, {"serve"}, [SIGNATURE])
+def _serving_function(context: StageContext) -> frozen.ServingFunction:
+    """A converter of the model; with ``batch_size`` in the stage's parameters the batch
+    dimension is fixed (the Edge TPU needs static shapes, batch 1), else it stays dynamic."""
+    params = ModeParams.of(context)
+    return frozen.serving_function(params.load_model(context), params.batch_size)
 
 
 def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) -> bytes:
     import tensorflow as tf
 
-    converter = _converter(context)
+    serving = _serving_function(context)
+    converter = serving.converter
     if mode is Quantization.FP16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -157,25 +134,29 @@ def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) 
     if allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
-    return _run_converter(converter.convert, context, mode.value, allow_flex)
+    return _run_converter(lambda: serving.signed(converter.convert()), context, mode.value,
+                          allow_flex)
 
 
 def _convert_int8(context: StageContext, calibration: Arrays, fp32: bytes | None,
                   io_dtype: IODType, strict: bool, progress: bool = True) -> bytes:
     """The TF converter's int8: quantized from the fp32 artifact ``fp32`` (:mod:`int8_from_fp32`),
-    or (None) converted from the SavedModel."""
+    or (None) converted from the model."""
     import tensorflow as tf
 
     count = data.sample_count(calibration)
 
-    def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
-        # One array per input, by signature name: the converter's input order is its own.
+    serving = _serving_function(context)
+
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        # One array per input in the converted graph's input order (the serving function's):
+        # the float graph the calibrator runs has no signature to look names up in.
         indices = (console.progress(range(count), "calibrating int8", total=count) if progress
                    else range(count))
         for index in indices:
-            yield {name: array[index:index + 1] for name, array in calibration.items()}
+            yield [calibration[name][index:index + 1] for name in serving.inputs]
 
-    converter = _converter(context)
+    converter = serving.converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     if strict:
@@ -189,17 +170,18 @@ def _convert_int8(context: StageContext, calibration: Arrays, fp32: bytes | None
     if fp32 is not None:
         return _run_converter(lambda: int8_from_fp32.quantize(converter, fp32), context, "int8",
                               allow_flex=False)
-    return _run_converter(converter.convert, context, "int8", allow_flex=False)
+    return _run_converter(lambda: serving.signed(converter.convert()), context, "int8",
+                          allow_flex=False)
 
 
 def _fp32_source(context: StageContext) -> bytes | None:
-    """The fp32 artifact an int8 is quantized from (None: convert the SavedModel)."""
+    """The fp32 artifact an int8 is quantized from (None: convert the model)."""
     source = ModeParams.of(context).from_fp32
     if source is None:
         return None
     fp32 = context.read(source).read_bytes()
     if reason := int8_from_fp32.unfit(fp32):
-        console.info(f"converting the SavedModel for int8: {reason}")
+        console.info(f"converting the model for int8: {reason}")
         return None
     return fp32
 

@@ -19,7 +19,7 @@ shows it is at least as good, and the TF converter where only it can make the ar
 The TF converter's int8 is itself made faster: LiteRT computes its calibration ranges
 (:mod:`litert_calibration`; ``--quant-engine tflite-converter`` keeps TF's own calibrator), and
 the tflite target's int8 is quantized from the fp32 artifact (:mod:`int8_from_fp32`: the same
-bytes as a second conversion of the SavedModel, with either calibrator).
+model as a second conversion, with either calibrator).
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
-"""The TF converter's int8 made from the fp32 artifact, without converting the SavedModel again.
+"""The TF converter's int8 made from the fp32 artifact, without converting the model again.
 
-A TF converter int8 conversion is: the SavedModel converted to a float flatbuffer (the same
-conversion as fp32: MobileNetV2 224x224 3.4 s, plus 1.3 s loading the SavedModel), then
-calibration and the quantizer on that flatbuffer. The float flatbuffer the quantizer gets is the
+A TF converter int8 conversion is: the model converted to a float flatbuffer (the same
+conversion as fp32), then calibration and the quantizer on that flatbuffer. The float flatbuffer the quantizer gets is the
 fp32 artifact without its ``CONVERSION_METADATA`` entry (the converter adds that at the very
 end), so :func:`quantize` hands the fp32 artifact to the converter's own post-conversion step
 (``_optimize_tflite_model``: calibration, quantizer, I/O types, buffer de-duplication) and its
-own metadata step: the result is byte for byte what ``converter.convert()`` makes
-(tests/test_litert_calibration.py compares them on several models), in a fraction of the time.
+own metadata step: the result is what ``converter.convert()`` makes, with the fp32 artifact's
+signature (tests/test_litert_calibration.py compares their content on several models).
 
 These are the TF converter's private methods; TensorFlow is pinned (constraints.txt) and the
-byte-equality tests fail if they move. :func:`unfit` names the fp32 artifacts this does not
+equality tests fail if they move. :func:`unfit` names the fp32 artifacts this does not
 apply to (quantization-aware models, Flex ops, no conversion metadata), which are converted.
 """
 
@@ -19,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 CONVERSION_METADATA = b"CONVERSION_METADATA"
-# Ops in a float conversion that mean the SavedModel was quantization-aware or is not float.
+# Ops in a float conversion that mean the model was quantization-aware or is not float.
 NOT_FLOAT_OPS = ("QUANTIZE", "DEQUANTIZE", "FAKE_QUANT", "DELEGATE", "CUSTOM")
 
 

@@ -1,17 +1,18 @@
 """Parameters of the tflite target's two stage kinds: ``tflite`` (a TF converter conversion of
-the exported model) and ``tflite-quantize`` (ai-edge-quantizer from the fp32 artifact)."""
+the model) and ``tflite-quantize`` (ai-edge-quantizer from the fp32 artifact)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from converters.stages.base import StageParams
+from converters.stages.export import ExportParams
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModeParams(StageParams):
-    """One TFLite mode, whichever engine makes it (``tflite`` stages use these alone)."""
+class ModeParams(ExportParams):
+    """One TFLite mode, whichever engine makes it (``tflite`` stages use these alone); the model
+    is loaded as the export stage loads it."""
 
     mode: str  # a Quantization value
     allow_flex: bool
@@ -30,7 +31,7 @@ class ModeParams(StageParams):
     # (converters.targets.tflite.litert_calibration); False: TF's calibrator does
     litert_calibration: bool = False
     # TF converter int8: quantize this fp32 artifact (the same float graph) instead of converting
-    # the SavedModel again (converters.targets.tflite.int8_from_fp32)
+    # the model again (converters.targets.tflite.int8_from_fp32)
     from_fp32: str | None = None
 
 

@@ -1,4 +1,4 @@
-"""Target ``tflite``: the exported model converted to fp32 TFLite, and fp16, dynamic-range, int8
+"""Target ``tflite``: the model converted to fp32 TFLite, and fp16, dynamic-range, int8
 and int8-mixed made from it (ai-edge-quantizer) or converted (TF converter), each validated
 with LiteRT."""
 
@@ -75,6 +75,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
                if mode is not Quantization.FP32 and "tflite" in config.targets
                and not config.allow_flex else None)
     common = ModeParams(
+        unsafe=context.export_params.unsafe, input_shape=context.export_params.input_shape,
         mode=mode.value, artifact=path, info=path.removesuffix(".tflite") + ".json",
         allow_flex=config.allow_flex and mode in (Quantization.FP32, Quantization.FP16,
                                                   Quantization.DYNAMIC),

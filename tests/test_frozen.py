@@ -1,0 +1,119 @@
+"""The TFLite conversion of the frozen serving function (converters.targets.tflite.frozen) makes
+the model the SavedModel route made: the same operators, the same outputs, the same signature."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+
+from converters.model import LoadedModel, load  # noqa: E402
+from converters.targets.tflite import frozen  # noqa: E402
+from tests.conftest import ROOT, save_function_model  # noqa: E402
+from tests.multi_io_models import two_input_model  # noqa: E402
+
+
+def _same_shaped_io() -> Any:
+    """Two inputs of one shape and two outputs of one shape, named against alphabetical order:
+    a name bound to the wrong tensor changes the results."""
+    zeta = keras.Input((6,), name="zeta")
+    alpha = keras.Input((6,), name="alpha")
+    difference = keras.layers.Subtract(name="z_difference")([zeta, alpha])
+    scaled = keras.layers.Dense(6, name="a_scaled")(keras.layers.Concatenate()([zeta, alpha]))
+    return keras.Model([zeta, alpha], [difference, scaled])
+
+
+def _saved(case: str, directory: Path) -> Path:
+    if case == "sample":
+        return ROOT / "model" / "sample.h5"
+    if case == "sine-savedmodel":
+        return save_function_model(directory / "sine", lambda x: tf.math.sin(x * 3.0), size=16)
+    model = two_input_model() if case == "two-inputs" else _same_shaped_io()
+    model.save(directory / f"{case}.keras")
+    return directory / f"{case}.keras"
+
+
+def _run(flatbuffer: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    runner = Interpreter(model_content=flatbuffer).get_signature_runner("serving_default")
+    return {name: np.asarray(value) for name, value in runner(**feeds).items()}
+
+
+def _feeds(model: LoadedModel, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(4)
+    return {tensor.name: rng.random((batch, *tensor.shape), dtype=np.float32)
+            for tensor in model.inputs}
+
+
+@pytest.mark.parametrize("case", ["sample", "sine-savedmodel", "two-inputs", "same-shaped-io"])
+def test_the_frozen_route_makes_the_saved_model_routes_model(case: str, tmp_path: Path) -> None:
+    model = load(_saved(case, tmp_path), unsafe=False, input_shape=None)
+    serving = frozen.serving_function(model, None)
+    assert serving.converter.experimental_lower_to_saved_model is False  # only variables
+    converted = serving.signed(serving.converter.convert())
+    model.export(tmp_path / "exported")
+    through_saved_model = tf.lite.TFLiteConverter.from_saved_model(
+        str(tmp_path / "exported")).convert()
+
+    def ops(flatbuffer: bytes) -> Counter[str]:
+        return Counter(op["op_name"] for op in Interpreter(model_content=flatbuffer)._get_ops_details())
+
+    assert ops(converted) == ops(through_saved_model)
+    signatures = Interpreter(model_content=converted).get_signature_list()
+    assert signatures == Interpreter(model_content=through_saved_model).get_signature_list()
+    assert set(signatures["serving_default"]["outputs"]) == {t.name for t in model.outputs}
+    feeds = _feeds(model, 1)
+    ours, theirs = _run(converted, feeds), _run(through_saved_model, feeds)
+    keras_outputs = model.predict(feeds)
+    for tensor in model.outputs:
+        np.testing.assert_allclose(ours[tensor.name], theirs[tensor.name], atol=1e-6)
+        np.testing.assert_allclose(ours[tensor.name], keras_outputs[tensor.name], atol=1e-5)
+
+
+def test_a_fixed_batch_is_static_in_the_converted_model(tmp_path: Path) -> None:
+    model = load(_saved("same-shaped-io", tmp_path), unsafe=False, input_shape=None)
+    serving = frozen.serving_function(model, 1)
+    converted = serving.signed(serving.converter.convert())
+    interpreter = Interpreter(model_content=converted)
+    assert all(list(d["shape_signature"]) == [1, 6] for d in interpreter.get_input_details())
+    feeds = _feeds(model, 1)
+    outputs, expected = _run(converted, feeds), model.predict(feeds)
+    for tensor in model.outputs:
+        np.testing.assert_allclose(outputs[tensor.name], expected[tensor.name], atol=1e-5)
+
+
+def test_a_lookup_table_goes_through_tfs_saved_model_lowering(tmp_path: Path) -> None:
+    """A table's resource cannot be frozen into constants: TF lowers the function to a SavedModel
+    (which writes the signature itself) and the table lookup works in the converted model."""
+    ids = keras.Input((4,), dtype="string", name="ids")
+    index = keras.layers.StringLookup(vocabulary=["c", "e", "g", "i"], output_mode="int")(ids)
+    outputs = keras.layers.Activation("linear", name="index")(keras.ops.cast(index, "float32"))
+    keras.Model(ids, outputs).save(tmp_path / "lookup.keras")
+    model = load(tmp_path / "lookup.keras", unsafe=False, input_shape=None)
+    serving = frozen.serving_function(model, None)
+    assert serving.converter.experimental_lower_to_saved_model is True
+    converted = serving.signed(serving.converter.convert())
+    result = _run(converted, {"ids": np.array([["i", "c", "d", "g"]], np.bytes_)})
+    np.testing.assert_array_equal(result["index"], [[4.0, 1.0, 0.0, 3.0]])  # 0: out of vocabulary
+
+
+def test_a_signature_names_the_inputs_and_outputs_in_subgraph_order() -> None:
+    bare = tf.lite.TFLiteConverter.from_concrete_functions(
+        [tf.function(lambda a, b: (a - b, a + 2 * b), input_signature=[
+            tf.TensorSpec((1, 3), tf.float32), tf.TensorSpec((1, 3), tf.float32)]
+        ).get_concrete_function()]).convert()
+    signed = frozen.with_signature(bare, ("first", "second"), ("difference", "weighted"))
+    assert frozen.with_signature(signed, ("x", "y"), ("p", "q")) == signed  # already signed
+    result = _run(signed, {"first": np.ones((1, 3), np.float32),
+                           "second": np.full((1, 3), 2.0, np.float32)})
+    np.testing.assert_allclose(result["difference"], [[-1.0] * 3])
+    np.testing.assert_allclose(result["weighted"], [[5.0] * 3])
+    with pytest.raises(ValueError, match="2 inputs"):
+        frozen.with_signature(bare, ("only",), ("difference", "weighted"))
