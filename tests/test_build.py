@@ -143,24 +143,24 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def _mobilenet(path: Path) -> Path:
-    """A MobileNetV2-shaped model: conversions take long enough to be killed mid-stage."""
+def _resnet(path: Path) -> Path:
+    """A ResNet50 (64x64, 95 MB): its fp32 conversion takes long enough to be killed mid-stage
+    (about 6 s; a MobileNetV2's now takes under a second)."""
     import keras
 
     keras.utils.set_random_seed(0)
-    keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
-                                   classes=3).save(path)
+    keras.applications.ResNet50(input_shape=(64, 64, 3), weights=None, classes=3).save(path)
     return path
 
 
 def test_sigkill_mid_stage_leaves_no_partial_artifact_and_next_run_completes(
         workspace: tuple[Path, Path, Path]) -> None:
     _, dataset, out = workspace
-    model = _mobilenet(out.parent / "mobile.keras")
+    model = _resnet(out.parent / "mobile.keras")
     process = _start_convert(model, dataset, out)
     seen: list[str] = []
     _wait_for(process, "▶ mobile: tflite-fp32", seen)
-    time.sleep(1.0)  # the fp32 conversion of this model takes about 3 s (int8 is under 1 s now)
+    time.sleep(1.5)  # inside the fp32 conversion
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     folder = out / "mobile"

@@ -1,12 +1,13 @@
 """The TF converter's int8 made from the fp32 artifact, without converting the model again.
 
 A TF converter int8 conversion is: the model converted to a float flatbuffer (the same
-conversion as fp32), then calibration and the quantizer on that flatbuffer. The float flatbuffer the quantizer gets is the
-fp32 artifact without its ``CONVERSION_METADATA`` entry (the converter adds that at the very
-end), so :func:`quantize` hands the fp32 artifact to the converter's own post-conversion step
-(``_optimize_tflite_model``: calibration, quantizer, I/O types, buffer de-duplication) and its
-own metadata step: the result is what ``converter.convert()`` makes, with the fp32 artifact's
-signature (tests/test_litert_calibration.py compares their content on several models).
+conversion as fp32), then calibration and the quantizer on that flatbuffer. The float
+flatbuffer the quantizer gets is the fp32 artifact without its ``CONVERSION_METADATA`` entry
+(the converter adds that at the very end), so :func:`quantize` hands the fp32 artifact to the
+converter's own post-conversion step (``_optimize_tflite_model``: calibration, quantizer, I/O
+types, buffer de-duplication) and its own metadata step: the result is what
+``converter.convert()`` makes, with the fp32 artifact's signature
+(tests/test_litert_calibration.py compares their content on several models).
 
 These are the TF converter's private methods; TensorFlow is pinned (constraints.txt) and the
 equality tests fail if they move. :func:`unfit` names the fp32 artifacts this does not
