@@ -5,9 +5,11 @@
 * SavedModel: what the build did until session 7 (``model.export`` of the loaded model, then
   ``TFLiteConverter.from_saved_model``).
 
-Per model (weights=None, 96x96, 7 classes): seconds each way (the model already loaded and its
-function traced, as in a build's stage process), whether the operators, the signature and the
-outputs on one random image are the same.
+Per model (weights=None, 96x96, 7 classes): seconds each way, whether the operators, the
+signature and the outputs on one random image are the same. Both start from the loaded model
+with its serving function traced, as in a build's stage process (the data stage's predictions
+trace it first); the SavedModel column includes ``model.export``, which traces its own
+signature and saver functions.
 
     python benchmarks/frozen_vs_saved_model.py > benchmarks/frozen_vs_saved_model.out.md
 """

@@ -85,7 +85,9 @@ def inject_outlier(model: Any, channel: int = 0) -> None:
 
 
 def to_tflite_fp32(model: Any, workdir: str) -> bytes:
-    """fp32 flatbuffer the way the project converts: ``model.export`` then ``from_saved_model``."""
+    """fp32 flatbuffer through a SavedModel (``model.export`` then ``from_saved_model``: the
+    project's route until session 7; it now freezes the serving function, the same model,
+    benchmarks/frozen_vs_saved_model.out.md)."""
     import tensorflow as tf
 
     model.export(workdir, verbose=False)

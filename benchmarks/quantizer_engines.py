@@ -1,9 +1,10 @@
 """TF converter against ai-edge-quantizer for the quantized TFLite modes, one run each.
 
-For each model, the fp32 artifact is made the project's way (``model.export`` once, then
-``TFLiteConverter.from_saved_model``). Each quantized mode is then made twice by each engine:
-the TF converter from the SavedModel (as converters/stages/tflite.py does, float32 I/O for
-int8 here so both engines take the same input) and ai-edge-quantizer from the fp32 bytes
+For each model, the fp32 artifact is made through a SavedModel (``model.export`` once, then
+``TFLiteConverter.from_saved_model``: the project's route until session 7, the same model as
+its frozen route now, benchmarks/frozen_vs_saved_model.out.md). Each quantized mode is then made
+twice by each engine: the TF converter from the SavedModel (float32 I/O for int8 here so both
+engines take the same input) and ai-edge-quantizer from the fp32 bytes
 (converters/targets/tflite/quantizer_engine.py). Per artifact: seconds (first run), size, LiteRT latency
 (median of --runs, --threads), accuracy on labelled validation images, top-1 agreement and max
 |diff| against Keras, whether LiteRT loads and runs it, whether both runs gave the same bytes,

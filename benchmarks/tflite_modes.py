@@ -1,10 +1,10 @@
 """Export-once conversion against four independent from_keras_model conversions, one run.
 
 MobileNetV2 (keras.applications, weights=None, 224x224) is converted to fp32, fp16, dynamic and
-int8 twice in this process: (a) the project's way, model.export() once then from_saved_model per
-mode; (b) four TFLiteConverter.from_keras_model conversions. Then each artifact's size and
-median LiteRT latency against the Keras model on the same input. Prints markdown tables and
-writes exactly those (nothing else: no log line, no exit status) to --out.
+int8 twice in this process: (a) the project's way until session 7, model.export() once then
+from_saved_model per mode; (b) four TFLiteConverter.from_keras_model conversions. Then each
+artifact's size and median LiteRT latency against the Keras model on the same input. Prints
+markdown tables and writes exactly those (nothing else: no log line, no exit status) to --out.
 
     python benchmarks/tflite_modes.py [--size 224] [--runs 30] [--threads 2]
 """

@@ -60,6 +60,18 @@ class LoadedModel:
     trackable: Any  # what owns the variables (and lookup tables) graph_function captures
     export: Callable[[Path], None]  # a SavedModel whose serving signature has these names
 
+    def trace(self) -> None:
+        """Trace the serving function (once per process; conversions and predictions reuse it)."""
+        try:
+            self.graph_function.get_concrete_function()
+        except Exception as error:  # whatever the model's own code raises while tracing
+            # TF's message is "in user code: <traceback> ... <the error>": its last line says it
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise ModelError(
+                f"model {self.path} cannot run as a TensorFlow graph: "
+                f"{lines[-1][:300] if lines else type(error).__name__}. Check that it runs with "
+                "model(inputs, training=False) inside a tf.function") from None
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The first input's per-sample shape."""
@@ -151,6 +163,11 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
     # model's output_names; a Sequential model has none, its last layer names its output).
     input_names = [tensor._keras_history[0].name for tensor in model.inputs]
     output_names = [tensor._keras_history[0].name for tensor in model.outputs]
+    if repeated := sorted({name for name in output_names if output_names.count(name) > 1}):
+        raise ModelError(
+            f"model {path} has several outputs from one layer ({', '.join(repeated)}), so they "
+            "cannot be told apart by name: give each output its own layer, e.g. "
+            "keras.layers.Identity(name='scores')(x), save the model and try again")
     inputs = _resolve_inputs(path, [
         TensorInfo(name, tuple(tensor.shape)[1:], _dtype_name(tensor.dtype))
         for name, tensor in zip(input_names, model.inputs, strict=True)], input_shape)

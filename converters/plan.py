@@ -44,12 +44,12 @@ class ModelPlan:
 def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     """The shared stages, then each planned target's, then the report over all of them."""
     context = PlanContext(config, stem)
-    shape = context.export_params.input_shape
     stages = [
-        StageSpec("export", "export", CORE_IMAGE, context.export_params, inputs=("model",),
+        StageSpec("export", "export", CORE_IMAGE, export.ExportParams(**context.model_loading),
+                  inputs=("model",),
                   outputs=(export.MODEL_INFO,), tools=TF_TOOLS),
         StageSpec("data", "data", CORE_IMAGE,
-                  data.DataParams(unsafe=config.unsafe, input_shape=shape,
+                  data.DataParams(**context.model_loading,
                                   preprocessing=config.dataset.preprocessing.as_dict(),
                                   calibration_size=config.dataset.calibration_size,
                                   validation_size=config.dataset.validation_size,
@@ -58,7 +58,7 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                   inputs=("model", "dataset"), deps=("export",), outputs=data.OUTPUTS,
                   tools=TF_TOOLS + ("pillow",)),
         StageSpec("reference", "reference", CORE_IMAGE,
-                  reference.ReferenceParams(unsafe=config.unsafe, input_shape=shape,
+                  reference.ReferenceParams(**context.model_loading,
                                             threads=config.threads,
                                             latency_runs=config.latency_runs, task=config.task),
                   inputs=("model",), deps=("export", "data"),

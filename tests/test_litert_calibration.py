@@ -178,8 +178,8 @@ def test_int8_from_the_fp32_artifact_is_the_converters_int8(case: str, tmp_path:
     assert int8_from_fp32.unfit(fp32) is None
     direct = frozen.serving_function(model, None)
     converted = direct.signed(_configured(direct.converter, samples, strict, io_type).convert())
-    quantized = int8_from_fp32.quantize(
-        _configured(frozen.serving_function(model, None).converter, samples, strict, io_type), fp32)
+    quantized = int8_from_fp32.quantize(  # as the stage does: a converter with no model
+        _configured(int8_from_fp32.settings_converter(), samples, strict, io_type), fp32)
     assert _canonical(quantized) == _canonical(converted)
 
 

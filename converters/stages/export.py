@@ -37,7 +37,8 @@ class ExportParams(StageParams):
 def run(context: StageContext) -> None:
     model = ExportParams.of(context).load_model(context)
     shapes = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
-    console.info(f"loaded {context.model_path} (input {shapes})")
+    console.info(f"tracing {context.model_path} (input {shapes})")
+    model.trace()  # a model that cannot run in a graph fails here, before the dataset is read
     write_json_atomic(context.write(MODEL_INFO), model.info())
 
 

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from converters.config import ConvertConfig
     from converters.images import ImageDefinition
     from converters.runtime import Runtime
-    from converters.stages.export import ExportParams
 
 # The TensorFlow toolchain image: the shared stages (export, data, reference, validation) and
 # every stage that needs TensorFlow or LiteRT run in it.
@@ -49,12 +48,21 @@ class PlanContext:
     stem: str
 
     @property
-    def export_params(self) -> ExportParams:
-        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``)."""
-        from converters.stages.export import ExportParams  # (it imports the target registry)
-
+    def model_loading(self) -> dict[str, Any]:
+        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``): the
+        fields of :class:`~converters.stages.export.ExportParams`, which their params extend."""
         shape = self.config.input_shape
-        return ExportParams(unsafe=self.config.unsafe, input_shape=list(shape) if shape else None)
+        return {"unsafe": self.config.unsafe, "input_shape": list(shape) if shape else None}
+
+    def saved_model_stage(self, group: str) -> StageSpec:
+        """Stage ``saved-model``: the model as a SavedModel (``export.SAVED_MODEL``), for a
+        target's stages that convert from one (they depend on ``saved-model``)."""
+        from converters.stages import export  # (it imports the target registry)
+
+        return StageSpec("saved-model", "saved-model", CORE_IMAGE,
+                         export.ExportParams(**self.model_loading), inputs=("model",),
+                         deps=("export",), outputs=(export.SAVED_MODEL,), tools=TF_TOOLS,
+                         group=group)
 
     def validation_stage(self, converted_by: str, target: str, variant: str, artifact: str,
                          runtime: str, tools: tuple[str, ...], group: str,

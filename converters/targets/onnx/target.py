@@ -8,9 +8,8 @@ from pathlib import Path
 from converters.config import Quantization
 from converters.errors import ConfigError
 from converters.runtime import Runtime
-from converters.stages import export
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, TF_TOOLS, BundleHooks, PlanContext, Target
+from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
 from converters.targets.onnx.export import (
     ExportParams,
     QuantizeParams,
@@ -31,10 +30,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
     fp32 = onnx_artifact(stem, "fp32")
     fp32_info = fp32.removesuffix(".onnx") + ".json"
     stages = [
-        StageSpec("saved-model", "saved-model", CORE_IMAGE,
-                  context.export_params, inputs=("model",),
-                  deps=("export",), outputs=(export.SAVED_MODEL,), tools=TF_TOOLS,
-                  group="onnx-fp32"),
+        context.saved_model_stage(group="onnx-fp32"),
         StageSpec("onnx-fp32", "onnx-export", CORE_IMAGE,
                   ExportParams(opset=config.onnx_opset, artifact=fp32, info=fp32_info),
                   deps=("export", "saved-model"), outputs=(fp32, fp32_info), tools=ONNX_TOOLS,

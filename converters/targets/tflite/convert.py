@@ -24,7 +24,7 @@ from converters.config import IODType, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.model import Arrays
-from converters.stages import data
+from converters.stages import data, export
 from converters.stages.base import StageContext
 from converters.targets.tflite import (
     calibration_share,
@@ -145,18 +145,24 @@ def _convert_int8(context: StageContext, calibration: Arrays, fp32: bytes | None
     import tensorflow as tf
 
     count = data.sample_count(calibration)
-
-    serving = _serving_function(context)
+    make: Callable[[], bytes]
+    if fp32 is not None:  # quantize() takes only the converter's settings: no model to load
+        converter = int8_from_fp32.settings_converter()
+        order = tuple(tensor.name for tensor in export.model_inputs(context.build_dir))
+        make = functools.partial(int8_from_fp32.quantize, converter, fp32)
+    else:
+        serving = _serving_function(context)
+        converter, order = serving.converter, serving.inputs
+        make = lambda: serving.signed(converter.convert())  # noqa: E731
 
     def representative_dataset() -> Iterator[list[np.ndarray]]:
-        # One array per input in the converted graph's input order (the serving function's):
-        # the float graph the calibrator runs has no signature to look names up in.
+        # One array per input in the converted graph's input order (the model's): the float
+        # graph the calibrator runs may have no signature to look names up in.
         indices = (console.progress(range(count), "calibrating int8", total=count) if progress
                    else range(count))
         for index in indices:
-            yield [calibration[name][index:index + 1] for name in serving.inputs]
+            yield [calibration[name][index:index + 1] for name in order]
 
-    converter = serving.converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     if strict:
@@ -167,11 +173,7 @@ def _convert_int8(context: StageContext, calibration: Arrays, fp32: bytes | None
     if io_dtype is not IODType.FLOAT32:
         converter.inference_input_type = tf.as_dtype(io_dtype.value)
         converter.inference_output_type = tf.as_dtype(io_dtype.value)
-    if fp32 is not None:
-        return _run_converter(lambda: int8_from_fp32.quantize(converter, fp32), context, "int8",
-                              allow_flex=False)
-    return _run_converter(lambda: serving.signed(converter.convert()), context, "int8",
-                          allow_flex=False)
+    return _run_converter(make, context, "int8", allow_flex=False)
 
 
 def _fp32_source(context: StageContext) -> bytes | None:

@@ -7,8 +7,11 @@ the graph takes 1.4 s and gives the same operators. That route makes no Signatur
 :func:`signed` adds the ``serving_default`` signature the SavedModel route writes (the inputs and
 outputs by their names), which every runner here and users' code looks tensors up by.
 
-A function that captures resources other than its variables (a lookup table's) cannot be
-frozen: it goes through TF's own SavedModel lowering, which writes the signature itself.
+Two kinds of function go through TF's own SavedModel lowering instead (which writes the
+signature itself): one that captures resources other than its variables (a lookup table's)
+cannot be frozen, and one that calls a SavedModel's restored functions (a SavedModel given as
+the model) freezes to a graph whose operator order changes from process to process (measured:
+two PYTHONHASHSEED values, two different fp32 files).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 from converters.model import LoadedModel
 
 SIGNATURE = "serving_default"
+# TF's converter marks a model over 2 GB, whose buffers are stored after the flatbuffer, so.
+BUFFER_LOCATION = b"buffer_location"
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ def serving_function(model: LoadedModel, batch_size: int | None) -> ServingFunct
         function = tf.function(model.graph_function, input_signature=specs)
     concrete = function.get_concrete_function()
     converter = lite.TFLiteConverterV2.from_concrete_functions([concrete], model.trackable)
-    converter.experimental_lower_to_saved_model = not _only_variables(concrete)
+    converter.experimental_lower_to_saved_model = (model.format == "saved_model"
+                                                   or not _only_variables(concrete))
     by_tensor = {tensor.name: name for name, tensor in concrete.structured_outputs.items()}
     return ServingFunction(converter, tuple(tensor.name for tensor in model.inputs),
                            tuple(by_tensor[tensor.name] for tensor in concrete.outputs))
@@ -69,8 +75,8 @@ def with_signature(flatbuffer: bytes, inputs: tuple[str, ...], outputs: tuple[st
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
-    if model.signatureDefs:
-        return flatbuffer
+    if model.signatureDefs or any(entry.name == BUFFER_LOCATION for entry in model.metadata or ()):
+        return flatbuffer  # over 2 GB the weights follow the flatbuffer: re-serialising drops them
     graph = model.subgraphs[0]
     if len(graph.inputs) != len(inputs) or len(graph.outputs) != len(outputs):
         raise ValueError(f"the converted model has {len(graph.inputs)} inputs and "

@@ -60,6 +60,13 @@ def _float_flatbuffer(fp32: bytes) -> tuple[bytes, int]:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), recorded.environment.modelType
 
 
+def settings_converter() -> Any:
+    """A TF converter with no model: what :func:`quantize` needs is its settings only."""
+    from tensorflow.lite.python import lite
+
+    return lite.TFLiteFrozenGraphConverterV2([], None)
+
+
 def quantize(converter: Any, fp32: bytes) -> bytes:
     """What ``converter.convert()`` makes (an int8 configuration: optimizations, representative
     dataset, ops, I/O types) when its float conversion is ``fp32`` (check :func:`unfit`)."""

@@ -54,7 +54,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
     """Make one TFLite mode, then validate the artifact (one group of stages).
 
     The engine (:mod:`engine_choice`) decides the stage: a TF converter conversion of the
-    exported model, or ai-edge-quantizer deriving the mode from the fp32 artifact (stage
+    model, or ai-edge-quantizer deriving the mode from the fp32 artifact (stage
     ``tflite-fp32``, which the tflite target plans whenever a mode needs it). Quantized modes of
     the tflite target also record their per-op error against that fp32 artifact. A TF converter
     int8 may record its calibrated ranges (``ranges_out``) or reuse another int8 conversion's
@@ -75,8 +75,7 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
                if mode is not Quantization.FP32 and "tflite" in config.targets
                and not config.allow_flex else None)
     common = ModeParams(
-        unsafe=context.export_params.unsafe, input_shape=context.export_params.input_shape,
-        mode=mode.value, artifact=path, info=path.removesuffix(".tflite") + ".json",
+        **context.model_loading, mode=mode.value, artifact=path, info=path.removesuffix(".tflite") + ".json",
         allow_flex=config.allow_flex and mode in (Quantization.FP32, Quantization.FP16,
                                                   Quantization.DYNAMIC),
         batch_size=batch_size, op_errors_against=against,
@@ -93,8 +92,8 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
     group = name.removeprefix("tflite-")
     outputs = (path, common.info, *([ranges_out] if ranges_out else []))
     if engine == engine_choice.TF_CONVERTER:
-        stage = StageSpec(name, "tflite", CORE_IMAGE, common, deps=("export", *deps),
-                          outputs=outputs, tools=TF_TOOLS, group=group,
+        stage = StageSpec(name, "tflite", CORE_IMAGE, common, inputs=("model",),
+                          deps=("export", *deps), outputs=outputs, tools=TF_TOOLS, group=group,
                           optional_deps=(INT8_STAGE,) if ranges_in else ())
     else:
         mixed = mode is Quantization.INT8_MIXED
