@@ -216,13 +216,18 @@ def is_probability(values: np.ndarray) -> bool:
 
 def label_owner(shapes: dict[str, tuple[int | None, ...]], tasks: dict[str, OutputTask],
                 labels: np.ndarray | None) -> str | None:
-    """The output that labels belong to: class indices (N,) to the first classification output,
-    class maps (N × H × W) to the first segmentation output of that height and width."""
+    """The output that labels belong to: class indices (N,) to the classification output with as
+    many classes as the labels span (a model with class scores beside an embedding, say), else
+    the first classification output; class maps (N × H × W) to the first segmentation output of
+    that height and width."""
     if labels is None:
         return None
+    if labels.ndim == 1:
+        classifiers = [name for name, kind in tasks.items() if kind.task == "classification"]
+        spanned = int(labels.max()) + 1 if labels.size else 0
+        exact = [name for name in classifiers if shapes[name] and shapes[name][-1] == spanned]
+        return next(iter(exact or classifiers), None)
     for name, kind in tasks.items():
-        if kind.task == "classification" and labels.ndim == 1:
-            return name
         if kind.task == "segmentation" and tuple(labels.shape[1:]) == tuple(shapes[name][:2]):
             return name
     return None

@@ -160,9 +160,11 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         raise _load_error(path, error) from None
     # Keras tensors are called keras_tensor_N; their input layers and output layers have the
     # names users gave (or Keras chose) and that the exported signature uses (a Functional
-    # model's output_names; a Sequential model has none, its last layer names its output).
+    # model's output_names; a Sequential model has none, its last layer names its output). A
+    # model that returns a dict is named by its keys.
     input_names = [tensor._keras_history[0].name for tensor in model.inputs]
-    output_names = [tensor._keras_history[0].name for tensor in model.outputs]
+    output_names = (_output_keys(model)
+                    or [tensor._keras_history[0].name for tensor in model.outputs])
     if repeated := sorted({name for name in output_names if output_names.count(name) > 1}):
         raise ModelError(
             f"model {path} has several outputs from one layer ({', '.join(repeated)}), so they "
@@ -178,6 +180,8 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
     @tf.function(input_signature=specs)
     def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
         results = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        if isinstance(results, dict):
+            return {name: results[name] for name in output_names}
         results = results if isinstance(results, list | tuple) else [results]
         return dict(zip(output_names, results, strict=True))
 
@@ -201,6 +205,20 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         trackable=model,
         export=export,
     )
+
+
+def _output_keys(model: Any) -> list[str] | None:
+    """The keys of a model that returns a dict (``keras.Model(x, {"scores": ...})``), in
+    ``model.outputs`` order; None for any other output structure."""
+    try:
+        structure = model.output
+    except AttributeError:  # a Sequential model has no output structure of its own
+        return None
+    if not isinstance(structure, dict):
+        return None
+    key_of = {id(tensor): str(key) for key, tensor in structure.items()}
+    keys = [key_of.get(id(tensor)) for tensor in model.outputs]
+    return keys if all(key is not None for key in keys) else None  # type: ignore[return-value]
 
 
 def _specs(inputs: tuple[TensorInfo, ...]) -> list[Any]:

@@ -37,7 +37,13 @@ def _saved(case: str, directory: Path) -> Path:
         return ROOT / "model" / "sample.h5"
     if case == "sine-savedmodel":
         return save_function_model(directory / "sine", lambda x: tf.math.sin(x * 3.0), size=16)
-    model = two_input_model() if case == "two-inputs" else _same_shaped_io()
+    if case == "dict-outputs":
+        image = keras.Input((8, 8, 3), name="image")
+        pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
+        model = keras.Model(image, {"probs": keras.layers.Dense(3, activation="softmax")(pooled),
+                                    "embedding": keras.layers.Dense(5)(pooled)})
+    else:
+        model = two_input_model() if case == "two-inputs" else _same_shaped_io()
     model.save(directory / f"{case}.keras")
     return directory / f"{case}.keras"
 
@@ -53,7 +59,8 @@ def _feeds(model: LoadedModel, batch: int) -> dict[str, np.ndarray]:
             for tensor in model.inputs}
 
 
-@pytest.mark.parametrize("case", ["sample", "sine-savedmodel", "two-inputs", "same-shaped-io"])
+@pytest.mark.parametrize("case", ["sample", "sine-savedmodel", "two-inputs", "same-shaped-io",
+                                  "dict-outputs"])
 def test_the_frozen_route_makes_the_saved_model_routes_model(case: str, tmp_path: Path) -> None:
     model = load(_saved(case, tmp_path), unsafe=False, input_shape=None)
     serving = frozen.serving_function(model, None)
@@ -71,6 +78,8 @@ def test_the_frozen_route_makes_the_saved_model_routes_model(case: str, tmp_path
     signatures = Interpreter(model_content=converted).get_signature_list()
     assert signatures == Interpreter(model_content=through_saved_model).get_signature_list()
     assert set(signatures["serving_default"]["outputs"]) == {t.name for t in model.outputs}
+    if case == "dict-outputs":  # a model that returns a dict is named by its keys
+        assert {(t.name, t.shape) for t in model.outputs} == {("probs", (3,)), ("embedding", (5,))}
     feeds = _feeds(model, 1)
     ours, theirs = _run(converted, feeds), _run(through_saved_model, feeds)
     keras_outputs = model.predict(feeds)

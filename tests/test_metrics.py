@@ -39,6 +39,18 @@ def test_embeddings_and_binary_classifiers_are_told_by_the_keras_values() -> Non
     assert record["accuracy"] == 1.0 and record["headline"] == "accuracy"
 
 
+def test_class_labels_go_to_the_output_with_as_many_classes() -> None:
+    """Class scores beside an unnormalised 8-wide output (taken for classification): the labels
+    (4 classes) belong to the 4-wide output, whatever the order; else to the first."""
+    classification = metrics.OutputTask("classification")
+    tasks = {"embedding": classification, "probs": classification}
+    labels = np.array([0, 3, 1, 2, 3])
+    assert metrics.label_owner({"embedding": (8,), "probs": (4,)}, tasks, labels) == "probs"
+    assert metrics.label_owner({"embedding": (8,), "probs": (5,)}, tasks, labels) == "embedding"
+    assert metrics.label_owner({"embedding": (8,)}, {"embedding": metrics.OutputTask("embedding")},
+                               labels) is None
+
+
 def test_segmentation_metrics_against_keras_and_labels() -> None:
     labels = np.zeros((2, 4, 4), np.int64)
     labels[:, :2] = 1

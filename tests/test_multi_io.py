@@ -306,3 +306,29 @@ def test_plain_savedmodel_with_three_outputs(tmp_path: Path) -> None:
     assert int8["value"]["relative_error"] < 0.1 and int8["value"]["snr_db"] > 20
     assert int8["embedding"]["cosine_similarity"] > 0.98
     assert int8["logits"]["accuracy"] > 0.8
+
+
+def test_a_model_returning_a_dict_is_validated_per_key(tmp_path: Path) -> None:
+    """keras.Model(x, {"probs": ..., "embedding": ...}): outputs named by the keys; the labels
+    (4 classes) are scored on the 4-class output, not on the 8-wide one beside it."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    features = rng.normal(0, 1, (1024, 6)).astype(np.float32)
+    classes = (features[:, 0] > 0).astype(np.int64) * 2 + (features[:, 1] > 0)
+    inputs = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    probs = keras.layers.Dense(4, activation="softmax", name="class_head")(hidden)
+    classifier = keras.Model(inputs, probs)
+    classifier.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    classifier.fit(features, classes, epochs=8, batch_size=64, verbose=0)
+    embedding = keras.layers.Dense(8, name="embedding_head")(hidden)
+    path = tmp_path / "dict_model.keras"
+    keras.Model(inputs, {"probs": probs, "embedding": embedding}).save(path)
+    np.savez(tmp_path / "features.npz", features=features[:160], labels=classes[:160])
+    report = convert(path, tmp_path / "features.npz", tmp_path / "out")
+    assert {t["name"] for t in report["model"]["outputs"]} == {"probs", "embedding"}
+    reference = report["reference"]["outputs"]
+    assert reference["probs"]["accuracy"] > 0.9, reference
+    assert "accuracy" not in reference["embedding"], reference
