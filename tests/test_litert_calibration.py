@@ -172,11 +172,13 @@ def test_int8_from_the_fp32_artifact_is_the_converters_int8(case: str, tmp_path:
         samples = [{"image": images[i:i + 1], "vector": vectors[i:i + 1]} for i in range(4)]
     strict, io_type = "strict" in case, getattr(tf, case.rsplit("-", 1)[1].replace("float", "float32"))
     model = load(saved, unsafe=False, input_shape=None)
-    samples = [[sample[tensor.name] for tensor in model.inputs] for sample in samples]  # as a stage
     serving = frozen.serving_function(model, None)
     fp32 = serving.signed(serving.converter.convert())
     assert int8_from_fp32.unfit(fp32) is None
     direct = frozen.serving_function(model, None)
+    # Samples as the stage gives them: by name to a graph with a signature (TF's SavedModel
+    # lowering, used for a SavedModel: its input order is its own), else in the function's order
+    assert direct.lowered
     converted = direct.signed(_configured(direct.converter, samples, strict, io_type).convert())
     quantized = int8_from_fp32.quantize(  # as the stage does: a converter with no model
         _configured(int8_from_fp32.settings_converter(), samples, strict, io_type), fp32)

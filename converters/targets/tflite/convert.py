@@ -24,7 +24,7 @@ from converters.config import IODType, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.model import Arrays
-from converters.stages import data, export
+from converters.stages import data
 from converters.stages.base import StageContext
 from converters.targets.tflite import (
     calibration_share,
@@ -146,22 +146,25 @@ def _convert_int8(context: StageContext, calibration: Arrays, fp32: bytes | None
 
     count = data.sample_count(calibration)
     make: Callable[[], bytes]
+    # The calibrator takes a sample by signature name when the float graph it runs has a
+    # signature (the signed fp32 artifact; TF's SavedModel lowering, whose input order is its
+    # own), else as a list in the frozen function's input order (``order``).
+    order: tuple[str, ...] | None = None
     if fp32 is not None:  # quantize() takes only the converter's settings: no model to load
         converter = int8_from_fp32.settings_converter()
-        order = tuple(tensor.name for tensor in export.model_inputs(context.build_dir))
         make = functools.partial(int8_from_fp32.quantize, converter, fp32)
     else:
         serving = _serving_function(context)
-        converter, order = serving.converter, serving.inputs
+        converter = serving.converter
+        order = None if serving.lowered else serving.inputs
         make = lambda: serving.signed(converter.convert())  # noqa: E731
 
-    def representative_dataset() -> Iterator[list[np.ndarray]]:
-        # One array per input in the converted graph's input order (the model's): the float
-        # graph the calibrator runs may have no signature to look names up in.
+    def representative_dataset() -> Iterator[dict[str, np.ndarray] | list[np.ndarray]]:
         indices = (console.progress(range(count), "calibrating int8", total=count) if progress
                    else range(count))
         for index in indices:
-            yield [calibration[name][index:index + 1] for name in order]
+            sample = {name: array[index:index + 1] for name, array in calibration.items()}
+            yield sample if order is None else [sample[name] for name in order]
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset

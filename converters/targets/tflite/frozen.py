@@ -35,6 +35,12 @@ class ServingFunction:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
 
+    @property
+    def lowered(self) -> bool:
+        """Whether TF converts through its own SavedModel lowering (which names the inputs in a
+        signature, in an order of its own) rather than the frozen function."""
+        return bool(self.converter.experimental_lower_to_saved_model)
+
     def signed(self, flatbuffer: bytes) -> bytes:
         """``flatbuffer`` with the ``serving_default`` signature (unchanged if it has one)."""
         return with_signature(flatbuffer, self.inputs, self.outputs)
