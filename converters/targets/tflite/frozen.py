@@ -22,7 +22,8 @@ from typing import Any
 from converters.model import LoadedModel
 
 SIGNATURE = "serving_default"
-# TF's converter marks a model over 2 GB, whose buffers are stored after the flatbuffer, so.
+# The metadata entry with which TF's converter marks a model over 2 GB (its buffers follow the
+# flatbuffer)
 BUFFER_LOCATION = b"buffer_location"
 
 
