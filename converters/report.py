@@ -96,6 +96,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
             "latency_method": keras["latency_method"],
             "latency_runs": keras.get("latency_runs"),
             "threads": keras["threads"],
+            "cpu": keras.get("cpu"),
             "outputs": keras.get("outputs"),
         },
         "artifacts": artifacts,
@@ -210,6 +211,8 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "latency_spread_ms": record.get("latency_spread_ms"),
         "threads": record["threads"],
         "runtime": record["runtime"],
+        "cpu": record.get("cpu"),
+        "stand_in_for": record.get("stand_in_for"),
         "metrics": metrics,
         "outputs": outputs,
         "accuracy_drop": drop,
@@ -230,7 +233,8 @@ def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
     Latencies are noisy: an artifact whose p10-p90 latency spread overlaps the fastest one's is
     a tie (``fastest_ties``), and ``note`` says so rather than crowning one of them silently.
     """
-    eligible = [a for a in artifacts
+    candidates = [a for a in artifacts if not a.get("stand_in_for")]
+    eligible = [a for a in candidates
                 if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
     fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
@@ -247,7 +251,7 @@ def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
         "fastest": fastest["path"] if fastest else None,
         "fastest_ties": ties,
         "note": note,
-        "rejected": sorted(a["path"] for a in artifacts if a not in eligible),
+        "rejected": sorted(a["path"] for a in candidates if a not in eligible),
     }
 
 
@@ -311,9 +315,17 @@ def latency_line(report: dict[str, Any]) -> str:
     """How latency was measured: on this host, not on the target device."""
     keras = report["reference"]
     runs = keras.get("latency_runs")
-    return (f"Latency was measured on this build host ({platform.machine() or 'unknown CPU'}, "
+    return (f"Latency and validation ran on this build host ({cpu_names(report)}; "
             f"{keras['threads']} thread(s)), not on the target device: median and p10-p90 of "
             f"{runs if runs is not None else 'the'} single-image runs.")
+
+
+def cpu_names(report: dict[str, Any]) -> str:
+    """The CPU(s) the reference and the validations ran on: quantized latency, and on x86-64
+    without VNNI some int8 results, depend on its extensions (converters/cpu.py)."""
+    records = [report["reference"].get("cpu"), *(a.get("cpu") for a in report["artifacts"])]
+    names = list(dict.fromkeys(record["summary"] for record in records if record))
+    return "; ".join(names) if names else platform.machine() or "unknown CPU"
 
 
 def recommendation_line(report: dict[str, Any]) -> str:

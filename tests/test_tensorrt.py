@@ -43,10 +43,12 @@ VECTOR = ProfileShapes((1, 4), (4, 4), (8, 4))
 @pytest.fixture(scope="module")
 def fusion2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The build folder of a trained image + vector → label + channel_means model converted to
-    ONNX fp32 and Q/DQ int8 by the project (``invoke convert --target onnx``)."""
+    ONNX fp32 and TensorRT's Q/DQ int8 by the project (``invoke convert --target tensorrt``:
+    the engines themselves are built only where TensorRT and a GPU are)."""
     root = tmp_path_factory.mktemp("fusion2")
     model, samples = fusion_model(root, channel_means=True)
-    report = convert(model, samples, root / "out", "--target", "onnx")
+    report = convert(model, samples, root / "out", "--target", "tensorrt",
+                     succeeds=PROBLEM is None)
     assert [t["name"] for t in report["model"]["outputs"]] == ["label", "channel_means"]
     return root / "out" / "fusion2"
 
@@ -68,7 +70,7 @@ def test_cli_refuses_a_bad_batch_profile(tmp_path: Path) -> None:
     assert "--batch must be min,opt,max with 1 <= min <= opt <= max, got 8,1,32" in result.stderr
 
 
-@pytest.mark.parametrize("variant", ["fp32", "int8"])
+@pytest.mark.parametrize("variant", ["fp32", "int8-tensorrt"])
 def test_onnx_io_names_both_inputs_and_outputs(fusion2: Path, variant: str) -> None:
     inputs, outputs = onnx_io(fusion2 / "onnx" / f"fusion2_{variant}.onnx")
     assert inputs == (TensorSpec("image", ("batch", 8, 8, 3), "float32"),
@@ -80,7 +82,7 @@ def test_onnx_io_names_both_inputs_and_outputs(fusion2: Path, variant: str) -> N
 def test_int8_calibration_feeds_both_inputs_by_name(fusion2: Path) -> None:
     """The Q/DQ model TensorRT builds int8 from: onnxruntime's calibrator got every input by
     name (the vector input has its own calibrated scale)."""
-    record = json.loads((fusion2 / "onnx" / "fusion2_int8_calibration.json").read_text())
+    record = json.loads((fusion2 / "onnx" / "fusion2_int8-tensorrt_calibration.json").read_text())
     assert record["images"] == 32 and record["scales"]["vector"] > 0
 
 
@@ -90,7 +92,7 @@ def real_seen(build: Path) -> dict[str, list[tuple[int, ...]]]:
 
 
 def test_profile_covers_every_input_from_the_real_splits(fusion2: Path) -> None:
-    inputs, _ = onnx_io(fusion2 / "onnx" / "fusion2_int8.onnx")
+    inputs, _ = onnx_io(fusion2 / "onnx" / "fusion2_int8-tensorrt.onnx")
     seen = real_seen(fusion2)
     assert seen == {"image": [(8, 8, 3), (8, 8, 3)], "vector": [(4,), (4,)]}
     profile = profile_shapes(inputs, BatchProfile(1, 4, 8), seen)
@@ -137,7 +139,7 @@ def test_data_that_disagrees_with_a_fixed_axis_is_refused(fusion2: Path) -> None
 def fusion_buffers(build: Path) -> tuple[Buffer, ...]:
     """The plan for the int8 model's tensors, outputs at the ONNX model's declared shapes at the
     max batch (on a GPU, the runtime takes them from the execution context instead)."""
-    inputs, outputs = onnx_io(build / "onnx" / "fusion2_int8.onnx")
+    inputs, outputs = onnx_io(build / "onnx" / "fusion2_int8-tensorrt.onnx")
     profile = {"image": IMAGE, "vector": VECTOR}
     return buffer_plan({s.name: (np.dtype(s.dtype), profile[s.name]) for s in inputs},
                        {s.name: (np.dtype(s.dtype), (8, *(int(d) for d in s.dims[1:])))
@@ -212,12 +214,12 @@ def test_batches_stay_in_the_profile_and_padding_is_dropped() -> None:
 def test_sidecar_names_every_input_output_and_profile(fusion2: Path) -> None:
     """The sidecar's input/output have the keys and values of the ONNX artifact's info file,
     so the report reads an engine like any artifact; every input's profile is kept by name."""
-    io = onnx_io(fusion2 / "onnx" / "fusion2_int8.onnx")
+    io = onnx_io(fusion2 / "onnx" / "fusion2_int8-tensorrt.onnx")
     built = {"tensorrt_version": "10.8.0", "cuda_runtime_version": 12080,
              "cuda_driver_version": 12080, "gpu": "GPU name", "compute_capability": "8.9",
              "strongly_typed": True}
     facts = sidecar(built, "int8", io, {"image": IMAGE, "vector": VECTOR}, 1 << 30)
-    onnx_info = json.loads((fusion2 / "onnx" / "fusion2_int8.json").read_text())
+    onnx_info = json.loads((fusion2 / "onnx" / "fusion2_int8-tensorrt.json").read_text())
     assert (facts["input"], facts["output"]) == (onnx_info["input"], onnx_info["output"])
     assert [i["name"] for i in facts["inputs"]] == ["image", "vector"]
     assert [o["shape"] for o in facts["outputs"]] == [["batch", 3], ["batch", 3, 1]]

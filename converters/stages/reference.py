@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from converters import console, metrics
+from converters.cpu import this_cpu
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
 from converters.latency import measure_latency
@@ -68,6 +69,7 @@ def run(context: StageContext) -> None:
         "threads": threads,
         "latency_runs": params.latency_runs,
         "samples": int(count),
+        "cpu": this_cpu().as_record(),
     }
     write_json_atomic(context.write(SUMMARY), summary)
 

@@ -4,6 +4,7 @@ output by output (matched by name)."""
 from __future__ import annotations
 
 from converters import console, metrics, validate
+from converters.cpu import this_cpu
 from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageNotNeeded, StageSkipped
@@ -36,6 +37,8 @@ def run(context: StageContext) -> None:
         "latency_runs": params.latency_runs,
         "runtime": params.runtime,
         "samples": data.sample_count(inputs),
+        "cpu": this_cpu().as_record(),
+        "stand_in_for": params.stand_in_for,
     }
     what = f"the {params.target} {params.variant} artifact {artifact.name}"
     failure = next((problem for name in names if name in outputs and (

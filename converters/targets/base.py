@@ -38,6 +38,9 @@ class ValidateParams(StageParams):
     runtime: str  # what runs it, as the report names it
     threads: int
     latency_runs: int
+    # Set when the artifact is checked on behalf of another runtime's artifact (the TensorRT
+    # engine's Q/DQ model): what it stands in for. Such an artifact is never recommended.
+    stand_in_for: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class PlanContext:
 
     def validation_stage(self, converted_by: str, target: str, variant: str, artifact: str,
                          runtime: str, tools: tuple[str, ...], group: str,
-                         image: str = CORE_IMAGE) -> StageSpec:
+                         image: str = CORE_IMAGE, stand_in_for: str | None = None) -> StageSpec:
         """Run ``artifact`` on the validation split against the Keras outputs (a core stage,
         run in ``image``: the core image unless the artifact's runtime lives elsewhere)."""
         record = VALIDATION_RECORD.format(target=target, variant=variant)
@@ -74,7 +77,8 @@ class PlanContext:
                          ValidateParams(target=target, variant=variant, artifact=artifact,
                                         output=record, runtime=runtime,
                                         threads=self.config.threads,
-                                        latency_runs=self.config.latency_runs),
+                                        latency_runs=self.config.latency_runs,
+                                        stand_in_for=stand_in_for),
                          deps=(converted_by, "data", "reference"), outputs=(record,),
                          tools=tools, group=group)
 

@@ -1,7 +1,7 @@
-"""Stages of the ONNX target: export (``onnx-export``) and explicit int8 quantization
-(``onnx-quantize``), both in the tflite image (TensorFlow, tf2onnx, onnx, onnxruntime).
+"""Stage ``onnx-export`` of the ONNX target (in the tflite image: TensorFlow, tf2onnx, onnx,
+onnxruntime); its int8 quantization is converters/targets/onnx/quantize.py.
 
-Export: the exported SavedModel's serving signature, wrapped in a tf.function with an explicit
+The exported SavedModel's serving signature, wrapped in a tf.function with an explicit
 input signature (tf2onnx 1.17's ``from_keras`` fails on Keras 3 models: it expects the Keras 2
 model internals), is frozen with its function calls inlined, edited where tf2onnx would fail
 (no-inline XLA calls, Erfc: see ``onnx_graph``) and converted with
@@ -9,17 +9,6 @@ model internals), is frozen with its function calls inlined, edited where tf2onn
 stays dynamic and is named ``batch``, ``onnx.checker`` checks the result and onnxruntime runs it
 once. Every library failure becomes a ConversionError naming the model, the step and what to try
 (:func:`onnx_step`).
-
-INT8 — why onnxruntime's static quantization and not NVIDIA ModelOpt: both calibrate on the CPU
-and both emit the explicit Q/DQ form TensorRT 10/11 builds strongly typed (implicit INT8
-calibrators are deprecated in 10 and removed in 11). onnxruntime is already needed to validate
-every ONNX artifact, so it adds nothing to install, while ModelOpt pulls torch and cupy (about
-2.5 min and several GB to install, measured on the development machine) for the same result
-on these models. The settings are the ones
-TensorRT accepts: QDQ format, int8 activations and weights, symmetric (zero point 0),
-per-channel weights, float biases. Calibration uses the project's calibration split; the stage's key includes
-the dataset's content hash (through the data stage), so a changed dataset recalibrates, and the
-calibration ranges are kept next to the model (``*_calibration.json``).
 """
 
 from __future__ import annotations
@@ -37,21 +26,16 @@ import numpy as np
 from converters import console
 from converters.errors import ConversionError, ConverterError, ToolMissingError
 from converters.fsutil import write_json_atomic
-from converters.stages import data, export
+from converters.stages import export
 from converters.stages.base import StageContext, StageParams
 from converters.targets.onnx import graph as onnx_graph
 
 BATCH_AXIS = "batch"
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-INT8 = "int8 quantization"
 
 
 def onnx_artifact(stem: str, variant: str) -> str:
     return f"onnx/{stem}_{variant}.onnx"
-
-
-def calibration_record(stem: str) -> str:
-    return f"onnx/{stem}_int8_calibration.json"
 
 
 REBUILD_HINT = ("rebuild the SavedModel: delete the model's export/ folder in the build folder "
@@ -61,8 +45,6 @@ OPSET_HINT = ("Try another --opset (13-18), or leave onnx out of --target; the T
 UNCONVERTED_HINT = ("Replace the layer that uses it, try another --opset (13-18), or leave onnx "
                     "out of --target; the TFLite targets do not go through tf2onnx")
 REPORT_HINT = "This is a tf2onnx/TensorFlow limitation or a bug: leave onnx out of --target"
-QUANTIZE_HINT = ("The fp32 ONNX model is built: ask for --quant fp32 to keep it without the int8 "
-                 "model, or try another --opset")
 
 
 @contextmanager
@@ -80,7 +62,7 @@ def onnx_step(model: str, step: str, hint: str, action: str = "export") -> Itera
                               f"{type(error).__name__}: {first_line}. {hint}") from None
 
 
-def _require(module: str) -> Any:
+def require(module: str) -> Any:
     import importlib
 
     try:
@@ -97,19 +79,10 @@ class ExportParams(StageParams):
     info: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class QuantizeParams(StageParams):
-    source: str  # the fp32 ONNX model
-    artifact: str
-    info: str
-    calibration: str  # the calibration record (ranges)
-    method: str  # onnxruntime's calibration method
-
-
 def export_onnx(context: StageContext) -> None:
     """Stage ``onnx-export``: SavedModel → ONNX (fp32), dynamic batch axis named ``batch``."""
-    tf2onnx = _require("tf2onnx")
-    onnx = _require("onnx")
+    tf2onnx = require("tf2onnx")
+    onnx = require("onnx")
     params = ExportParams.of(context)
     model = context.model_path.name
     opset = params.opset
@@ -256,82 +229,3 @@ def _value_info(value: Any) -> dict[str, Any]:
     shape = [d.dim_param or d.dim_value for d in tensor_type.shape.dim]
     return {"name": value.name, "type": TensorProto.DataType.Name(tensor_type.elem_type),
             "shape": shape, "scale": [], "zero_point": []}
-
-
-class _CalibrationReader:
-    """Feeds the calibration split to onnxruntime's calibrator, one sample at a time, every input
-    by name in its own dtype (data.load_inputs casts each to the model input's: an int32 or
-    int64 input stays integer)."""
-
-    def __init__(self, inputs: dict[str, np.ndarray]) -> None:
-        count = data.sample_count(inputs)
-        self._batches = iter([{name: array[i:i + 1] for name, array in inputs.items()}
-                              for i in range(count)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
-
-
-def quantize_onnx(context: StageContext) -> None:
-    """Stage ``onnx-quantize``: fp32 ONNX → Q/DQ int8 ONNX, calibrated on the calibration split."""
-    onnx = _require("onnx")
-    quantization = _require("onnxruntime.quantization")
-    params = QuantizeParams.of(context)
-    started = time.perf_counter()
-    source = context.read(params.source)
-    calibration = data.load_inputs(context.build_dir, data.CALIBRATION)
-    model = context.model_path.name
-    target = context.write(params.artifact)
-    prepared = target.with_name(target.stem + "_prepared.onnx")
-    with onnx_step(model, "preparing the fp32 model (shape inference)", QUANTIZE_HINT, INT8):
-        # ONNX shape inference suffices for image models; symbolic inference would need sympy.
-        quantization.shape_inference.quant_pre_process(str(source), str(prepared),
-                                                       skip_symbolic_shape=True)
-    console.info(f"calibrating ONNX int8 on {data.sample_count(calibration)} samples "
-                 f"({params.method})")
-    with onnx_step(model, "calibrating and quantizing (onnxruntime quantize_static)",
-                   QUANTIZE_HINT, INT8):
-        quantize_static(quantization, prepared, target,
-                        _CalibrationReader(calibration), params.method)
-    prepared.unlink()
-    with onnx_step(model, "checking the int8 model (onnx.checker)", QUANTIZE_HINT, INT8):
-        model_proto = onnx.load(str(target))
-        onnx.checker.check_model(model_proto)
-    ranges = calibration_ranges(model_proto)
-    write_json_atomic(context.write(params.calibration), {
-        "method": params.method, "images": data.sample_count(calibration), "symmetric": True,
-        "scales": ranges})
-    write_json_atomic(context.write(params.info), model_info(
-        model_proto, time.perf_counter() - started,
-        {"quantization": "QDQ int8, symmetric, per-channel weights", "method": params.method}))
-    console.info(f"ONNX int8 (Q/DQ): {target.stat().st_size / 1024:.1f} KiB")
-
-
-def quantize_static(quantization: Any, source: Path, target: Path, reader: _CalibrationReader,
-                    method: str) -> None:
-    """onnxruntime's static quantization with the settings TensorRT's explicit quantization
-    accepts: QDQ, int8 symmetric activations and weights, per-channel weights, float biases."""
-    quantization.quantize_static(
-        str(source), str(target), reader,
-        quant_format=quantization.QuantFormat.QDQ,
-        activation_type=quantization.QuantType.QInt8,
-        weight_type=quantization.QuantType.QInt8,
-        per_channel=True,
-        calibrate_method=getattr(quantization.CalibrationMethod, method),
-        # Biases stay float: TensorRT takes int8 Q/DQ pairs, not int32 bias quantization.
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-    )
-
-
-def calibration_ranges(model_proto: Any) -> dict[str, float]:
-    """Activation scales the calibration chose: QuantizeLinear input → scale."""
-    from onnx import numpy_helper
-
-    initializers = {init.name: numpy_helper.to_array(init) for init in model_proto.graph.initializer}
-    ranges = {}
-    for node in model_proto.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] not in initializers:
-            scale = initializers.get(node.input[1])
-            if scale is not None and scale.size == 1:
-                ranges[node.input[0]] = float(scale)
-    return ranges

@@ -1,5 +1,7 @@
-"""Target ``onnx``: the exported model as fp32 ONNX (tf2onnx) and, with int8, the explicit Q/DQ
-int8 model TensorRT builds (onnxruntime static quantization), each validated with onnxruntime."""
+"""Target ``onnx``: the exported model as fp32 ONNX (tf2onnx) and, with int8, a Q/DQ int8 model
+for onnxruntime on any CPU (onnxruntime static quantization), each validated with onnxruntime
+(its default session options). TensorRT's own Q/DQ model is planned by the tensorrt target
+(converters/targets/onnx/quantize.py says why they differ)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,12 @@ from converters.errors import ConfigError
 from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
-from converters.targets.onnx.export import (
-    ExportParams,
-    QuantizeParams,
-    calibration_record,
-    onnx_artifact,
-)
+from converters.targets.onnx.export import ExportParams, onnx_artifact
+from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
 
 ONNX_TOOLS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
 ONNXRUNTIME_TOOLS = ("onnxruntime", "numpy")
-VALIDATION_RUNTIME = "onnxruntime (CPU)"
+VALIDATION_RUNTIME = "onnxruntime (CPU, default session options)"
 
 
 def plan(context: PlanContext) -> list[StageSpec]:
@@ -41,11 +39,12 @@ def plan(context: PlanContext) -> list[StageSpec]:
     if Quantization.INT8 in config.quantizations:
         int8 = onnx_artifact(stem, "int8")
         int8_info = int8.removesuffix(".onnx") + ".json"
-        calibration = calibration_record(stem)
+        calibration = calibration_record(int8)
         stages += [
             StageSpec("onnx-int8", "onnx-quantize", CORE_IMAGE,
                       QuantizeParams(source=fp32, artifact=int8, info=int8_info,
-                                     calibration=calibration, method="MinMax"),
+                                     calibration=calibration, method="MinMax",
+                                     scheme=Int8Scheme.ONNXRUNTIME),
                       deps=("onnx-fp32", "data"), outputs=(int8, int8_info, calibration),
                       tools=ONNX_TOOLS, group="onnx-int8"),
             context.validation_stage("onnx-int8", "onnx", "int8", int8, VALIDATION_RUNTIME,
@@ -55,7 +54,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
 
 
 def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
-    from converters.validate import OnnxRuntime
+    from converters.targets.onnx.runtime import OnnxRuntime
 
     if device:
         raise ConfigError(f"--device applies to Edge TPU artifacts, not {path.name}")
@@ -66,7 +65,7 @@ TARGET = Target(
     name="onnx",
     plan=plan,
     stage_functions={"onnx-export": "converters.targets.onnx.export:export_onnx",
-                     "onnx-quantize": "converters.targets.onnx.export:quantize_onnx"},
+                     "onnx-quantize": "converters.targets.onnx.quantize:quantize_onnx"},
     bundle=BundleHooks(requirements=("onnxruntime", "numpy", "pillow"), runtime="onnxruntime",
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".onnx",),

@@ -1,5 +1,7 @@
-"""Target ``tensorrt``: one engine per precision (fp32, fp16, int8 from the Q/DQ ONNX model),
-built and validated in the NGC TensorRT image on an NVIDIA GPU."""
+"""Target ``tensorrt``: one engine per precision (fp32, fp16, int8 from its own Q/DQ ONNX model),
+built and validated in the NGC TensorRT image on an NVIDIA GPU. The int8 Q/DQ model is made and
+checked here too, in the core image: quantized for TensorRT (converters/targets/onnx/quantize.py)
+and validated in onnxruntime with TensorRT's arithmetic (graph optimizations off)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, ReportHooks, Target
 from converters.targets.onnx.export import onnx_artifact
+from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
+from converters.targets.onnx.target import ONNX_TOOLS, ONNXRUNTIME_TOOLS
 from converters.targets.tensorrt import report, stages
 
 if TYPE_CHECKING:
@@ -20,17 +24,41 @@ if TYPE_CHECKING:
 
 IMAGE = "tensorrt"
 RUNTIME = "tensorrt"
+QDQ_VARIANT = "int8-tensorrt"  # the onnx artifact variant TensorRT's int8 engine is built from
+QDQ_STAGE = f"onnx-{QDQ_VARIANT}"
+QDQ_RUNTIME = "onnxruntime (CPU, graph optimizations off: Q/DQ computed as TensorRT does)"
+STAND_IN = ("the TensorRT int8 engine: build the engine from it, or run it in onnxruntime only "
+            "with graph optimizations off (the onnx int8 model is the one for onnxruntime)")
+
+
+def qdq_stages(context: PlanContext) -> list[StageSpec]:
+    """The Q/DQ int8 ONNX model quantized for TensorRT, and its validation in onnxruntime."""
+    stem = context.stem
+    qdq = onnx_artifact(stem, QDQ_VARIANT)
+    info = qdq.removesuffix(".onnx") + ".json"
+    calibration = calibration_record(qdq)
+    return [
+        StageSpec(QDQ_STAGE, "onnx-quantize", CORE_IMAGE,
+                  QuantizeParams(source=onnx_artifact(stem, "fp32"), artifact=qdq, info=info,
+                                 calibration=calibration, method="MinMax",
+                                 scheme=Int8Scheme.TENSORRT),
+                  deps=("onnx-fp32", "data"), outputs=(qdq, info, calibration),
+                  tools=ONNX_TOOLS, group=QDQ_STAGE),
+        context.validation_stage(QDQ_STAGE, "onnx", QDQ_VARIANT, qdq, QDQ_RUNTIME,
+                                 ONNXRUNTIME_TOOLS, QDQ_STAGE, stand_in_for=STAND_IN),
+    ]
 
 
 def plan(context: PlanContext) -> list[StageSpec]:
     """One engine per precision asked for, each validated in the tensorrt image (where the
     engine can run); dynamic has no TensorRT counterpart."""
     config, stem = context.config, context.stem
-    planned: list[StageSpec] = []
+    planned: list[StageSpec] = (qdq_stages(context) if Quantization.INT8 in config.quantizations
+                                else [])
     for mode in config.quantizations:
         if mode in (Quantization.DYNAMIC, Quantization.INT8_MIXED):
             continue  # no TensorRT counterpart of TFLite's hybrid kernels or per-op mix
-        source = "int8" if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
+        source = QDQ_VARIANT if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
         name = f"tensorrt-{mode.value}"
         engine = stages.engine_artifact(stem, mode.value)
         engine_dir = engine.rsplit("/", 1)[0]
