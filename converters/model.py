@@ -16,6 +16,7 @@ import numpy as np
 from converters.config import MODEL_SUFFIXES
 from converters.errors import ModelError
 from converters.fsutil import file_identity
+from converters.saved_model_safety import check_saved_model
 
 Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
 Predict = Callable[[Arrays], Arrays]
@@ -145,6 +146,8 @@ def _load_once(path: Path, unsafe: bool, input_shape: tuple[int, ...] | None,
     del identity  # part of the cache key only
     model_format = check_model_path(path)
     if model_format == "saved_model":
+        if not unsafe:  # before TensorFlow runs any of its functions
+            check_saved_model(path)
         return _load_saved_model(path, input_shape)
     return _load_keras(path, model_format, unsafe, input_shape)
 

@@ -93,8 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_flex", SWITCH, False, "let fp32/fp16/dynamic keep TensorFlow (Flex) ops"),
     Setting("allow_float_fallback", SWITCH, False, "let int8 keep ops that cannot be quantized "
             "in float"),
-    Setting("unsafe", SWITCH, False, "allow unsafe deserialisation (Lambda layers) of a trusted "
-            ".keras/.h5"),
+    Setting("unsafe", SWITCH, False, "trust the model: allow Lambda layers in a .keras/.h5 and "
+            "file, network or Python ops in a SavedModel's graphs"),
     Setting("allow_class_mismatch", SWITCH, False, "go on when the dataset's class folders do not "
             "match the model's output classes in number"),
     Setting("input_shape", TEXT, None, "H,W,C (or any per-sample shape) for a one-input model "
