@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from converters.errors import ConfigError
+from converters.host_memory import available_memory
 
 AUTO = "auto"
 CORES_PER_PROCESS = 2
@@ -32,18 +33,6 @@ def auto_jobs(cores: int, available_memory: int | None) -> int:
     if available_memory is None:
         return by_cores
     return max(1, min(by_cores, available_memory // MEMORY_PER_PROCESS))
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes, None where there is no such file."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def parse_jobs(value: str) -> int:

@@ -90,7 +90,23 @@ class LoadedModel:
             "outputs": [tensor.as_dict() for tensor in self.outputs],
             "parameters": self.parameters,
             "input_preprocessing": self.input_preprocessing,
+            "sample_bytes": sum(tensor_bytes(t.shape, t.dtype) for t in self.inputs),
+            "largest_activation_bytes": self.largest_activation_bytes(),
         }
+
+    def largest_activation_bytes(self) -> int:
+        """The largest tensor one sample makes in the traced graph, inputs aside (unknown sizes
+        count as 1; a shape the graph does not declare at all counts as nothing)."""
+        graph = self.graph_function.get_concrete_function().graph
+        sizes = [tensor_bytes(tuple(output.shape)[1:], output.dtype.name)
+                 for operation in graph.get_operations() if operation.type != "Placeholder"
+                 for output in operation.outputs if output.shape.rank is not None and output.dtype.is_numpy_compatible]
+        return max(sizes, default=0)
+
+
+def tensor_bytes(shape: tuple[int | None, ...], dtype: str) -> int:
+    """Bytes of one sample of a tensor (a dimension of unknown size counts as 1)."""
+    return int(np.prod([size or 1 for size in shape], dtype=object)) * np.dtype(dtype).itemsize
 
 
 def tensors(model_info: dict[str, Any], kind: str) -> tuple[TensorInfo, ...]:

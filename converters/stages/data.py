@@ -19,6 +19,7 @@ from converters import arrays, console, dataset, preprocessing_choice
 from converters.config import Preprocessing
 from converters.errors import DatasetError, ModelError
 from converters.fsutil import file_identity, read_json, write_json_atomic
+from converters.host_memory import available_memory, check_fits
 from converters.model import Arrays, TensorInfo
 from converters.stages import export
 from converters.stages.base import StageContext
@@ -47,12 +48,22 @@ class DataParams(ExportParams):  # the model is loaded as export loads it, to sc
 
 def run(context: StageContext) -> None:
     inputs = export.model_inputs(context.build_dir)
+    check_split_memory(context)
     if arrays.is_array_dataset(context.dataset_dir):
         info = store_arrays(context, inputs)
     else:
         info = store_images(context, inputs)
     write_json_atomic(context.write(DATASET_INFO), {
         "inputs": [{**tensor.as_dict(), "source": info["kind"]} for tensor in inputs], **info})
+
+
+def check_split_memory(context: StageContext) -> None:
+    """Refuse, before reading anything, splits whose arrays cannot fit in memory."""
+    params = DataParams.of(context)
+    info = read_json(context.build_dir / export.MODEL_INFO)
+    check_fits(str(context.model_path), info["sample_bytes"], info["largest_activation_bytes"],
+               samples=params.calibration_size + params.validation_size,
+               available=available_memory())
 
 
 def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:

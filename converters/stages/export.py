@@ -15,6 +15,7 @@ from pathlib import Path
 from converters import console
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
+from converters.host_memory import available_memory, check_fits
 from converters.model import LoadedModel, TensorInfo, load, tensors
 from converters.stages.base import StageContext, StageParams
 
@@ -39,7 +40,10 @@ def run(context: StageContext) -> None:
     shapes = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
     console.info(f"tracing {context.model_path} (input {shapes})")
     model.trace()  # a model that cannot run in a graph fails here, before the dataset is read
-    write_json_atomic(context.write(MODEL_INFO), model.info())
+    info = model.info()
+    check_fits(str(context.model_path), info["sample_bytes"], info["largest_activation_bytes"],
+               samples=1, available=available_memory())
+    write_json_atomic(context.write(MODEL_INFO), info)
 
 
 def write_saved_model(context: StageContext) -> None:
