@@ -7,6 +7,7 @@ in this process. The build directory is locked for the whole build.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -27,7 +28,7 @@ from converters.processes import run_streaming, stop_running_processes
 from converters.runners import StageRunner
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
-from converters.shared_cache import SharedCache
+from converters.shared_cache import SharedCache, open_shared_cache
 from converters.stages.base import StageSpec
 from converters.targets import planned
 
@@ -73,13 +74,30 @@ def check_inputs(config: ConvertConfig) -> None:
                           "build would change the dataset it hashes. Pick a build folder outside it")
 
 
+def shared_cache(config: ConvertConfig) -> SharedCache | None:
+    """The ``--cache-dir`` cache with its signing and checking keys, checked (and the keys
+    read) before anything runs; None without a cache."""
+    if config.cache_dir is None:
+        return None
+    from converters.bundle_signing import load_signing_key, public_key_check, sign
+
+    signer = check = None
+    if config.cache_sign_key is not None:
+        private_key = load_signing_key(config.cache_sign_key)
+        signer = functools.partial(sign, private_key)
+    if config.cache_public_key is not None:
+        check = public_key_check(config.cache_public_key)
+    return open_shared_cache(config.cache_dir, signer, check)
+
+
 def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     check_inputs(config)
+    shared = shared_cache(config)
     runners = make_runners(config)
     out_existed = config.out.exists()
     try:
         with cache.build_lock(config.out):
-            plans, ran, skipped, restored = _build(config, runners, command_line)
+            plans, ran, skipped, restored = _build(config, runners, command_line, shared)
     finally:
         if not out_existed:
             remove_if_only_lock(config.out)
@@ -119,6 +137,7 @@ def skipped_stages(plan: ModelPlan) -> list[str]:
 
 
 def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line: list[str],
+           shared: SharedCache | None,
            ) -> tuple[tuple[ModelPlan, ...], dict[str, list[str]], dict[str, list[str]],
                       dict[str, list[str]]]:
     """Plan, skip the fresh, run the stale; the caller holds the build folder's lock."""
@@ -132,7 +151,6 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
     ran: dict[str, list[str]] = {}
     skipped: dict[str, list[str]] = {}
     restored: dict[str, list[str]] = {}
-    shared = SharedCache(config.cache_dir) if config.cache_dir else None
     new_dirs = {plan.stem for plan in plans if not plan.build_dir.exists()}
     for plan in plans:
         failed_before = any(cache.read_failure(plan.build_dir, s.name) for s in plan.stages)

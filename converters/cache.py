@@ -293,7 +293,8 @@ def verify_build_dir(build_dir: Path) -> tuple[int, list[str]]:
 
     Every stage output is re-hashed against its stamp (``.stages/``) and the manifest, which
     must agree; a file in the build folder that no stage recorded is a problem too, and so is a
-    build the manifest marks incomplete or a folder without a single artifact.
+    symbolic link anywhere in it (a restored or hand-made link would pass the hashes as its
+    target), a build the manifest marks incomplete or a folder without a single artifact.
     """
     manifest = read_json(build_dir / MANIFEST)
     problems = []
@@ -311,6 +312,9 @@ def verify_build_dir(build_dir: Path) -> tuple[int, list[str]]:
         problems += _check_output(build_dir, relative, stamped.get(relative), listed.get(relative))
     for path in sorted(_unrecorded_files(build_dir, stamped)):
         problems.append(f"{path}: not written by any stage of the build (no stamp records it)")
+    for path in sorted(p for p in build_dir.rglob("*") if p.is_symlink()):
+        problems.append(f"{path}: a symbolic link (to {os.readlink(path)}); a build writes only "
+                        "files and folders: remove it and rebuild (invoke convert --force)")
     if not stamped and not listed:
         problems.append(f"{build_dir}: holds no artifact: run invoke convert first")
     return len(stamped), problems

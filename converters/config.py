@@ -220,6 +220,8 @@ class ConvertConfig:
     executor: Executor = Executor.LOCAL
     ray_address: str | None = None  # --executor ray: the cluster to join (else $RAY_ADDRESS)
     cache_dir: Path | None = None  # the shared stage cache (converters/shared_cache.py)
+    cache_sign_key: Path | None = None  # signs the entries this build stores
+    cache_public_key: Path | None = None  # restore only entries signed by its private key
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -237,6 +239,11 @@ class ConvertConfig:
         if self.ray_address and self.executor is not Executor.RAY:
             raise ConfigError(f"--ray-address {self.ray_address} applies to --executor ray: add "
                               "--executor ray, or drop --ray-address")
+        for flag, key in (("--cache-sign-key", self.cache_sign_key),
+                          ("--cache-public-key", self.cache_public_key)):
+            if key is not None and self.cache_dir is None:
+                raise ConfigError(f"{flag} {key} applies to a shared cache: add --cache-dir DIR "
+                                  f"(or cache_dir in invoke.yaml), or drop {flag}")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.latency_runs < 1:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from converters.errors import CorruptFileError
 
@@ -25,11 +27,47 @@ def file_identity(path: Path) -> tuple[int, int, int]:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+        return sha256_handle(handle)
+
+
+def sha256_handle(handle: IO[bytes]) -> str:
+    """The sha256 of what ``handle`` holds from where it is, read in chunks (bounded memory)."""
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def open_regular_file(path: Path, max_bytes: int | None = None) -> IO[bytes]:
+    """``path`` opened for reading when it is a regular file (not a link, FIFO, device or folder)
+    of at most ``max_bytes``; else a CorruptFileError naming it. For files someone else may have
+    planted: opening never follows a link nor waits for a FIFO's writer, and a size limit keeps
+    a small file small. A missing file is FileNotFoundError."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CorruptFileError(f"{path} is a symbolic link, not a file") from None
+        raise
+    status = os.fstat(descriptor)
+    problem = ("is not a regular file (a FIFO, device or folder)" if not stat.S_ISREG(status.st_mode)
+               else f"holds {status.st_size} bytes, more than {max_bytes}"
+               if max_bytes is not None and status.st_size > max_bytes else None)
+    if problem is not None:
+        os.close(descriptor)
+        raise CorruptFileError(f"{path} {problem}")
+    return os.fdopen(descriptor, "rb")
+
+
+def read_small_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular_file`), at most
+    ``max_bytes`` of them even when it grows while read."""
+    with open_regular_file(path, max_bytes) as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise CorruptFileError(f"{path} holds more than {max_bytes} bytes")
+    return data
 
 
 def sha256_tree(path: Path) -> str:

@@ -3,26 +3,62 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from converters import cache, console
 from converters.errors import ConfigError, VerifyError
-from converters.fsutil import remove
+from converters.fsutil import read_json, remove, sha256_tree
+from converters.report import REPORT_JSON
 
 
 def verify_build(out: Path) -> None:
-    """Re-hash every artifact of every model under ``out`` against its manifest."""
+    """Re-hash every artifact of every model under ``out`` against its manifest, and check the
+    sha256 report.json gives each artifact against the manifest and the file."""
     manifests = sorted(out.glob(f"*/{cache.MANIFEST}"))
     if not manifests:
         raise ConfigError(f"no manifest.json under {out}/: run invoke convert first")
     problems: list[str] = []
     for manifest in manifests:
         count, found = cache.verify_build_dir(manifest.parent)
+        found += report_problems(manifest.parent)
         problems += found
         if not found:
             console.info(f"{manifest.parent}: {count} files match {manifest.name} and the "
                          "stages' stamps")
     if problems:
         raise VerifyError("the build folder does not verify:\n  " + "\n  ".join(problems))
+
+
+def report_problems(build_dir: Path) -> list[str]:
+    """One line per artifact whose sha256 in report.json (what a user reads and deploys by)
+    differs from the manifest's or from the file's; none when there is no report."""
+    report_path = build_dir / REPORT_JSON
+    if not report_path.is_file():
+        return []
+    listed: dict[str, Any] = read_json(build_dir / cache.MANIFEST).get("artifacts", {})
+    artifacts = read_json(report_path).get("artifacts")
+    problems = []
+    for artifact in artifacts if isinstance(artifacts, list) else []:
+        if not isinstance(artifact, dict) or "sha256" not in artifact:
+            continue  # an artifact not built here has no file
+        relative, reported = str(artifact.get("path")), artifact["sha256"]
+        path = build_dir / relative
+        record = listed.get(relative)
+        if build_dir.resolve() not in path.resolve().parents:
+            problems.append(f"{REPORT_JSON} of {build_dir} lists {relative!r}, which is not in "
+                            "the build folder: rebuild (invoke convert --force)")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"{path}: listed in {REPORT_JSON} but not in the manifest")
+        elif record.get("sha256") != reported:
+            problems.append(f"{path}: {REPORT_JSON} records sha256 {str(reported)[:12]}…, the "
+                            f"manifest {str(record.get('sha256'))[:12]}…: rebuild (invoke convert "
+                            "--force)")
+        readable = not path.is_symlink() and (path.is_file() or path.is_dir())  # links: flagged
+        if readable and (actual := sha256_tree(path)) != reported:
+            problems.append(f"{path}: sha256 {actual[:12]}… differs from the {str(reported)[:12]}… "
+                            f"{REPORT_JSON} records")
+    return problems
 
 
 def clean_build(out: Path, dry_run: bool) -> None:

@@ -108,6 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
             "else a local Ray started and stopped for the build)"),
     Setting("cache_dir", TEXT, None, "shared stage cache folder: a stage whose key it holds is "
             "restored instead of run, and built stages are stored in it (invoke cache-prune)"),
+    Setting("cache_sign_key", TEXT, None, "Ed25519 private key (PEM, as invoke bundle-keygen "
+            "makes) that signs every entry this build stores in --cache-dir: for the writers of "
+            "a shared cache, such as CI"),
+    Setting("cache_public_key", TEXT, None, "Ed25519 public key (PEM): restore from --cache-dir "
+            "only entries signed by its private key (any other is skipped with a warning and the "
+            "stage runs here)"),
     Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
             "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10),
     Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
@@ -268,6 +274,10 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
     def get(name: str) -> Any:
         return resolve(name, flags.get(name), configured)
 
+    def optional_path(name: str) -> Path | None:
+        value = get(name)
+        return Path(value) if value else None
+
     dataset = Path(get("dataset"))
     given = [Path(m) for m in get("model") or get("models")]
     models = paired_with_sample(given or default_models(Path(get("model_dir"))), dataset,
@@ -300,7 +310,9 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         jobs=get("jobs"),
         executor=parse_enum(Executor, get("executor"), "--executor"),
         ray_address=get("ray_address") or None,
-        cache_dir=Path(get("cache_dir")) if get("cache_dir") else None,
+        cache_dir=optional_path("cache_dir"),
+        cache_sign_key=optional_path("cache_sign_key"),
+        cache_public_key=optional_path("cache_public_key"),
         edgetpu=CompileOptions(
             min_runtime_version=get("min_runtime_version"), num_segments=get("num_segments"),
             search_delegate=get("search_delegate"),

@@ -16,7 +16,7 @@ from converters import build, cache
 from converters.config import Quantization
 from converters.errors import ConfigError
 from converters.fsutil import sha256_file
-from converters.shared_cache import DIGEST, ENTRY, SharedCache, parse_size
+from converters.shared_cache import DIGEST, ENTRY, SharedCache, open_shared_cache, parse_size
 from converters.stages.base import StageSpec
 from tests.conftest import make_config, run_invoke
 
@@ -112,7 +112,8 @@ def test_a_corrupted_entry_is_detected_removed_and_the_stage_rebuilt(
 def _store(cache_dir: str, build_dir: str, spec: dict[str, object], key: str,
            start: Any, stored: Any) -> None:
     start.wait()  # every writer starts at once
-    stored.put(SharedCache(Path(cache_dir)).store(Path(build_dir), StageSpec.from_dict(spec), key))
+    shared = open_shared_cache(Path(cache_dir))  # each writer finds or makes the cache
+    stored.put(shared.store(Path(build_dir), StageSpec.from_dict(spec), key))
 
 
 def test_concurrent_writers_of_one_key_leave_one_valid_entry(
