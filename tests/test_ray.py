@@ -47,6 +47,7 @@ from tests.ray_cluster import (
     loopback_cluster,
     parent_pid,
 )
+from tests.test_cli import assert_user_error
 
 # Not imported here: Ray reads its authentication settings when first imported, and the
 # driver's environment gets them from the cluster fixture (``joined``) first.
@@ -149,6 +150,16 @@ def test_two_models_tflite_and_onnx_on_ray_give_the_local_bytes(
     noop = build.convert(make_config(models, images, tmp_path / "ray", targets=("tflite", "onnx"),
                                      executor=Executor.RAY, ray_address="127.0.0.1:1"), ["test"])
     assert noop.ran == {"small": [], "other": []}
+
+
+def test_a_wrong_auth_token_is_named(cluster: Cluster, two_models: tuple[list[Path], Path],
+                                     tmp_path: Path) -> None:
+    models, images = two_models
+    result = run_invoke("convert", "--model", str(models[0]), *quick_flags(images, tmp_path),
+                        "--executor", "ray", "--ray-address", cluster.address,
+                        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32})
+    assert_user_error(result, f"the Ray cluster at {cluster.address} refused this build's "
+                      "authentication token: set RAY_AUTH_TOKEN")
 
 
 def test_edgetpu_compile_runs_on_the_node_that_offers_the_compiler(

@@ -45,6 +45,11 @@ from converters.tree_archive import extract_tree_archive, tree_archive_bytes
 LOCAL = "local"  # ray.init's address that starts a new Ray instance for this process
 MAX_RETRIES = 2  # a task whose worker or node dies runs again, at most this often
 CONNECT_TIMEOUT = 10.0  # seconds to wait for the cluster's address to answer
+ANSWER_TIMEOUT = 5.0  # seconds to wait for its first gRPC (HTTP/2) frame
+# HTTP/2's client connection preface and an empty SETTINGS frame; a server's first frame is its
+# SETTINGS (frame type 4, the header's fourth byte).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+HTTP2_SETTINGS = 4
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ def ray_session(ray: ModuleType, address: str) -> Iterator[None]:
             check_reachable(address)
             ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as error:
+        if refused_token(error):
+            raise ToolMissingError(
+                f"the Ray cluster at {address} refused this build's authentication token: set "
+                "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token (ray "
+                "get-auth-token on its head node)") from None
         raise ToolMissingError(f"cannot join the Ray cluster at {address}: {error}. Start it "
                                "(ray start --head) or fix --ray-address / RAY_ADDRESS") from None
     try:
@@ -102,16 +112,55 @@ def ray_session(ray: ModuleType, address: str) -> Iterator[None]:
         ray.shutdown()
 
 
-def check_reachable(address: str) -> None:
-    """Refuse a ``HOST:PORT`` where nothing listens: ray.init would wait on it for minutes, deaf
-    to Ctrl-C. (``ray://`` client addresses and others go to Ray as they are.)"""
+def refused_token(error: BaseException) -> bool:
+    """Whether Ray's error (or what caused it) is its authentication refusal: Ray 2.60 raises a
+    ConnectionError from a RuntimeError whose text holds the AuthenticationError's traceback."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if type(seen).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def host_and_port(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` as (host, port); None for other forms (``ray://``...)."""
     host, _, port = address.rpartition(":")
-    if "://" in address or not port.isdigit():
+    if "://" in address or not port.isdigit() or not host:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port)
+    if ":" in host:  # an IPv6 address without brackets: check_reachable refuses it
+        return None
+    return host, int(port)
+
+
+def check_reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` where nothing listens, or where something that is not a Ray
+    cluster's GCS answers: ray.init would wait on either for minutes, deaf to Ctrl-C. The GCS
+    speaks gRPC, so it answers HTTP/2's client preface with a SETTINGS frame at once; a Redis,
+    web or SSH server, or a silent one, does not. (``ray://`` addresses go to Ray as they are.)"""
+    parsed = host_and_port(address)
+    if parsed is None:
+        if "://" not in address and address.count(":") > 1:
+            raise ValueError(f"{address} is an IPv6 address without brackets: write "
+                             "[ADDRESS]:PORT")
         return
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+        with socket.create_connection(parsed, timeout=CONNECT_TIMEOUT) as connection:
+            connection.sendall(HTTP2_PREFACE)
+            connection.settimeout(ANSWER_TIMEOUT)
+            header = connection.recv(9)
+    except TimeoutError:
+        raise ConnectionError(f"{address} accepts connections but does not answer as a Ray "
+                              f"cluster (no gRPC reply in {ANSWER_TIMEOUT:.0f} s): is it the "
+                              "GCS port that ray start --head printed?") from None
     except OSError as error:
         raise ConnectionError(f"nothing answers at {address} ({error})") from None
+    if len(header) < 4 or header[3] != HTTP2_SETTINGS:
+        raise ConnectionError(f"{address} answers, but not as a Ray cluster (not gRPC: it "
+                              f"replied {header[:9]!r}): is it the GCS port that ray start "
+                              "--head printed?")
 
 
 def placement(job: Job, threads: int, nodes: list[dict[str, Any]], address: str) -> Placement:
