@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from converters import arrays
+from converters.build_state import build_folder, check_artifact
 from converters.config import Preprocessing, PreprocessingMode
 from converters.dataset import is_image_file, load_image, preprocess
 from converters.errors import ConfigError, DatasetError, ModelError
@@ -47,7 +48,15 @@ class BuildMetadata:
 def build_metadata(artifact: Path) -> BuildMetadata:
     """Preprocessing, class names, inputs and output order of the build ``artifact`` belongs to
     (defaults otherwise): the nearest ``data/dataset.json`` above the artifact, within its
-    model's build folder, and the ``export/model.json`` beside it."""
+    model's build folder, and the ``export/model.json`` beside it. An artifact inside a build
+    folder must belong with them (:mod:`converters.build_state`)."""
+    if (build_dir := build_folder(artifact)) is not None:
+        check_artifact(artifact, build_dir)
+        for needed in (data.DATASET_INFO, export.MODEL_INFO):
+            if not (build_dir / needed).is_file():
+                raise ModelError(f"{build_dir} has no {needed} (the preprocessing, class names "
+                                 f"and input names {artifact.name} was validated with): run "
+                                 "invoke convert again")
     for folder in list(artifact.resolve().parents)[:3]:
         dataset_info = folder / data.DATASET_INFO
         if dataset_info.exists():

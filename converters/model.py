@@ -98,9 +98,10 @@ class LoadedModel:
         """The largest tensor one sample makes in the traced graph, inputs aside (unknown sizes
         count as 1; a shape the graph does not declare at all counts as nothing)."""
         graph = self.graph_function.get_concrete_function().graph
-        sizes = [tensor_bytes(tuple(output.shape)[1:], output.dtype.name)
-                 for operation in graph.get_operations() if operation.type != "Placeholder"
-                 for output in operation.outputs if output.shape.rank is not None and output.dtype.is_numpy_compatible]
+        outputs = [output for operation in graph.get_operations()
+                   if operation.type != "Placeholder" for output in operation.outputs]
+        sizes = [tensor_bytes(tuple(output.shape)[1:], output.dtype.name) for output in outputs
+                 if output.shape.rank is not None and output.dtype.is_numpy_compatible]
         return max(sizes, default=0)
 
 
