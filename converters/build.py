@@ -8,42 +8,27 @@ in this process. The build directory is locked for the whole build.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from converters import cache, console, report
 from converters.config import ConvertConfig, Executor
 from converters.dataset import check_source
-from converters.errors import BuildError, ConfigError, error_class
-from converters.executor import PARENT_SHOWS_ERRORS, STAGING, error_file, run_stage
+from converters.errors import ConfigError
+from converters.executor import STAGING, run_stage
 from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
 from converters.model import check_model_path
 from converters.plan import HOST, ModelPlan, plan_model, stage_images
-from converters.processes import run_streaming, stop_running_processes
+from converters.processes import stop_running_processes
 from converters.runners import StageRunner
 from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
 from converters.shared_cache import SharedCache, open_shared_cache
+from converters.stage_jobs import JOBS_DIR, Job, job_document, run_job_process
 from converters.stages.base import StageSpec
 from converters.targets import planned
-
-JOBS_DIR = ".jobs"
-
-
-@dataclass(eq=False)  # identity semantics: a job is one scheduled process
-class Job:
-    """Stages one process runs, in order; it starts once the jobs in ``needs`` succeeded."""
-
-    plan: ModelPlan
-    name: str
-    image: str
-    specs: list[StageSpec]
-    needs: list[Job] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -243,25 +228,6 @@ def remove_if_only_lock(out: Path) -> None:
         remove(out)
 
 
-def job_document(plan: ModelPlan, image: str, runner: StageRunner,
-                 specs: list[StageSpec]) -> dict[str, Any]:
-    """The job file's content (run here or on a Ray worker). ``contain_failures``: a failed
-    stage of one target's variant (a grouped stage) is recorded and the job goes on with the
-    stages that do not need it."""
-    return {
-        "model_name": plan.stem,
-        "image": image,
-        "model_path": str(plan.model_path.resolve()),
-        "dataset_dir": str(plan.dataset_dir.resolve()),
-        "build_dir": str(plan.build_dir.resolve()),
-        "runner": runner.name,
-        "threads": plan.threads,
-        "contain_failures": True,
-        "stages": [{"spec": s.to_dict(), "key": plan.keys[s.name], "deps": plan.dep_keys(s),
-                    "environment": plan.environments[s.name]} for s in specs],
-    }
-
-
 def group_jobs(plan: ModelPlan, stale: list[StageSpec], split_groups: bool) -> list[Job]:
     """One job per image (one TensorFlow import for all modes), or per stage group with -j > 1.
 
@@ -315,37 +281,3 @@ def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) ->
         console.error(str(failure))
     if failures:
         raise failures[0]
-
-
-def run_job_process(job: Job, runner: StageRunner) -> None:
-    """Run ``job`` in its stage process (local or docker) from its job file in the build folder."""
-    document = job_document(job.plan, job.image, runner, job.specs)
-    run_job_document(document, job.plan.build_dir / JOBS_DIR / f"{job.name}.json", runner)
-
-
-def run_job_document(document: dict[str, Any], job_path: Path, runner: StageRunner) -> None:
-    """Write the job file, run it in its stage process, raise its error."""
-    job_path.parent.mkdir(parents=True, exist_ok=True)
-    job_path.write_text(json.dumps(document, indent=2))
-    argv = runner.command(job_path, document)
-    env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
-    if console.console.is_terminal:
-        env[console.FORCE_TERMINAL] = "1"
-    try:
-        exit_code, tail = run_streaming(argv, env=env)
-    finally:
-        runner.finish(job_path, document)
-    if exit_code == 0:
-        remove(job_path)
-        return
-    failure = error_file(job_path)
-    if failure.exists():
-        detail = read_json(failure)
-        if detail["type"] != "InternalError":
-            raise error_class(detail["type"])(detail["message"])
-    log = "\n".join(f"  | {line}" for line in tail)
-    raise BuildError(
-        f"the {document['image']} stage process for {document['model_name']} failed with exit "
-        f"code {exit_code}.\n"
-        f"command: {' '.join(argv)}\nlast lines of its log:\n{log}"
-    )

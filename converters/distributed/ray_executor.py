@@ -32,7 +32,6 @@ from types import ModuleType
 from typing import Any
 
 from converters import cache, console
-from converters.build import Job, job_document
 from converters.config import ConvertConfig
 from converters.distributed.remote_job import folder_archive, path_archive, run_job_from_archives
 from converters.errors import BuildError, ConverterError, ToolMissingError, error_class
@@ -40,6 +39,7 @@ from converters.executor import STAGING, record_failure
 from converters.fsutil import read_json, remove
 from converters.images import image_definition
 from converters.runners import StageRunner
+from converters.stage_jobs import Job, job_document
 from converters.tree_archive import extract_tree_archive, tree_archive_bytes
 
 LOCAL = "local"  # ray.init's address that starts a new Ray instance for this process

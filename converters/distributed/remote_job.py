@@ -4,7 +4,7 @@ temporary folder, returning an archive of its outputs and stamps.
 No shared filesystem is assumed: the model, the dataset and the upstream stages' outputs arrive
 as archives (:mod:`converters.tree_archive`), are unpacked into a temporary build folder laid out
 as on the driver, and the job runs there exactly as a local job does
-(:func:`converters.build.run_job_document`: a stage process, local or in a toolchain image).
+(:func:`converters.stage_jobs.run_job_document`: a stage process, local or in a toolchain image).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from converters import cache, console
-from converters.build import JOBS_DIR, run_job_document
 from converters.errors import ConfigError, ConverterError
 from converters.fsutil import write_json_atomic
 from converters.runners import StageRunner
 from converters.runners.docker import DockerRunner
 from converters.runners.local import LocalRunner
+from converters.stage_jobs import JOBS_DIR, run_job_document
 from converters.stages.base import StageSpec
 from converters.tree_archive import extract_tree_archive, tree_archive_bytes
 
