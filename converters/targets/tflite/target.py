@@ -83,8 +83,10 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         allow_float_fallback=config.allow_float_fallback if integer else False,
         ranges_out=ranges_out, ranges_in=ranges_in,
         litert_calibration=litert_calibrates(config, mode),
-        from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None)
-    deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
+        from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None,
+        metadata=target == "tflite")
+    # Quantized modes calibrate or measure on the data; the tflite target's metadata reads it
+    deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 or common.metadata else ()
     if ranges_in:
         deps += (INT8_STAGE,)
     if against or from_fp32:
