@@ -25,7 +25,7 @@ from converters.markup import inline_html, md_table, percent
 from converters.metrics import accuracy_drop, single_classifier
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext, StageParams
-from converters.targets import ReportHooks, all_targets
+from converters.targets import ReportHooks, all_targets, client_checks
 
 SCHEMA_VERSION = 1
 NEAR_CHANCE_FACTOR = 1.5  # reference accuracy below this many times chance is a warning
@@ -224,6 +224,10 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "engine": conversion.get("engine"),
         "op_errors": conversion.get("op_errors"),
         "mixed_precision": conversion.get("mixed_precision"),
+        "metadata": conversion.get("metadata"),
+        # Checks in the runtimes apps deploy with (MediaPipe), under their own keys
+        **{check.key: record[check.key] for check in client_checks().values()
+           if check.key in record},
     }
 
 
@@ -351,7 +355,24 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"`{n['path']}` was not built: {n['reason']}"
               for n in report.get("not_built", []) if n.get("failed")]
     lines += [f"`{n['path']}` was not needed: {n['reason']}" for n in report.get("not_needed", [])]
-    return lines + output_lines(report)
+    return lines + client_lines(report) + output_lines(report)
+
+
+def client_lines(report: dict[str, Any]) -> list[str]:
+    """One line per real-client check: each artifact's result, or one reason shared by all."""
+    lines = []
+    for check in client_checks().values():
+        checked = [(a["variant"], a[check.key]) for a in report["artifacts"] if a.get(check.key)]
+        reasons = {entry.get("reason") for _, entry in checked}
+        if not checked:
+            continue
+        if len(reasons) == 1 and None not in reasons:
+            lines.append(f"{check.title}: {reasons.pop()}.")
+            continue
+        parts = [f"{variant} {entry.get('summary') or entry.get('reason')}"
+                 for variant, entry in checked]
+        lines.append(f"{check.title}: {'; '.join(parts)}.")
+    return lines
 
 
 def output_lines(report: dict[str, Any]) -> list[str]:

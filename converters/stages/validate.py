@@ -8,7 +8,7 @@ from converters.cpu import this_cpu
 from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageNotNeeded, StageSkipped
-from converters.targets import open_runtime
+from converters.targets import client_checks, open_runtime
 from converters.targets.base import ValidateParams
 
 
@@ -57,6 +57,12 @@ def run(context: StageContext) -> None:
             f"({headline['output']}), max |error| "
             f"{max(r['max_abs_error'] for r in per_output.values()):.4g}, "
             f"{latency.median_ms:.2f} ms")
-        result |= {"failed": None, "metrics": metrics.summary(per_output), "outputs": per_output,
+        summary = metrics.summary(per_output)
+        result |= {"failed": None, "metrics": summary, "outputs": per_output,
                    "headline": headline, **latency.as_record()}
+        if (client := client_checks().get(params.target)) is not None:
+            checked = client.run(context, artifact, summary)
+            console.info(f"{artifact.name} in {client.title}: "
+                         f"{checked.get('summary') or checked.get('reason')}")
+            result[client.key] = checked
     write_json_atomic(context.write(params.output), result)

@@ -16,6 +16,7 @@ from converters.runtime import Runtime
 from converters.targets.base import (
     CORE_IMAGE,
     BundleHooks,
+    ClientCheck,
     PlanContext,
     ReportHooks,
     Target,
@@ -72,6 +73,12 @@ def planned(names: tuple[str, ...]) -> list[Target]:
     return [target for name, target in all_targets().items() if name in wanted]
 
 
+def client_checks() -> dict[str, ClientCheck]:
+    """Each target's check in a real client (its name → the check), for the targets that have one."""
+    return {name: target.client_check for name, target in all_targets().items()
+            if target.client_check is not None}
+
+
 def stage_function_path(kind: str) -> str | None:
     """``"module:function"`` of a target stage kind, or None when no target has it."""
     for target in all_targets().values():
@@ -99,6 +106,6 @@ def open_runtime(artifact: Path, threads: int, device: str | None = None) -> Run
     return target.runtime(artifact, threads, device)
 
 
-__all__ = ["BUILT_IN", "CORE_IMAGE", "BundleHooks", "PlanContext", "ReportHooks", "Target",
-           "all_targets", "for_artifact", "get", "open_runtime", "parse_targets", "planned", "register",
-           "stage_function_path"]
+__all__ = ["BUILT_IN", "CORE_IMAGE", "BundleHooks", "ClientCheck", "PlanContext", "ReportHooks",
+           "Target", "all_targets", "client_checks", "for_artifact", "get", "open_runtime",
+           "parse_targets", "planned", "register", "stage_function_path"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converters.stages.base import StageParams, StageSpec
+from converters.stages.base import StageContext, StageParams, StageSpec
 
 if TYPE_CHECKING:
     from converters.bundle import BundleRequest
@@ -96,6 +96,19 @@ class ReportHooks:
 
 
 @dataclass(frozen=True)
+class ClientCheck:
+    """An artifact checked in a runtime apps deploy with (not only in our own harness), run by
+    the validate stage after its own comparison. Its result is the validation record's (and
+    report.json's artifact entry's) ``key``: ``ran``, and a ``summary`` phrase when it ran or a
+    ``reason`` when it did not."""
+
+    key: str  # e.g. "mediapipe"
+    title: str  # how report.md names it
+    # (stage context, artifact, the validation's metrics) → the record's entry
+    run: Callable[[StageContext, Path, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class BundleHooks:
     """What a deployment bundle of this target carries and says."""
 
@@ -127,3 +140,4 @@ class Target:
     artifact_suffixes: tuple[str, ...] = ()
     runtime: Callable[[Path, int, str | None], Runtime] | None = None
     tasks: str | None = None  # a module whose Invoke tasks join tasks.py's (e.g. edgetpu-check)
+    client_check: ClientCheck | None = None  # run on each of its validated artifacts

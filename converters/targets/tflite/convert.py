@@ -28,6 +28,7 @@ from converters.stages import data
 from converters.stages.base import StageContext
 from converters.targets.tflite import (
     calibration_share,
+    describe,
     frozen,
     int8_from_fp32,
     litert_calibration,
@@ -50,10 +51,11 @@ def run(context: StageContext) -> None:
     graph = tflite_inspect.parse(flatbuffer)
     if mode is Quantization.INT8 and not params.allow_float_fallback:
         record.require_full_integer(context, graph)
-    write_bytes_atomic(context.write(params.artifact), flatbuffer)
     info = record.artifact_info(context, graph, seconds, record.tf_converter_label())
     info["op_errors"] = record.op_errors(context, flatbuffer)
     info["calibration"] = calibration
+    flatbuffer, info["metadata"] = describe.attach(context, flatbuffer, graph)
+    write_bytes_atomic(context.write(params.artifact), flatbuffer)
     write_json_atomic(context.write(params.info), info)
     if calibration and calibration["ranges_from"]:
         console.info(f"int8 quantized with the calibrated ranges of {calibration['ranges_from']}")

@@ -24,8 +24,8 @@ from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.latency import median_latency_ms
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageNotNeeded
+from converters.targets.tflite import describe, quantizer_engine, record
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from converters.targets.tflite import quantizer_engine, record
 from converters.targets.tflite.params import MixedParams, QuantizeParams
 
 SEARCH_BASES = ("accuracy", "top1_agreement")  # what accuracy_aware_int8 scores
@@ -57,11 +57,12 @@ def run(context: StageContext) -> None:
     graph = tflite_inspect.parse(model.flatbuffer)
     if mode is Quantization.INT8 and not params.allow_float_fallback:
         record.require_full_integer(context, graph)
-    write_bytes_atomic(context.write(params.artifact), model.flatbuffer)
     info = record.artifact_info(context, graph, model.seconds, record.quantizer_label())
     info["op_errors"] = record.op_errors(context, model.flatbuffer)
     if mixed is not None:
         info["mixed_precision"] = mixed
+    flatbuffer, info["metadata"] = describe.attach(context, model.flatbuffer, graph)
+    write_bytes_atomic(context.write(params.artifact), flatbuffer)
     write_json_atomic(context.write(params.info), info)
     console.info(f"TFLite {mode.value}: {model.size / 1024:.1f} KiB in {model.seconds:.1f} s")
 

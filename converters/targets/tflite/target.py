@@ -5,16 +5,18 @@ with LiteRT."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from converters.config import ConvertConfig, IODType, QuantEngine, Quantization
 from converters.errors import ConfigError
 from converters.runtime import Runtime
-from converters.stages.base import StageSpec
+from converters.stages.base import StageContext, StageSpec
 from converters.targets.base import (
     CORE_IMAGE,
     TF_TOOLS,
     VALIDATION_RECORD,
     BundleHooks,
+    ClientCheck,
     PlanContext,
     Target,
 )
@@ -83,8 +85,10 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         allow_float_fallback=config.allow_float_fallback if integer else False,
         ranges_out=ranges_out, ranges_in=ranges_in,
         litert_calibration=litert_calibrates(config, mode),
-        from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None)
-    deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 else ()
+        from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None,
+        metadata=target == "tflite")
+    # Quantized modes calibrate or measure on the data; the tflite target's metadata reads it
+    deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 or common.metadata else ()
     if ranges_in:
         deps += (INT8_STAGE,)
     if against or from_fp32:
@@ -110,8 +114,9 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         stage = StageSpec(name, "tflite-quantize", CORE_IMAGE, params,
                           deps=tuple(dict.fromkeys((FP32_STAGE, *deps))), outputs=outputs,
                           tools=QUANTIZER_TOOLS, group=group)
-    return [stage,
-            context.validation_stage(name, target, mode.value, path, runtime, LITERT_TOOLS, group)]
+    # The tflite target's validation also runs MediaPipe (TARGET.client_check) when installed
+    tools = LITERT_TOOLS + (("mediapipe",) if common.metadata else ())
+    return [stage, context.validation_stage(name, target, mode.value, path, runtime, tools, group)]
 
 
 def plan(context: PlanContext) -> list[StageSpec]:
@@ -158,6 +163,13 @@ def check_config(config: ConvertConfig) -> None:
                 fixed_batch=False), config.quant_engine)
 
 
+def mediapipe_check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict[str, Any]:
+    """The artifact in MediaPipe's ImageClassifier (imported here: the check imports mediapipe)."""
+    from converters.targets.tflite import mediapipe_check as check
+
+    return check.check(context, artifact, litert)
+
+
 def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
     from converters.validate import TFLiteRuntime
 
@@ -176,4 +188,6 @@ TARGET = Target(
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".tflite",),
     runtime=open_runtime,
+    client_check=ClientCheck(key="mediapipe", title="MediaPipe ImageClassifier (real client)",
+                             run=mediapipe_check),
 )

@@ -1,0 +1,121 @@
+"""The real-client check of the tflite target: each artifact of an image classifier run through
+MediaPipe Tasks' ``ImageClassifier`` (the C++ task graph Android, iOS and web apps use) on the
+validation images, as an app runs it: MediaPipe reads the image file, resizes it and normalizes
+it from the artifact's metadata, and names the top class from the metadata's labels.
+
+Records top-1 agreement with Keras, accuracy against the labels, whether category names came
+back, and whether the agreement is within one point of LiteRT's (a normalization in the metadata
+that does not match the build's preprocessing shows up there). ``mediapipe`` is optional
+(``pip install '.[mediapipe]'``); without it, and for models MediaPipe's classifier cannot take,
+the record says why it did not run.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as distributions
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import console
+from converters.fsutil import read_json
+from converters.stages import data, reference
+from converters.stages.base import StageContext
+from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite import metadata
+
+NOT_INSTALLED = "not run: pip install '.[mediapipe]'"
+# Agreement further than this from LiteRT's on the same artifact is flagged.
+LITERT_TOLERANCE = 0.01
+FLOAT_INPUTS = frozenset({"FLOAT32"})
+
+
+def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict[str, Any]:
+    """The validation record's ``mediapipe`` entry for ``artifact`` (``litert``: the LiteRT
+    validation's metrics, for comparison)."""
+    reason = why_not(context, artifact)
+    if reason is not None:
+        return {"ran": False, "reason": reason}
+    try:
+        from mediapipe.tasks.python import BaseOptions, vision
+    except ImportError:
+        return {"ran": False, "reason": NOT_INSTALLED}
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(artifact)), max_results=1)
+    try:
+        classifier = vision.ImageClassifier.create_from_options(options)
+    except (RuntimeError, ValueError) as error:  # MediaPipe refuses the model as it is
+        return {"ran": False, "reason": f"MediaPipe refused the model: {_first_line(error)}"}
+    images, source = _images(context)
+    with classifier:
+        top = [classifier.classify(image).classifications[0].categories[0]
+               for image in console.progress(images, f"MediaPipe {artifact.name}",
+                                             total=len(images))]
+    return _record(context, top, source, litert)
+
+
+def why_not(context: StageContext, artifact: Path) -> str | None:
+    """Why MediaPipe's ImageClassifier cannot check this artifact, or None."""
+    info = read_json(context.read(data.DATASET_INFO))
+    if info.get("kind") != data.IMAGES:
+        return "not applicable: MediaPipe's ImageClassifier takes images; this build's data are arrays"
+    outputs = reference.load_outputs(context.build_dir)
+    if len(outputs) != 1 or next(iter(outputs.values())).ndim != 2:
+        return "not applicable: MediaPipe's ImageClassifier takes models with one class-score output"
+    flatbuffer = artifact.read_bytes()
+    tensor = tflite_inspect.parse(flatbuffer).inputs[0]
+    if len(tensor.shape) != 4 or tensor.shape[-1] != 3:
+        return "not applicable: MediaPipe's ImageClassifier takes RGB image models"
+    found = metadata.read(flatbuffer)
+    if tensor.type in FLOAT_INPUTS and (found is None or found.normalization is None):
+        return "not possible: the artifact has no normalization metadata"
+    if tensor.type in FLOAT_INPUTS and found is not None and found.normalization is not None \
+            and found.normalization.per_channel:
+        return ("not possible: the preprocessing is a per-channel mean/std and MediaPipe accepts "
+                "one mean/std value (folding it into the graph is not done yet)")
+    return None
+
+
+def _images(context: StageContext) -> tuple[list[Any], str]:
+    """The validation images as MediaPipe reads them: the dataset's files (MediaPipe decodes and
+    resizes them), or the stored pixels at the model's size when the files are not here."""
+    import mediapipe as mp
+
+    files = [context.dataset_dir / name
+             for name in read_json(context.read(data.DATASET_INFO))["validation"]["files"]]
+    if all(path.is_file() for path in files):
+        return [mp.Image.create_from_file(str(path)) for path in files], "image files"
+    with np.load(context.read(data.VALIDATION), allow_pickle=False) as stored:
+        pixels = next(iter(stored.values()))
+    return ([mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+             for image in pixels], "stored pixels")
+
+
+def _record(context: StageContext, top: list[Any], source: str,
+            litert: dict[str, Any]) -> dict[str, Any]:
+    keras = next(iter(reference.load_outputs(context.build_dir).values())).argmax(axis=1)
+    predicted = np.array([category.index for category in top])
+    labels = data.load_labels(context.build_dir)
+    class_names = read_json(context.read(data.DATASET_INFO))["class_names"]
+    agreement = float(np.mean(predicted == keras))
+    accuracy = float(np.mean(predicted == labels)) if labels is not None else None
+    names = [category.category_name for category in top]
+    names_returned = all(names) and bool(class_names) and all(
+        name == class_names[index] for name, index in zip(names, predicted, strict=True))
+    litert_agreement = litert.get("top1_agreement")
+    agrees = litert_agreement is None or abs(agreement - litert_agreement) <= LITERT_TOLERANCE
+    summary = (f"top-1 agreement {agreement:.3f}"
+               + (f", accuracy {100 * accuracy:.1f} %" if accuracy is not None else "")
+               + (", class names returned" if names_returned else ", no class names")
+               + ("" if agrees else f"; differs from LiteRT's {litert_agreement:.3f}"))
+    return {"ran": True, "runtime": f"mediapipe {distributions.version('mediapipe')} ImageClassifier",
+            "samples": len(top), "source": source, "top1_agreement": agreement,
+            "accuracy": accuracy, "names_returned": names_returned,
+            "litert_top1_agreement": litert_agreement, "agrees_with_litert": agrees,
+            "summary": summary}
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

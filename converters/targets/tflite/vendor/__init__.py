@@ -1,0 +1,1 @@
+"""Third-party code kept verbatim (see README.md in this folder)."""
