@@ -138,9 +138,11 @@ def report(c: Context, out: str = "", model: str = "") -> None:
                       "axis) or a .npy file (a one-input model), used as given",
             "top_k": "how many classes to print (default 5)",
             "threads": "interpreter threads (default 1)",
-            "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
+            "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)",
+            "max_array_mb": "the most MiB --arrays may declare (default: invoke.yaml's "
+                            "max_array_mb, 2048)"})
 def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top_k: int = 5,
-          threads: int = 1, device: str = "") -> None:
+          threads: int = 1, device: str = "", max_array_mb: str | None = None) -> None:
     """Run one image, or arrays, through a built artifact: top classes, or each output's summary.
 
     Minimal inference code. A classifier prints its top classes; a model with several outputs
@@ -156,8 +158,11 @@ def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top
 
         if arrays and Path(arrays).suffix.lower() not in ARRAY_SUFFIXES:
             raise ConfigError(f"--arrays takes a .npz or .npy file, got {arrays}")
+        from converters.settings import BY_NAME, parse
+
         samples = infer_samples(Path(artifact), Path(image or arrays), top_k=top_k,
-                                threads=threads, device=device or None)
+                                threads=parse(BY_NAME["threads"], threads), device=device or None,
+                                max_array_mb=project_setting(c, max_array_mb, "max_array_mb"))
         print("\n".join(lines(samples)))
 
 

@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
+from converters.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.errors import ConfigError
 from converters.targets.edgetpu.compiler import CompileOptions
 from converters.targets.tensorrt.io_plan import BatchProfile
@@ -179,6 +180,7 @@ class DatasetConfig:
     calibration_size: int = 100
     validation_size: int = 200
     seed: int = 0
+    max_array_mb: int = DEFAULT_MAX_ARRAY_MB  # what an array dataset's files may declare
 
     def __post_init__(self) -> None:
         if self.calibration_size < 1:

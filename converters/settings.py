@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from converters.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1),
     Setting("validation_size", WHOLE, 200, "held-out images used to validate", minimum=1),
     Setting("seed", WHOLE, 0, "seed of the calibration/validation split", minimum=0),
+    Setting("max_array_mb", WHOLE, DEFAULT_MAX_ARRAY_MB, "array datasets and infer --arrays: "
+            "the most MiB a .npy/.npz file's arrays may declare (checked on their headers, "
+            "before they are read)", minimum=1, maximum=1 << 20),
     Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores)",
             minimum=1),
     Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1),
@@ -279,7 +283,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
     return ConvertConfig(
         models=tuple(models),
         dataset=DatasetConfig(dataset, preprocessing, get("calibration_size"),
-                              get("validation_size"), get("seed")),
+                              get("validation_size"), get("seed"), get("max_array_mb")),
         targets=parse_targets(get("target")),
         quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
         quant_engine=parse_enum(QuantEngine, get("quant_engine"), "--quant-engine"),

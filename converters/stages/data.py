@@ -42,6 +42,7 @@ class DataParams(ExportParams):  # the model is loaded as export loads it, to sc
     calibration_size: int
     validation_size: int
     seed: int
+    max_array_mb: int  # what an array dataset's files may declare
     allow_class_mismatch: bool
 
 
@@ -58,7 +59,7 @@ def run(context: StageContext) -> None:
 def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
     """Split an array dataset by sample and store both splits as they are."""
     params = DataParams.of(context)
-    found = arrays.read(context.dataset_dir, inputs)
+    found = arrays.read(context.dataset_dir, inputs, params.max_array_mb)
     chosen = dataset.split(tuple(range(found.count)), params.calibration_size,
                            params.validation_size, params.seed, what="sample")
 

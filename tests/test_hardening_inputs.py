@@ -1,0 +1,206 @@
+"""Red-team findings on inputs (array files, labels, settings, keys, bundles), through the real
+command line where a user meets them: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.array_files import NPY_SUFFIX
+from tests.conftest import ROOT, quick_flags, run_invoke, tiny_model
+from tests.test_cli import assert_user_error
+
+CLASSES = 4
+SIZE = 8  # the tiny model takes 8 x 8 x 3 images
+SHAPE = (SIZE, SIZE, 3)
+
+
+def npy_header(shape: tuple[int, ...], dtype: str = "<f4") -> bytes:
+    """A .npy header (format 1.0) declaring ``shape`` of ``dtype``."""
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (-(10 + len(header) + 1) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1")
+
+
+def zip_bomb(path: Path, member: str, samples: int) -> Path:
+    """A real .npz of zeros: ``samples`` float32 images, deflated about 1000:1 (written in
+    chunks, so making it takes little memory)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive, \
+            archive.open(member + NPY_SUFFIX, "w", force_zip64=True) as handle:
+        handle.write(npy_header((samples, *SHAPE)))
+        chunk = bytes(16 << 20)
+        left = samples * math.prod(SHAPE) * 4
+        while left:
+            handle.write(chunk[:min(left, len(chunk))])
+            left -= min(left, len(chunk))
+    return path
+
+
+def peak_rss_mb(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``invoke ARGS`` and the peak resident memory (MiB) of the processes it ran, measured in
+    a fresh parent so that nothing else this test session ran counts."""
+    measure = ("import resource, subprocess, sys\n"
+               "result = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+               "sys.stdout.write(result.stdout)\nsys.stderr.write(result.stderr)\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+               "sys.exit(result.returncode)\n")
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "invoke",
+                             "--search-root", str(ROOT), *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    *stderr, peak = result.stderr.rstrip("\n").split("\n")
+    return (subprocess.CompletedProcess(result.args, result.returncode, result.stdout,
+                                        "\n".join(stderr)), int(peak) / 1024)
+
+
+def samples(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 1, (count, *SHAPE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 4-class model built (fp32) from a labelled .npz dataset: (model, its tflite artifact)."""
+    root = tmp_path_factory.mktemp("built")
+    model = root / "four.keras"
+    tiny_model(size=SIZE, classes=CLASSES).save(model)  # type: ignore[attr-defined]
+    np.savez(root / "data.npz", image=samples(20), labels=np.arange(20) % CLASSES)
+    result = run_invoke("convert", "--model", str(model), *quick_flags(root / "data.npz",
+                                                                        root / "out"),
+                        "--quant", "fp32")
+    assert result.returncode == 0, result.stderr
+    return model, root / "out" / "four" / "tflite" / "four_fp32.tflite"
+
+
+def bundle_runner(folder: Path) -> Path:
+    """A bundle's run.py with the files it ships beside (imaging.py, array_files.py) and a
+    bundle.json for the 4-class model: what a device runs. Arrays are refused before the
+    runtime is loaded, so no artifact is needed to check them."""
+    folder.mkdir()
+    shutil.copy(ROOT / "converters" / "bundle_run.py", folder / "run.py")
+    for module in ("imaging.py", "array_files.py"):
+        shutil.copy(ROOT / "converters" / module, folder / module)
+    (folder / "bundle.json").write_text(json.dumps({
+        "runtime": "litert", "artifact": "missing.tflite", "preprocessing": None,
+        "class_names": ["a", "b", "c", "d"],
+        "model": {"input_shape": list(SHAPE),
+                  "inputs": [{"name": "image", "shape": list(SHAPE), "dtype": "float32"}]}}))
+    return folder / "run.py"
+
+
+def run_py(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+# --- a .npz zip bomb and a .npy that declares 240 GB ---------------------------------------------
+
+def test_zip_bomb_is_refused_from_its_header_in_bounded_memory(
+        tmp_path: Path, built: tuple[Path, Path]) -> None:
+    _, artifact = built
+    bomb = zip_bomb(tmp_path / "bomb.npz", "image", 800_000)  # 586 MiB of zeros in 0.6 MB
+    assert bomb.stat().st_size < 1 << 20
+    result, peak = peak_rss_mb("infer", "--artifact", str(artifact), "--arrays", str(bomb),
+                               "--max-array-mb", "100")
+    assert_user_error(result, f"member 'image' of input file {bomb} declares shape "
+                      "(800000, 8, 8, 3) of float32: 585.9 MiB once read, over the limit of "
+                      "100 MiB for array files", "--max-array-mb N (invoke.yaml: max_array_mb)")
+    assert peak < 400, f"infer peaked at {peak:.0f} MiB on a bomb it refused"
+    convert = run_invoke("convert", "--model", str(built[0]), "--dataset", str(bomb),
+                         "--out", str(tmp_path / "out"), "--max-array-mb", "100")
+    assert_user_error(convert, f"member 'image' of dataset {bomb} declares shape (800000, 8, 8, "
+                      "3) of float32: 585.9 MiB")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    device = run_py(bundle_runner(tmp_path / "bundle"), str(bomb), "--max-array-mb", "100")
+    assert device.returncode == 2 and "Traceback" not in device.stderr, device.stderr
+    assert f"member 'image' of {bomb} declares shape (800000, 8, 8, 3) of float32: 585.9 MiB " \
+           "once read, over the limit of 100 MiB for array files. If the file is what you " \
+           "meant, raise the limit with --max-array-mb N" in device.stderr
+
+
+def test_npy_declaring_240_gb_is_refused_under_the_default_limit(
+        tmp_path: Path, built: tuple[Path, Path]) -> None:
+    huge = tmp_path / "huge.npy"
+    huge.write_bytes(npy_header((100_000, 100_000, 3), "<f8") + bytes(64))
+    result = run_invoke("infer", "--artifact", str(built[1]), "--arrays", str(huge))
+    assert_user_error(result, f"the array in input file {huge} declares shape (100000, 100000, 3) "
+                      "of float64: 223.5 GiB once read, over the limit of 2048 MiB")
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    np.save(folder / "0.npy", samples(1)[0])
+    shutil.copy(huge, folder / "1.npy")
+    convert = run_invoke("convert", "--model", str(built[0]), "--dataset", str(folder),
+                         "--out", str(tmp_path / "out"))
+    assert_user_error(convert, f"the array in sample {folder / '1.npy'} declares shape "
+                      "(100000, 100000, 3) of float64: 223.5 GiB")
+    device = run_py(bundle_runner(tmp_path / "bundle"), str(huge))
+    assert device.returncode == 2 and "223.5 GiB once read" in device.stderr, device.stderr
+
+
+# --- values a cast would silently change ---------------------------------------------------------
+
+def test_non_finite_complex_and_out_of_range_arrays_are_refused_naming_the_array(
+        tmp_path: Path, built: tuple[Path, Path]) -> None:
+    _, artifact = built
+    infinite = np.full((1, *SHAPE), np.inf, np.float32)
+    cases = {
+        "inf.npz": ({"image": infinite}, "array 'image' in {path} holds 192 non-finite value(s) "
+                    "(NaN or Inf; the first, inf, at index (0, 0, 0, 0)); the model input takes "
+                    "finite float32 values"),
+        "nan.npz": ({"image": np.where(np.arange(192).reshape(1, *SHAPE) == 5, np.nan,
+                                       samples(1))}, "holds 1 non-finite value(s) (NaN or Inf; "
+                    "the first, nan, at index (0, 0, 1, 2))"),
+        "complex.npz": ({"image": samples(1) + 1j}, "array 'image' in {path} holds complex "
+                        "numbers (complex64); the model input takes real float32 values"),
+        "huge.npz": ({"image": np.full((1, *SHAPE), 1e39)}, "array 'image' in {path} holds "
+                     "values from 1e+39 to 1e+39, outside the range of the model input's float32"),
+    }
+    runner = bundle_runner(tmp_path / "bundle")
+    for name, (arrays, message) in cases.items():
+        path = tmp_path / name
+        np.savez(path, **arrays)
+        result = run_invoke("infer", "--artifact", str(artifact), "--arrays", str(path))
+        assert_user_error(result, message.format(path=path))
+        assert not result.stdout  # nothing printed for an input that was refused
+        device = run_py(runner, str(path))
+        assert device.returncode == 2 and message.format(path=path) in device.stderr, \
+            device.stderr
+
+
+# --- what a message lists ------------------------------------------------------------------------
+
+def test_a_npz_with_20000_members_gets_a_short_message(tmp_path: Path,
+                                                       built: tuple[Path, Path]) -> None:
+    crowded = tmp_path / "crowded.npz"
+    np.savez(crowded, **{f"array{index:05d}": np.zeros(1, np.float32) for index in range(20_000)})
+    result = run_invoke("infer", "--artifact", str(built[1]), "--arrays", str(crowded))
+    assert_user_error(result, "arrays found: array00000, array00001,", "array00009, ... and "
+                      "19990 more")
+    assert len(result.stderr) < 2000, len(result.stderr)
+    device = run_py(bundle_runner(tmp_path / "bundle"), str(crowded))
+    assert device.returncode == 2 and "array00009, ... and 19990 more" in device.stderr
+    assert len(device.stderr) < 2000, len(device.stderr)
+
+
+# --- symlinks out of an array-sample folder ------------------------------------------------------
+
+def test_array_sample_folder_refuses_symlinks_out_of_it_as_image_folders_do(
+        tmp_path: Path, built: tuple[Path, Path]) -> None:
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for index in range(3):
+        np.save(folder / f"{index}.npy", samples(1, seed=index)[0])
+    outside = tmp_path / "secret.npy"
+    np.save(outside, samples(1)[0])
+    (folder / "3.npy").symlink_to(outside)
+    result = run_invoke("convert", "--model", str(built[0]), "--dataset", str(folder),
+                        "--out", str(tmp_path / "out"))
+    assert_user_error(result, f"dataset {folder}: 1 sample(s) are symlinks to files outside the "
+                      f"folder (first: {folder / '3.npy'} → {outside})")
+    assert not (tmp_path / "out").exists()
