@@ -204,3 +204,28 @@ def test_array_sample_folder_refuses_symlinks_out_of_it_as_image_folders_do(
     assert_user_error(result, f"dataset {folder}: 1 sample(s) are symlinks to files outside the "
                       f"folder (first: {folder / '3.npy'} → {outside})")
     assert not (tmp_path / "out").exists()
+
+
+# --- labels outside the model's classes ----------------------------------------------------------
+
+def test_labels_outside_the_models_classes_are_refused_naming_values_and_samples(
+        tmp_path: Path, built: tuple[Path, Path]) -> None:
+    model, _ = built
+    labels = np.arange(20) % CLASSES
+    labels[[1, 2, 3, 5, 8, 13]] = [7, -1, 7, -1, 7, -1]
+    dataset = tmp_path / "data.npz"
+    np.savez(dataset, image=samples(20), labels=labels)
+    result = run_invoke("convert", "--model", str(model), *quick_flags(dataset, tmp_path / "out"),
+                        "--quant", "fp32")
+    assert_user_error(result, f"the labels of dataset {dataset} hold values outside the 4 classes "
+                      "(0 to 3) of the model output '", "': -1, 7, in 4 validation sample(s) "
+                      "(data.npz[2], data.npz[13], data.npz[3], data.npz[8]). Accuracy would count "
+                      "them as wrong predictions")
+    report = tmp_path / "out" / "four" / "report.json"
+    assert not report.exists()  # no accuracy was reported
+    labels[[1, 2, 3, 5, 8, 13]] = [3, 0, 3, 0, 3, 0]
+    np.savez(dataset, image=samples(20), labels=labels)
+    again = run_invoke("convert", "--model", str(model), *quick_flags(dataset, tmp_path / "out"),
+                       "--quant", "fp32")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(report.read_text())["reference"]["accuracy"] is not None
