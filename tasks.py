@@ -244,24 +244,28 @@ def bundle_keygen(c: Context, out: str = "") -> None:
         console.info(f"public key:  {public} (give it to whoever checks bundles)")
 
 
-@cli_task(help={"model_dir": "where to write sample.h5 (default: model)",
+@cli_task(help={"model_dir": "where to write sample.h5 (default: model); an existing sample.h5 is "
+                         "refused, except this checkout's own model/sample.h5",
             "dataset": "where to write the images (default: dataset); a folder holding other "
                        "files is refused",
-            "per_class": "held-out images per class (default 80)",
-            "force": "write into a --dataset folder that holds other files too (only the "
-                     "sample's own files are overwritten)"})
+            "per_class": "held-out images per class (default 80, at most 10000)",
+            "force": "overwrite an existing --model-dir/sample.h5, and write into a --dataset "
+                     "folder that holds other files too (only the sample's own files are "
+                     "overwritten)"})
 def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
            per_class: int = 80, force: bool = False) -> None:
     """Regenerate the bundled sample: procedural shape images and a trained model (deterministic)."""
     with user_errors():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from converters.sample import clear_for_dataset, train_model, write_dataset
+        from converters.sample import check_request, clear_for_dataset, train_model, write_dataset
 
+        model = Path(model_dir) / "sample.h5"
+        check_request(model, per_class, force)
         dataset_dir = Path(dataset)
         clear_for_dataset(dataset_dir, force)
         count = write_dataset(dataset_dir, per_class)
         console.info(f"wrote {count} images to {dataset_dir}/")
-        train_model(Path(model_dir) / "sample.h5")
+        train_model(model)
 
 
 @cli_task(help={"out": "build folder (default: build)"})
