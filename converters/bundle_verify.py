@@ -27,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -54,6 +55,7 @@ MAX_TOTAL_BYTES = 32 * GIB
 MAX_RATIO = 50  # unpacked bytes per archive byte, once past RATIO_FLOOR
 RATIO_FLOOR = 64 << 20
 MAX_SIDECAR_BYTES = 4096  # BUNDLE.tar.gz.sha256 and .sig
+MAX_KEY_BYTES = 16 << 10  # a PEM key (an Ed25519 one is under 200 bytes)
 
 FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
@@ -367,6 +369,8 @@ def open_archive(path: Path) -> IO[bytes]:
                                 f"inside it)")
     if not path.exists():
         raise VerificationError(f"bundle {path} does not exist: build one with invoke bundle")
+    if not path.is_file():  # a FIFO or a device: opening or reading it may never end
+        raise VerificationError(f"bundle {path} is not a regular file: pass the .tar.gz file")
     return path.open("rb")
 
 
@@ -544,11 +548,29 @@ def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return point_equal(point_multiply(s, BASE), point_add(r, point_multiply(k, a)))
 
 
+def read_key_file(path: Path, what: str) -> bytes:
+    """The bytes of the key file ``path`` (``what`` it is, for messages): a regular file of at
+    most MAX_KEY_BYTES, checked before it is opened (a FIFO would block, /dev/zero never end)."""
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise VerificationError(f"the {what} {path} is not a regular file: pass the PEM file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_BYTES + 1)
+    except OSError as error:
+        raise VerificationError(f"cannot read the {what} {path}: {error.strerror or error}"
+                                ) from None
+    if len(data) > MAX_KEY_BYTES:
+        raise VerificationError(f"the {what} {path} is larger than {size_text(MAX_KEY_BYTES)}, "
+                                "which no PEM key is: pass the key file")
+    return data
+
+
 def read_public_key(path: Path) -> bytes:
     """The 32 raw bytes of an Ed25519 public key in PEM (``openssl pkey -pubout``) form."""
     try:
-        text = path.read_text("ascii")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_key_file(path, "public key").decode("ascii")
+    except UnicodeDecodeError as error:
         raise VerificationError(f"cannot read the public key {path}: {error}") from None
     body = [line.strip() for line in text.splitlines()
             if line.strip() and not line.startswith("-----")]

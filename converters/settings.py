@@ -9,6 +9,7 @@ place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from converters.array_files import DEFAULT_MAX_ARRAY_MB
-from converters.errors import ConfigError
+from converters.errors import ConfigError, shown
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
@@ -80,15 +81,19 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("auto", "0..1", "-1..1", "0..255", "mean-std")),
     Setting("mean", TEXT, None, "per-channel means for mean-std, e.g. 123.7,116.3,103.5"),
     Setting("std", TEXT, None, "per-channel standard deviations for mean-std"),
-    Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1),
-    Setting("validation_size", WHOLE, 200, "held-out images used to validate", minimum=1),
-    Setting("seed", WHOLE, 0, "seed of the calibration/validation split", minimum=0),
+    Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1,
+            maximum=100_000),
+    Setting("validation_size", WHOLE, 200, "held-out images used to validate", minimum=1,
+            maximum=100_000),
+    Setting("seed", WHOLE, 0, "seed of the calibration/validation split", minimum=0,
+            maximum=2**32 - 1),
     Setting("max_array_mb", WHOLE, DEFAULT_MAX_ARRAY_MB, "array datasets and infer --arrays: "
             "the most MiB a .npy/.npz file's arrays may declare (checked on their headers, "
             "before they are read)", minimum=1, maximum=1 << 20),
     Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores)",
-            minimum=1),
-    Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1),
+            minimum=1, maximum=1024),
+    Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1,
+            maximum=10_000),
     Setting("max_accuracy_drop", FRACTION, 0.01, "recommendation bound, a fraction", minimum=0,
             maximum=1),
     Setting("task", TEXT, "auto", "how outputs are validated: auto (by each output's shape) or "
@@ -113,15 +118,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_dir", TEXT, None, "shared stage cache folder: a stage whose key it holds is "
             "restored instead of run, and built stages are stored in it (invoke cache-prune)"),
     Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
-            "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10),
+            "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10,
+            maximum=99),
     Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
-            "(compiler -n)", targets=("edgetpu",), minimum=1),
+            "(compiler -n)", targets=("edgetpu",), minimum=1, maximum=64),
     Setting("search_delegate", SWITCH, False, "search for the largest graph prefix that compiles "
             "(compiler -d)", targets=("edgetpu",)),
     Setting("delegate_search_step", WHOLE, None, "op step of that search (compiler -k)",
-            targets=("edgetpu",), minimum=1),
+            targets=("edgetpu",), minimum=1, maximum=100_000),
     Setting("compiler_timeout", WHOLE, 180, "compiler timeout in seconds", targets=("edgetpu",),
-            minimum=1),
+            minimum=1, maximum=86_400),
     Setting("intermediate_tensors", TEXT, "", "comma list of tensors to expose as outputs "
             "(compiler -i)", targets=("edgetpu",)),
     Setting("min_tpu_ops", FRACTION, None, "fail the build when a smaller fraction of ops maps "
@@ -133,7 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch", TEXT, "1,8,32", "optimization profile of the batch dimension min,opt,max",
             targets=("tensorrt",)),
     Setting("workspace_mb", WHOLE, 1024, "builder workspace limit in MiB", targets=("tensorrt",),
-            minimum=1),
+            minimum=1, maximum=1 << 20),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 FLAGS = tuple(setting for setting in SETTINGS if setting.flag)
@@ -157,10 +163,17 @@ def parse(setting: Setting, value: Any) -> Any:
     if setting.kind in (WHOLE, FRACTION) and parsed is not None:
         low, high = setting.minimum, setting.maximum
         if (low is not None and parsed < low) or (high is not None and parsed > high):
-            bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
-                      else f"at least {low:g}" if low is not None else f"at most {high:g}")
-            raise ConfigError(f"{setting.flag_name} must be {bounds}, got {value}")
+            bounds = (f"between {_bound(low)} and {_bound(high)}"
+                      if low is not None and high is not None
+                      else f"at least {_bound(low)}" if low is not None
+                      else f"at most {_bound(high)}")
+            raise ConfigError(f"{setting.flag_name} must be {bounds}, got {shown(value)}")
     return parsed
+
+
+def _bound(limit: float | None) -> str:
+    """A range's end as written: ``4294967295``, ``0.5`` (not ``4.29497e+09``)."""
+    return str(int(limit)) if limit is not None and float(limit).is_integer() else f"{limit:g}"
 
 
 def _whole(setting: Setting, value: Any) -> int:
@@ -176,9 +189,12 @@ def _fraction(setting: Setting, value: Any) -> float:
     if isinstance(value, bool):
         raise _not_a(setting, value, "a number")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise _not_a(setting, value, "a number") from None
+    if not math.isfinite(number):  # NaN passes every range comparison
+        raise _not_a(setting, value, "a finite number")
+    return number
 
 
 def _switch(setting: Setting, value: Any) -> bool:
@@ -218,7 +234,8 @@ PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
 def _not_a(setting: Setting, value: Any, what: str) -> ConfigError:
     where = f"{setting.flag_name} (invoke.yaml: {setting.name})" if setting.flag else \
         f"invoke.yaml's {setting.name}"
-    return ConfigError(f"{where} must be {what}, got {value!r}")
+    return ConfigError(f"{where} must be {what}, got {shown(value, quoted=True)}")
+
 
 
 def render_yaml() -> str:

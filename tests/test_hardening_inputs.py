@@ -229,3 +229,89 @@ def test_labels_outside_the_models_classes_are_refused_naming_values_and_samples
                        "--quant", "fp32")
     assert again.returncode == 0, again.stderr
     assert json.loads(report.read_text())["reference"]["accuracy"] is not None
+
+
+# --- numbers out of range, and files that never end ----------------------------------------------
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--preprocessing", "mean-std", "--mean", "nan,0,0", "--std", "1,1,1"],
+     "--mean must be finite numbers (no nan or inf), got nan,0.0,0.0"),
+    (["--mean", "1,2", "--std", "1,2"],
+     "--mean must give one value per image channel (1, 3 or 4 values), got 2"),
+    (["--preprocessing", "mean-std", "--mean", "1,2,3", "--std", "1,1,inf"],
+     "--std must be finite numbers (no nan or inf), got 1.0,1.0,inf"),
+    (["--mean", "1,2,3", "--std", "1,1,1", "--input-shape", "16,16,1"],
+     "--mean/--std give 3 values but the model has 1 input channels"),
+    (["--latency-runs", HUGE], f"--latency-runs must be between 1 and 10000, got {HUGE}"),
+    (["--calibration-size", "100001"], "--calibration-size must be between 1 and 100000"),
+    (["--seed", str(2**32)], "--seed must be between 0 and 4294967295, got 4294967296"),
+    (["--max-accuracy-drop", "nan"], "--max-accuracy-drop (invoke.yaml: max_accuracy_drop) "
+                                     "must be a finite number, got 'nan'"),
+    (["--jobs", HUGE], f"-j/--jobs must be between 1 and 256, got {HUGE}"),
+    (["--batch", "1,8,100000"], "--batch must be min,opt,max with 1 <= min <= opt <= max <= "
+                                "4096, got 1,8,100000"),
+    (["--input-shape", "100000,100000,3"], "--input-shape '100000,100000,3' is over the "
+                                           "268435456 values (1 GiB of float32)"),
+    (["--max-array-mb", "0"], "--max-array-mb must be between 1 and 1048576, got 0"),
+    (["--compiler-timeout", "1" * 400], "--compiler-timeout must be between 1 and 86400, got "
+                                        + "1" * 40 + "…"),
+])
+def test_numbers_out_of_range_are_refused_before_anything_runs(
+        tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, flags: list[str], fragment: str) -> None:
+    result = run_invoke("convert", "--model", str(tiny_h5), "--dataset", str(tiny_dataset),
+                        "--out", str(tmp_path / "out"), *flags)
+    assert_user_error(result, fragment)
+    assert len(result.stderr) < 1000
+    assert not (tmp_path / "out").exists()
+
+
+def test_other_tasks_refuse_numbers_out_of_range(tmp_path: Path, built: tuple[Path, Path]) -> None:
+    prune = run_invoke("cache-prune", "--cache-dir", str(tmp_path), "--max-size", "9" * 400)
+    assert_user_error(prune, "--max-size must be at most 1048576T (1 EiB), got '" + "9" * 40)
+    assert len(prune.stderr) < 1000
+    for threads in ("0", "100000"):
+        infer = run_invoke("infer", "--artifact", str(built[1]), "--arrays", str(tmp_path / "x.npz"),
+                           "--threads", threads)
+        assert_user_error(infer, f"--threads must be between 1 and 1024, got {threads}")
+    infer = run_invoke("infer", "--artifact", str(built[1]), "--arrays", str(tmp_path / "x.npz"),
+                       "--max-array-mb", "-5")
+    assert_user_error(infer, "--max-array-mb must be between 1 and 1048576, got -5")
+    device = run_py(bundle_runner(tmp_path / "bundle"), str(tmp_path / "x.npz"), "--top-k", HUGE)
+    assert device.returncode == 2 and "--top-k: must be at most 1048576 (how many classes to " \
+        f"print), got {HUGE}" in device.stderr, device.stderr
+
+
+def test_keys_and_archives_that_are_not_regular_files_are_refused_at_once(
+        tmp_path: Path) -> None:
+    import os
+
+    from converters.bundle_signing import load_signing_key
+    from converters.errors import ConfigError
+
+    archive = tmp_path / "b.tar.gz"
+    archive.write_bytes(b"not read")
+    verify = ROOT / "converters" / "bundle_verify.py"
+    for key in ("/dev/zero", str(tmp_path)):
+        refused = run_invoke("verify-bundle", str(archive), "--public-key", key, timeout=60)
+        assert_user_error(refused, f"the public key {key} is not a regular file: pass the PEM file")
+        device = subprocess.run([sys.executable, "-I", "-S", str(verify), str(archive),
+                                 "--public-key", key], capture_output=True, text=True, timeout=60)
+        assert device.returncode == 1, device.stderr
+        assert f"error: the public key {key} is not a regular file" in device.stderr
+    big = tmp_path / "big.pem"
+    big.write_bytes(b"-" * (1 << 20))
+    assert_user_error(run_invoke("verify-bundle", str(archive), "--public-key", str(big)),
+                      f"the public key {big} is larger than 16.0 KiB, which no PEM key is")
+    with pytest.raises(ConfigError, match="the signing key /dev/zero is not a regular file"):
+        load_signing_key(Path("/dev/zero"))
+    fifo = tmp_path / "fifo.tar.gz"
+    os.mkfifo(fifo)
+    assert_user_error(run_invoke("verify-bundle", str(fifo), timeout=60),
+                      f"bundle {fifo} is not a regular file")
+    os.mkfifo(tmp_path / "fifo.npz")
+    device = run_py(bundle_runner(tmp_path / "bundle"), str(tmp_path / "fifo.npz"))
+    assert device.returncode == 2 and f"{tmp_path / 'fifo.npz'} is not a regular file" in \
+        device.stderr, device.stderr

@@ -38,8 +38,8 @@ def test_precedence_flag_then_invoke_yaml_then_default() -> None:
 
 @pytest.mark.parametrize("name,flag,configured,message", [
     ("opset", "0", None, "--opset must be between 13 and 18, got 0"),
-    ("num_segments", "0", None, "--num-segments must be at least 1, got 0"),
-    ("workspace_mb", "0", None, "--workspace-mb must be at least 1, got 0"),
+    ("num_segments", "0", None, "--num-segments must be between 1 and 64, got 0"),
+    ("workspace_mb", "0", None, "--workspace-mb must be between 1 and 1048576, got 0"),
     ("seed", None, 1.5, "--seed (invoke.yaml: seed) must be a whole number, got 1.5"),
     ("allow_flex", None, "yes", "--allow-flex (invoke.yaml: allow_flex) must be true or false"),
     ("models", None, {"a": 1}, "invoke.yaml's models must be a list of paths"),

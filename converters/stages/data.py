@@ -104,6 +104,7 @@ def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
             f"(first axis = samples) or a folder of .npy/.npz samples (see README: Data)")
     [image_input] = inputs
     shape = export.input_shape(context.build_dir)
+    Preprocessing.from_dict(params.preprocessing).check_channels(shape[-1])  # before any image
     listing = dataset.discover(context.dataset_dir)
     if not params.allow_class_mismatch:
         check_class_count(listing, context)
