@@ -2,7 +2,8 @@
 """Check a deployment bundle with the standard library only: shipped in every bundle as ``verify.py``.
 
 ``python3 verify.py`` (inside an extracted bundle) checks every file against ``bundle.json``: each
-listed file present with its sha256 and size, nothing extra, no links. ``python3 verify.py
+listed file present with its sha256 and size, no other file or folder, no links, FIFOs or
+devices. ``python3 verify.py
 BUNDLE.tar.gz [--public-key KEY.pem]`` checks the archive itself, the way ``invoke
 verify-bundle`` does on a build host (this file *is* that code): every member safe and matching
 ``bundle.json``, the limits below, the ``BUNDLE.tar.gz.sha256`` beside it when present and, with a
@@ -455,7 +456,8 @@ def check_anchors(path: Path, verified: Verified, signature_check: SignatureChec
 # --- an extracted bundle on the device ------------------------------------------------------
 
 def check_folder(folder: Path) -> dict[str, Any]:
-    """Every file of an extracted bundle against its bundle.json (no links, nothing extra)."""
+    """Every file of an extracted bundle against its bundle.json (no links, no special files,
+    no file or folder it does not list)."""
     listing = folder / BUNDLE_JSON
     if not listing.is_file():
         raise VerificationError(f"{folder} has no {BUNDLE_JSON}: run verify.py inside an "
@@ -463,12 +465,20 @@ def check_folder(folder: Path) -> dict[str, Any]:
     if listing.stat().st_size > MAX_LISTING_BYTES:
         raise fail(f"{listing} is over the {size_text(MAX_LISTING_BYTES)} limit for {BUNDLE_JSON}")
     bundle = parse_listing(listing.read_bytes(), str(listing))
+    folders = {parent.as_posix() for name in bundle["files"]
+               for parent in PurePosixPath(name).parents} - {"."}
     found: dict[str, tuple[str, int]] = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
-        if path.is_symlink():
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
             raise fail(f"'{relative}' is a symbolic link")
-        if path.is_file() and relative != BUNDLE_JSON:
+        if stat.S_ISDIR(mode):
+            if relative not in folders:
+                raise fail(f"'{relative}' is a folder that holds no file {BUNDLE_JSON} lists")
+        elif not stat.S_ISREG(mode):  # reading a FIFO would block
+            raise fail(f"'{relative}' is a FIFO, socket, device or other special file")
+        elif relative != BUNDLE_JSON:
             with path.open("rb") as handle:
                 found[relative] = copy_member(handle, None)
     compare(bundle, found, "")

@@ -315,3 +315,34 @@ def test_keys_and_archives_that_are_not_regular_files_are_refused_at_once(
     device = run_py(bundle_runner(tmp_path / "bundle"), str(tmp_path / "fifo.npz"))
     assert device.returncode == 2 and f"{tmp_path / 'fifo.npz'} is not a regular file" in \
         device.stderr, device.stderr
+
+
+# --- an extracted bundle -------------------------------------------------------------------------
+
+def test_verify_py_in_an_extracted_bundle_refuses_an_extra_folder_and_a_fifo(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    root = tmp_path / "bundle"
+    (root / "artifacts").mkdir(parents=True)
+    shutil.copy(ROOT / "converters" / "bundle_verify.py", root / "verify.py")
+    (root / "artifacts" / "model.tflite").write_bytes(b"model")
+    files = {name: {"sha256": hashlib.sha256((root / name).read_bytes()).hexdigest(),
+                    "size": (root / name).stat().st_size}
+             for name in ("verify.py", "artifacts/model.tflite")}
+    (root / "bundle.json").write_text(json.dumps({"name": "bundle", "files": files}))
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-I", "-S", str(root / "verify.py")],
+                              capture_output=True, text=True, timeout=60)
+
+    assert verify().returncode == 0, verify().stderr
+    (root / "artifacts" / "extra").mkdir()
+    extra = verify()
+    assert extra.returncode == 1 and "error: 'artifacts/extra' is a folder that holds no file " \
+        "bundle.json lists: refusing the bundle" in extra.stderr, extra.stderr
+    (root / "artifacts" / "extra").rmdir()
+    os.mkfifo(root / "pipe")
+    fifo = verify()
+    assert fifo.returncode == 1 and "error: 'pipe' is a FIFO, socket, device or other special " \
+        "file" in fifo.stderr, fifo.stderr
