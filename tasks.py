@@ -15,7 +15,7 @@ from invoke import Collection, Context
 from invoke.tasks import Task
 
 from converters import console
-from converters.cli import ROOT, cli_task, required, show_help, user_errors
+from converters.cli import ROOT, cli_task, not_empty, required, show_help, user_errors
 from converters.errors import ConfigError
 from converters.images import all_images
 from converters.targets import CORE_IMAGE, all_targets
@@ -43,13 +43,14 @@ def project_setting(c: Context, flag: Any, name: str) -> Any:
 
 
 def convert_flags() -> inspect.Signature:
-    """``convert``'s parameters, one per flag of the settings table (text flags are parsed by
-    the table, so their default is empty: "not given")."""
-    from converters.settings import FLAGS, PATHS, SWITCH
+    """``convert``'s parameters, one per flag of the settings table (flags with values are
+    parsed by the table, so their default is None: "not given", and an empty value is
+    refused)."""
+    from converters.settings import FLAGS, SWITCH
 
     parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     for setting in FLAGS:
-        default: Any = False if setting.kind == SWITCH else None if setting.kind == PATHS else ""
+        default: Any = False if setting.kind == SWITCH else None
         parameters.append(inspect.Parameter(setting.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                             default=default))
     return inspect.Signature(parameters)
@@ -102,6 +103,7 @@ def images(c: Context, target: str = CORE_IMAGE, base: str = "pull", ca_bundle: 
            mirror: str = "", load: str = "", public_key: str = "") -> None:
     """Build the toolchain images the docker runner uses (docker/*.Dockerfile)."""
     with user_errors():
+        not_empty(target=target, base=base)
         if public_key and not load:
             raise ConfigError("--public-key checks a bundle's signature: use it with --load BUNDLE")
         if load:
@@ -121,7 +123,7 @@ def images(c: Context, target: str = CORE_IMAGE, base: str = "pull", ca_bundle: 
 
 
 @cli_task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})
-def report(c: Context, out: str = "", model: str = "") -> None:
+def report(c: Context, out: str | None = None, model: str = "") -> None:
     """Print the summary table of built models and where their reports are."""
     with user_errors():
         from converters.summary import built_models, print_summary
@@ -178,8 +180,8 @@ def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top
     "sign_key": "Ed25519 private key (PEM): also write the detached signature <bundle>.sig",
 })
 def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8", platform: str = "",
-           python: str = "", with_images: bool = False, out: str = "", dist: str = "dist",
-           sign_key: str = "") -> None:
+           python: str = "", with_images: bool = False, out: str | None = None,
+           dist: str = "dist", sign_key: str = "") -> None:
     """Write an offline deployment bundle for one built artifact.
 
     dist/<model>-<target>-<variant>-<platform>.tar.gz (+ .sha256, + .sig when signed) holds the
@@ -188,6 +190,7 @@ def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8",
     """
     with user_errors():
         required("bundle", target=target)
+        not_empty(variant=variant, dist=dist)
         import platform as host
 
         from converters.bundle import BundleRequest, build_bundle
@@ -259,6 +262,7 @@ def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from converters.sample import check_request, clear_for_dataset, train_model, write_dataset
 
+        not_empty(model_dir=model_dir, dataset=dataset)
         model = Path(model_dir) / "sample.h5"
         check_request(model, per_class, force)
         dataset_dir = Path(dataset)
@@ -269,7 +273,7 @@ def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
 
 
 @cli_task(help={"out": "build folder (default: build)"})
-def verify(c: Context, out: str = "") -> None:
+def verify(c: Context, out: str | None = None) -> None:
     """Re-hash every artifact against build/<model>/manifest.json; exit non-zero on a mismatch."""
     with user_errors():
         from converters.housekeeping import verify_build
@@ -278,7 +282,7 @@ def verify(c: Context, out: str = "") -> None:
 
 
 @cli_task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
-def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
+def clean(c: Context, out: str | None = None, dry_run: bool = False) -> None:
     """Remove build outputs."""
     with user_errors():
         from converters.housekeeping import clean_build
@@ -289,7 +293,7 @@ def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
 @cli_task(help={"max_size": "keep the cache at most this big, e.g. 500M or 2G (K, M, G, T: "
                             "powers of 1024)",
                 "cache_dir": "the shared stage cache (default: invoke.yaml's cache_dir)"})
-def cache_prune(c: Context, max_size: str = "", cache_dir: str = "") -> None:
+def cache_prune(c: Context, max_size: str = "", cache_dir: str | None = None) -> None:
     """Shrink the shared stage cache (--cache-dir) to --max-size, least recently used first."""
     with user_errors():
         from converters.shared_cache import prune_cache

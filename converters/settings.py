@@ -9,6 +9,7 @@ place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -146,13 +147,45 @@ FLAGS = tuple(setting for setting in SETTINGS if setting.flag)
 
 
 def resolve(name: str, flag: Any, configured: Mapping[str, Any]) -> Any:
-    """The value of setting ``name``: the flag when given, else invoke.yaml's, else the default,
-    parsed and checked against the table. A switch is "given" only when set."""
+    """The value of setting ``name``: the flag when given (None: not given; a switch only when
+    set), else invoke.yaml's (``configured``: its ``convert`` section, whose keys are checked),
+    else the default, parsed and checked against the table. An empty value is refused: it
+    would silently mean the default."""
     setting = BY_NAME[name]
-    value = flag if flag not in (None, "", [], (), False) else configured.get(name)
+    check_keys(configured)
+    refuse_empty(setting.flag_name, flag)
+    value = flag if flag not in (None, [], (), False) else configured.get(name)
+    if value == "" and setting.default not in ("", None):
+        raise ConfigError(f"invoke.yaml's {name} is empty: give a value, or null for the "
+                          f"default ({_yaml_value(setting.default)})")
     if value is None:
         value = setting.default
     return parse(setting, value)
+
+
+def refuse_empty(flag_name: str, value: Any) -> None:
+    """Refuse a flag given as an empty string (``--out ""``): it would silently mean the
+    default, or invoke.yaml's value."""
+    if value == "":
+        raise ConfigError(f"{flag_name} is empty: give a value, or leave the flag out for the "
+                          "default")
+
+
+def check_keys(configured: Mapping[str, Any]) -> None:
+    """invoke.yaml's ``convert`` section holds only the table's settings: a misspelled key
+    (``calibraton_size``) would silently leave the default in force."""
+    if not isinstance(configured, Mapping):
+        raise ConfigError(f"invoke.yaml's convert section must be a mapping of settings, got "
+                          f"{shown(configured, quoted=True)}")
+    unknown = sorted(str(key) for key in configured if key not in BY_NAME)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(BY_NAME), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"invoke.yaml's convert section has an unknown key "
+                          f"{shown(unknown[0], quoted=True)}{hint}"
+                          + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "")
+                          + ": its keys are the settings of converters/settings.py, as the "
+                          "project's invoke.yaml lists them")
 
 
 def parse(setting: Setting, value: Any) -> Any:
@@ -207,6 +240,8 @@ def _paths(setting: Setting, value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value  # `models: a.h5` is one model
     if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
         raise _not_a(setting, value, "a list of paths")
+    if not all(item.strip() for item in items):  # "" would name the current folder
+        raise _not_a(setting, value, "a list of non-empty paths")
     return tuple(items)
 
 

@@ -346,3 +346,41 @@ def test_verify_py_in_an_extracted_bundle_refuses_an_extra_folder_and_a_fifo(tmp
     fifo = verify()
     assert fifo.returncode == 1 and "error: 'pipe' is a FIFO, socket, device or other special " \
         "file" in fifo.stderr, fifo.stderr
+
+
+# --- misspelled keys and empty values ------------------------------------------------------------
+
+def test_a_misspelled_invoke_yaml_key_is_refused_with_the_nearest_name(
+        tmp_path: Path, tiny_h5: Path, tiny_dataset: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("convert:\n  calibraton_size: 5\n  quant: fp32\n")
+    result = run_invoke("-f", str(config), "convert", "--model", str(tiny_h5), "--dataset",
+                        str(tiny_dataset), "--out", str(tmp_path / "out"))
+    assert_user_error(result, "invoke.yaml's convert section has an unknown key 'calibraton_size' "
+                      "(did you mean 'calibration_size'?)")
+    assert not (tmp_path / "out").exists()
+    report = run_invoke("-f", str(config), "report", "--out", str(tmp_path))
+    assert_user_error(report, "unknown key 'calibraton_size'")  # every task reading the section
+
+
+@pytest.mark.parametrize("task,flags,fragment", [
+    ("convert", ["--quant", ""], "--quant is empty: give a value, or leave the flag out"),
+    ("convert", ["--target", ""], "--target is empty"),
+    ("convert", ["--out", ""], "--out is empty"),
+    ("convert", ["--model", ""], "--model (invoke.yaml: model) must be a list of non-empty paths"),
+    ("convert", ["--jobs", ""], "--jobs is empty"),
+    ("clean", ["--out", ""], "--out is empty"),
+    ("cache-prune", ["--max-size", "1G", "--cache-dir", ""], "--cache-dir is empty"),
+    ("bundle", ["--target", "tflite", "--dist", ""], "--dist is empty"),
+    ("sample", ["--model-dir", ""], "--model-dir is empty"),
+    ("infer", ["--artifact", "a.tflite", "--arrays", "x.npz", "--max-array-mb", ""],
+     "--max-array-mb is empty"),
+])
+def test_empty_flag_values_are_refused_naming_the_flag(
+        tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, task: str, flags: list[str],
+        fragment: str) -> None:
+    extra = ["--model", str(tiny_h5), "--dataset", str(tiny_dataset)] if task == "convert" and \
+        "--model" not in flags else []
+    result = run_invoke(task, *extra, *flags, cwd=tmp_path)
+    assert_user_error(result, fragment)
+    assert list(tmp_path.iterdir()) == []  # nothing written where "" would have pointed
