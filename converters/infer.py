@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from converters import arrays
-from converters.array_files import DEFAULT_MAX_ARRAY_MB
+from converters.array_files import DEFAULT_MAX_ARRAY_MB, listed
 from converters.config import Preprocessing, PreprocessingMode
 from converters.dataset import is_image_file, load_image, preprocess
 from converters.errors import ConfigError, DatasetError, ModelError
@@ -154,9 +154,9 @@ def image_feeds(artifact: Path, image: Path, inputs: tuple[TensorInfo, ...],
                 preprocessing: Preprocessing) -> Arrays:
     """The image, preprocessed as the build validated it, for a model with one image input."""
     if len(inputs) != 1 or not inputs[0].is_image or None in inputs[0].shape:
-        listed = ", ".join(f"'{t.name}' {t.shape}" for t in inputs)
+        shapes = listed(f"'{t.name}' {t.shape}" for t in inputs)
         raise ModelError(f"artifact {artifact} does not take one image (height × width × 1, 3 "
-                         f"or 4 channels); its inputs are {listed}: give a .npz file with one "
+                         f"or 4 channels); its inputs are {shapes}: give a .npz file with one "
                          "array per input name (or a .npy file for a one-input model) instead")
     [tensor] = inputs
     height, width, channels = (int(size) for size in tensor.shape)  # type: ignore[arg-type]

@@ -384,3 +384,20 @@ def test_empty_flag_values_are_refused_naming_the_flag(
     result = run_invoke(task, *extra, *flags, cwd=tmp_path)
     assert_user_error(result, fragment)
     assert list(tmp_path.iterdir()) == []  # nothing written where "" would have pointed
+
+
+def test_messages_about_many_models_or_outputs_list_ten(tmp_path: Path) -> None:
+    from converters import metrics
+    from converters.errors import ValidationError
+
+    for index in range(50):
+        (tmp_path / f"model{index:02d}").mkdir()
+        (tmp_path / f"model{index:02d}" / "report.json").write_text("{}")
+    result = run_invoke("report", "--out", str(tmp_path), "--model", "nosuch")
+    assert_user_error(result, "built models: model00, model01, model02, model03, model04, "
+                      "model05, model06, model07, model08, model09, ... and 40 more. Pass one")
+    reference = {f"out{index}": np.zeros((1, 2)) for index in range(1000)}
+    with pytest.raises(ValidationError) as refused:
+        metrics.compare(reference, {"other": np.zeros((1, 2))}, {}, None)
+    assert "no output named out0, out1, out2, out3, out4, out5, out6, out7, out8, out9, ... and " \
+        "990 more (it has other)" in str(refused.value)

@@ -130,5 +130,5 @@ def load_single_output(build_dir: Path, needed_by: str) -> np.ndarray:
     outputs = load_outputs(build_dir)
     if len(outputs) != 1:
         raise ModelError(f"{needed_by} handles models with one output; this model has "
-                         f"{len(outputs)} ({', '.join(outputs)})")
+                         f"{len(outputs)} ({listed(outputs)})")
     return next(iter(outputs.values()))
