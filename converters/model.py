@@ -112,6 +112,9 @@ def check_model_path(path: Path) -> str:
                 ".h5 or .keras file or a SavedModel directory"
             )
         return "saved_model"
+    if not path.is_file():  # a FIFO or a device: loading it would block or never end
+        raise ModelError(f"model {path} is not a regular file: pass a .h5 or .keras file or a "
+                         "SavedModel directory")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(
             f"model {path} has the unsupported extension '{path.suffix}': expected .h5, .hdf5, "

@@ -315,6 +315,10 @@ def test_keys_and_archives_that_are_not_regular_files_are_refused_at_once(
     device = run_py(bundle_runner(tmp_path / "bundle"), str(tmp_path / "fifo.npz"))
     assert device.returncode == 2 and f"{tmp_path / 'fifo.npz'} is not a regular file" in \
         device.stderr, device.stderr
+    os.mkfifo(tmp_path / "fifo.h5")
+    model = run_invoke("convert", "--model", str(tmp_path / "fifo.h5"), "--dataset",
+                       str(tmp_path), timeout=60)
+    assert_user_error(model, f"model {tmp_path / 'fifo.h5'} is not a regular file")
 
 
 # --- an extracted bundle -------------------------------------------------------------------------
