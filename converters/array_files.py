@@ -54,6 +54,7 @@ def listed(names: Iterable[str], limit: int = SHOWN) -> str:
 
 
 def size_text(size: int) -> str:
+    """``586.0 MiB``: a byte count as a message shows it."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", MIB), ("KiB", 1 << 10)):
         if size >= scale:
             return f"{size / scale:.1f} {unit}"

@@ -3,6 +3,9 @@ optional ``labels`` array) or a folder of ``.npy`` / ``.npz`` samples (one sampl
 the arrays ``invoke infer`` runs (a ``.npz``, or a ``.npy`` for a one-input model).
 
 Needs only numpy. Arrays are used as given (cast to the input's dtype): no pixel preprocessing.
+They are read by :mod:`converters.array_files`, the rule bundles' ``run.py`` follows too: what
+a file declares is bounded (``--max-array-mb``) before it is read, and values a cast would
+silently change (NaN, Inf, complex, out of the dtype's range) are refused.
 """
 
 from __future__ import annotations

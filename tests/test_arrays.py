@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import array_files, arrays
+from converters import arrays
 from converters.errors import DatasetError
 from converters.model import TensorInfo
 
@@ -113,6 +113,8 @@ def test_dataset_values_a_cast_would_change_are_refused(tmp_path: Path) -> None:
 
 def test_the_array_budget_counts_a_whole_sample_folder_and_skips_labels_unread(
         tmp_path: Path) -> None:
+    from converters import array_files
+
     for index in range(3):
         np.save(tmp_path / f"{index}.npy", np.zeros((8, 1), np.float32))
     budget = array_files.Budget(1, "--max-array-mb N")

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.array_files import NPY_SUFFIX
 from tests.conftest import ROOT, quick_flags, run_invoke, tiny_model
 from tests.test_cli import assert_user_error
 
@@ -34,7 +33,7 @@ def zip_bomb(path: Path, member: str, samples: int) -> Path:
     """A real .npz of zeros: ``samples`` float32 images, deflated about 1000:1 (written in
     chunks, so making it takes little memory)."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive, \
-            archive.open(member + NPY_SUFFIX, "w", force_zip64=True) as handle:
+            archive.open(member + ".npy", "w", force_zip64=True) as handle:
         handle.write(npy_header((samples, *SHAPE)))
         chunk = bytes(16 << 20)
         left = samples * math.prod(SHAPE) * 4
