@@ -15,7 +15,7 @@ from invoke import Collection, Context
 from invoke.tasks import Task
 
 from converters import console
-from converters.cli import ROOT, cli_task, required, show_help, user_errors
+from converters.cli import ROOT, cli_task, not_empty, required, show_help, user_errors
 from converters.errors import ConfigError
 from converters.images import all_images
 from converters.targets import CORE_IMAGE, all_targets
@@ -43,13 +43,14 @@ def project_setting(c: Context, flag: Any, name: str) -> Any:
 
 
 def convert_flags() -> inspect.Signature:
-    """``convert``'s parameters, one per flag of the settings table (text flags are parsed by
-    the table, so their default is empty: "not given")."""
-    from converters.settings import FLAGS, PATHS, SWITCH
+    """``convert``'s parameters, one per flag of the settings table (flags with values are
+    parsed by the table, so their default is None: "not given", and an empty value is
+    refused)."""
+    from converters.settings import FLAGS, SWITCH
 
     parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     for setting in FLAGS:
-        default: Any = False if setting.kind == SWITCH else None if setting.kind == PATHS else ""
+        default: Any = False if setting.kind == SWITCH else None
         parameters.append(inspect.Parameter(setting.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                             default=default))
     return inspect.Signature(parameters)
@@ -102,6 +103,7 @@ def images(c: Context, target: str = CORE_IMAGE, base: str = "pull", ca_bundle: 
            mirror: str = "", load: str = "", public_key: str = "") -> None:
     """Build the toolchain images the docker runner uses (docker/*.Dockerfile)."""
     with user_errors():
+        not_empty(target=target, base=base)
         if public_key and not load:
             raise ConfigError("--public-key checks a bundle's signature: use it with --load BUNDLE")
         if load:
@@ -121,7 +123,7 @@ def images(c: Context, target: str = CORE_IMAGE, base: str = "pull", ca_bundle: 
 
 
 @cli_task(help={"out": "build folder (default: build)", "model": "model name (default: all)"})
-def report(c: Context, out: str = "", model: str = "") -> None:
+def report(c: Context, out: str | None = None, model: str = "") -> None:
     """Print the summary table of built models and where their reports are."""
     with user_errors():
         from converters.summary import built_models, print_summary
@@ -138,9 +140,11 @@ def report(c: Context, out: str = "", model: str = "") -> None:
                       "axis) or a .npy file (a one-input model), used as given",
             "top_k": "how many classes to print (default 5)",
             "threads": "interpreter threads (default 1)",
-            "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)"})
+            "device": "Edge TPU to use: usb, pci, usb:0, ... (default: the first found)",
+            "max_array_mb": "the most MiB --arrays may declare (default: invoke.yaml's "
+                            "max_array_mb, 2048)"})
 def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top_k: int = 5,
-          threads: int = 1, device: str = "") -> None:
+          threads: int = 1, device: str = "", max_array_mb: str | None = None) -> None:
     """Run one image, or arrays, through a built artifact: top classes, or each output's summary.
 
     Minimal inference code. A classifier prints its top classes; a model with several outputs
@@ -156,8 +160,11 @@ def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top
 
         if arrays and Path(arrays).suffix.lower() not in ARRAY_SUFFIXES:
             raise ConfigError(f"--arrays takes a .npz or .npy file, got {arrays}")
+        from converters.settings import BY_NAME, parse
+
         samples = infer_samples(Path(artifact), Path(image or arrays), top_k=top_k,
-                                threads=threads, device=device or None)
+                                threads=parse(BY_NAME["threads"], threads), device=device or None,
+                                max_array_mb=project_setting(c, max_array_mb, "max_array_mb"))
         print("\n".join(lines(samples)))
 
 
@@ -173,8 +180,8 @@ def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top
     "sign_key": "Ed25519 private key (PEM): also write the detached signature <bundle>.sig",
 })
 def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8", platform: str = "",
-           python: str = "", with_images: bool = False, out: str = "", dist: str = "dist",
-           sign_key: str = "") -> None:
+           python: str = "", with_images: bool = False, out: str | None = None,
+           dist: str = "dist", sign_key: str = "") -> None:
     """Write an offline deployment bundle for one built artifact.
 
     dist/<model>-<target>-<variant>-<platform>.tar.gz (+ .sha256, + .sig when signed) holds the
@@ -183,6 +190,7 @@ def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8",
     """
     with user_errors():
         required("bundle", target=target)
+        not_empty(variant=variant, dist=dist)
         import platform as host
 
         from converters.bundle import BundleRequest, build_bundle
@@ -239,28 +247,33 @@ def bundle_keygen(c: Context, out: str = "") -> None:
         console.info(f"public key:  {public} (give it to whoever checks bundles)")
 
 
-@cli_task(help={"model_dir": "where to write sample.h5 (default: model)",
+@cli_task(help={"model_dir": "where to write sample.h5 (default: model); an existing sample.h5 is "
+                         "refused, except this checkout's own model/sample.h5",
             "dataset": "where to write the images (default: dataset); a folder holding other "
                        "files is refused",
-            "per_class": "held-out images per class (default 80)",
-            "force": "write into a --dataset folder that holds other files too (only the "
-                     "sample's own files are overwritten)"})
+            "per_class": "held-out images per class (default 80, at most 10000)",
+            "force": "overwrite an existing --model-dir/sample.h5, and write into a --dataset "
+                     "folder that holds other files too (only the sample's own files are "
+                     "overwritten)"})
 def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
            per_class: int = 80, force: bool = False) -> None:
     """Regenerate the bundled sample: procedural shape images and a trained model (deterministic)."""
     with user_errors():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from converters.sample import clear_for_dataset, train_model, write_dataset
+        from converters.sample import check_request, clear_for_dataset, train_model, write_dataset
 
+        not_empty(model_dir=model_dir, dataset=dataset)
+        model = Path(model_dir) / "sample.h5"
+        check_request(model, per_class, force)
         dataset_dir = Path(dataset)
         clear_for_dataset(dataset_dir, force)
         count = write_dataset(dataset_dir, per_class)
         console.info(f"wrote {count} images to {dataset_dir}/")
-        train_model(Path(model_dir) / "sample.h5")
+        train_model(model)
 
 
 @cli_task(help={"out": "build folder (default: build)"})
-def verify(c: Context, out: str = "") -> None:
+def verify(c: Context, out: str | None = None) -> None:
     """Re-hash every artifact against build/<model>/manifest.json; exit non-zero on a mismatch."""
     with user_errors():
         from converters.housekeeping import verify_build
@@ -269,7 +282,7 @@ def verify(c: Context, out: str = "") -> None:
 
 
 @cli_task(help={"out": "build folder (default: build)", "dry_run": "only list what would go"})
-def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
+def clean(c: Context, out: str | None = None, dry_run: bool = False) -> None:
     """Remove build outputs."""
     with user_errors():
         from converters.housekeeping import clean_build
@@ -280,7 +293,7 @@ def clean(c: Context, out: str = "", dry_run: bool = False) -> None:
 @cli_task(help={"max_size": "keep the cache at most this big, e.g. 500M or 2G (K, M, G, T: "
                             "powers of 1024)",
                 "cache_dir": "the shared stage cache (default: invoke.yaml's cache_dir)"})
-def cache_prune(c: Context, max_size: str = "", cache_dir: str = "") -> None:
+def cache_prune(c: Context, max_size: str = "", cache_dir: str | None = None) -> None:
     """Shrink the shared stage cache (--cache-dir) to --max-size, least recently used first."""
     with user_errors():
         from converters.shared_cache import prune_cache

@@ -3,22 +3,27 @@ optional ``labels`` array) or a folder of ``.npy`` / ``.npz`` samples (one sampl
 the arrays ``invoke infer`` runs (a ``.npz``, or a ``.npy`` for a one-input model).
 
 Needs only numpy. Arrays are used as given (cast to the input's dtype): no pixel preprocessing.
+They are read by :mod:`converters.array_files`, the rule bundles' ``run.py`` follows too: what
+a file declares is bounded (``--max-array-mb``) before it is read, and values a cast would
+silently change (NaN, Inf, complex, out of the dtype's range) are refused.
 """
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from converters import array_files
+from converters.array_files import DEFAULT_MAX_ARRAY_MB, listed
 from converters.errors import DatasetError
 from converters.model import Arrays, TensorInfo
 
 LABELS = "labels"
 SAMPLE_LABEL_KEYS = (LABELS, "label")  # a sample file's label, under either name
 ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
+MAX_ARRAY_FLAG = "--max-array-mb"  # the setting that bounds what array files may declare
 FORMAT_HINT = ("save one array per model input name, first axis = samples, and optionally the "
                "labels: numpy.savez('data.npz', <input name>=array, ..., labels=labels)")
 
@@ -42,6 +47,15 @@ def sample_files(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
+def inside_sample_files(root: Path) -> list[Path]:
+    """:func:`sample_files`, refusing symlinks to files outside ``root`` as image folders do."""
+    from converters.dataset import check_inside
+
+    files = sample_files(root)
+    check_inside(root, files, "sample")
+    return files
+
+
 def is_array_dataset(path: Path) -> bool:
     """A ``.npz`` file, or a folder holding ``.npy`` / ``.npz`` files (and no images)."""
     from converters.dataset import is_image_file
@@ -53,62 +67,71 @@ def is_array_dataset(path: Path) -> bool:
     return not any(is_image_file(p) for p in path.rglob("*"))
 
 
-def check(path: Path) -> None:
-    """Fail early (before TensorFlow is imported) on an unreadable or empty array dataset."""
+def check(path: Path, max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> None:
+    """Fail early (before TensorFlow is imported) on an unreadable, empty or too large array
+    dataset, or a sample folder with symlinks out of it: only the arrays' headers are read."""
+    budget = _budget(max_array_mb)
     if path.is_file():
-        with _open_npz(path, "dataset") as archive:
-            if not archive.files:
-                raise DatasetError(f"dataset {path} holds no arrays: {FORMAT_HINT}")
-    elif not sample_files(path):
+        if not _scan(path, "dataset", budget, batched=True):
+            raise DatasetError(f"dataset {path} holds no arrays: {FORMAT_HINT}")
+        return
+    files = inside_sample_files(path)
+    if not files:
         raise DatasetError(f"dataset folder {path} holds no .npy or .npz samples")
+    for file in files:
+        _scan(file, "sample", budget, batched=False)
 
 
-def read(path: Path, inputs: tuple[TensorInfo, ...]) -> ArrayData:
-    """Every sample of the dataset at ``path``, one array per input, checked against the shapes."""
+def read(path: Path, inputs: tuple[TensorInfo, ...],
+         max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> ArrayData:
+    """Every sample of the dataset at ``path``, one array per input, checked against the shapes
+    and the input dtypes' ranges; the arrays together may declare at most ``max_array_mb``."""
+    budget = _budget(max_array_mb)
     if path.is_file():
-        found = _read_npz(path, "dataset")
+        found = _load(path, "dataset", budget, batched=True)
         labels = found.pop(LABELS, None)
         arrays = _match(found, inputs, f"dataset {path}", batched=True)
         count = len(next(iter(arrays.values())))
         names = tuple(f"{path.name}[{index}]" for index in range(count))
     else:
-        arrays, labels, names = _read_samples(path, inputs)
+        arrays, labels, names = _read_samples(path, inputs, budget)
     if labels is not None:
         labels = _check_labels(labels, len(names), str(path))
     return ArrayData(arrays, labels, names)
 
 
-def read_inputs(path: Path, inputs: tuple[TensorInfo, ...]) -> Arrays:
+def read_inputs(path: Path, inputs: tuple[TensorInfo, ...],
+                max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> Arrays:
     """The arrays of one inference file, one per input with samples on the first axis: a
     ``.npz`` (one array per input name, each one sample or a first axis of samples; a
-    ``labels`` array is ignored) or a ``.npy`` (the input of a one-input model)."""
+    ``labels`` array is ignored, and not read) or a ``.npy`` (the input of a one-input model).
+    The arrays may declare at most ``max_array_mb``."""
+    budget = _budget(max_array_mb)
     if path.suffix.lower() == ".npy":
         if len(inputs) != 1:
             raise DatasetError(
                 f"{path} is a .npy file, which holds one array; the model has {len(inputs)} "
                 f"inputs ({_listed(inputs)}): save one array per input name in a .npz, e.g. "
-                f"numpy.savez('inputs.npz', {', '.join(f'{t.name}=...' for t in inputs)})")
-        found = {inputs[0].name: _load_npy(path, "input file")}
+                f"numpy.savez('inputs.npz', {', '.join(f'{t.name}=...' for t in inputs[:3])})")
+        found = {inputs[0].name: _load(path, "input file", budget, batched=None)[""]}
     else:
-        found = {key: array for key, array in _read_npz(path, "input file").items()
-                 if key != LABELS}
+        found = _load(path, "input file", budget, batched=None, skip=(LABELS,))
     matched = _match(found, inputs, str(path), batched=None)
     if not len(next(iter(matched.values()))):
         raise DatasetError(f"{path} holds no samples: its arrays' first axis is 0")
     return matched
 
 
-def _read_samples(root: Path, inputs: tuple[TensorInfo, ...]
+def _read_samples(root: Path, inputs: tuple[TensorInfo, ...], budget: array_files.Budget
                   ) -> tuple[dict[str, np.ndarray], np.ndarray | None, tuple[str, ...]]:
     per_input: dict[str, list[np.ndarray]] = {tensor.name: [] for tensor in inputs}
     labels: list[np.ndarray] = []
-    files = sample_files(root)
+    files = inside_sample_files(root)
     for file in files:
         where = f"sample {file}"
-        if file.suffix.lower() == ".npy":
-            found = {file.stem: _load_npy(file, "sample")}
-        else:
-            found = _read_npz(file, "sample")
+        found = _load(file, "sample", budget, batched=False)
+        if "" in found:  # a .npy sample: named by its file
+            found = {file.stem: found.pop("")}
         label = next((found.pop(key) for key in SAMPLE_LABEL_KEYS if key in found), None)
         if label is not None:
             labels.append(np.asarray(label))
@@ -125,44 +148,48 @@ def _read_samples(root: Path, inputs: tuple[TensorInfo, ...]
     return arrays, (np.stack(labels) if labels else None), names
 
 
-# What numpy raises for a file that is not a readable archive of plain arrays (a truncated or
-# foreign zip, object arrays that would need pickle)
-UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+def _budget(max_array_mb: int) -> array_files.Budget:
+    return array_files.Budget(max_array_mb, f"{MAX_ARRAY_FLAG} N (invoke.yaml: max_array_mb)")
 
 
-def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    """Every array of the .npz archive ``path`` (members are read lazily: their errors too are
-    reported naming the file)."""
-    with _open_npz(path, what) as archive:
-        try:
-            return {key: archive[key] for key in archive.files}
-        except UNREADABLE as error:
-            raise DatasetError(f"cannot read {what} {path} as a .npz file of arrays: {error}. "
-                               f"{FORMAT_HINT}") from None
-
-
-def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
-    """``path`` as a .npz archive (``what`` it is, for the message)."""
+def _scan(path: Path, what: str, budget: array_files.Budget, batched: bool) -> bool:
+    """Whether ``path`` declares any array: its headers admitted to ``budget``, nothing else
+    read (a .npz for a dataset file, ``batched``; a .npy or .npz sample otherwise)."""
     try:
-        archive = np.load(path, allow_pickle=False)
-    except UNREADABLE as error:
-        raise DatasetError(f"cannot read {what} {path} as a .npz file: {error}. {FORMAT_HINT}"
-                           ) from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
+        members = array_files.scan(path, budget, what)
+    except array_files.ArrayFileError as error:
+        raise _refused(error, batched) from None
+    _check_kind(path, what, any(not member.entry for member in members))
+    return bool(members)
+
+
+def _load(path: Path, what: str, budget: array_files.Budget, batched: bool | None,
+          skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of ``path`` but ``skip``, by name ("" for a .npy file), each admitted to
+    ``budget`` from its header before any is read (``batched``: see :func:`_match`)."""
+    try:
+        found = array_files.load(path, budget, what, skip)
+    except array_files.ArrayFileError as error:
+        raise _refused(error, batched) from None
+    _check_kind(path, what, "" in found)
+    return found
+
+
+def _refused(error: array_files.ArrayFileError, batched: bool | None) -> DatasetError:
+    """A dataset file that cannot be read gets a reminder of how a dataset .npz is made; a
+    sample or an input file does not (it is one sample, or the model's inputs)."""
+    unreadable = isinstance(error, array_files.UnreadableArrayFile)
+    return DatasetError(f"{error}. {FORMAT_HINT}" if batched and unreadable else str(error))
+
+
+def _check_kind(path: Path, what: str, holds_npy: bool) -> None:
+    """A .npy file holds one array and a .npz file an archive of them, whatever their content."""
+    is_npy = path.suffix.lower() == ".npy"
+    if holds_npy and not is_npy:
         raise DatasetError(f"cannot read {what} {path} as a .npz file: it holds one .npy array. "
                            f"{FORMAT_HINT}")
-    return archive
-
-
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except UNREADABLE as error:
-        raise DatasetError(f"cannot read {what} {path} as a .npy file: {error}") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
+    if is_npy and not holds_npy:
         raise DatasetError(f"cannot read {what} {path} as a .npy file: it is a .npz archive")
-    return array
 
 
 def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: str,
@@ -177,10 +204,10 @@ def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: 
             [key] = found
         expected = _shape_text(tensor.shape, batched)
         if key not in found:
-            listed = ", ".join(sorted(found)) or "none"
             raise DatasetError(
                 f"{where} has no array '{tensor.name}' for the model input '{tensor.name}' "
-                f"(expected shape {expected}); arrays found: {listed}. {FORMAT_HINT}")
+                f"(expected shape {expected}); arrays found: {listed(sorted(found))}. "
+                f"{FORMAT_HINT}")
         array = np.asarray(found[key])
         if batched is None and _fits(array.shape, tensor.shape):
             array = array[None]  # one sample
@@ -195,11 +222,15 @@ def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: 
         if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
             raise DatasetError(f"array '{key}' in {where} holds {array.dtype} values; the model "
                                f"input '{tensor.name}' takes numbers ({tensor.dtype})")
+        try:
+            array_files.check_values(array, tensor.dtype, f"array '{key}' in {where}")
+        except array_files.ArrayFileError as error:
+            raise DatasetError(str(error)) from None
         matched[tensor.name] = array.astype(tensor.dtype)
     counts = {} if batched is False else {name: len(array) for name, array in matched.items()}
     if len(set(counts.values())) > 1:
         raise DatasetError(f"{where}: the input arrays have different sample counts "
-                           f"({', '.join(f'{n}: {c}' for n, c in counts.items())})")
+                           f"({listed(f'{n}: {c}' for n, c in counts.items())})")
     return matched
 
 
@@ -218,7 +249,7 @@ def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
 
 
 def _listed(inputs: tuple[TensorInfo, ...]) -> str:
-    return ", ".join(f"'{tensor.name}' {_sizes(tensor.shape)}" for tensor in inputs)
+    return listed(f"'{tensor.name}' {_sizes(tensor.shape)}" for tensor in inputs)
 
 
 def _sizes(shape: tuple[int | None, ...]) -> str:

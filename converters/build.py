@@ -52,7 +52,7 @@ def check_inputs(config: ConvertConfig) -> None:
     """Fail on bad paths before anything is written or TensorFlow is imported."""
     for model_path in config.models:
         check_model_path(model_path)
-    check_source(config.dataset.path)
+    check_source(config.dataset.path, config.dataset.max_array_mb)
     out, dataset = config.out.resolve(), config.dataset.path.resolve()
     if out == dataset or dataset in out.parents:
         raise ConfigError(f"--out {config.out} is inside --dataset {config.dataset.path}: every "

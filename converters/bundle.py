@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from converters import bundle_verify, cache, console, docker_cli, imaging
+from converters import array_files, bundle_verify, cache, console, docker_cli, imaging
 from converters.bundle_archive import file_record, write_archive
 from converters.bundle_verify import BUNDLE_JSON, CHECKSUM_SUFFIX, SIGNATURE_SUFFIX, checksum_line
 from converters.errors import BundleError, ConfigError
@@ -109,6 +109,7 @@ def build_bundle(request: BundleRequest) -> Path:
         shutil.copy2(PACKAGE_DIR / "bundle_run.py", staging / "run.py")
         shutil.copy2(Path(bundle_verify.__file__), staging / "verify.py")
         shutil.copy2(Path(imaging.__file__), staging / "imaging.py")
+        shutil.copy2(Path(array_files.__file__), staging / "array_files.py")
         requirements = pinned_requirements(request)
         write_text_atomic(staging / "requirements.txt", "\n".join(requirements) + "\n")
         download_wheels(requirements, request, staging / "wheels")

@@ -7,7 +7,8 @@ first axis), a ``.npy`` file the input of a one-input model. Every output is pri
 line (shape, min, mean, max) and, for class scores, the top classes.
 
 Shipped in every deployment bundle as ``run.py`` beside ``imaging.py`` (the build's own image
-pipeline) and ``bundle.json`` (inputs, quantization, preprocessing, class names). Needs
+pipeline), ``array_files.py`` (the build's own bounded array reading) and ``bundle.json``
+(inputs, quantization, preprocessing, class names). Needs
 only the runtime in ``requirements.txt``: LiteRT (``ai-edge-litert``, with ``libedgetpu`` for
 Edge TPU bundles), onnxruntime, or TensorRT with cuda-python (from the device's JetPack).
 """
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import sys
 import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # no __pycache__ in the bundle: verify.py finds nothing extra
 
+from array_files import (  # noqa: E402  (ships beside this file)
+    DEFAULT_MAX_ARRAY_MB,
+    ArrayFileError,
+    Budget,
+    check_values,
+    listed,
+    load,
+)
 from imaging import normalize, read_pixels  # noqa: E402  (ships beside this file)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -97,8 +106,8 @@ def fed_by_name(sample: Arrays, expected: dict[str, Any]) -> Arrays:
         return sample
     if len(sample) == 1 and len(expected) == 1:
         return {next(iter(expected)): next(iter(sample.values()))}
-    raise InputError(f"the model's inputs are {', '.join(expected)}; the bundle lists "
-                     f"{', '.join(sample)}")
+    raise InputError(f"the model's inputs are {listed(expected)}; the bundle lists "
+                     f"{listed(sample)}")
 
 
 def onnxruntime_runner(bundle: dict[str, Any]) -> RunOne:
@@ -137,7 +146,7 @@ def tensorrt_runner(bundle: dict[str, Any]) -> RunOne:
             inputs = {sources[0]: next(iter(inputs.values()))}
         missing = [name for name in sources if name not in inputs]
         if missing:
-            raise InputError(f"the engine's input(s) {', '.join(missing)} have no array")
+            raise InputError(f"the engine's input(s) {listed(missing)} have no array")
         arrays = {}
         for source in sources:
             context.set_input_shape(source, inputs[source].shape)
@@ -166,21 +175,32 @@ def tensorrt_runner(bundle: dict[str, Any]) -> RunOne:
     return run
 
 
-def top_k(text: str) -> int:
-    """--top-k: how many classes to print, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more (how many classes to print), got "
-                                         f"{value}")
-    return value
+def whole_number(low: int, high: int, meaning: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (``meaning``: what it counts)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more ({meaning}), got {value}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high} ({meaning}), got {value}")
+        return value
+
+    return parse
 
 
 def load_pixels(image: Path, shape: list[int]) -> np.ndarray:
     """The image as the model's input pixels (InputError when it cannot be read)."""
     height, width, channels = shape
+    try:
+        regular = stat.S_ISREG(image.stat().st_mode)
+    except OSError as error:
+        raise InputError(f"cannot read image {image}: {error.strerror or error}") from None
+    if not regular:
+        raise InputError(f"{image} is not a regular file: pass an image file")
     with warnings.catch_warnings():
         # Over Image.MAX_IMAGE_PIXELS Pillow only warns (and errors past twice that): refuse both.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -196,8 +216,8 @@ def image_inputs(image: Path, bundle: dict[str, Any]) -> Arrays:
     """The image, preprocessed as the build validated it, for a model with one image input."""
     model = bundle["model"]
     if model["input_shape"] is None:
-        listed = ", ".join(f"'{t['name']}' {shape_text(t['shape'])}" for t in model["inputs"])
-        raise InputError(f"this model does not take one image (its inputs: {listed}): give a "
+        inputs = listed(f"'{t['name']}' {shape_text(t['shape'])}" for t in model["inputs"])
+        raise InputError(f"this model does not take one image (its inputs: {inputs}): give a "
                          ".npz file with one array per input name (or a .npy file for a "
                          "one-input model)")
     pixels = load_pixels(image, model["input_shape"])
@@ -213,26 +233,19 @@ def fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
         size is None or size == found for found, size in zip(shape, expected, strict=True))
 
 
-def array_inputs(path: Path, inputs: list[dict[str, Any]]) -> Arrays:
+def array_inputs(path: Path, inputs: list[dict[str, Any]],
+                 max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> Arrays:
     """One array per input (samples on the first axis) from a .npz file (one array per input
-    name, each one sample or a first axis of samples) or a .npy file (a one-input model)."""
-    # numpy reads a .npz's members lazily: a truncated or foreign zip, or object arrays that
-    # would need pickle, fail on opening or on reading a member
-    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+    name, each one sample or a first axis of samples) or a .npy file (a one-input model),
+    whose arrays may declare at most ``max_array_mb`` (checked on their headers first)."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            found = {"": loaded}
-        else:
-            with loaded:
-                found = {key: loaded[key] for key in loaded.files if key != "labels"}
-    except unreadable as error:
-        raise InputError(f"cannot read {path} as a {path.suffix} file of arrays: {error}"
-                         ) from None
+        found = load(path, Budget(max_array_mb, "--max-array-mb N"), skip=("labels",))
+    except ArrayFileError as error:
+        raise InputError(str(error)) from None
     if set(found) == {""}:  # a .npy: the input of a one-input model
         if len(inputs) != 1:
             raise InputError(f"{path} holds one array; the model has {len(inputs)} inputs "
-                             f"({', '.join(t['name'] for t in inputs)}): give a .npz file with "
+                             f"({listed(t['name'] for t in inputs)}): give a .npz file with "
                              "one array per input name")
         found = {inputs[0]["name"]: found[""]}
     batch = {}
@@ -244,7 +257,7 @@ def array_inputs(path: Path, inputs: list[dict[str, Any]]) -> Arrays:
         if key not in found:
             raise InputError(f"{path} has no array '{name}' for the model input '{name}' "
                              f"(expected shape {expected}); arrays found: "
-                             f"{', '.join(sorted(found)) or 'none'}")
+                             f"{listed(sorted(found))}")
         array = found[key]
         if fits(array.shape, shape):
             array = array[None]  # one sample
@@ -254,11 +267,15 @@ def array_inputs(path: Path, inputs: list[dict[str, Any]]) -> Arrays:
         if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
             raise InputError(f"array '{key}' in {path} holds {array.dtype} values; the model "
                              f"input '{name}' takes numbers ({tensor['dtype']})")
+        try:
+            check_values(array, tensor["dtype"], f"array '{key}' in {path}")
+        except ArrayFileError as error:
+            raise InputError(str(error)) from None
         batch[name] = array.astype(tensor["dtype"])
     counts = {name: len(array) for name, array in batch.items()}
     if len(set(counts.values())) > 1 or 0 in counts.values():
         raise InputError(f"{path}: every input needs the same number of samples, at least one "
-                         f"({', '.join(f'{n}: {c}' for n, c in counts.items())})")
+                         f"({listed(f'{n}: {c}' for n, c in counts.items())})")
     return batch
 
 
@@ -271,13 +288,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("input", type=Path, metavar="INPUT",
                         help="an image, or a .npz file (one array per input name: one sample or "
                              "samples on the first axis) or a .npy file (a one-input model)")
-    parser.add_argument("--top-k", type=top_k, default=5, help="classes to print (default 5)")
+    parser.add_argument("--top-k", type=whole_number(1, 1 << 20, "how many classes to print"),
+                        default=5, help="classes to print (default 5)")
     parser.add_argument("--device", help="Edge TPU: usb, pci, usb:0, ...")
+    parser.add_argument("--max-array-mb", type=whole_number(1, 1 << 20, "MiB of arrays"),
+                        default=DEFAULT_MAX_ARRAY_MB,
+                        help="the most MiB a .npz/.npy file's arrays may declare (default "
+                             f"{DEFAULT_MAX_ARRAY_MB}; checked before they are read)")
     args = parser.parse_args(argv)
     bundle = json.loads((HERE / "bundle.json").read_text())
     try:
         if args.input.suffix.lower() in ARRAY_SUFFIXES:
-            inputs = array_inputs(args.input, bundle["model"]["inputs"])
+            inputs = array_inputs(args.input, bundle["model"]["inputs"], args.max_array_mb)
         else:
             inputs = image_inputs(args.input, bundle)
         runtime = bundle["runtime"]

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from converters.bundle_verify import SignatureCheck
+from converters.bundle_verify import SignatureCheck, VerificationError, read_key_file
 from converters.errors import ConfigError, ToolMissingError
 from converters.fsutil import write_bytes_atomic
 
@@ -41,9 +41,9 @@ def _load_pem(path: Path, what: str, private: bool) -> Any:
 
     ed25519 = _ed25519()
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read the {what} {path}: {error.strerror}") from None
+        data = read_key_file(path, what)
+    except VerificationError as error:
+        raise ConfigError(str(error)) from None
     expected = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
     try:
         key = (serialization.load_pem_private_key(data, password=None) if private

@@ -2,7 +2,8 @@
 """Check a deployment bundle with the standard library only: shipped in every bundle as ``verify.py``.
 
 ``python3 verify.py`` (inside an extracted bundle) checks every file against ``bundle.json``: each
-listed file present with its sha256 and size, nothing extra, no links. ``python3 verify.py
+listed file present with its sha256 and size, no other file or folder, no links, FIFOs or
+devices. ``python3 verify.py
 BUNDLE.tar.gz [--public-key KEY.pem]`` checks the archive itself, the way ``invoke
 verify-bundle`` does on a build host (this file *is* that code): every member safe and matching
 ``bundle.json``, the limits below, the ``BUNDLE.tar.gz.sha256`` beside it when present and, with a
@@ -27,6 +28,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -54,6 +56,7 @@ MAX_TOTAL_BYTES = 32 * GIB
 MAX_RATIO = 50  # unpacked bytes per archive byte, once past RATIO_FLOOR
 RATIO_FLOOR = 64 << 20
 MAX_SIDECAR_BYTES = 4096  # BUNDLE.tar.gz.sha256 and .sig
+MAX_KEY_BYTES = 16 << 10  # a PEM key (an Ed25519 one is under 200 bytes)
 
 FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
@@ -367,6 +370,8 @@ def open_archive(path: Path) -> IO[bytes]:
                                 f"inside it)")
     if not path.exists():
         raise VerificationError(f"bundle {path} does not exist: build one with invoke bundle")
+    if not path.is_file():  # a FIFO or a device: opening or reading it may never end
+        raise VerificationError(f"bundle {path} is not a regular file: pass the .tar.gz file")
     return path.open("rb")
 
 
@@ -451,7 +456,8 @@ def check_anchors(path: Path, verified: Verified, signature_check: SignatureChec
 # --- an extracted bundle on the device ------------------------------------------------------
 
 def check_folder(folder: Path) -> dict[str, Any]:
-    """Every file of an extracted bundle against its bundle.json (no links, nothing extra)."""
+    """Every file of an extracted bundle against its bundle.json (no links, no special files,
+    no file or folder it does not list)."""
     listing = folder / BUNDLE_JSON
     if not listing.is_file():
         raise VerificationError(f"{folder} has no {BUNDLE_JSON}: run verify.py inside an "
@@ -459,12 +465,20 @@ def check_folder(folder: Path) -> dict[str, Any]:
     if listing.stat().st_size > MAX_LISTING_BYTES:
         raise fail(f"{listing} is over the {size_text(MAX_LISTING_BYTES)} limit for {BUNDLE_JSON}")
     bundle = parse_listing(listing.read_bytes(), str(listing))
+    folders = {parent.as_posix() for name in bundle["files"]
+               for parent in PurePosixPath(name).parents} - {"."}
     found: dict[str, tuple[str, int]] = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
-        if path.is_symlink():
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
             raise fail(f"'{relative}' is a symbolic link")
-        if path.is_file() and relative != BUNDLE_JSON:
+        if stat.S_ISDIR(mode):
+            if relative not in folders:
+                raise fail(f"'{relative}' is a folder that holds no file {BUNDLE_JSON} lists")
+        elif not stat.S_ISREG(mode):  # reading a FIFO would block
+            raise fail(f"'{relative}' is a FIFO, socket, device or other special file")
+        elif relative != BUNDLE_JSON:
             with path.open("rb") as handle:
                 found[relative] = copy_member(handle, None)
     compare(bundle, found, "")
@@ -544,11 +558,29 @@ def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return point_equal(point_multiply(s, BASE), point_add(r, point_multiply(k, a)))
 
 
+def read_key_file(path: Path, what: str) -> bytes:
+    """The bytes of the key file ``path`` (``what`` it is, for messages): a regular file of at
+    most MAX_KEY_BYTES, checked before it is opened (a FIFO would block, /dev/zero never end)."""
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise VerificationError(f"the {what} {path} is not a regular file: pass the PEM file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_BYTES + 1)
+    except OSError as error:
+        raise VerificationError(f"cannot read the {what} {path}: {error.strerror or error}"
+                                ) from None
+    if len(data) > MAX_KEY_BYTES:
+        raise VerificationError(f"the {what} {path} is larger than {size_text(MAX_KEY_BYTES)}, "
+                                "which no PEM key is: pass the key file")
+    return data
+
+
 def read_public_key(path: Path) -> bytes:
     """The 32 raw bytes of an Ed25519 public key in PEM (``openssl pkey -pubout``) form."""
     try:
-        text = path.read_text("ascii")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_key_file(path, "public key").decode("ascii")
+    except UnicodeDecodeError as error:
         raise VerificationError(f"cannot read the public key {path}: {error}") from None
     body = [line.strip() for line in text.splitlines()
             if line.strip() and not line.startswith("-----")]

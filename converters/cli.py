@@ -52,6 +52,15 @@ def required(task_name: str, **flags: str) -> None:
             raise ConfigError(f"{flag} is required: invoke {task_name} -h shows every flag")
 
 
+def not_empty(**flags: str) -> None:
+    """Refuse a flag given as an empty string (``--dist ""``): it would silently mean the
+    default."""
+    from converters.settings import refuse_empty
+
+    for name, value in flags.items():
+        refuse_empty("--" + name.replace("_", "-"), value)
+
+
 def show_help(task_name: str) -> None:
     """``invoke --help TASK`` (for a task whose positional argument took ``-h``)."""
     subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(ROOT), "--help",

@@ -6,6 +6,7 @@ and hands plain values to :func:`build_config`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
-from converters.errors import ConfigError
+from converters.array_files import DEFAULT_MAX_ARRAY_MB
+from converters.errors import ConfigError, shown
 from converters.targets.edgetpu.compiler import CompileOptions
 from converters.targets.tensorrt.io_plan import BatchProfile
 
@@ -66,6 +68,10 @@ class PreprocessingMode(str, Enum):
 
 # Keras 2 and 3 write HDF5 as .h5 or .hdf5 (the same format); .keras is the zip format.
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
+# What images are read as (imaging.CHANNEL_MODES): grey, RGB, RGBA.
+IMAGE_CHANNELS = (1, 3, 4)
+# A sample's size for --input-shape: 2^28 values is 1 GiB of float32 per sample.
+MAX_SAMPLE_VALUES = 1 << 28
 # tf2onnx 1.17 writes opsets up to 18; onnxruntime's Q/DQ per-channel needs 13 or newer.
 MIN_OPSET, MAX_OPSET = 13, 18
 
@@ -106,8 +112,9 @@ def parse_floats(value: str | Sequence[float] | None, what: str) -> tuple[float,
     items = value.split(",") if isinstance(value, str) else list(value)
     try:
         return tuple(float(item) for item in items)
-    except ValueError:
-        raise ConfigError(f"{what} must be comma-separated numbers, got '{value}'") from None
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be comma-separated numbers, got "
+                          f"'{shown(value, limit=60)}'") from None
 
 
 def parse_input_shape(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -127,6 +134,9 @@ def parse_input_shape(value: str | Sequence[int] | None) -> tuple[int, ...] | No
             f"--input-shape must be positive sizes without the batch (height, width, channels "
             f"for an image), got '{value}'"
         )
+    if math.prod(shape) > MAX_SAMPLE_VALUES:
+        raise ConfigError(f"--input-shape '{shown(value)}' is over the {MAX_SAMPLE_VALUES} values "
+                          "(1 GiB of float32) a sample may have: give the model's real input size")
     return shape
 
 
@@ -139,6 +149,13 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        for name, values in (("--mean", self.mean), ("--std", self.std)):
+            if values is not None and not all(math.isfinite(value) for value in values):
+                raise ConfigError(f"{name} must be finite numbers (no nan or inf), got "
+                                  f"{','.join(map(str, values[:8]))}")
+            if values is not None and len(values) not in IMAGE_CHANNELS:
+                raise ConfigError(f"{name} must give one value per image channel (1, 3 or 4 "
+                                  f"values), got {len(values)}")
         if self.mode is PreprocessingMode.MEAN_STD:
             if self.mean is None or self.std is None:
                 raise ConfigError("preprocessing 'mean-std' needs --mean and --std (one value per channel)")
@@ -157,6 +174,12 @@ class Preprocessing:
                 f"--mean/--std only apply to preprocessing 'mean-std' or 'auto', not "
                 f"'{self.mode.value}'"
             )
+
+    def check_channels(self, channels: int) -> None:
+        """Refuse --mean/--std whose count is not the model's ``channels``."""
+        if self.mean is not None and len(self.mean) != channels:
+            raise ConfigError(f"--mean/--std give {len(self.mean)} values but the model has "
+                              f"{channels} input channels: give one value per channel")
 
     def as_dict(self) -> dict[str, object]:
         return {"mode": self.mode.value, "mean": self.mean, "std": self.std}
@@ -179,6 +202,7 @@ class DatasetConfig:
     calibration_size: int = 100
     validation_size: int = 200
     seed: int = 0
+    max_array_mb: int = DEFAULT_MAX_ARRAY_MB  # what an array dataset's files may declare
 
     def __post_init__(self) -> None:
         if self.calibration_size < 1:
@@ -262,6 +286,8 @@ class ConvertConfig:
             raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.onnx_opset}")
         if self.workspace_mb < 1:
             raise ConfigError(f"--workspace-mb must be at least 1, got {self.workspace_mb}")
+        if self.input_shape is not None and len(self.input_shape) == 3:
+            self.dataset.preprocessing.check_channels(self.input_shape[-1])
         if self.min_tpu_ops is not None and not 0 <= self.min_tpu_ops <= 1:
             raise ConfigError(f"--min-tpu-ops is a fraction between 0 and 1, got {self.min_tpu_ops}")
         from converters.targets import all_targets, get

@@ -6,6 +6,7 @@ convention: one sub-folder per class, class index = position of the folder name 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -46,12 +47,13 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def check_source(path: Path) -> None:
-    """Fail early on a dataset that is neither an image folder nor an array dataset."""
+def check_source(path: Path, max_array_mb: int) -> None:
+    """Fail early on a dataset that is neither an image folder nor an array dataset (whose
+    files may declare at most ``max_array_mb``)."""
     from converters import arrays
 
     if arrays.is_array_dataset(path):
-        arrays.check(path)
+        arrays.check(path, max_array_mb)
     else:
         discover(path)
 
@@ -88,7 +90,7 @@ def discover(root: Path) -> Listing:
                 entries.append(ImageEntry(file, NO_LABEL))
             else:
                 skipped += 1
-    check_inside(root, entries)
+    check_inside(root, [entry.path for entry in entries])
     if skipped:
         console.info(f"dataset {root}: skipped {skipped} file(s) that are not images")
     if not entries:
@@ -99,16 +101,17 @@ def discover(root: Path) -> Listing:
     return Listing(tuple(entries), tuple(class_names), skipped)
 
 
-def check_inside(root: Path, entries: list[ImageEntry]) -> None:
-    """Refuse images that are symlinks to files outside ``root``: the docker runner mounts only
-    the dataset folder, so they would be found locally and missing in a container."""
+def check_inside(root: Path, files: Sequence[Path], what: str = "image") -> None:
+    """Refuse files (images, or array samples: ``what``) that are symlinks to files outside
+    ``root``: the docker runner mounts only the dataset folder, so they would be found locally
+    and missing in a container."""
     resolved_root = root.resolve()
-    outside = [e.path for e in entries if resolved_root not in e.path.resolve().parents]
+    outside = [path for path in files if resolved_root not in path.resolve().parents]
     if outside:
         raise DatasetError(
-            f"dataset {root}: {len(outside)} image(s) are symlinks to files outside the folder "
+            f"dataset {root}: {len(outside)} {what}(s) are symlinks to files outside the folder "
             f"(first: {outside[0]} → {outside[0].resolve()}); a container sees only the dataset "
-            "folder. Copy the images into it, or pass the folder they live in as --dataset")
+            f"folder. Copy the {what}s into it, or pass the folder they live in as --dataset")
 
 
 def split(entries: tuple[Sample, ...], calibration_size: int, validation_size: int,

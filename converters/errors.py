@@ -104,6 +104,13 @@ def wrapped_filesystem_error(error: Exception) -> FileSystemError | None:
     return None
 
 
+def shown(value: object, quoted: bool = False, limit: int = 40) -> str:
+    """A user's value as a message quotes it: cut to ``limit`` characters (a flag may hold any
+    text, a number 400 digits), with ``quoted`` as its repr."""
+    text = repr(value) if quoted else str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def error_class(name: str) -> type[ConverterError]:
     """The ConverterError subclass called ``name`` (errors cross process boundaries by name)."""
     found = globals().get(name)

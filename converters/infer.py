@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from converters import arrays
+from converters.array_files import DEFAULT_MAX_ARRAY_MB, listed
 from converters.build_state import build_folder, check_artifact
 from converters.config import Preprocessing, PreprocessingMode
 from converters.dataset import is_image_file, load_image, preprocess
@@ -87,11 +88,13 @@ Sample = list[OutputSummary]  # every output of one sample, in the model's order
 
 
 def infer(artifact: Path, source: Path, top_k: int = 5, threads: int = 1,
-          preprocessing: Preprocessing | None = None, device: str | None = None) -> Sample:
+          preprocessing: Preprocessing | None = None, device: str | None = None,
+          max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> Sample:
     """Every output of ``artifact`` for the one sample in ``source`` (an image, or an array
     file holding one sample; :func:`infer_samples` takes several), summarised; ``top_k``
     classes of class scores."""
-    samples = infer_samples(artifact, source, top_k, threads, preprocessing, device)
+    samples = infer_samples(artifact, source, top_k, threads, preprocessing, device,
+                            max_array_mb)
     if len(samples) != 1:
         raise ConfigError(f"{source} holds {len(samples)} samples: infer runs one "
                           "(infer_samples runs each)")
@@ -100,13 +103,14 @@ def infer(artifact: Path, source: Path, top_k: int = 5, threads: int = 1,
 
 def infer_samples(artifact: Path, source: Path, top_k: int = 5, threads: int = 1,
                   preprocessing: Preprocessing | None = None,
-                  device: str | None = None) -> list[Sample]:
+                  device: str | None = None,
+                  max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> list[Sample]:
     """Every output of ``artifact`` for each sample of ``source`` (see :func:`predict`),
     summarised; ``top_k`` classes of class scores."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     metadata = build_metadata(artifact)
-    outputs = predict(artifact, source, threads, preprocessing, device, metadata)
+    outputs = predict(artifact, source, threads, preprocessing, device, metadata, max_array_mb)
     class_names = metadata.class_names
     count = len(next(iter(outputs.values())))
     return [[summarise(name, values[index], class_names, top_k)
@@ -115,13 +119,15 @@ def infer_samples(artifact: Path, source: Path, top_k: int = 5, threads: int = 1
 
 def predict(artifact: Path, source: Path, threads: int = 1,
             preprocessing: Preprocessing | None = None, device: str | None = None,
-            metadata: BuildMetadata | None = None) -> Arrays:
+            metadata: BuildMetadata | None = None,
+            max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> Arrays:
     """Every output of ``artifact`` by name, in the model's order, first axis = samples, run by
     the runtime of the target that built it (``device`` picks an accelerator where the target
     has one). ``source``: an image file (a one-image-input model), or a ``.npz`` file (one array
     per input name, one sample or a first axis of samples) or a ``.npy`` file (a one-input
-    model's array), checked against the artifact's inputs. ``metadata``: the artifact's
-    :func:`build_metadata`, when the caller has read it already."""
+    model's array), checked against the artifact's inputs, whose arrays may declare at most
+    ``max_array_mb``. ``metadata``: the artifact's :func:`build_metadata`, when the caller has
+    read it already."""
     if not artifact.is_file():
         raise ModelError(f"artifact {artifact} does not exist: build it with invoke convert")
     given_arrays = source.suffix.lower() in arrays.ARRAY_SUFFIXES
@@ -134,7 +140,7 @@ def predict(artifact: Path, source: Path, threads: int = 1,
     metadata = metadata or build_metadata(artifact)
     inputs = model_inputs(runner, metadata)
     if given_arrays:
-        feeds = arrays.read_inputs(source, inputs)
+        feeds = arrays.read_inputs(source, inputs, max_array_mb)
     else:
         feeds = image_feeds(artifact, source, inputs, preprocessing or metadata.preprocessing)
     outputs = run_named(runner, feeds, tuple(metadata.output_order) or ("output",), "")
@@ -157,9 +163,9 @@ def image_feeds(artifact: Path, image: Path, inputs: tuple[TensorInfo, ...],
                 preprocessing: Preprocessing) -> Arrays:
     """The image, preprocessed as the build validated it, for a model with one image input."""
     if len(inputs) != 1 or not inputs[0].is_image or None in inputs[0].shape:
-        listed = ", ".join(f"'{t.name}' {t.shape}" for t in inputs)
+        shapes = listed(f"'{t.name}' {t.shape}" for t in inputs)
         raise ModelError(f"artifact {artifact} does not take one image (height × width × 1, 3 "
-                         f"or 4 channels); its inputs are {listed}: give a .npz file with one "
+                         f"or 4 channels); its inputs are {shapes}: give a .npz file with one "
                          "array per input name (or a .npy file for a one-input model) instead")
     [tensor] = inputs
     height, width, channels = (int(size) for size in tensor.shape)  # type: ignore[arg-type]

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 
-from converters.errors import ConfigError
+from converters.errors import ConfigError, shown
 from converters.host_memory import available_memory
 
 AUTO = "auto"
 CORES_PER_PROCESS = 2
 MEMORY_PER_PROCESS = 2 * 2**30  # bytes
 SERIAL_UP_TO_CORES = 2
+MAX_JOBS = 256  # stage processes at once: more than any machine this runs on can feed
 
 
 def auto_jobs(cores: int, available_memory: int | None) -> int:
@@ -43,7 +44,8 @@ def parse_jobs(value: str) -> int:
     try:
         jobs = int(text)
     except ValueError:
-        raise ConfigError(f"-j/--jobs must be 'auto' or a whole number, got {value!r}") from None
-    if jobs < 1:
-        raise ConfigError(f"-j/--jobs must be at least 1, got {jobs}")
+        raise ConfigError(f"-j/--jobs must be 'auto' or a whole number, got "
+                          f"{shown(text, quoted=True)}") from None
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ConfigError(f"-j/--jobs must be between 1 and {MAX_JOBS}, got {shown(text)}")
     return jobs

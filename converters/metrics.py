@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.array_files import listed
 from converters.errors import ValidationError
 
 TASKS = ("auto", "classification", "detection", "segmentation", "regression", "embedding")
@@ -238,8 +239,8 @@ def compare(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
     """Metrics of every output, by name (outputs matched by name, never by position)."""
     missing = [name for name in reference if name not in outputs]
     if missing:
-        raise ValidationError(f"the artifact has no output named {', '.join(missing)} (it has "
-                              f"{', '.join(outputs)}): outputs are matched by name")
+        raise ValidationError(f"the artifact has no output named {listed(missing)} (it has "
+                              f"{listed(outputs)}): outputs are matched by name")
     owner = label_owner({n: tuple(a.shape[1:]) for n, a in reference.items()}, tasks, labels)
     return {name: compare_output(reference[name], outputs[name], tasks[name],
                                  labels if name == owner else None)

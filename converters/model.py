@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.array_files import listed
 from converters.config import MODEL_SUFFIXES
 from converters.errors import ModelError
 from converters.fsutil import file_identity
@@ -129,6 +130,9 @@ def check_model_path(path: Path) -> str:
                 ".h5 or .keras file or a SavedModel directory"
             )
         return "saved_model"
+    if not path.is_file():  # a FIFO or a device: loading it would block or never end
+        raise ModelError(f"model {path} is not a regular file: pass a .h5 or .keras file or a "
+                         "SavedModel directory")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(
             f"model {path} has the unsupported extension '{path.suffix}': expected .h5, .hdf5, "
@@ -187,7 +191,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
                     or [tensor._keras_history[0].name for tensor in model.outputs])
     if repeated := sorted({name for name in output_names if output_names.count(name) > 1}):
         raise ModelError(
-            f"model {path} has several outputs from one layer ({', '.join(repeated)}), so they "
+            f"model {path} has several outputs from one layer ({listed(repeated)}), so they "
             "cannot be told apart by name: give each output its own layer, e.g. "
             "keras.layers.Identity(name='scores')(x), save the model and try again")
     inputs = _resolve_inputs(path, [
@@ -363,7 +367,7 @@ def _resolve_inputs(path: Path, declared: list[TensorInfo],
     if override is not None and len(declared) != 1:
         raise ModelError(
             f"--input-shape applies to a model with one input; model {path} has {len(declared)} "
-            f"({', '.join(tensor.name for tensor in declared)}): give them static shapes")
+            f"({listed(tensor.name for tensor in declared)}): give them static shapes")
     return tuple(TensorInfo(tensor.name, _resolve_input_shape(path, tensor.name, tensor.shape,
                                                               override), tensor.dtype)
                  for tensor in declared)

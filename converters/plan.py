@@ -54,6 +54,7 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                                   calibration_size=config.dataset.calibration_size,
                                   validation_size=config.dataset.validation_size,
                                   seed=config.dataset.seed,
+                                  max_array_mb=config.dataset.max_array_mb,
                                   allow_class_mismatch=config.allow_class_mismatch),
                   inputs=("model", "dataset"), deps=("export",), outputs=data.OUTPUTS,
                   tools=TF_TOOLS + ("pillow",)),

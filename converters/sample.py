@@ -24,6 +24,7 @@ CLASSES = ("circle", "square", "stripes", "triangle")  # sorted: folder order = 
 IMAGE_SIZE = 32
 TRAIN_SEED = 1
 DATASET_SEED = 2
+MAX_PER_CLASS = 10_000  # held-out images per class: 40,000 PNGs at most
 
 
 def draw(kind: str, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -72,6 +73,19 @@ SAMPLE_FILE = re.compile(rf"^({'|'.join(CLASSES)})/\d{{4}}\.png$")
 
 def sample_file_name(label: int, index: int) -> str:
     return f"{CLASSES[label]}/{index:04d}.png"
+
+
+def check_request(model: Path, per_class: int, force: bool) -> None:
+    """Refuse an ``invoke sample`` that would make no images, or overwrite a model the sample
+    did not write: an existing ``model`` is replaced only with ``force``, or when it is this
+    checkout's own bundled ``model/sample.h5`` (what ``invoke sample`` regenerates)."""
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise ConfigError(f"--per-class must be between 1 and {MAX_PER_CLASS} (held-out images "
+                          f"per class), got {per_class}")
+    exists = model.exists() or model.is_symlink()
+    if exists and not force and model.resolve() != SAMPLE_MODEL:
+        raise ConfigError(f"{model} already exists: refusing to overwrite it with the sample "
+                          "model. Pass another --model-dir, or --force to replace it")
 
 
 def clear_for_dataset(root: Path, force: bool) -> None:

@@ -9,13 +9,16 @@ place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converters.errors import ConfigError
+from converters.array_files import DEFAULT_MAX_ARRAY_MB
+from converters.errors import ConfigError, shown
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
@@ -79,12 +82,19 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("auto", "0..1", "-1..1", "0..255", "mean-std")),
     Setting("mean", TEXT, None, "per-channel means for mean-std, e.g. 123.7,116.3,103.5"),
     Setting("std", TEXT, None, "per-channel standard deviations for mean-std"),
-    Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1),
-    Setting("validation_size", WHOLE, 200, "held-out images used to validate", minimum=1),
-    Setting("seed", WHOLE, 0, "seed of the calibration/validation split", minimum=0),
+    Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1,
+            maximum=100_000),
+    Setting("validation_size", WHOLE, 200, "held-out images used to validate", minimum=1,
+            maximum=100_000),
+    Setting("seed", WHOLE, 0, "seed of the calibration/validation split", minimum=0,
+            maximum=2**32 - 1),
+    Setting("max_array_mb", WHOLE, DEFAULT_MAX_ARRAY_MB, "array datasets and infer --arrays: "
+            "the most MiB a .npy/.npz file's arrays may declare (checked on their headers, "
+            "before they are read)", minimum=1, maximum=1 << 20),
     Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores)",
-            minimum=1),
-    Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1),
+            minimum=1, maximum=1024),
+    Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1,
+            maximum=10_000),
     Setting("max_accuracy_drop", FRACTION, 0.01, "recommendation bound, a fraction", minimum=0,
             maximum=1),
     Setting("task", TEXT, "auto", "how outputs are validated: auto (by each output's shape) or "
@@ -115,15 +125,16 @@ SETTINGS: tuple[Setting, ...] = (
             "only entries signed by its private key (any other is skipped with a warning and the "
             "stage runs here)"),
     Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
-            "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10),
+            "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10,
+            maximum=99),
     Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
-            "(compiler -n)", targets=("edgetpu",), minimum=1),
+            "(compiler -n)", targets=("edgetpu",), minimum=1, maximum=64),
     Setting("search_delegate", SWITCH, False, "search for the largest graph prefix that compiles "
             "(compiler -d)", targets=("edgetpu",)),
     Setting("delegate_search_step", WHOLE, None, "op step of that search (compiler -k)",
-            targets=("edgetpu",), minimum=1),
+            targets=("edgetpu",), minimum=1, maximum=100_000),
     Setting("compiler_timeout", WHOLE, 180, "compiler timeout in seconds", targets=("edgetpu",),
-            minimum=1),
+            minimum=1, maximum=86_400),
     Setting("intermediate_tensors", TEXT, "", "comma list of tensors to expose as outputs "
             "(compiler -i)", targets=("edgetpu",)),
     Setting("min_tpu_ops", FRACTION, None, "fail the build when a smaller fraction of ops maps "
@@ -135,20 +146,52 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch", TEXT, "1,8,32", "optimization profile of the batch dimension min,opt,max",
             targets=("tensorrt",)),
     Setting("workspace_mb", WHOLE, 1024, "builder workspace limit in MiB", targets=("tensorrt",),
-            minimum=1),
+            minimum=1, maximum=1 << 20),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 FLAGS = tuple(setting for setting in SETTINGS if setting.flag)
 
 
 def resolve(name: str, flag: Any, configured: Mapping[str, Any]) -> Any:
-    """The value of setting ``name``: the flag when given, else invoke.yaml's, else the default,
-    parsed and checked against the table. A switch is "given" only when set."""
+    """The value of setting ``name``: the flag when given (None: not given; a switch only when
+    set), else invoke.yaml's (``configured``: its ``convert`` section, whose keys are checked),
+    else the default, parsed and checked against the table. An empty value is refused: it
+    would silently mean the default."""
     setting = BY_NAME[name]
-    value = flag if flag not in (None, "", [], (), False) else configured.get(name)
+    check_keys(configured)
+    refuse_empty(setting.flag_name, flag)
+    value = flag if flag not in (None, [], (), False) else configured.get(name)
+    if value == "" and setting.default not in ("", None):
+        raise ConfigError(f"invoke.yaml's {name} is empty: give a value, or null for the "
+                          f"default ({_yaml_value(setting.default)})")
     if value is None:
         value = setting.default
     return parse(setting, value)
+
+
+def refuse_empty(flag_name: str, value: Any) -> None:
+    """Refuse a flag given as an empty string (``--out ""``): it would silently mean the
+    default, or invoke.yaml's value."""
+    if value == "":
+        raise ConfigError(f"{flag_name} is empty: give a value, or leave the flag out for the "
+                          "default")
+
+
+def check_keys(configured: Mapping[str, Any]) -> None:
+    """invoke.yaml's ``convert`` section holds only the table's settings: a misspelled key
+    (``calibraton_size``) would silently leave the default in force."""
+    if not isinstance(configured, Mapping):
+        raise ConfigError(f"invoke.yaml's convert section must be a mapping of settings, got "
+                          f"{shown(configured, quoted=True)}")
+    unknown = sorted(str(key) for key in configured if key not in BY_NAME)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(BY_NAME), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"invoke.yaml's convert section has an unknown key "
+                          f"{shown(unknown[0], quoted=True)}{hint}"
+                          + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "")
+                          + ": its keys are the settings of converters/settings.py, as the "
+                          "project's invoke.yaml lists them")
 
 
 def parse(setting: Setting, value: Any) -> Any:
@@ -159,10 +202,17 @@ def parse(setting: Setting, value: Any) -> Any:
     if setting.kind in (WHOLE, FRACTION) and parsed is not None:
         low, high = setting.minimum, setting.maximum
         if (low is not None and parsed < low) or (high is not None and parsed > high):
-            bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
-                      else f"at least {low:g}" if low is not None else f"at most {high:g}")
-            raise ConfigError(f"{setting.flag_name} must be {bounds}, got {value}")
+            bounds = (f"between {_bound(low)} and {_bound(high)}"
+                      if low is not None and high is not None
+                      else f"at least {_bound(low)}" if low is not None
+                      else f"at most {_bound(high)}")
+            raise ConfigError(f"{setting.flag_name} must be {bounds}, got {shown(value)}")
     return parsed
+
+
+def _bound(limit: float | None) -> str:
+    """A range's end as written: ``4294967295``, ``0.5`` (not ``4.29497e+09``)."""
+    return str(int(limit)) if limit is not None and float(limit).is_integer() else f"{limit:g}"
 
 
 def _whole(setting: Setting, value: Any) -> int:
@@ -178,9 +228,12 @@ def _fraction(setting: Setting, value: Any) -> float:
     if isinstance(value, bool):
         raise _not_a(setting, value, "a number")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise _not_a(setting, value, "a number") from None
+    if not math.isfinite(number):  # NaN passes every range comparison
+        raise _not_a(setting, value, "a finite number")
+    return number
 
 
 def _switch(setting: Setting, value: Any) -> bool:
@@ -193,6 +246,8 @@ def _paths(setting: Setting, value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value  # `models: a.h5` is one model
     if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
         raise _not_a(setting, value, "a list of paths")
+    if not all(item.strip() for item in items):  # "" would name the current folder
+        raise _not_a(setting, value, "a list of non-empty paths")
     return tuple(items)
 
 
@@ -220,7 +275,8 @@ PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
 def _not_a(setting: Setting, value: Any, what: str) -> ConfigError:
     where = f"{setting.flag_name} (invoke.yaml: {setting.name})" if setting.flag else \
         f"invoke.yaml's {setting.name}"
-    return ConfigError(f"{where} must be {what}, got {value!r}")
+    return ConfigError(f"{where} must be {what}, got {shown(value, quoted=True)}")
+
 
 
 def render_yaml() -> str:
@@ -289,7 +345,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
     return ConvertConfig(
         models=tuple(models),
         dataset=DatasetConfig(dataset, preprocessing, get("calibration_size"),
-                              get("validation_size"), get("seed")),
+                              get("validation_size"), get("seed"), get("max_array_mb")),
         targets=parse_targets(get("target")),
         quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
         quant_engine=parse_enum(QuantEngine, get("quant_engine"), "--quant-engine"),

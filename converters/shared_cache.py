@@ -416,11 +416,19 @@ def remove_entry(entry: Path) -> None:
 
 
 def parse_size(text: str) -> int:
-    """``500M``, ``2G``, ``1.5G``, ``100000`` (bytes; K, M, G, T are powers of 1024)."""
+    """``500M``, ``2G``, ``1.5G``, ``100000`` (bytes; K, M, G, T are powers of 1024), at most
+    1048576T (1 EiB). Computed exactly (a float turns 400 digits into infinity)."""
+    from decimal import Decimal
+
+    largest = 1 << 60
+    shown = text if len(text) <= 40 else text[:40] + "…"
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
     if match is None:
-        raise ConfigError(f"--max-size must be a size such as 500M or 2G, got {text!r}")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).upper()])
+        raise ConfigError(f"--max-size must be a size such as 500M or 2G, got {shown!r}")
+    size = Decimal(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+    if size > largest:
+        raise ConfigError(f"--max-size must be at most {largest >> 40}T (1 EiB), got {shown!r}")
+    return int(size)
 
 
 def prune_cache(cache_dir: str | None, max_size: str) -> str:

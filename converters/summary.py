@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from converters import console, report
+from converters.array_files import listed
 from converters.errors import ConfigError
 from converters.fsutil import read_json
 
@@ -20,7 +21,7 @@ def built_models(out: Path, name: str | None = None) -> list[Path]:
     if not every:
         raise ConfigError(f"no report for any model in {out}/: run invoke convert first")
     raise ConfigError(f"no report for model '{name}' in {out}/; built models: "
-                      f"{', '.join(p.name for p in every)}. Pass one of them to --model, or run "
+                      f"{listed(p.name for p in every)}. Pass one of them to --model, or run "
                       f"invoke convert --model PATH first")
 
 

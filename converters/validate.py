@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from converters import console, metrics
+from converters.array_files import listed
 from converters.errors import ToolMissingError, ValidationError
 from converters.latency import Latency, measure_latency
 from converters.model import Arrays, TensorInfo
@@ -148,8 +149,8 @@ def match_inputs(inputs: Arrays, expected: dict[str, Any]) -> Arrays:
         return inputs
     if len(inputs) == 1 and len(expected) == 1:
         return {next(iter(expected)): next(iter(inputs.values()))}
-    raise ValidationError(f"the artifact's inputs are {', '.join(expected)}; the data has "
-                          f"{', '.join(inputs)}: inputs are matched by name")
+    raise ValidationError(f"the artifact's inputs are {listed(expected)}; the data has "
+                          f"{listed(inputs)}: inputs are matched by name")
 
 
 def quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

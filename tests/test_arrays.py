@@ -1,5 +1,6 @@
 """Array datasets: a .npz file or a folder of .npy/.npz samples, matched to inputs by name."""
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,52 @@ def test_a_folder_labels_every_sample_or_none(tmp_path: Path) -> None:
         np.savez(tmp_path / f"{index}.npz", waveform=np.zeros((8, 1)), **extra)
     with pytest.raises(DatasetError, match="label every sample or none"):
         arrays.read(tmp_path, AUDIO)
+
+
+def test_dataset_values_a_cast_would_change_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "clips.npz"
+    clips = np.ones((3, 8, 1))
+    clips[1, 4, 0] = np.nan
+    np.savez(path, waveform=clips)
+    with pytest.raises(DatasetError, match=r"array 'waveform' in dataset .*clips.npz holds 1 "
+                                           r"non-finite value\(s\) \(NaN or Inf; the first, nan, "
+                                           r"at index \(1, 4, 0\)\)"):
+        arrays.read(path, AUDIO)
+    ids = (TensorInfo("ids", (2,), "int32"),)
+    np.savez(path, ids=np.array([[1, 2**63]], np.uint64))
+    with pytest.raises(DatasetError, match="holds values from 1 to 9223372036854775808, outside "
+                                           "the range of the model input's int32 "
+                                           r"\(-2147483648 to 2147483647\)"):
+        arrays.read(path, ids)
+    np.savez(path, ids=np.array([[1.0, 2.5]]))
+    with pytest.raises(DatasetError, match=r"holds fractional values; the model input takes "
+                                           r"whole numbers \(int32\)"):
+        arrays.read(path, ids)
+    np.savez(path, ids=np.array([[1.0, 2.0]]), labels=np.array([0]))
+    assert arrays.read(path, ids).arrays["ids"].tolist() == [[1, 2]]
+
+
+def test_the_array_budget_counts_a_whole_sample_folder_and_skips_labels_unread(
+        tmp_path: Path) -> None:
+    from converters import array_files
+
+    for index in range(3):
+        np.save(tmp_path / f"{index}.npy", np.zeros((8, 1), np.float32))
+    budget = array_files.Budget(1, "--max-array-mb N")
+    budget.used = (1 << 20) - 2 * 32  # room for two more 32-byte samples, not three
+    with pytest.raises(array_files.ArrayFileError, match=r"the array in .*2.npy declares shape "
+                                                         r"\(8, 1\) of float32: 32 bytes once "
+                                                         r"read \(with the arrays before it, "
+                                                         r"1.0 MiB\), over the limit of 1 MiB"):
+        for index in range(3):
+            array_files.load(tmp_path / f"{index}.npy", budget)
+    with zipfile.ZipFile(tmp_path / "inputs.npz", "w") as archive:
+        archive.writestr("waveform.npy", (tmp_path / "0.npy").read_bytes())
+        archive.writestr("labels.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': "
+                         b"False, 'shape': (100000, 100000), }" + b" " * 57 + b"\n")
+    assert arrays.read_inputs(tmp_path / "inputs.npz", AUDIO)["waveform"].shape == (1, 8, 1)
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as archive:
+        archive.writestr("waveform", b"raw bytes, not an array")
+    with pytest.raises(DatasetError, match=r"cannot read input file .*raw.npz as a .npz file of "
+                                           "arrays: the magic string is not correct"):
+        arrays.read_inputs(tmp_path / "raw.npz", AUDIO)

@@ -414,9 +414,14 @@ def test_verify_bundle_explains_a_folder_and_a_bad_key(built: tuple[Path, Path],
     folder = run_invoke("verify-bundle", str(tmp_path))
     assert folder.returncode != 0 and "Traceback" not in folder.stderr
     assert f"{tmp_path} is a folder, not a bundle archive: pass the .tar.gz" in folder.stderr
-    key = run_invoke("verify-bundle", str(bundle_path), "--public-key", str(ROOT / "README.md"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a key\n")
+    key = run_invoke("verify-bundle", str(bundle_path), "--public-key", str(notes))
     assert key.returncode != 0 and "Traceback" not in key.stderr
     assert "is not a PEM key, expected an Ed25519 public key" in " ".join(key.stderr.split())
+    large = run_invoke("verify-bundle", str(bundle_path), "--public-key", str(ROOT / "README.md"))
+    assert large.returncode != 0 and "Traceback" not in large.stderr
+    assert "is larger than 16.0 KiB, which no PEM key is" in " ".join(large.stderr.split())
 
 
 def test_pure_python_ed25519_agrees_with_cryptography() -> None:

@@ -329,13 +329,13 @@ def test_null_values_in_invoke_yaml_mean_the_default_and_models_may_be_one_strin
 
 
 @pytest.mark.parametrize("flags,yaml,fragment", [
-    (["--seed", "-1"], "", "--seed must be at least 0, got -1"),
-    (["--threads", "0"], "", "--threads must be at least 1, got 0"),
-    ([], "  threads: 0\n", "--threads must be at least 1, got 0"),
+    (["--seed", "-1"], "", "--seed must be between 0 and 4294967295, got -1"),
+    (["--threads", "0"], "", "--threads must be between 1 and 1024, got 0"),
+    ([], "  threads: 0\n", "--threads must be between 1 and 1024, got 0"),
     ([], "  seed: 1.5\n", "--seed (invoke.yaml: seed) must be a whole number, got 1.5"),
     (["--opset", "0"], "", "--opset must be between 13 and 18, got 0"),
-    (["--num-segments", "0"], "", "--num-segments must be at least 1, got 0"),
-    (["--workspace-mb", "0"], "", "--workspace-mb must be at least 1, got 0"),
+    (["--num-segments", "0"], "", "--num-segments must be between 1 and 64, got 0"),
+    (["--workspace-mb", "0"], "", "--workspace-mb must be between 1 and 1048576, got 0"),
     (["--volume", "vol", "--runner", "local"], "", "--volume vol applies to the docker runner"),
 ])
 def test_bad_settings_are_refused_the_same_from_a_flag_or_invoke_yaml(

@@ -29,8 +29,8 @@ def test_every_flag_of_the_table_is_a_convert_flag_with_its_help() -> None:
 
 def test_precedence_flag_then_invoke_yaml_then_default() -> None:
     assert resolve("jobs", "3", {"jobs": 2}) == 3
-    assert resolve("jobs", "", {"jobs": 2}) == 2
-    assert resolve("jobs", "", {"jobs": None}) == parse_jobs("auto")  # null: the default
+    assert resolve("jobs", None, {"jobs": 2}) == 2  # None: the flag was not given
+    assert resolve("jobs", None, {"jobs": None}) == parse_jobs("auto")  # null: the default
     assert resolve("allow_flex", False, {"allow_flex": True}) is True  # a switch not given
     assert resolve("allow_flex", True, {}) is True
     assert resolve("models", None, {"models": "one.h5"}) == ("one.h5",)
@@ -38,8 +38,8 @@ def test_precedence_flag_then_invoke_yaml_then_default() -> None:
 
 @pytest.mark.parametrize("name,flag,configured,message", [
     ("opset", "0", None, "--opset must be between 13 and 18, got 0"),
-    ("num_segments", "0", None, "--num-segments must be at least 1, got 0"),
-    ("workspace_mb", "0", None, "--workspace-mb must be at least 1, got 0"),
+    ("num_segments", "0", None, "--num-segments must be between 1 and 64, got 0"),
+    ("workspace_mb", "0", None, "--workspace-mb must be between 1 and 1048576, got 0"),
     ("seed", None, 1.5, "--seed (invoke.yaml: seed) must be a whole number, got 1.5"),
     ("allow_flex", None, "yes", "--allow-flex (invoke.yaml: allow_flex) must be true or false"),
     ("models", None, {"a": 1}, "invoke.yaml's models must be a list of paths"),
@@ -64,3 +64,20 @@ def test_boolean_in_invoke_yaml_is_honoured_by_convert(tmp_path: Path, tiny_h5: 
     result = run_invoke("-f", str(config), "convert", "--model", str(tiny_h5), "--dataset",
                         str(two), "--out", str(tmp_path / "out"), "--latency-runs", "1")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name,flag,configured,message", [
+    ("quant", "", {}, '--quant is empty: give a value, or leave the flag out for the default'),
+    ("out", None, {"out": ""}, 'invoke.yaml\'s out is empty: give a value, or null for the '
+                               'default ("build")'),
+    ("seed", None, {"calibraton_size": 5}, "invoke.yaml's convert section has an unknown key "
+                                           "'calibraton_size' (did you mean 'calibration_size'?)"),
+    ("seed", None, {"zzz": 1, "seed": 1, "yyy": 2}, "unknown key 'yyy' and 1 more"),
+    ("seed", None, ["seed"], "invoke.yaml's convert section must be a mapping of settings"),
+])
+def test_empty_values_and_unknown_keys_are_refused(name: str, flag: str | None,
+                                                   configured: object, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        resolve(name, flag, configured)  # type: ignore[arg-type]
+    assert message in str(refused.value)
+    assert resolve("intermediate_tensors", None, {"intermediate_tensors": ""}) == ""  # its default

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from converters import arrays, console, dataset, preprocessing_choice
+from converters.array_files import listed
 from converters.config import Preprocessing
 from converters.errors import DatasetError, ModelError
 from converters.fsutil import file_identity, read_json, write_json_atomic
@@ -43,6 +44,7 @@ class DataParams(ExportParams):  # the model is loaded as export loads it, to sc
     calibration_size: int
     validation_size: int
     seed: int
+    max_array_mb: int  # what an array dataset's files may declare
     allow_class_mismatch: bool
 
 
@@ -69,7 +71,7 @@ def check_split_memory(context: StageContext) -> None:
 def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
     """Split an array dataset by sample and store both splits as they are."""
     params = DataParams.of(context)
-    found = arrays.read(context.dataset_dir, inputs)
+    found = arrays.read(context.dataset_dir, inputs, params.max_array_mb)
     chosen = dataset.split(tuple(range(found.count)), params.calibration_size,
                            params.validation_size, params.seed, what="sample")
 
@@ -106,14 +108,15 @@ def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
     """Discover, split and load an image folder for the model's one image input."""
     params = DataParams.of(context)
     if len(inputs) != 1 or not inputs[0].is_image:
-        listed = ", ".join(f"'{t.name}' {t.shape}" for t in inputs)
+        shapes = listed(f"'{t.name}' {t.shape}" for t in inputs)
         raise DatasetError(
             f"dataset {context.dataset_dir} is an image folder, which feeds a model with one "
             f"image input (height × width × 1, 3 or 4 channels); model {context.model_path} has "
-            f"the input(s) {listed}. Pass --dataset FILE.npz with one array per input name "
+            f"the input(s) {shapes}. Pass --dataset FILE.npz with one array per input name "
             f"(first axis = samples) or a folder of .npy/.npz samples (see README: Data)")
     [image_input] = inputs
     shape = export.input_shape(context.build_dir)
+    Preprocessing.from_dict(params.preprocessing).check_channels(shape[-1])  # before any image
     listing = dataset.discover(context.dataset_dir)
     if not params.allow_class_mismatch:
         check_class_count(listing, context)
@@ -246,7 +249,7 @@ def load_split(build_dir: Path, relative: str, needed_by: str = "this stage") ->
     split = load_inputs(build_dir, relative)
     if len(split) != 1:
         raise ModelError(f"{needed_by} handles models with one input; this model has "
-                         f"{len(split)} ({', '.join(split)})")
+                         f"{len(split)} ({listed(split)})")
     return next(iter(split.values()))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters import console
+from converters.array_files import listed
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
 from converters.host_memory import available_memory, check_fits
@@ -37,7 +38,7 @@ class ExportParams(StageParams):
 
 def run(context: StageContext) -> None:
     model = ExportParams.of(context).load_model(context)
-    shapes = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
+    shapes = listed(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
     console.info(f"tracing {context.model_path} (input {shapes})")
     model.trace()  # a model that cannot run in a graph fails here, before the dataset is read
     info = model.info()
@@ -67,8 +68,8 @@ def input_shape(build_dir: Path) -> tuple[int, int, int]:
     """Height, width and channels of a model with one image input (what takes an image file)."""
     inputs = model_inputs(build_dir)
     if len(inputs) != 1 or not inputs[0].is_image:
-        listed = ", ".join(f"{tensor.name} {tensor.shape}" for tensor in inputs)
+        shapes = listed(f"{tensor.name} {tensor.shape}" for tensor in inputs)
         raise ModelError(f"this step takes an image and needs a model with one image input "
-                         f"(height × width × 1, 3 or 4 channels); the model has {listed}")
+                         f"(height × width × 1, 3 or 4 channels); the model has {shapes}")
     height, width, channels = (int(size) for size in inputs[0].shape)  # type: ignore[arg-type]
     return height, width, channels

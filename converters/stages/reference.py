@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from converters import console, metrics
+from converters.array_files import listed
 from converters.cpu import this_cpu
-from converters.errors import ModelError
+from converters.errors import DatasetError, ModelError
 from converters.fsutil import read_json, write_json_atomic
 from converters.latency import measure_latency
 from converters.model import Arrays
@@ -60,6 +61,7 @@ def run(context: StageContext) -> None:
     labels = data.load_labels(context.build_dir)
     tasks = {tensor.name: metrics.output_task(tensor.shape, params.task, outputs[tensor.name])
              for tensor in model.outputs}
+    check_array_labels(context, outputs, tasks, labels)
     labelled = labelled_quality(outputs, tasks, labels)
     summary = {
         "accuracy": next((v["accuracy"] for v in labelled.values() if "accuracy" in v), None),
@@ -79,6 +81,29 @@ def output_tasks(build_dir: Path) -> dict[str, metrics.OutputTask]:
     recorded = read_json(build_dir / SUMMARY)["outputs"]
     return {name: metrics.OutputTask(record["task"], record.get("head"))
             for name, record in recorded.items()}
+
+
+def check_array_labels(context: StageContext, outputs: Arrays,
+                       tasks: dict[str, metrics.OutputTask], labels: np.ndarray | None) -> None:
+    """An array dataset's class indices (N,) are classes of the output they belong to: a label
+    outside them (7 or -1 for 4 classes) would silently count as a wrong prediction. (An image
+    folder's labels are its class folders, checked against the model by the data stage or let
+    through on purpose by --allow-class-mismatch; class maps may hold an "ignore" value.)"""
+    info = read_json(context.build_dir / data.DATASET_INFO)
+    owner = metrics.label_owner({n: tuple(a.shape[1:]) for n, a in outputs.items()}, tasks, labels)
+    if info.get("kind") != data.ARRAYS or owner is None or labels is None or labels.ndim != 1:
+        return
+    classes = max(2, outputs[owner].shape[-1])  # one unit: a binary classifier, classes 0 and 1
+    bad = (labels < 0) | (labels >= classes)
+    if not bad.any():
+        return
+    samples = [info["validation"]["files"][i] for i in np.flatnonzero(bad)]
+    raise DatasetError(
+        f"the labels of dataset {context.dataset_dir} hold values outside the {classes} classes "
+        f"(0 to {classes - 1}) of the model output '{owner}': "
+        f"{listed(str(v) for v in np.unique(labels[bad]))}, in {len(samples)} validation "
+        f"sample(s) ({listed(samples)}). Accuracy would count them as wrong predictions: "
+        "fix the labels (class indices in the model's output order), or drop those samples")
 
 
 def labelled_quality(outputs: Arrays, tasks: dict[str, metrics.OutputTask],
@@ -107,5 +132,5 @@ def load_single_output(build_dir: Path, needed_by: str) -> np.ndarray:
     outputs = load_outputs(build_dir)
     if len(outputs) != 1:
         raise ModelError(f"{needed_by} handles models with one output; this model has "
-                         f"{len(outputs)} ({', '.join(outputs)})")
+                         f"{len(outputs)} ({listed(outputs)})")
     return next(iter(outputs.values()))

@@ -23,6 +23,9 @@ Shape = tuple[int, ...]
 BATCH_AXIS = 0
 
 
+MAX_BATCH = 4096  # samples per engine call: the profile's largest batch
+
+
 @dataclass(frozen=True)
 class BatchProfile:
     """The optimization profile of the dynamic batch dimension: ``--batch min,opt,max``."""
@@ -32,9 +35,9 @@ class BatchProfile:
     max: int = 32
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ConfigError(f"--batch must be min,opt,max with 1 <= min <= opt <= max, got "
-                              f"{self.min},{self.opt},{self.max}")
+        if not 1 <= self.min <= self.opt <= self.max <= MAX_BATCH:
+            raise ConfigError(f"--batch must be min,opt,max with 1 <= min <= opt <= max <= "
+                              f"{MAX_BATCH}, got {self.min},{self.opt},{self.max}")
 
     @classmethod
     def parse(cls, text: str) -> BatchProfile:
