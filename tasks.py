@@ -46,10 +46,11 @@ def convert_flags() -> inspect.Signature:
     """``convert``'s parameters, one per flag of the settings table (flags with values are
     parsed by the table, so their default is None: "not given", and an empty value is
     refused)."""
-    from converters.settings import FLAGS, SWITCH
+    from converters.setting_kinds import SWITCH
+    from converters.settings import flag_rows
 
     parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    for setting in FLAGS:
+    for setting in flag_rows():
         default: Any = False if setting.kind == SWITCH else None
         parameters.append(inspect.Parameter(setting.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                             default=default))
@@ -78,11 +79,11 @@ def convert_body(c: Context, **flags: Any) -> None:
 
 
 def _convert_task() -> Task[Any]:
-    from converters.settings import FLAGS
+    from converters.settings import flag_rows
 
     convert_body.__signature__ = convert_flags()  # type: ignore[attr-defined]
     return cli_task(name="convert", iterable=["model"],
-                    help={setting.name: setting.describe() for setting in FLAGS})(convert_body)
+                    help={setting.name: setting.describe() for setting in flag_rows()})(convert_body)
 
 
 convert = _convert_task()
@@ -160,10 +161,11 @@ def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top
 
         if arrays and Path(arrays).suffix.lower() not in ARRAY_SUFFIXES:
             raise ConfigError(f"--arrays takes a .npz or .npy file, got {arrays}")
-        from converters.settings import BY_NAME, parse
+        from converters.setting_kinds import parse
+        from converters.settings import by_name
 
         samples = infer_samples(Path(artifact), Path(image or arrays), top_k=top_k,
-                                threads=parse(BY_NAME["threads"], threads), device=device or None,
+                                threads=parse(by_name()["threads"], threads), device=device or None,
                                 max_array_mb=project_setting(c, max_array_mb, "max_array_mb"))
         print("\n".join(lines(samples)))
 

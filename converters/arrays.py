@@ -17,6 +17,7 @@ import numpy as np
 
 from converters import array_files
 from converters.array_files import DEFAULT_MAX_ARRAY_MB, listed
+from converters.dataset_files import check_inside, is_image_file
 from converters.errors import DatasetError
 from converters.model import Arrays, TensorInfo
 
@@ -49,7 +50,6 @@ def sample_files(root: Path) -> list[Path]:
 
 def inside_sample_files(root: Path) -> list[Path]:
     """:func:`sample_files`, refusing symlinks to files outside ``root`` as image folders do."""
-    from converters.dataset import check_inside
 
     files = sample_files(root)
     check_inside(root, files, "sample")
@@ -58,7 +58,6 @@ def inside_sample_files(root: Path) -> list[Path]:
 
 def is_array_dataset(path: Path) -> bool:
     """A ``.npz`` file, or a folder holding ``.npy`` / ``.npz`` files (and no images)."""
-    from converters.dataset import is_image_file
 
     if path.is_file():
         return path.suffix.lower() == ".npz"

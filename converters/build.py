@@ -28,7 +28,7 @@ from converters.runners.select import select_runners
 from converters.shared_cache import SharedCache, open_shared_cache
 from converters.stage_jobs import JOBS_DIR, Job, job_document, run_job_process
 from converters.stages.base import StageSpec
-from converters.targets import planned
+from converters.targets import check_config, planned
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ def make_runners(config: ConvertConfig) -> dict[str, StageRunner]:
 
 
 def check_inputs(config: ConvertConfig) -> None:
-    """Fail on bad paths before anything is written or TensorFlow is imported."""
+    """Fail on bad paths, or a configuration a target refuses, before anything is written or
+    TensorFlow is imported."""
+    check_config(config)
     for model_path in config.models:
         check_model_path(model_path)
     check_source(config.dataset.path, config.dataset.max_array_mb)

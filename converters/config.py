@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from converters.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.errors import ConfigError, shown
-from converters.targets.edgetpu.compiler import CompileOptions
-from converters.targets.tensorrt.io_plan import BatchProfile
 
 
 class Quantization(str, Enum):
@@ -73,9 +71,9 @@ IMAGE_CHANNELS = (1, 3, 4)
 # A sample's size for --input-shape: 2^28 values is 1 GiB of float32 per sample.
 MAX_SAMPLE_VALUES = 1 << 28
 # tf2onnx 1.17 writes opsets up to 18; onnxruntime's Q/DQ per-channel needs 13 or newer.
-MIN_OPSET, MAX_OPSET = 13, 18
 
 E = TypeVar("E", bound=Enum)
+S = TypeVar("S")  # a target's configuration section
 
 
 def parse_enum_list(enum: type[E], value: str | Sequence[str], what: str) -> tuple[E, ...]:
@@ -229,12 +227,8 @@ class ConvertConfig:
     out: Path = Path("build")
     runner: Runner = Runner.LOCAL
     volume: str | None = None  # docker runner: a named volume instead of a bind mount
-    edgetpu: CompileOptions = field(default_factory=CompileOptions)
-    min_tpu_ops: float | None = None  # fail the build when fewer ops map to the Edge TPU
-    edgetpu_split: bool = False  # also write the Edge TPU head and the CPU tail (edgetpu_split)
-    onnx_opset: int = 17
-    batch: BatchProfile = field(default_factory=BatchProfile)  # TensorRT optimization profile
-    workspace_mb: int = 1024  # TensorRT builder workspace limit
+    # Each target's own section (its package's settings), by target name: see section().
+    sections: Mapping[str, Any] = field(default_factory=dict)
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
@@ -282,20 +276,14 @@ class ConvertConfig:
             raise ConfigError(f"unknown --task '{self.task}': expected one of {', '.join(TASKS)}")
         if self.jobs < 1:
             raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
-        if not MIN_OPSET <= self.onnx_opset <= MAX_OPSET:
-            raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.onnx_opset}")
-        if self.workspace_mb < 1:
-            raise ConfigError(f"--workspace-mb must be at least 1, got {self.workspace_mb}")
         if self.input_shape is not None and len(self.input_shape) == 3:
             self.dataset.preprocessing.check_channels(self.input_shape[-1])
-        if self.min_tpu_ops is not None and not 0 <= self.min_tpu_ops <= 1:
-            raise ConfigError(f"--min-tpu-ops is a fraction between 0 and 1, got {self.min_tpu_ops}")
-        from converters.targets import all_targets, get
 
-        for name in self.targets:
-            get(name)  # a registered target, or an error listing them
-        for target in all_targets().values():
-            target.check_config(self)
+    def section(self, name: str, kind: type[S]) -> S:
+        """Target ``name``'s section of the configuration, as its package's ``kind`` (its
+        defaults when the section was not given)."""
+        value = self.sections.get(name)
+        return value if isinstance(value, kind) else kind()
 
 
 def model_stem(path: Path) -> str:

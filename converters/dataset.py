@@ -6,7 +6,6 @@ convention: one sub-folder per class, class index = position of the folder name 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -15,9 +14,9 @@ import numpy as np
 
 from converters import console, imaging
 from converters.config import Preprocessing
+from converters.dataset_files import IMAGE_SUFFIXES, check_inside, is_image_file
 from converters.errors import DatasetError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 NO_LABEL = -1
 
 
@@ -41,10 +40,6 @@ Sample = TypeVar("Sample")
 class Split(Generic[Sample]):
     calibration: tuple[Sample, ...]
     validation: tuple[Sample, ...]
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def check_source(path: Path, max_array_mb: int) -> None:
@@ -99,19 +94,6 @@ def discover(root: Path) -> Listing:
             "add images, flat or one sub-folder per class"
         )
     return Listing(tuple(entries), tuple(class_names), skipped)
-
-
-def check_inside(root: Path, files: Sequence[Path], what: str = "image") -> None:
-    """Refuse files (images, or array samples: ``what``) that are symlinks to files outside
-    ``root``: the docker runner mounts only the dataset folder, so they would be found locally
-    and missing in a container."""
-    resolved_root = root.resolve()
-    outside = [path for path in files if resolved_root not in path.resolve().parents]
-    if outside:
-        raise DatasetError(
-            f"dataset {root}: {len(outside)} {what}(s) are symlinks to files outside the folder "
-            f"(first: {outside[0]} → {outside[0].resolve()}); a container sees only the dataset "
-            f"folder. Copy the {what}s into it, or pass the folder they live in as --dataset")
 
 
 def split(entries: tuple[Sample, ...], calibration_size: int, validation_size: int,

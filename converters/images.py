@@ -13,14 +13,13 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from converters import __version__, cache, console, docker_cli
 from converters.errors import ConfigError, ImageBuildError
+from converters.image_definition import CORE_IMAGE, ImageDefinition
 from converters.processes import run_streaming
-from converters.targets.base import CORE_IMAGE
 
 BOOTSTRAP_BASE = "tensor-edge-converter/base:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -35,22 +34,6 @@ BASE_NOT_FOUND_HINTS = ("pull access denied", "not found", "failed to resolve", 
 class BaseSource(str, Enum):
     PULL = "pull"
     BOOTSTRAP = "bootstrap"
-
-
-@dataclass(frozen=True)
-class ImageDefinition:
-    name: str
-    dockerfile: str
-    platform: str | None = None  # forced platform (a tool that exists for amd64 only)
-    bootstrappable: bool = True  # False: the base holds vendor libraries (an NGC image)
-    gpus: bool = False  # its containers get --gpus all
-    # Custom Ray resources a node must offer to run its stages (--executor ray), e.g. a node
-    # that has a vendor compiler; with ``gpus`` the stages also need one GPU.
-    resources: tuple[tuple[str, float], ...] = ()
-
-    @property
-    def tag(self) -> str:
-        return f"tensor-edge-converter/{self.name}:{__version__}"
 
 
 CORE_IMAGE_DEFINITION = ImageDefinition(CORE_IMAGE, f"docker/{CORE_IMAGE}.Dockerfile")

@@ -1,4 +1,7 @@
-"""One table of ``invoke convert`` settings: name, type, default, help, choices, targets.
+"""One table of ``invoke convert`` settings: name, type, default, help, choices, targets. The
+core's rows are here; each target contributes its own rows (and its section of the
+configuration) from its package, collected through the registry; what a row is and how a value
+is parsed is converters/setting_kinds.py.
 
 Everything else is derived from it: the task's flags and their help (tasks.py), the documented
 defaults in invoke.yaml (:func:`render_yaml`; a test keeps the file equal to it), and the
@@ -10,49 +13,20 @@ place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
 from __future__ import annotations
 
 import difflib
-import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from converters import targets
 from converters.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.errors import ConfigError, shown
+from converters.setting_kinds import FRACTION, JOBS, PATHS, SWITCH, TEXT, WHOLE, Setting, parse
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
 
-# Value kinds: how a flag's text (or an invoke.yaml value) becomes a Python value.
-TEXT, WHOLE, FRACTION, SWITCH, PATHS = "text", "whole", "fraction", "switch", "paths"
-JOBS = "jobs"  # "auto" (converters/jobs.py's rule on this machine) or a whole number
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str  # invoke.yaml key; the flag is --name-with-dashes
-    kind: str
-    default: Any
-    help: str
-    choices: tuple[str, ...] = ()  # documented choices (a comma list may combine them)
-    targets: tuple[str, ...] = ()  # the targets it applies to; () for every target
-    flag: bool = True  # False: invoke.yaml only (models, model_dir)
-    minimum: float | None = None  # WHOLE/FRACTION: smallest accepted value
-    maximum: float | None = None
-
-    @property
-    def flag_name(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def describe(self, with_default: bool = True) -> str:
-        """The flag's help: where it applies, the text, and its default."""
-        scope = f"{'/'.join(self.targets)}: " if self.targets else ""
-        shown = with_default and self.default not in (None, "", False, ())
-        choices = f"; choices: {', '.join(self.choices)}" if self.choices else ""
-        return f"{scope}{self.help}{choices}" + (f" (default {self.default})" if shown else "")
-
-
-SETTINGS: tuple[Setting, ...] = (
+CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("models", PATHS, (), "models to convert (empty: every model in model_dir)", flag=False),
     Setting("model_dir", TEXT, "model", "folder whose models convert by default", flag=False),
     Setting("model", PATHS, (), "model file (.h5, .keras) or SavedModel folder; repeat for "
@@ -124,32 +98,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_public_key", TEXT, None, "Ed25519 public key (PEM): restore from --cache-dir "
             "only entries signed by its private key (any other is skipped with a warning and the "
             "stage runs here)"),
-    Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
-            "(compiler -m; default: the compiler's, 14)", targets=("edgetpu",), minimum=10,
-            maximum=99),
-    Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
-            "(compiler -n)", targets=("edgetpu",), minimum=1, maximum=64),
-    Setting("search_delegate", SWITCH, False, "search for the largest graph prefix that compiles "
-            "(compiler -d)", targets=("edgetpu",)),
-    Setting("delegate_search_step", WHOLE, None, "op step of that search (compiler -k)",
-            targets=("edgetpu",), minimum=1, maximum=100_000),
-    Setting("compiler_timeout", WHOLE, 180, "compiler timeout in seconds", targets=("edgetpu",),
-            minimum=1, maximum=86_400),
-    Setting("intermediate_tensors", TEXT, "", "comma list of tensors to expose as outputs "
-            "(compiler -i)", targets=("edgetpu",)),
-    Setting("min_tpu_ops", FRACTION, None, "fail the build when a smaller fraction of ops maps "
-            "to the Edge TPU", targets=("edgetpu",), minimum=0, maximum=1),
-    Setting("edgetpu_split", SWITCH, False, "also write the Edge TPU head and the CPU tail of a "
-            "partly mapped model as two .tflite files", targets=("edgetpu",)),
-    Setting("opset", WHOLE, 17, "ONNX opset", targets=("onnx", "tensorrt"), minimum=13,
-            maximum=18),
-    Setting("batch", TEXT, "1,8,32", "optimization profile of the batch dimension min,opt,max",
-            targets=("tensorrt",)),
-    Setting("workspace_mb", WHOLE, 1024, "builder workspace limit in MiB", targets=("tensorrt",),
-            minimum=1, maximum=1 << 20),
 )
-BY_NAME = {setting.name: setting for setting in SETTINGS}
-FLAGS = tuple(setting for setting in SETTINGS if setting.flag)
+# The one table: the core's rows, then each target's own (its package's settings module).
+def table() -> tuple[Setting, ...]:
+    """The core's rows and every registered target's (a target registered later adds its rows
+    from then on)."""
+    return CORE_SETTINGS + targets.settings()
+
+
+def by_name() -> dict[str, Setting]:
+    return {setting.name: setting for setting in table()}
+
+
+def flag_rows() -> tuple[Setting, ...]:
+    """The rows ``invoke convert`` has a flag for."""
+    return tuple(setting for setting in table() if setting.flag)
 
 
 def resolve(name: str, flag: Any, configured: Mapping[str, Any]) -> Any:
@@ -157,7 +120,7 @@ def resolve(name: str, flag: Any, configured: Mapping[str, Any]) -> Any:
     set), else invoke.yaml's (``configured``: its ``convert`` section, whose keys are checked),
     else the default, parsed and checked against the table. An empty value is refused: it
     would silently mean the default."""
-    setting = BY_NAME[name]
+    setting = by_name()[name]
     check_keys(configured)
     refuse_empty(setting.flag_name, flag)
     value = flag if flag not in (None, [], (), False) else configured.get(name)
@@ -183,9 +146,10 @@ def check_keys(configured: Mapping[str, Any]) -> None:
     if not isinstance(configured, Mapping):
         raise ConfigError(f"invoke.yaml's convert section must be a mapping of settings, got "
                           f"{shown(configured, quoted=True)}")
-    unknown = sorted(str(key) for key in configured if key not in BY_NAME)
+    known = by_name()
+    unknown = sorted(str(key) for key in configured if key not in known)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(BY_NAME), n=1)
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"invoke.yaml's convert section has an unknown key "
                           f"{shown(unknown[0], quoted=True)}{hint}"
@@ -194,97 +158,12 @@ def check_keys(configured: Mapping[str, Any]) -> None:
                           "project's invoke.yaml lists them")
 
 
-def parse(setting: Setting, value: Any) -> Any:
-    """``value`` (a flag's text or an invoke.yaml value) as the setting's kind, in its range."""
-    if value is None:
-        return None
-    parsed = PARSERS[setting.kind](setting, value)
-    if setting.kind in (WHOLE, FRACTION) and parsed is not None:
-        low, high = setting.minimum, setting.maximum
-        if (low is not None and parsed < low) or (high is not None and parsed > high):
-            bounds = (f"between {_bound(low)} and {_bound(high)}"
-                      if low is not None and high is not None
-                      else f"at least {_bound(low)}" if low is not None
-                      else f"at most {_bound(high)}")
-            raise ConfigError(f"{setting.flag_name} must be {bounds}, got {shown(value)}")
-    return parsed
-
-
-def _bound(limit: float | None) -> str:
-    """A range's end as written: ``4294967295``, ``0.5`` (not ``4.29497e+09``)."""
-    return str(int(limit)) if limit is not None and float(limit).is_integer() else f"{limit:g}"
-
-
-def _whole(setting: Setting, value: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise _not_a(setting, value, "a whole number")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise _not_a(setting, value, "a whole number") from None
-
-
-def _fraction(setting: Setting, value: Any) -> float:
-    if isinstance(value, bool):
-        raise _not_a(setting, value, "a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _not_a(setting, value, "a number") from None
-    if not math.isfinite(number):  # NaN passes every range comparison
-        raise _not_a(setting, value, "a finite number")
-    return number
-
-
-def _switch(setting: Setting, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _not_a(setting, value, "true or false")
-    return value
-
-
-def _paths(setting: Setting, value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value  # `models: a.h5` is one model
-    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
-        raise _not_a(setting, value, "a list of paths")
-    if not all(item.strip() for item in items):  # "" would name the current folder
-        raise _not_a(setting, value, "a list of non-empty paths")
-    return tuple(items)
-
-
-def _text(setting: Setting, value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value)
-    if isinstance(value, bool | dict):
-        raise _not_a(setting, value, "text")
-    return str(value)
-
-
-def _jobs(setting: Setting, value: Any) -> int:
-    from converters.jobs import parse_jobs
-
-    if isinstance(value, bool):
-        raise _not_a(setting, value, "auto or a whole number")
-    return parse_jobs(str(value))
-
-
-PARSERS: dict[str, Callable[[Setting, Any], Any]] = {
-    TEXT: _text, WHOLE: _whole, FRACTION: _fraction, SWITCH: _switch, PATHS: _paths, JOBS: _jobs,
-}
-
-
-def _not_a(setting: Setting, value: Any, what: str) -> ConfigError:
-    where = f"{setting.flag_name} (invoke.yaml: {setting.name})" if setting.flag else \
-        f"invoke.yaml's {setting.name}"
-    return ConfigError(f"{where} must be {what}, got {shown(value, quoted=True)}")
-
-
-
 def render_yaml() -> str:
     """invoke.yaml's ``convert`` section as the table documents it (defaults and comments)."""
     lines = ["# Project defaults for `invoke convert` and friends, one line per setting of",
              "# converters/settings.py (a test keeps them equal). Flags override every value;",
              "# a value left null means the built-in default.", "convert:"]
-    for setting in SETTINGS:
+    for setting in table():
         if setting.name in ("model", "force"):
             continue  # per-command choices, not project defaults
         lines.append(f"  {setting.name}: {_yaml_value(setting.default)}".ljust(34)
@@ -323,9 +202,6 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         parse_input_shape,
     )
     from converters.sample import default_models, paired_with_sample
-    from converters.targets import parse_targets
-    from converters.targets.edgetpu.compiler import CompileOptions
-    from converters.targets.tensorrt.io_plan import BatchProfile
 
     def get(name: str) -> Any:
         return resolve(name, flags.get(name), configured)
@@ -341,12 +217,11 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
     preprocessing = Preprocessing(parse_enum(PreprocessingMode, get("preprocessing"), "preprocessing"),
                                   parse_floats(get("mean"), "--mean"), parse_floats(get("std"), "--std"))
     threads = get("threads")
-    tensors = tuple(t.strip() for t in get("intermediate_tensors").split(",") if t.strip())
-    return ConvertConfig(
+    config = ConvertConfig(
         models=tuple(models),
         dataset=DatasetConfig(dataset, preprocessing, get("calibration_size"),
                               get("validation_size"), get("seed"), get("max_array_mb")),
-        targets=parse_targets(get("target")),
+        targets=targets.parse_targets(get("target")),
         quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
         quant_engine=parse_enum(QuantEngine, get("quant_engine"), "--quant-engine"),
         io_dtype=parse_enum(IODType, get("io_dtype"), "--io-dtype"),
@@ -369,14 +244,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         cache_dir=optional_path("cache_dir"),
         cache_sign_key=optional_path("cache_sign_key"),
         cache_public_key=optional_path("cache_public_key"),
-        edgetpu=CompileOptions(
-            min_runtime_version=get("min_runtime_version"), num_segments=get("num_segments"),
-            search_delegate=get("search_delegate"),
-            delegate_search_step=get("delegate_search_step"),
-            timeout_sec=get("compiler_timeout"), intermediate_tensors=tensors),
-        min_tpu_ops=get("min_tpu_ops"),
-        edgetpu_split=get("edgetpu_split"),
-        onnx_opset=get("opset"),
-        batch=BatchProfile.parse(get("batch")),
-        workspace_mb=get("workspace_mb"),
+        sections=targets.config_sections(get),
     )
+    targets.check_config(config)
+    return config

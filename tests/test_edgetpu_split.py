@@ -98,7 +98,10 @@ def test_edgetpu_check_splits_a_given_tflite(split_build: tuple[Path, Any], tmp_
 def test_edgetpu_split_needs_the_edgetpu_target(tmp_path: Path) -> None:
     from converters.config import ConvertConfig, DatasetConfig
     from converters.errors import ConfigError
+    from converters.targets import check_config
+    from converters.targets.edgetpu.settings import EdgeTpuConfig
 
+    config = ConvertConfig(models=(tmp_path / "m.keras",), dataset=DatasetConfig(tmp_path),
+                           targets=("tflite",), sections={"edgetpu": EdgeTpuConfig(split=True)})
     with pytest.raises(ConfigError, match="--edgetpu-split splits the Edge TPU model"):
-        ConvertConfig(models=(tmp_path / "m.keras",), dataset=DatasetConfig(tmp_path),
-                      targets=("tflite",), edgetpu_split=True)
+        check_config(config)

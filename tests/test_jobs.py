@@ -28,5 +28,5 @@ def test_parse_jobs_accepts_auto_or_a_whole_number() -> None:
     assert parse_jobs("auto") >= 1
     with pytest.raises(ConfigError, match="must be 'auto' or a whole number, got 'many'"):
         parse_jobs("many")
-    with pytest.raises(ConfigError, match="at least 1, got 0"):
+    with pytest.raises(ConfigError, match="between 1 and 256, got 0"):
         parse_jobs("0")

@@ -8,7 +8,7 @@ import pytest
 
 from converters.errors import ConfigError
 from converters.jobs import parse_jobs
-from converters.settings import FLAGS, SETTINGS, render_yaml, resolve
+from converters.settings import flag_rows, render_yaml, resolve, table
 from tests.conftest import ROOT, run_invoke
 
 
@@ -21,10 +21,10 @@ def test_invoke_yaml_is_the_table_rendered() -> None:
 
 def test_every_flag_of_the_table_is_a_convert_flag_with_its_help() -> None:
     shown = " ".join(run_invoke("convert", "-h", check=True).stdout.split())
-    for setting in FLAGS:
+    for setting in flag_rows():
         assert setting.flag_name in shown, setting.name
         assert " ".join(setting.help.split()[:4]) in shown, setting.name
-    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+    assert len({s.name for s in table()}) == len(table())
 
 
 def test_precedence_flag_then_invoke_yaml_then_default() -> None:

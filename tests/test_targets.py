@@ -55,3 +55,30 @@ def test_a_toy_target_plans_builds_validates_reports_and_bundles_from_its_packag
                                         constraints=ROOT / "constraints.txt"))
     listed = verify_archive(bundle).bundle
     assert listed["target"] == "copy" and listed["artifact"] == "artifacts/tiny_copy.tflite"
+    assert read_json(folder / "copy" / "tiny_copy.json")["note"] == "a copy"  # its default
+
+
+def test_a_target_brings_its_own_setting_and_config_section(
+        tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toy's flag, invoke.yaml key and section come from its package alone: the core's
+    table, config and invoke.yaml know nothing of them."""
+    from converters.errors import ConfigError
+    from converters.settings import by_name, convert_config, render_yaml
+    from tests.toy_target.target import CopyConfig
+
+    assert "copy_note" not in by_name() and "copy_note" not in render_yaml()
+    monkeypatch.setitem(targets._registered, TOY.name, TOY)
+    flags = {"model": [str(tiny_h5)], "dataset": str(tiny_dataset), "target": "copy",
+             "out": str(tmp_path / "build")}
+    assert by_name()["copy_note"].describe() == "copy: what the copy's record says (default a copy)"
+    assert "  copy_note: \"a copy\"" in render_yaml()
+    from_flag = convert_config({**flags, "copy_note": "from the flag"}, {"copy_note": "yaml"})
+    assert from_flag.section("copy", CopyConfig) == CopyConfig("from the flag")
+    assert convert_config(flags, {"copy_note": "yaml"}).section("copy", CopyConfig).note == "yaml"
+    with pytest.raises(ConfigError, match="did you mean 'copy_note'"):
+        convert_config(flags, {"copy_nte": "typo"})
+    config = convert_config({**flags, "copy_note": "mine", "quant": "fp32",
+                             "latency_runs": "2", "calibration_size": "8",
+                             "validation_size": "12"}, {})
+    build.convert(config, ["test"])
+    assert read_json(tmp_path / "build" / "tiny" / "copy" / "tiny_copy.json")["note"] == "mine"

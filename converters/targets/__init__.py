@@ -9,10 +9,13 @@ Adding a target is adding one package whose ``target`` module defines ``TARGET``
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from converters.errors import ConfigError, ModelError
 from converters.runtime import Runtime
+from converters.setting_kinds import Setting
 from converters.targets.base import (
     CORE_IMAGE,
     BundleHooks,
@@ -21,6 +24,9 @@ from converters.targets.base import (
     ReportHooks,
     Target,
 )
+
+if TYPE_CHECKING:
+    from converters.config import ConvertConfig
 
 # Packages under converters/targets/, in the order their stages and report rows appear.
 BUILT_IN = ("tflite", "edgetpu", "onnx", "tensorrt")
@@ -39,6 +45,25 @@ def all_targets() -> dict[str, Target]:
             register(importlib.import_module(f"converters.targets.{name}.target").TARGET)
     built_in = {name: _registered[name] for name in BUILT_IN}
     return {**built_in, **{n: t for n, t in _registered.items() if n not in built_in}}
+
+
+def settings() -> tuple[Setting, ...]:
+    """Every target's rows of the settings table, in registry order."""
+    return tuple(row for target in all_targets().values() for row in target.settings)
+
+
+def config_sections(get_setting: Callable[[str], Any]) -> dict[str, Any]:
+    """Each target's section of the configuration, from the resolved settings."""
+    return {name: target.config_section(get_setting) for name, target in all_targets().items()
+            if target.config_section is not None}
+
+
+def check_config(config: ConvertConfig) -> None:
+    """The targets asked for exist, and each target accepts the configuration."""
+    for name in config.targets:
+        get(name)  # a registered target, or an error listing them
+    for target in all_targets().values():
+        target.check_config(config)
 
 
 def get(name: str) -> Target:

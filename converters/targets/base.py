@@ -10,19 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from converters.image_definition import CORE_IMAGE, ImageDefinition
+from converters.setting_kinds import Setting
 from converters.stages.base import StageContext, StageParams, StageSpec
 
 if TYPE_CHECKING:
-    from converters.bundle import BundleRequest
     from converters.config import ConvertConfig
-    from converters.images import ImageDefinition
     from converters.runtime import Runtime
 
-# The TensorFlow toolchain image: the shared stages (export, data, reference, validation) and
-# every stage that needs TensorFlow or LiteRT run in it.
-CORE_IMAGE = "tflite"
+__all__ = ["CORE_IMAGE", "ImageDefinition"]  # re-exported for the target packages
+
+
+class BundleRequest(Protocol):
+    """What a target's bundle hooks read of a bundle request (converters.bundle.BundleRequest)."""
+
+    @property
+    def build_dir(self) -> Path: ...
+
+    @property
+    def variant(self) -> str: ...
+
 TF_TOOLS = ("tensorflow", "keras", "numpy")  # what a stage that loads the Keras model uses
 VALIDATION_RECORD = "validation/{target}_{variant}.json"
 
@@ -141,3 +150,7 @@ class Target:
     runtime: Callable[[Path, int, str | None], Runtime] | None = None
     tasks: str | None = None  # a module whose Invoke tasks join tasks.py's (e.g. edgetpu-check)
     client_check: ClientCheck | None = None  # run on each of its validated artifacts
+    # Its rows of the settings table (its flags and invoke.yaml keys), and how its section of
+    # the configuration (ConvertConfig.sections[name]) is made from their resolved values.
+    settings: tuple[Setting, ...] = ()
+    config_section: Callable[[Callable[[str], Any]], Any] | None = None

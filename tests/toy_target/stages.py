@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
+from converters.fsutil import read_json, write_json_atomic
 from converters.stages.base import StageContext, StageParams
 
 
@@ -14,9 +15,11 @@ class CopyParams(StageParams):
     source_info: str
     artifact: str
     info: str
+    note: str  # the toy's own setting (copy_note), written into the copy's record
 
 
 def copy(context: StageContext) -> None:
     params = CopyParams.of(context)
     shutil.copyfile(context.read(params.source), context.write(params.artifact))
-    shutil.copyfile(context.read(params.source_info), context.write(params.info))
+    record = read_json(context.read(params.source_info))
+    write_json_atomic(context.write(params.info), {**record, "note": params.note})

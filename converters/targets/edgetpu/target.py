@@ -4,19 +4,17 @@ optional head/tail split, and ``edgetpu_compiler`` in its own image."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from converters.config import ConvertConfig, IODType, Quantization
 from converters.errors import BundleError, ConfigError
-from converters.images import ImageDefinition
+from converters.image_definition import ImageDefinition
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, ReportHooks, Target
-from converters.targets.edgetpu import report, stages
+from converters.targets.base import CORE_IMAGE, BundleHooks, BundleRequest, PlanContext, ReportHooks, Target
+from converters.targets.edgetpu import report, settings, stages
 from converters.targets.edgetpu.runtime import EDGETPU_SUFFIX, open_runtime
+from converters.targets.edgetpu.settings import EdgeTpuConfig
 from converters.targets.tflite.target import LITERT_TOOLS, conversion_stages, int8_ranges
-
-if TYPE_CHECKING:
-    from converters.bundle import BundleRequest
 
 IMAGE = "edgetpu"
 COMPILER_RESOURCE = "edgetpu_compiler"
@@ -35,10 +33,11 @@ def plan(context: PlanContext) -> list[StageSpec]:
                              stages.CheckParams(artifact=artifact, output=precheck),
                              deps=("edgetpu-int8",), outputs=(precheck,), tools=LITERT_TOOLS,
                              group="edgetpu-int8"))
-    split = config.edgetpu_split
+    section = config.section(settings.NAME, EdgeTpuConfig)
+    split = section.split
     compile_stage = StageSpec("edgetpu-compile", "edgetpu-compile", IMAGE,
                               stages.CompileParams(artifact=artifact,
-                                                   options=config.edgetpu.as_dict(),
+                                                   options=section.compile.as_dict(),
                                                    output_dir=stages.COMPILED_DIR,
                                                    record=stages.COMPILE_RECORD,
                                                    precheck=precheck,
@@ -56,17 +55,19 @@ def check_config(config: ConvertConfig) -> None:
     if wanted and config.io_dtype is IODType.FLOAT32:
         raise ConfigError("--target edgetpu needs integer input and output: pass --io-dtype "
                           "uint8 (what Coral's examples use) or int8, not float32")
-    if config.edgetpu_split and not wanted:
+    if config.section(settings.NAME, EdgeTpuConfig).split and not wanted:
         raise ConfigError("--edgetpu-split splits the Edge TPU model: add --target edgetpu")
 
 
 def report_params(context: PlanContext, planned: list[StageSpec]) -> dict[str, str]:
     return {"precheck": stages.precheck_record(context.stem), "compile": stages.COMPILE_RECORD,
-            **stages.split_report_params(context.stem, context.config.edgetpu_split)}
+            **stages.split_report_params(
+                context.stem, context.config.section(settings.NAME, EdgeTpuConfig).split)}
 
 
 def problems(build_dir: Path, config: ConvertConfig) -> list[str]:
-    return stages.build_problems(build_dir, config.min_tpu_ops)
+    return stages.build_problems(build_dir,
+                                config.section(settings.NAME, EdgeTpuConfig).min_tpu_ops)
 
 
 def select(request: BundleRequest, built: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
@@ -120,4 +121,6 @@ TARGET = Target(
     artifact_suffixes=(EDGETPU_SUFFIX, "_split.json"),
     runtime=open_runtime,
     tasks="converters.targets.edgetpu.tasks",
+    settings=settings.SETTINGS,
+    config_section=settings.section,
 )

@@ -12,8 +12,10 @@ from converters.errors import ConfigError
 from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
+from converters.targets.onnx import settings
 from converters.targets.onnx.export import ExportParams, onnx_artifact
 from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
+from converters.targets.onnx.settings import OnnxConfig
 
 ONNX_TOOLS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
 ONNXRUNTIME_TOOLS = ("onnxruntime", "numpy")
@@ -30,7 +32,8 @@ def plan(context: PlanContext) -> list[StageSpec]:
     stages = [
         context.saved_model_stage(group="onnx-fp32"),
         StageSpec("onnx-fp32", "onnx-export", CORE_IMAGE,
-                  ExportParams(opset=config.onnx_opset, artifact=fp32, info=fp32_info),
+                  ExportParams(opset=config.section(settings.NAME, OnnxConfig).opset,
+                               artifact=fp32, info=fp32_info),
                   deps=("export", "saved-model"), outputs=(fp32, fp32_info), tools=ONNX_TOOLS,
                   group="onnx-fp32"),
         context.validation_stage("onnx-fp32", "onnx", "fp32", fp32, VALIDATION_RUNTIME,
@@ -70,4 +73,6 @@ TARGET = Target(
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".onnx",),
     runtime=open_runtime,
+    settings=settings.SETTINGS,
+    config_section=settings.section,
 )

@@ -6,21 +6,19 @@ and validated in onnxruntime with TensorRT's arithmetic (graph optimizations off
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from converters.config import Quantization
 from converters.errors import BundleError, ToolMissingError
-from converters.images import ImageDefinition
+from converters.image_definition import ImageDefinition
 from converters.runtime import Runtime
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, ReportHooks, Target
+from converters.targets.base import CORE_IMAGE, BundleHooks, BundleRequest, PlanContext, ReportHooks, Target
 from converters.targets.onnx.export import onnx_artifact
 from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
 from converters.targets.onnx.target import ONNX_TOOLS, ONNXRUNTIME_TOOLS
-from converters.targets.tensorrt import report, stages
-
-if TYPE_CHECKING:
-    from converters.bundle import BundleRequest
+from converters.targets.tensorrt import report, settings, stages
+from converters.targets.tensorrt.settings import TensorRTConfig
 
 IMAGE = "tensorrt"
 RUNTIME = "tensorrt"
@@ -53,6 +51,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
     """One engine per precision asked for, each validated in the tensorrt image (where the
     engine can run); dynamic has no TensorRT counterpart."""
     config, stem = context.config, context.stem
+    section = config.section(settings.NAME, TensorRTConfig)
     planned: list[StageSpec] = (qdq_stages(context) if Quantization.INT8 in config.quantizations
                                 else [])
     for mode in config.quantizations:
@@ -71,8 +70,8 @@ def plan(context: PlanContext) -> list[StageSpec]:
                       stages.EngineParams(
                           precision=mode.value, source=onnx_artifact(stem, source),
                           engine=engine, engine_dir=engine_dir, record=record,
-                          validation=validation.outputs[0], batch=config.batch.as_dict(),
-                          workspace_bytes=config.workspace_mb * 2**20,
+                          validation=validation.outputs[0], batch=section.batch.as_dict(),
+                          workspace_bytes=section.workspace_mb * 2**20,
                           latency_runs=config.latency_runs),
                       deps=(f"onnx-{source}", "data"), outputs=(engine_dir, record),
                       tools=("tensorrt", "cuda-python"), group=name),
@@ -127,4 +126,6 @@ TARGET = Target(
                        images=(CORE_IMAGE, IMAGE), select=select, readme=readme),
     artifact_suffixes=(".engine",),
     runtime=open_runtime,
+    settings=settings.SETTINGS,
+    config_section=settings.section,
 )
