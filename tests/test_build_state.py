@@ -31,7 +31,7 @@ def test_infer_refuses_an_artifact_after_a_failed_rebuild(tmp_path: Path) -> Non
     assert convert(out, three).returncode != 0  # type: ignore[attr-defined]
     result = run_invoke("infer", "--artifact", str(artifact), "--image", str(image))
     assert_user_error(result, f"the last build of {out / 'sample'} did not finish and left "
-                      "stage(s) data stale: sample_fp32.tflite and the class names")
+                      "stage(s) data, tflite-fp32 stale: sample_fp32.tflite and the class names")
     assert convert(out, ROOT / "dataset").returncode == 0  # type: ignore[attr-defined]
     again = run_invoke("infer", "--artifact", str(artifact), "--image", str(image))
     assert again.returncode == 0 and again.stdout.split("\t")[0] == "circle"

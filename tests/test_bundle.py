@@ -249,8 +249,8 @@ def test_aarch64_bundle_carries_aarch64_wheels(built: tuple[Path, Path], tmp_pat
     (["--target", "tensorrt"], "no int8 TensorRT engine"),
     (["--target", "tflite", "--variant", "fp16"], "has no tflite fp16 artifact (built: tflite int8)"),
     (["--target", "tflite", "--platform", "windows/x86"], "unknown platform 'windows/x86'"),
-    (["--target", "tflite", "--sign-key", str(ROOT / "README.md")],
-     f"the signing key {ROOT / 'README.md'} is not a PEM key, expected an Ed25519 private key"),
+    (["--target", "tflite", "--sign-key", str(ROOT / "invoke.yaml")],  # small, not a key
+     f"the signing key {ROOT / 'invoke.yaml'} is not a PEM key, expected an Ed25519 private key"),
 ])
 def test_bundle_errors_write_nothing(built: tuple[Path, Path], tmp_path: Path, flags: list[str],
                                      message: str) -> None:

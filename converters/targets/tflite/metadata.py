@@ -33,6 +33,8 @@ LABELS_FILE = "labels.txt"
 BUFFER_ALIGNMENT = 16
 COLOR_SPACES = {1: "GRAYSCALE", 3: "RGB"}  # image channels → ColorSpaceType
 
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -166,8 +168,11 @@ def populate(model: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
     archive = io.BytesIO()
     archive.write(packed)
     with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_STORED) as zipped:
-        for name, content in files.items():
-            zipped.writestr(name, content)
+        for name, content in sorted(files.items()):
+            # A fixed time stamp and mode: the same model gives the same bytes in any build.
+            member = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+            member.external_attr = 0o644 << 16
+            zipped.writestr(member, content)
     return archive.getvalue()
 
 
