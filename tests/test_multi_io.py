@@ -82,11 +82,12 @@ def assert_bundle_runner_prints_both_heads(build: Path, images: Path, folder: Pa
     import subprocess
     import sys
 
-    from converters import bundle_run, imaging
+    from converters import array_files, bundle_run, imaging
 
     folder.mkdir()
     shutil.copy(bundle_run.__file__, folder / "run.py")
     shutil.copy(imaging.__file__, folder / "imaging.py")
+    shutil.copy(array_files.__file__, folder / "array_files.py")
     shutil.copy(build / "tflite" / "detector_int8.tflite", folder / "detector_int8.tflite")
     dataset = json.loads((build / "data" / "dataset.json").read_text())
     inputs = json.loads((build / "export" / "model.json").read_text())["inputs"]

@@ -69,7 +69,7 @@ def test_a_target_brings_its_own_setting_and_config_section(
     assert "copy_note" not in by_name() and "copy_note" not in render_yaml()
     monkeypatch.setitem(targets._registered, TOY.name, TOY)
     flags = {"model": [str(tiny_h5)], "dataset": str(tiny_dataset), "target": "copy",
-             "out": str(tmp_path / "build")}
+             "out": str(tmp_path / "build"), "runner": "local"}  # the toy is not in the image
     assert by_name()["copy_note"].describe() == "copy: what the copy's record says (default a copy)"
     assert "  copy_note: \"a copy\"" in render_yaml()
     from_flag = convert_config({**flags, "copy_note": "from the flag"}, {"copy_note": "yaml"})

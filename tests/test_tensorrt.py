@@ -67,7 +67,7 @@ def test_cli_refuses_a_bad_batch_profile(tmp_path: Path) -> None:
     result = run_invoke("convert", "--target", "tensorrt", "--batch", "8,1,32", "--out",
                         str(tmp_path))
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "--batch must be min,opt,max with 1 <= min <= opt <= max, got 8,1,32" in result.stderr
+    assert "--batch must be min,opt,max with 1 <= min <= opt <= max <= 4096, got 8,1,32" in result.stderr
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8-tensorrt"])

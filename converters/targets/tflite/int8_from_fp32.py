@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from converters.targets.tflite.metadata import METADATA_NAME
+
 CONVERSION_METADATA = b"CONVERSION_METADATA"
+MODEL_METADATA = METADATA_NAME.encode()  # the model metadata the build adds (labels, normalization)
 # Ops in a float conversion that mean the model was quantization-aware or is not float.
 NOT_FLOAT_OPS = ("QUANTIZE", "DEQUANTIZE", "FAKE_QUANT", "DELEGATE", "CUSTOM")
 
@@ -40,9 +43,16 @@ def unfit(fp32: bytes) -> str | None:
 
 
 def _with_metadata(fp32: bytes) -> tuple[Any, Any]:
+    """The fp32 artifact as TF's object model, without the model metadata the build added
+    after converting (converters/targets/tflite/metadata.py: its buffer comes last, after the
+    conversion metadata), and its conversion metadata entry."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(fp32)
+    for added in [e for e in model.metadata or () if e.name == MODEL_METADATA]:
+        model.metadata.remove(added)
+        if added.buffer == len(model.buffers) - 1:
+            model.buffers.pop()
     entry = next((e for e in model.metadata or () if e.name == CONVERSION_METADATA), None)
     return model, entry
 
