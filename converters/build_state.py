@@ -26,9 +26,10 @@ def build_folder(artifact: Path) -> Path | None:
     return None
 
 
-def check_artifact(artifact: Path, build_dir: Path) -> None:
-    """Refuse an artifact whose build, or the metadata beside it, is stale; warn when the last
-    build of the folder failed elsewhere."""
+def check_artifact(artifact: Path, build_dir: Path, needed: tuple[str, ...]) -> None:
+    """Refuse an artifact whose build, or the metadata beside it (``needed``: files relative to
+    the build folder), is stale or missing; warn when the last build of the folder failed
+    elsewhere."""
     manifest = read_json(build_dir / cache.MANIFEST)
     relative = Path(artifact.resolve().relative_to(build_dir.resolve()))
     recorded = manifest.get("artifacts", {})
@@ -47,6 +48,11 @@ def check_artifact(artifact: Path, build_dir: Path) -> None:
             f"{', '.join(blocking)} stale: {artifact.name} and the class names and "
             "preprocessing beside it may come from different inputs. Run invoke convert again "
             "(invoke verify shows the state)")
+    for metadata_file in needed:
+        if not (build_dir / metadata_file).is_file():
+            raise ModelError(f"{build_dir} has no {metadata_file} (the preprocessing, class names and "
+                             f"input names {artifact.name} was validated with): run invoke "
+                             "convert again")
     failed = sorted(cache.read_failures(build_dir))
     if failed:
         console.warn(f"the last build of {build_dir} failed ({', '.join(failed[:5])}"

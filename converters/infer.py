@@ -51,14 +51,10 @@ def build_metadata(artifact: Path) -> BuildMetadata:
     (defaults otherwise): the nearest ``data/dataset.json`` above the artifact, within its
     model's build folder, and the ``export/model.json`` beside it. An artifact inside a build
     folder must belong with them (:mod:`converters.build_state`)."""
-    if (build_dir := build_folder(artifact)) is not None:
-        check_artifact(artifact, build_dir)
-        for needed in (data.DATASET_INFO, export.MODEL_INFO):
-            if not (build_dir / needed).is_file():
-                raise ModelError(f"{build_dir} has no {needed} (the preprocessing, class names "
-                                 f"and input names {artifact.name} was validated with): run "
-                                 "invoke convert again")
-    for folder in list(artifact.resolve().parents)[:3]:
+    build_dir = build_folder(artifact)
+    if build_dir is not None:
+        check_artifact(artifact, build_dir, needed=(data.DATASET_INFO, export.MODEL_INFO))
+    for folder in [build_dir] if build_dir else list(artifact.resolve().parents)[:3]:
         dataset_info = folder / data.DATASET_INFO
         if dataset_info.exists():
             info = read_json(dataset_info)
