@@ -15,9 +15,9 @@ from invoke import Collection, Context
 from invoke.tasks import Task
 
 from converters import console
-from converters.cli import ROOT, cli_task, not_empty, required, show_help, user_errors
+from converters.commands.cli import ROOT, cli_task, not_empty, required, show_help, user_errors
 from converters.errors import ConfigError
-from converters.images import all_images
+from converters.runners.images import all_images
 from converters.targets import CORE_IMAGE, all_targets
 
 
@@ -36,8 +36,8 @@ def target_tasks() -> list[Task[Any]]:
 
 
 def project_setting(c: Context, flag: Any, name: str) -> Any:
-    """A setting of converters/settings.py's table: the flag, else invoke.yaml, else its default."""
-    from converters.settings import resolve
+    """A setting of converters/commands/settings.py's table: the flag, else invoke.yaml, else its default."""
+    from converters.commands.settings import resolve
 
     return resolve(name, flag, c.config.get("convert", {}))
 
@@ -46,8 +46,8 @@ def convert_flags() -> inspect.Signature:
     """``convert``'s parameters, one per flag of the settings table (flags with values are
     parsed by the table, so their default is None: "not given", and an empty value is
     refused)."""
+    from converters.commands.settings import flag_rows
     from converters.setting_kinds import SWITCH
-    from converters.settings import flag_rows
 
     parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     for setting in flag_rows():
@@ -62,13 +62,13 @@ def convert_body(c: Context, **flags: Any) -> None:
 
     Outputs go to build/<model>/ (never next to your inputs): one folder per target,
     report.json/.md/.html and manifest.json. Stages whose inputs did not change are skipped.
-    Every flag, its default and invoke.yaml key come from converters/settings.py.
+    Every flag, its default and invoke.yaml key come from converters/commands/settings.py.
     """
     with user_errors():
-        from converters.build import convert as run_build
+        from converters.commands.settings import convert_config
         from converters.errors import BuildError
-        from converters.settings import convert_config
-        from converters.summary import print_summary
+        from converters.pipeline.build import convert as run_build
+        from converters.reporting.summary import print_summary
 
         config = convert_config(flags, c.config.get("convert", {}))
         result = run_build(config, sys.argv)
@@ -79,7 +79,7 @@ def convert_body(c: Context, **flags: Any) -> None:
 
 
 def _convert_task() -> Task[Any]:
-    from converters.settings import flag_rows
+    from converters.commands.settings import flag_rows
 
     convert_body.__signature__ = convert_flags()  # type: ignore[attr-defined]
     return cli_task(name="convert", iterable=["model"],
@@ -108,14 +108,14 @@ def images(c: Context, target: str = CORE_IMAGE, base: str = "pull", ca_bundle: 
         if public_key and not load:
             raise ConfigError("--public-key checks a bundle's signature: use it with --load BUNDLE")
         if load:
-            from converters.images import load_images_from_bundle
+            from converters.runners.images import load_images_from_bundle
 
             key = Path(public_key) if public_key else None
             for line in load_images_from_bundle(Path(load), key):
                 console.info(line)
             return
         from converters.config import parse_enum
-        from converters.images import DEFAULT_MIRROR, BaseSource, build_images, default_ca_bundle
+        from converters.runners.images import DEFAULT_MIRROR, BaseSource, build_images, default_ca_bundle
 
         names = [name.strip() for name in target.split(",") if name.strip()]
         bundle = Path(ca_bundle) if ca_bundle else default_ca_bundle()
@@ -127,7 +127,7 @@ def images(c: Context, target: str = CORE_IMAGE, base: str = "pull", ca_bundle: 
 def report(c: Context, out: str | None = None, model: str = "") -> None:
     """Print the summary table of built models and where their reports are."""
     with user_errors():
-        from converters.summary import built_models, print_summary
+        from converters.reporting.summary import built_models, print_summary
 
         for build_dir in built_models(Path(project_setting(c, out, "out")), model or None):
             print_summary(build_dir)
@@ -156,13 +156,13 @@ def infer(c: Context, artifact: str = "", image: str = "", arrays: str = "", top
         if bool(image) == bool(arrays):
             raise ConfigError("give one of --image IMAGE or --arrays FILE.npz|FILE.npy: "
                               "invoke infer -h shows every flag")
-        from converters.arrays import ARRAY_SUFFIXES
-        from converters.infer import infer_samples, lines
+        from converters.commands.infer import infer_samples, lines
+        from converters.inputs.arrays import ARRAY_SUFFIXES
 
         if arrays and Path(arrays).suffix.lower() not in ARRAY_SUFFIXES:
             raise ConfigError(f"--arrays takes a .npz or .npy file, got {arrays}")
+        from converters.commands.settings import by_name
         from converters.setting_kinds import parse
-        from converters.settings import by_name
 
         samples = infer_samples(Path(artifact), Path(image or arrays), top_k=top_k,
                                 threads=parse(by_name()["threads"], threads), device=device or None,
@@ -195,9 +195,9 @@ def bundle(c: Context, target: str = "", model: str = "", variant: str = "int8",
         not_empty(variant=variant, dist=dist)
         import platform as host
 
-        from converters.bundle import BundleRequest, build_bundle
+        from converters.bundles.bundle import BundleRequest, build_bundle
         from converters.config import model_stem
-        from converters.summary import built_models
+        from converters.reporting.summary import built_models
 
         # --model takes the model's name in the build folder or the model file/folder itself.
         name = model_stem(Path(model)) if model else None
@@ -230,8 +230,8 @@ def verify_bundle(c: Context, path: str, public_key: str = "") -> None:
         show_help("verify-bundle")
         return
     with user_errors():
-        from converters.bundle_archive import verify_archive
-        from converters.bundle_verify import describe
+        from converters.bundles.archive import verify_archive
+        from converters.bundles.verify import describe
 
         verified = verify_archive(Path(path), Path(public_key) if public_key else None)
         console.info(describe(verified, Path(path)))
@@ -242,7 +242,7 @@ def bundle_keygen(c: Context, out: str = "") -> None:
     """Make an Ed25519 key pair for signing bundles (bundle --sign-key, verify-bundle --public-key)."""
     with user_errors():
         required("bundle-keygen", out=out)
-        from converters.bundle_signing import generate_keys
+        from converters.bundles.signing import generate_keys
 
         private, public = generate_keys(Path(out))
         console.info(f"private key: {private} (keep it secret; only you can read it)")
@@ -262,7 +262,7 @@ def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
     """Regenerate the bundled sample: procedural shape images and a trained model (deterministic)."""
     with user_errors():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from converters.sample import check_request, clear_for_dataset, train_model, write_dataset
+        from converters.inputs.sample import check_request, clear_for_dataset, train_model, write_dataset
 
         not_empty(model_dir=model_dir, dataset=dataset)
         model = Path(model_dir) / "sample.h5"
@@ -278,7 +278,7 @@ def sample(c: Context, model_dir: str = "model", dataset: str = "dataset",
 def verify(c: Context, out: str | None = None) -> None:
     """Re-hash every artifact against build/<model>/manifest.json; exit non-zero on a mismatch."""
     with user_errors():
-        from converters.housekeeping import verify_build
+        from converters.commands.housekeeping import verify_build
 
         verify_build(Path(project_setting(c, out, "out")))
 
@@ -287,7 +287,7 @@ def verify(c: Context, out: str | None = None) -> None:
 def clean(c: Context, out: str | None = None, dry_run: bool = False) -> None:
     """Remove build outputs."""
     with user_errors():
-        from converters.housekeeping import clean_build
+        from converters.commands.housekeeping import clean_build
 
         clean_build(Path(project_setting(c, out, "out")), dry_run)
 
@@ -298,7 +298,7 @@ def clean(c: Context, out: str | None = None, dry_run: bool = False) -> None:
 def cache_prune(c: Context, max_size: str = "", cache_dir: str | None = None) -> None:
     """Shrink the shared stage cache (--cache-dir) to --max-size, least recently used first."""
     with user_errors():
-        from converters.shared_cache import prune_cache
+        from converters.pipeline.shared_cache import prune_cache
 
         required("cache-prune", max_size=max_size)
         console.info(prune_cache(project_setting(c, cache_dir, "cache_dir"), max_size))

@@ -41,7 +41,7 @@ def seed_way(model_path: Path, dataset_dir: Path, out: Path) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from converters import dataset
+    from converters.inputs import dataset
 
     model = keras.models.load_model(model_path, compile=False)
     shape = tuple(int(v) for v in model.input_shape[1:])

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from converters import docker_cli  # noqa: E402
-from converters.images import IMAGES  # noqa: E402
+from converters.runners import docker_cli  # noqa: E402
+from converters.runners.images import IMAGES  # noqa: E402
 
 
 def full_build(runner: str, out: Path) -> float:

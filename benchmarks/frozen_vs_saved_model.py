@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from converters.model import LoadedModel, load  # noqa: E402
+from converters.inputs.model import LoadedModel, load  # noqa: E402
 from converters.targets.tflite import frozen  # noqa: E402
 
 ARCHITECTURES = ("MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ResNet50", "DenseNet121",

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from converters import sample  # noqa: E402
 from converters.cpu import this_cpu  # noqa: E402
+from converters.inputs import sample  # noqa: E402
 from converters.stages import data  # noqa: E402
 
 VARIANTS = {"int8": "onnxruntime's (uint8 activations, 7-bit weights)",

@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from benchmarks import outlier_model  # noqa: E402
-from converters import dataset, sample  # noqa: E402
-from converters.latency import median_latency_ms  # noqa: E402
+from converters.inputs import dataset, sample  # noqa: E402
 from converters.targets.tflite import flatbuffer as tflite_inspect  # noqa: E402
 from converters.targets.tflite import quantizer_engine as engine  # noqa: E402
+from converters.validation.latency import median_latency_ms  # noqa: E402
 
 LATENCY_ROUNDS = 3
 

@@ -1,7 +1,7 @@
 """A matrix of 8 small models on the local executor, one Ray node and two loopback Ray nodes,
 and a cold vs warm shared-cache build; one run, side by side.
 
-The models are the sample's architecture (converters/sample.py) at 8 widths, random weights,
+The models are the sample's architecture (converters/inputs/sample.py) at 8 widths, random weights,
 each built for the four TFLite modes on the sample images: one job (one Ray task) per model.
 Every build is a real ``invoke convert`` command line (Python start-up included). The machine
 has 2 cores: both Ray set-ups offer 2 CPU slots (one node with 2, or two nodes with 1 each)
@@ -48,7 +48,7 @@ def make_models(folder: Path) -> list[Path]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from converters.sample import build_model
+    from converters.inputs.sample import build_model
 
     models = []
     for index, width in enumerate(WIDTHS):

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from converters.latency import median_latency_ms  # noqa: E402
-from converters.validate import TFLiteRuntime  # noqa: E402
+from converters.validation.compare import TFLiteRuntime  # noqa: E402
+from converters.validation.latency import median_latency_ms  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
 

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     try:
-        from converters.executor import run_job_file
+        from converters.pipeline.executor import run_job_file
 
         return run_job_file(Path(argv[1]))
     except KeyboardInterrupt:  # the parent build reports the interruption

@@ -14,8 +14,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from converters.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.errors import ConfigError, shown
+from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB
 
 
 class Quantization(str, Enum):
@@ -232,12 +232,12 @@ class ConvertConfig:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
-    task: str = "auto"  # how outputs are validated (converters.metrics.TASKS)
+    task: str = "auto"  # how outputs are validated (converters.validation.metrics.TASKS)
     force: bool = False
     jobs: int = 1
     executor: Executor = Executor.LOCAL
     ray_address: str | None = None  # --executor ray: the cluster to join (else $RAY_ADDRESS)
-    cache_dir: Path | None = None  # the shared stage cache (converters/shared_cache.py)
+    cache_dir: Path | None = None  # the shared stage cache (converters/pipeline/shared_cache.py)
     cache_sign_key: Path | None = None  # signs the entries this build stores
     cache_public_key: Path | None = None  # restore only entries signed by its private key
 
@@ -270,7 +270,7 @@ class ConvertConfig:
             raise ConfigError(
                 f"--max-accuracy-drop is a fraction between 0 and 1, got {self.max_accuracy_drop}"
             )
-        from converters.metrics import TASKS
+        from converters.validation.metrics import TASKS
 
         if self.task not in TASKS:
             raise ConfigError(f"unknown --task '{self.task}': expected one of {', '.join(TASKS)}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from converters.errors import ConfigError, shown
-from converters.host_memory import available_memory
+from converters.inputs.host_memory import available_memory
 
 AUTO = "auto"
 CORES_PER_PROCESS = 2

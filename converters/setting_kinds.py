@@ -1,6 +1,6 @@
 """What a setting is and how its value is read: the kinds (text, whole number, fraction,
 switch, paths, jobs), the :class:`Setting` row and the parsers that check a value's kind and
-range. The table of settings itself is converters/settings.py (the core's rows) and each
+range. The table of settings itself is converters/commands/settings.py (the core's rows) and each
 target's package (its own rows, collected through the registry).
 """
 

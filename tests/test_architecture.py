@@ -91,3 +91,50 @@ def test_the_core_imports_no_target_package() -> None:
                       and target.split(".")[2] not in ("base",))
     # The registry (converters.targets) and targets/base.py are the core's way in.
     assert reaching == []
+
+
+# The ground floor: what every module may use, and which uses nothing above it.
+GROUND = {"converters.errors", "converters.fsutil", "converters.console", "converters.processes"}
+# Files a deployment bundle ships alone (run.py and its helpers, verify.py): standard library and
+# numpy only, so they import nothing of converters.
+STANDALONE = {"converters.bundles.run", "converters.bundles.verify", "converters.bundles.runner_support",
+              "converters.inputs.array_files", "converters.inputs.imaging",
+              *(f"converters.targets.{name}.device_runner" for name in ("tflite", "onnx", "tensorrt"))}
+# The top: planning and running builds, and what Invoke tasks call. Only they reach them: the
+# distributed executor (it runs the pipeline's jobs), `python -m converters`, and the Invoke tasks
+# a target contributes (converters/targets/<name>/tasks.py).
+TOP = ("converters.pipeline", "converters.commands")
+MAY_REACH_THE_TOP = (*TOP, "converters.distributed", "converters.__main__")
+
+
+def _inside(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in packages)
+
+
+def reaching_the_top(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
+                  if _inside(target, TOP) and not _inside(name, MAY_REACH_THE_TOP)
+                  and not (name.startswith("converters.targets.") and name.endswith(".tasks")))
+
+
+def test_the_ground_floor_imports_only_itself() -> None:
+    graph = import_graph()
+    assert set(graph) >= GROUND
+    reaching = sorted(f"{name} -> {target}" for name in GROUND for target in graph[name]
+                      if target not in GROUND)
+    assert reaching == []
+
+
+def test_device_side_files_import_nothing_of_the_package() -> None:
+    graph = import_graph()
+    assert set(graph) >= STANDALONE
+    assert {name: sorted(graph[name]) for name in STANDALONE if graph[name]} == {}
+
+
+def test_only_the_top_reaches_the_pipeline_and_commands() -> None:
+    graph = import_graph()
+    assert any(_inside(name, TOP) for name in graph)
+    assert reaching_the_top(graph) == []
+    assert reaching_the_top({"converters.inputs.model": {"converters.pipeline.build"},
+                             "converters.targets.edgetpu.tasks": {"converters.commands.cli"}}) == \
+        ["converters.inputs.model -> converters.pipeline.build"]

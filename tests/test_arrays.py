@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import arrays
 from converters.errors import DatasetError
-from converters.model import TensorInfo
+from converters.inputs import arrays
+from converters.inputs.model import TensorInfo
 
 AUDIO = (TensorInfo("waveform", (8, 1)),)
 TWO = (TensorInfo("image", (4, 4, 3)), TensorInfo("vector", (2,)))
@@ -113,7 +113,7 @@ def test_dataset_values_a_cast_would_change_are_refused(tmp_path: Path) -> None:
 
 def test_the_array_budget_counts_a_whole_sample_folder_and_skips_labels_unread(
         tmp_path: Path) -> None:
-    from converters import array_files
+    from converters.inputs import array_files
 
     for index in range(3):
         np.save(tmp_path / f"{index}.npy", np.zeros((8, 1), np.float32))

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from converters import build, cache
+from converters.cache import stage_cache
 from converters.config import DEFAULT_QUANTIZATIONS, Quantization
 from converters.fsutil import read_json, sha256_file
+from converters.pipeline import build
 from tests.conftest import ROOT, make_config, quick_flags, run_invoke, tiny_model, write_images
 
 ALL_STAGES = ["export", "data", "reference", "tflite-fp32", "validate-tflite-fp32",
@@ -65,7 +66,7 @@ def test_noop_build_does_not_import_tensorflow(workspace: tuple[Path, Path, Path
     assert probe.returncode == 0, probe.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in probe.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "converters.build" in imported  # the probe does see our imports
+    assert "converters.pipeline.build" in imported  # the probe does see our imports
     assert not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras")}
     assert "▶" not in probe.stdout and probe.stdout.count("is up to date") == len(ALL_STAGES)
 
@@ -169,7 +170,7 @@ def test_sigkill_mid_stage_leaves_no_partial_artifact_and_next_run_completes(
     manifest = read_json(folder / "manifest.json")
     assert "tflite/mobile_fp32.tflite" not in manifest["artifacts"]
     # What the stamps record is intact; the build is marked incomplete, naming the stale stages.
-    _, problems = cache.verify_build_dir(folder)
+    _, problems = stage_cache.verify_build_dir(folder)
     assert len(problems) == 1 and "did not finish" in problems[0], problems
     assert "tflite-fp32" in problems[0]
     time.sleep(0.5)
@@ -195,7 +196,7 @@ def test_concurrent_builds_on_one_directory_wait_for_the_lock(
     assert "waiting for the build that holds" in second_output
     # The second build started after the first finished, so it found everything up to date.
     assert "▶" not in second_output
-    assert cache.verify_build_dir(out / "m")[1] == []
+    assert stage_cache.verify_build_dir(out / "m")[1] == []
 
 
 def test_several_models_in_parallel_and_models_list_in_config(
@@ -226,7 +227,7 @@ def test_clean_dry_run_lists_and_clean_removes(workspace: tuple[Path, Path, Path
 
 
 def test_jobs_split_per_mode_with_parallelism(workspace: tuple[Path, Path, Path]) -> None:
-    from converters.plan import plan_model
+    from converters.pipeline.plan import plan_model
     from converters.runners.local import LocalRunner
 
     model, dataset, out = workspace

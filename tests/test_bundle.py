@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from converters import docker_cli
-from converters.bundle_archive import (
+from converters.bundles.archive import (
     extract_archive,
     file_record,
     verify_archive,
@@ -24,7 +23,8 @@ from converters.bundle_archive import (
 )
 from converters.errors import BundleError
 from converters.fsutil import sha256_file
-from converters.images import image_definition
+from converters.runners import docker_cli
+from converters.runners.images import image_definition
 from tests.conftest import ROOT, run_invoke, skip_or_fail
 
 NAME = "sample-tflite-int8-linux_x86_64"
@@ -270,10 +270,10 @@ def test_with_images_bundle_loads_on_a_build_host(built: tuple[Path, Path], tmp_
     one every bundle takes."""
     import dataclasses
 
-    from converters import bundle as bundle_module
-    from converters import images as images_module
     from converters import targets
-    from converters.images import BOOTSTRAP_BASE, ImageDefinition, load_images_from_bundle
+    from converters.bundles import bundle as bundle_module
+    from converters.runners import images as images_module
+    from converters.runners.images import BOOTSTRAP_BASE, ImageDefinition, load_images_from_bundle
 
     problem = docker_cli.engine_problem()
     if problem is None and docker_cli.image_inspect(BOOTSTRAP_BASE) is None:
@@ -429,7 +429,7 @@ def test_pure_python_ed25519_agrees_with_cryptography() -> None:
     accepted, and refused once anything changes."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from converters.bundle_verify import L, ed25519_verify
+    from converters.bundles.verify import L, ed25519_verify
 
     rfc_key = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
     rfc_signature = bytes.fromhex(
@@ -492,7 +492,7 @@ def test_images_load_hands_docker_the_bytes_it_verified(tmp_path: Path,
     starts reading it): what reaches docker load is still the verified original."""
     import gzip
 
-    from converters import images
+    from converters.runners import images
 
     path = _small_bundle(tmp_path / "a", "b", {"images/tflite.tar": b"original image"})
     tampered = _small_bundle(tmp_path / "c", "b", {"images/tflite.tar": b"tampered image"})
@@ -605,7 +605,7 @@ def test_crafted_archives_hit_a_limit_before_allocating(tmp_path: Path, case: st
 
 
 def test_member_count_limit(tmp_path: Path) -> None:
-    from converters.bundle_verify import MAX_HEADERS
+    from converters.bundles.verify import MAX_HEADERS
 
     crafted = tmp_path / "many.tar.gz"
     with tarfile.open(crafted, "w:gz", format=tarfile.GNU_FORMAT) as archive:
@@ -621,10 +621,10 @@ def test_member_count_limit(tmp_path: Path) -> None:
 def test_total_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The total limit (32 GiB) with the limits lowered: members that reach it for real take
     minutes to stream, the check is the same."""
-    from converters import bundle_verify
+    from converters.bundles import verify
 
-    monkeypatch.setattr(bundle_verify, "MAX_MEMBER_BYTES", 3 << 20)
-    monkeypatch.setattr(bundle_verify, "MAX_TOTAL_BYTES", 5 << 20)
+    monkeypatch.setattr(verify, "MAX_MEMBER_BYTES", 3 << 20)
+    monkeypatch.setattr(verify, "MAX_TOTAL_BYTES", 5 << 20)
     crafted = _small_bundle(tmp_path, "b", {f"images/{i}.tar": os.urandom(2 << 20) for i in range(3)})
     with pytest.raises(BundleError, match=r"members up to 'b/images/2.tar' unpack to 6.0 MiB, over "
                                           r"the total limit of 5.0 MiB"):

@@ -1,4 +1,4 @@
-"""The shared cache as a trust boundary (converters/shared_cache.py): only a cache is pruned,
+"""The shared cache as a trust boundary (converters/pipeline/shared_cache.py): only a cache is pruned,
 links are never followed, hostile entries are refused without a traceback or a hang, signed
 entries, read-only and full caches, and `invoke verify`'s cross-checks. Each test failed on the
 code before its fix."""
@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from converters import build, cache
+from converters.cache import stage_cache
+from converters.cache.tree_archive import extract_tree_archive, write_tree_archive
 from converters.config import Quantization
 from converters.fsutil import read_json, sha256_file, write_json_atomic
-from converters.plan import ModelPlan
-from converters.shared_cache import DIGEST, ENTRY, MARKER, SIGNATURE, SharedCache
-from converters.tree_archive import extract_tree_archive, write_tree_archive
+from converters.pipeline import build
+from converters.pipeline.plan import ModelPlan
+from converters.pipeline.shared_cache import DIGEST, ENTRY, MARKER, SIGNATURE, SharedCache
 from tests.conftest import make_config, quick_flags, run_invoke
 from tests.test_cli import assert_user_error
 
@@ -101,7 +102,7 @@ def fp32_convert(model: Path, dataset: Path, out: Path, *extra: str) -> subproce
 
 def test_a_file_or_a_foreign_folder_as_cache_dir_is_refused_before_any_stage(
         tmp_path: Path, tiny_h5: Path, tiny_dataset: Path) -> None:
-    a_file = tmp_path / "cache.txt"
+    a_file = tmp_path / "stage_cache.txt"
     a_file.write_text("not a folder\n")
     refused = fp32_convert(tiny_h5, tiny_dataset, tmp_path / "out", "--cache-dir", str(a_file))
     assert_user_error(refused, f"--cache-dir {a_file} is a file, not a folder")
@@ -190,7 +191,7 @@ def restore_into_copy(first: build.BuildResult, cache_dir: Path, stage: str,
     for relative in plan.stage(stage).outputs:
         shutil.rmtree(copy / relative, ignore_errors=True)
         (copy / relative).unlink(missing_ok=True)
-    cache.remove_stamp(copy, stage)
+    stage_cache.remove_stamp(copy, stage)
     return SharedCache(cache_dir).restore(copied, plan.stage(stage)), copied
 
 
@@ -229,7 +230,7 @@ def test_a_hostile_entry_file_is_discarded_with_a_warning(
     assert not restored and not os.path.lexists(entry)  # discarded: the next build stores it anew
     (warning,) = warnings_about(capsys.readouterr().err, f"{entry} is corrupted")
     assert "removed; the stage runs" in warning
-    assert cache.read_stamp(copied.build_dir, "tflite-fp32") is None
+    assert stage_cache.read_stamp(copied.build_dir, "tflite-fp32") is None
 
 
 def rewrite_entry(entry: Path, change: dict[str, bytes | str], work: Path) -> None:
@@ -246,10 +247,10 @@ def rewrite_entry(entry: Path, change: dict[str, bytes | str], work: Path) -> No
             target.write_bytes(value)
         else:
             target.symlink_to(value)
-    (stamp_path,) = (unpacked / cache.STAMP_DIR).glob("*.json")
+    (stamp_path,) = (unpacked / stage_cache.STAMP_DIR).glob("*.json")
     stamp = read_json(stamp_path)
     for relative in stamp["outputs"]:
-        stamp["outputs"][relative] = cache.output_record(unpacked, relative)
+        stamp["outputs"][relative] = stage_cache.output_record(unpacked, relative)
     write_json_atomic(stamp_path, stamp)
     buffer = io.BytesIO()
     if any(isinstance(value, str) for value in change.values()):
@@ -293,11 +294,11 @@ def test_outputs_holding_a_link_are_not_stored_and_verify_flags_the_link(
     first_file, second_file = sorted(folder.iterdir())[:2]
     shutil.copyfile(first_file, second_file)  # same bytes as the file it will link to
     build_dir = out / plan.stem
-    cache.write_stamp(build_dir, plan.stage("data"), plan.keys["data"], 0.0, {}, "local",
+    stage_cache.write_stamp(build_dir, plan.stage("data"), plan.keys["data"], 0.0, {}, "local",
                       plan.dep_keys(plan.stage("data")))
     second_file.unlink()
     second_file.symlink_to(first_file.name)  # hashes as before: only the link betrays it
-    assert cache.is_fresh(build_dir, plan.stage("data"), plan.keys["data"])
+    assert stage_cache.is_fresh(build_dir, plan.stage("data"), plan.keys["data"])
     capsys.readouterr()
     assert not SharedCache(tmp_path / "cache").store(build_dir, plan.stage("data"), plan.keys["data"])
     assert f"{second_file} is a link" in capsys.readouterr().err
@@ -334,10 +335,10 @@ def test_a_reader_restores_only_entries_signed_by_the_writer(
                           "--cache-sign-key", str(keys / "bundle-signing.pem"))
     assert writer.returncode == 0, writer.stderr
     built = tmp_path / "writer" / "tiny"
-    (artifact,) = [relative for relative in read_json(cache.stamp_path(built, "tflite-fp32"))[
+    (artifact,) = [relative for relative in read_json(stage_cache.stamp_path(built, "tflite-fp32"))[
         "outputs"] if relative.endswith(".tflite")]
     honest = (built / artifact).read_bytes()
-    stamp = read_json(cache.stamp_path(built, "tflite-fp32"))
+    stamp = read_json(stage_cache.stamp_path(built, "tflite-fp32"))
     entry = SharedCache(cache_dir).entry(stamp["key"])
     assert (entry / SIGNATURE).stat().st_size == 64
     # Someone who can write the cache but has no private key rewrites the fp32 artifact's entry.

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from converters import dataset
 from converters.config import Preprocessing, PreprocessingMode
 from converters.errors import DatasetError
+from converters.inputs import dataset
 from tests.conftest import write_images
 
 

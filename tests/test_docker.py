@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from converters import docker_cli
 from converters.fsutil import sha256_file
-from converters.images import default_ca_bundle, image_definition
+from converters.runners import docker_cli
 from converters.runners.docker import DockerRunner
+from converters.runners.images import default_ca_bundle, image_definition
 from tests.conftest import ROOT, run_invoke, skip_or_fail
 
 pytestmark = pytest.mark.docker
@@ -187,8 +187,8 @@ def test_named_volume_is_stored_in_the_build_folder(tflite_image: str, tmp_path:
 
 def test_stale_or_missing_image_is_refused_with_the_fix(tflite_image: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from converters import images as images_module
-    from converters.images import ImageDefinition
+    from converters.runners import images as images_module
+    from converters.runners.images import ImageDefinition
 
     runner = DockerRunner(tmp_path)
     every_image = images_module.all_images()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from converters import build
 from converters.fsutil import read_json
+from converters.pipeline import build
 from converters.targets.edgetpu.check import AFTER_CUT, LIMITATION, MAPPED, NOT_COMPILED, RANK
 from tests.conftest import ROOT, make_config, run_invoke, save_function_model
 

@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from converters.model import LoadedModel, load  # noqa: E402
+from converters.inputs.model import LoadedModel, load  # noqa: E402
 from converters.targets.tflite import frozen  # noqa: E402
 from tests.conftest import ROOT, save_function_model  # noqa: E402
 from tests.multi_io_models import two_input_model  # noqa: E402
@@ -217,7 +217,7 @@ def test_outputs_from_one_layer_are_refused(tmp_path: Path) -> None:
 _CONVERT_IN_A_NEW_PROCESS = """
 import hashlib, sys
 from pathlib import Path
-from converters.model import load
+from converters.inputs.model import load
 from converters.targets.tflite import frozen
 serving = frozen.serving_function(load(Path(sys.argv[1]), unsafe=False, input_shape=None), None)
 print(hashlib.sha256(serving.signed(serving.converter.convert())).hexdigest())

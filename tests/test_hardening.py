@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import cache
+from converters.cache import stage_cache
 from converters.config import model_stem
 from converters.errors import ConfigError
 from tests.conftest import ROOT, quick_flags, run_invoke, save_function_model, tiny_model, write_images
@@ -123,7 +123,7 @@ def test_non_finite_artifact_fails_its_validation_and_json_stays_strict(
     import tensorflow as tf
 
     from converters.fsutil import read_json, write_json_atomic
-    from converters.report import recommend
+    from converters.reporting.report import recommend
     from converters.stages import StageContext, StageSpec, stage_function
     from converters.targets.base import ValidateParams
 
@@ -188,7 +188,7 @@ def test_every_pillow_mode_reads_in_the_8_bit_range(tmp_path: Path, mode: str, s
                                                     fill: object, expected: int | None) -> None:
     from PIL import Image
 
-    from converters.imaging import read_pixels
+    from converters.inputs.imaging import read_pixels
 
     path = _saved(Image.new(mode, (6, 5), fill), tmp_path / f"image.{suffix}")  # type: ignore[arg-type]
     pixels = read_pixels(path, 5, 6, 3)
@@ -203,7 +203,7 @@ def test_every_pillow_mode_reads_in_the_8_bit_range(tmp_path: Path, mode: str, s
 def test_pa_mode_and_refused_modes() -> None:
     from PIL import Image
 
-    from converters.imaging import eight_bit
+    from converters.inputs.imaging import eight_bit
 
     palette = Image.new("PA", (2, 2))
     assert eight_bit(palette) is palette and palette.convert("RGB").size == (2, 2)
@@ -433,6 +433,6 @@ def test_verify_checks_stamps_not_only_the_manifest(tmp_path: Path, tiny_h5: Pat
     assert_user_error(run_invoke("verify", "--out", str(out)), f"{artifact}: sha256",
                       "recorded in a stamp but not the manifest")
     (folder / "tflite" / "extra.tflite").write_bytes(b"x")
-    _, problems = cache.verify_build_dir(folder)
+    _, problems = stage_cache.verify_build_dir(folder)
     extra = folder / "tflite" / "extra.tflite"
     assert f"{extra}: not written by any stage of the build (no stamp records it)" in problems

@@ -287,7 +287,7 @@ def test_keys_and_archives_that_are_not_regular_files_are_refused_at_once(
         tmp_path: Path) -> None:
     import os
 
-    from converters.bundle_signing import load_signing_key
+    from converters.bundles.signing import load_signing_key
     from converters.errors import ConfigError
 
     archive = tmp_path / "b.tar.gz"
@@ -390,8 +390,8 @@ def test_empty_flag_values_are_refused_naming_the_flag(
 
 
 def test_messages_about_many_models_or_outputs_list_ten(tmp_path: Path) -> None:
-    from converters import metrics
     from converters.errors import ValidationError
+    from converters.validation import metrics
 
     for index in range(50):
         (tmp_path / f"model{index:02d}").mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from converters.errors import ModelError
-from converters.host_memory import available_memory, check_fits
+from converters.inputs.host_memory import available_memory, check_fits
 from tests.conftest import ROOT
 from tests.test_cli import assert_user_error
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converters.bundle_archive import extract_archive, verify_archive
+from converters.bundles.archive import extract_archive, verify_archive
 from tests.conftest import run_invoke
 from tests.multi_io_models import (
     audio_model,
@@ -115,7 +115,7 @@ ARTIFACTS = [("tflite", "fp32", "_fp32.tflite"), ("tflite", "int8", "_int8.tflit
 @pytest.mark.parametrize(("folder", "variant", "ending"), ARTIFACTS)
 def test_every_artifact_matches_keras_on_a_npz(case: str, folder: str, variant: str, ending: str,
                                                request: pytest.FixtureRequest) -> None:
-    from converters.infer import predict
+    from converters.commands.infer import predict
 
     built: Built = request.getfixturevalue(case)
     outputs = predict(built.build / folder / f"{built.build.name}{ending}", built.npz)
@@ -130,7 +130,7 @@ def test_edgetpu_split_pair_takes_a_npz_of_images(tmp_path_factory: pytest.TempP
                                                   ) -> None:
     """The head/tail pair (through the same Runtime interface) of the two-head detector, fed
     its image input as arrays: both heads match Keras, as the whole int8 model does."""
-    from converters.infer import predict
+    from converters.commands.infer import predict
 
     images, _, _ = detection_samples(64, seed=2)
     held_out, _, _ = detection_samples(4, seed=7)

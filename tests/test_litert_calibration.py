@@ -14,7 +14,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from converters.model import load  # noqa: E402
+from converters.inputs.model import load  # noqa: E402
 from converters.targets.tflite import (  # noqa: E402
     calibration_share,
     frozen,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from converters import build
 from converters.config import DatasetConfig, Preprocessing, PreprocessingMode, Quantization
 from converters.fsutil import read_json
+from converters.pipeline import build
 from converters.targets.tflite import mediapipe_check
 from tests.conftest import make_config
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from converters import metrics
 from converters.errors import ValidationError
+from converters.validation import metrics
 
 
 @pytest.mark.parametrize("shape,requested,expected", [

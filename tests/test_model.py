@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import model
 from converters.errors import ModelError
+from converters.inputs import model
 
 
 def test_missing_wrong_extension_and_non_savedmodel_folder(tmp_path: Path) -> None:

@@ -82,10 +82,11 @@ def assert_bundle_runner_prints_both_heads(build: Path, images: Path, folder: Pa
     import subprocess
     import sys
 
-    from converters import array_files, bundle_run, imaging
+    from converters.bundles import run
+    from converters.inputs import array_files, imaging
 
     folder.mkdir()
-    shutil.copy(bundle_run.__file__, folder / "run.py")
+    shutil.copy(run.__file__, folder / "run.py")
     shutil.copy(imaging.__file__, folder / "imaging.py")
     shutil.copy(array_files.__file__, folder / "array_files.py")
     shutil.copy(build / "tflite" / "detector_int8.tflite", folder / "detector_int8.tflite")

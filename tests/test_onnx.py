@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converters import build
 from converters.config import Quantization
 from converters.cpu import this_cpu
 from converters.fsutil import read_json
+from converters.pipeline import build
 from converters.stages import data
 from tests.conftest import ROOT, make_config, run_invoke, write_images
 

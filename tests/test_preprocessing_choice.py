@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from converters.config import Preprocessing, PreprocessingMode
-from converters.preprocessing_choice import choose, layer_preference
+from converters.inputs.preprocessing_choice import choose, layer_preference
 from tests.conftest import ROOT, quick_flags, run_invoke, write_images
 from tests.test_cli import assert_user_error
 
@@ -104,7 +104,7 @@ def test_without_labels_the_layer_decides_else_0_to_1_is_assumed_and_said() -> N
 
 
 def test_sample_model_and_sample_images_go_together(tmp_path: Path, tiny_h5: Path) -> None:
-    from converters.sample import paired_with_sample
+    from converters.inputs.sample import paired_with_sample
 
     sample = ROOT / "model" / "sample.h5"
     found = [sample, tiny_h5]  # what model/ holds when a user dropped a model in

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from benchmarks import outlier_model
-from converters import dataset
 from converters.config import IODType, QuantEngine, Quantization
 from converters.errors import ConfigError
+from converters.inputs import dataset
 from converters.targets.tflite import engine_choice
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import quantizer_engine as engine

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from converters import build, cache, targets
+from converters import targets
+from converters.cache import stage_cache
 from converters.config import Executor, Quantization
 from converters.errors import ConfigError, DatasetError, ToolMissingError
-from converters.images import ImageDefinition
-from converters.shared_cache import SharedCache
+from converters.pipeline import build
+from converters.pipeline.shared_cache import SharedCache
+from converters.runners.images import ImageDefinition
 from converters.stages.base import StageParams, StageSpec
 from converters.targets import PlanContext, Target
 from tests.conftest import (
@@ -118,8 +120,8 @@ def artifacts(out: Path) -> dict[str, bytes]:
 
 
 def stamps(build_dir: Path) -> dict[str, dict[str, object]]:
-    return {p.stem: json.loads(p.read_text()) for p in (build_dir / cache.STAMP_DIR).glob("*.json")
-            if p.name != cache.BUILD_INFO}
+    return {p.stem: json.loads(p.read_text()) for p in (build_dir / stage_cache.STAMP_DIR).glob("*.json")
+            if p.name != stage_cache.BUILD_INFO}
 
 
 def test_two_models_tflite_and_onnx_on_ray_give_the_local_bytes(
@@ -140,7 +142,7 @@ def test_two_models_tflite_and_onnx_on_ray_give_the_local_bytes(
     assert built == artifacts(tmp_path / "local")
     nodes = set()
     for plan in on_ray.plans:
-        assert cache.verify_build_dir(plan.build_dir)[1] == []
+        assert stage_cache.verify_build_dir(plan.build_dir)[1] == []
         for name, stamp in stamps(plan.build_dir).items():
             if name != "report":  # the report runs on the driver
                 assert stamp["executor"] == "ray"
@@ -206,12 +208,12 @@ def test_a_failed_variant_is_contained_on_ray_as_in_a_local_build(
     assert [(a["target"], a["variant"]) for a in report["artifacts"]] == [("tflite", "fp32")]
     assert not (build_dir / "tflite" / "sine_int8.tflite").exists()
     for name in ("tflite-int8", "validate-tflite-int8", "edgetpu-int8", "edgetpu-compile"):
-        assert cache.read_stamp(build_dir, name) is None
-    assert cache.read_failure(build_dir, "tflite-int8")["upstream"] is None  # type: ignore[index]
-    assert cache.read_failure(build_dir, "edgetpu-int8")["upstream"] is None  # type: ignore[index]
-    compile_failure = cache.read_failure(build_dir, "edgetpu-compile")  # recorded on its node
+        assert stage_cache.read_stamp(build_dir, name) is None
+    assert stage_cache.read_failure(build_dir, "tflite-int8")["upstream"] is None  # type: ignore[index]
+    assert stage_cache.read_failure(build_dir, "edgetpu-int8")["upstream"] is None  # type: ignore[index]
+    compile_failure = stage_cache.read_failure(build_dir, "edgetpu-compile")  # recorded on its node
     assert compile_failure is not None and compile_failure["upstream"] == "edgetpu-int8"
-    assert cache.verify_build_dir(build_dir)[1] == []
+    assert stage_cache.verify_build_dir(build_dir)[1] == []
     # The shared cache holds what succeeded, not the failed stages nor the report listing them.
     shared, keys = SharedCache(tmp_path / "cache"), on_ray.plans[0].keys
     assert (shared.entry(keys["tflite-fp32"]) / "entry.tar").is_file()
@@ -236,7 +238,7 @@ def test_a_failed_variant_is_contained_on_ray_as_in_a_local_build(
                                          ray_address=joined.address, allow_float_fallback=True,
                                          **settings), ["test"])
     assert "tflite-int8" in fallback.ran["sine"]
-    assert cache.read_failure(build_dir, "tflite-int8") is None
+    assert stage_cache.read_failure(build_dir, "tflite-int8") is None
     assert (build_dir / "tflite" / "sine_int8.tflite").is_file()
     report = json.loads((build_dir / "report.json").read_text())
     assert ("tflite", "int8") in [(a["target"], a["variant"]) for a in report["artifacts"]]
@@ -296,7 +298,7 @@ def test_a_worker_killed_mid_task_is_retried_and_the_build_completes(
     assert "will be retried" in (tmp_path / "build.log").read_text()  # Ray's word for the retry
     local = build.convert(make_config(models[0], images, tmp_path / "local"), ["test"])
     assert artifacts(out) == artifacts(tmp_path / "local") and local.problems == ()
-    assert cache.verify_build_dir(out / models[0].stem)[1] == []
+    assert stage_cache.verify_build_dir(out / models[0].stem)[1] == []
 
 
 def kill_a_worker_running_a_stage(cluster: Cluster, build: subprocess.Popen[bytes]) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.report import markdown, recommend
+from converters.reporting.report import markdown, recommend
 from tests.conftest import quick_flags, run_invoke
 
 pytestmark = pytest.mark.quick  # part of `invoke test --quick`
@@ -86,7 +86,7 @@ def sample_report(**recommendation: object) -> dict[str, object]:
 
 
 def test_markdown_table_escapes_pipes_so_every_row_has_one_cell_per_header() -> None:
-    from converters.markup import md_table
+    from converters.reporting.markup import md_table
 
     lines = markdown(sample_report()).splitlines()
     table = [line for line in lines if line.startswith("|")]
@@ -120,7 +120,7 @@ def test_report_says_latency_is_from_this_host_with_its_threads_and_the_spread()
 def test_html_has_the_context_line_and_code_elements_not_backticks() -> None:
     import re
 
-    from converters.report import html_page
+    from converters.reporting.report import html_page
 
     page = html_page(sample_report())
     assert "<code>m.h5</code> (h5, input [8, 8, 3]); 10 validation and 5 calibration" in page

@@ -45,7 +45,7 @@ def test_images_with_the_engine_down_fails_clearly(engine_down: None) -> None:
 
 
 def test_no_docker_command_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    from converters import docker_cli
+    from converters.runners import docker_cli
 
     monkeypatch.setattr(docker_cli, "DEBIAN_DOCKER_CLI", Path("/nonexistent/docker"))
     monkeypatch.setenv("PATH", "/nonexistent")

@@ -4,7 +4,7 @@ import pytest
 
 from converters.errors import ConfigError
 from converters.fsutil import sha256_tree
-from converters.sample import CLASSES, SAMPLE_MODEL, write_dataset
+from converters.inputs.sample import CLASSES, SAMPLE_MODEL, write_dataset
 from tests.conftest import ROOT, run_invoke
 from tests.test_cli import assert_user_error
 
@@ -23,7 +23,7 @@ def test_committed_sample_model_exists() -> None:
 
 def test_sample_keeps_an_existing_model_unless_forced_and_refuses_empty_counts(
         tmp_path: Path) -> None:
-    from converters.sample import check_request
+    from converters.inputs.sample import check_request
 
     mine = tmp_path / "models" / "sample.h5"
     mine.parent.mkdir()

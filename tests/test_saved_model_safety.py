@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from converters.errors import ModelError
-from converters.model import load
-from converters.saved_model_safety import allowed, check_saved_model, op_module
+from converters.inputs.model import load
+from converters.inputs.saved_model_safety import allowed, check_saved_model, op_module
 from tests.conftest import ROOT, run_invoke, tiny_model
 from tests.test_cli import assert_user_error
 

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from converters.commands.settings import flag_rows, render_yaml, resolve, table
 from converters.errors import ConfigError
 from converters.jobs import parse_jobs
-from converters.settings import flag_rows, render_yaml, resolve, table
 from tests.conftest import ROOT, run_invoke
 
 
 def test_invoke_yaml_is_the_table_rendered() -> None:
     assert (ROOT / "invoke.yaml").read_text() == render_yaml(), (
-        "invoke.yaml differs from converters/settings.py: regenerate it with "
-        "python -c 'from converters.settings import render_yaml; print(render_yaml(), end=\"\")'"
+        "invoke.yaml differs from converters/commands/settings.py: regenerate it with "
+        "python -c 'from converters.commands.settings import render_yaml; print(render_yaml(), end=\"\")'"
         " > invoke.yaml")
 
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from converters import build, cache
+from converters.cache import stage_cache
 from converters.config import Quantization
 from converters.errors import ConfigError
 from converters.fsutil import sha256_file
-from converters.shared_cache import DIGEST, ENTRY, SharedCache, open_shared_cache, parse_size
+from converters.pipeline import build
+from converters.pipeline.shared_cache import DIGEST, ENTRY, SharedCache, open_shared_cache, parse_size
 from converters.stages.base import StageSpec
 from tests.conftest import make_config, run_invoke
 
@@ -44,8 +45,8 @@ def first_build(built_once: tuple[build.BuildResult, Path],
 def outputs(build_dir: Path, suffixes: tuple[str, ...] = ARTIFACTS) -> dict[str, str]:
     """Every stage output's hash, from the build folder's files (not its stamps)."""
     return {p.relative_to(build_dir).as_posix(): sha256_file(p) for p in sorted(build_dir.rglob("*"))
-            if p.is_file() and p.suffix in suffixes and p.name != cache.MANIFEST
-            and cache.STAMP_DIR not in p.parts}
+            if p.is_file() and p.suffix in suffixes and p.name != stage_cache.MANIFEST
+            and stage_cache.STAMP_DIR not in p.parts}
 
 
 def entries(cache_dir: Path) -> list[Path]:
@@ -63,10 +64,10 @@ def test_a_second_build_folder_restores_every_stage_with_the_same_bytes(
     assert second.ran == {"tiny": []} and second.restored == {"tiny": stages}
     first_dir, second_dir = first.plans[0].build_dir, second.plans[0].build_dir
     assert outputs(second_dir) == outputs(first_dir) and len(outputs(first_dir)) > 10
-    assert cache.verify_build_dir(second_dir)[1] == []
+    assert stage_cache.verify_build_dir(second_dir)[1] == []
     for name in stages:  # the stamp of the build that ran it, and where it came from
-        original = cache.read_stamp(first_dir, name)
-        restored = cache.read_stamp(second_dir, name)
+        original = stage_cache.read_stamp(first_dir, name)
+        restored = stage_cache.read_stamp(second_dir, name)
         assert original is not None and restored is not None
         assert {k: v for k, v in restored.items() if not k.startswith("restored")} == original
         assert restored["restored_from_cache"].startswith(str(cache_dir.resolve()))
@@ -152,7 +153,7 @@ def test_a_stage_that_could_not_run_here_is_not_stored(
                                        quantizations=(Quantization.INT8,),
                                        cache_dir=tmp_path / "cache"), ["test"])
     plan = result.plans[0]
-    assert cache.read_stamp(plan.build_dir, "edgetpu-compile")["skipped"]  # type: ignore[index]
+    assert stage_cache.read_stamp(plan.build_dir, "edgetpu-compile")["skipped"]  # type: ignore[index]
     stored = {entry.name for entry in entries(tmp_path / "cache")}
     assert plan.keys["edgetpu-compile"] not in stored
     assert plan.keys["edgetpu-int8"] in stored

@@ -8,17 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from converters import build, targets
-from converters.bundle import BundleRequest, build_bundle
-from converters.bundle_archive import verify_archive
+from converters import targets
+from converters.bundles.archive import verify_archive
+from converters.bundles.bundle import BundleRequest, build_bundle
+from converters.commands.infer import infer
 from converters.config import Quantization
 from converters.fsutil import read_json
-from converters.infer import infer
+from converters.pipeline import build
 from tests.conftest import ROOT, make_config
 from tests.toy_target.target import TARGET as TOY
 
-SHARED = ("converters/build.py", "converters/plan.py", "converters/report.py",
-          "converters/bundle.py", "converters/summary.py", "converters/infer.py", "tasks.py")
+SHARED = ("converters/pipeline/build.py", "converters/pipeline/plan.py", "converters/reporting/report.py",
+          "converters/bundles/bundle.py", "converters/reporting/summary.py", "converters/commands/infer.py",
+          "tasks.py")
 
 
 @pytest.mark.parametrize("relative", SHARED)
@@ -62,8 +64,8 @@ def test_a_target_brings_its_own_setting_and_config_section(
         tmp_path: Path, tiny_h5: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The toy's flag, invoke.yaml key and section come from its package alone: the core's
     table, config and invoke.yaml know nothing of them."""
+    from converters.commands.settings import by_name, convert_config, render_yaml
     from converters.errors import ConfigError
-    from converters.settings import by_name, convert_config, render_yaml
     from tests.toy_target.target import CopyConfig
 
     assert "copy_note" not in by_name() and "copy_note" not in render_yaml()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from converters import build
 from converters.config import ConvertConfig, DatasetConfig, IODType, QuantEngine, Quantization
 from converters.fsutil import read_json
+from converters.pipeline import build
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from tests.conftest import make_config, run_invoke, save_function_model, write_images
 

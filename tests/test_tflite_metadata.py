@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import build, metrics
 from converters.config import Quantization
 from converters.fsutil import read_json
+from converters.pipeline import build
 from converters.targets.tflite import describe, metadata, quantizer_engine
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from converters.validate import TFLiteRuntime
+from converters.validation import metrics
+from converters.validation.compare import TFLiteRuntime
 from tests.conftest import make_config, tiny_model
 
 ALL_MODES = ("fp32", "fp16", "dynamic", "int8", "int8-mixed")
@@ -29,7 +30,7 @@ def test_normalization_reproduces_the_preprocessing(preprocessing: dict[str, obj
                                                     mean: tuple[float, ...],
                                                     std: tuple[float, ...]) -> None:
     from converters.config import Preprocessing
-    from converters.dataset import preprocess
+    from converters.inputs.dataset import preprocess
 
     found = describe.normalization(preprocessing)
     assert found == metadata.Normalization(mean, std)

@@ -5,7 +5,7 @@ skipping fresh stages, the stamps and the manifest. A task gets its inputs as ar
 model, the dataset put once into the object store per content hash, the upstream stages'
 outputs), runs the job in a temporary folder on its node (:mod:`remote_job`) and returns its
 outputs and stamps as an archive, which the driver checks and places atomically
-(:func:`converters.cache.place_stage`), recording the node that ran each stage.
+(:func:`converters.cache.stage_cache.place_stage`), recording the node that ran each stage.
 
 Failures are contained as with the local executor: a failed stage of one target's variant comes
 back as its failure record (``.stages/<stage>.failure``), which the driver records in the build
@@ -31,16 +31,17 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from converters import cache, console
+from converters import console
+from converters.cache import stage_cache
+from converters.cache.tree_archive import extract_tree_archive, tree_archive_bytes
 from converters.config import ConvertConfig
 from converters.distributed.remote_job import folder_archive, path_archive, run_job_from_archives
 from converters.errors import BuildError, ConverterError, ToolMissingError, error_class
-from converters.executor import STAGING, record_failure
 from converters.fsutil import read_json, remove
-from converters.images import image_definition
+from converters.pipeline.executor import STAGING, record_failure
+from converters.pipeline.stage_jobs import Job, job_document
 from converters.runners import StageRunner
-from converters.stage_jobs import Job, job_document
-from converters.tree_archive import extract_tree_archive, tree_archive_bytes
+from converters.runners.images import image_definition
 
 LOCAL = "local"  # ray.init's address that starts a new Ray instance for this process
 MAX_RETRIES = 2  # a task whose worker or node dies runs again, at most this often
@@ -224,7 +225,7 @@ class Scheduler:
                    "name": f"{plan.stem}:{job.name}"}
         stages = ", ".join(spec.name for spec in job.specs)
         console.info(f"→ {plan.stem}: {job.name} job submitted to Ray ({stages})")
-        return self.remote.options(**options).remote(document, cache.code_fingerprint(), model,
+        return self.remote.options(**options).remote(document, stage_cache.code_fingerprint(), model,
                                                      dataset, upstream)
 
     def put_once(self, content_hash: str, archive: Any) -> Any:
@@ -254,15 +255,15 @@ class Scheduler:
         try:
             extract_tree_archive(result["archive"], staging)
             for spec in job.specs:
-                failure = cache.read_failure(staging, spec.name)
+                failure = stage_cache.read_failure(staging, spec.name)
                 if failure is not None:  # contained on the node: recorded here as it was there
                     record_failure(plan.build_dir, spec, failure["reason"], failure["upstream"])
                     continue
-                stamp = read_json(cache.stamp_path(staging, spec.name))
+                stamp = read_json(stage_cache.stamp_path(staging, spec.name))
                 if stamp.get("key") != plan.keys[spec.name]:
                     raise BuildError(f"{plan.stem}: Ray node {result['node']} returned stage "
                                      f"{spec.name} built for another key")
-                cache.place_stage(plan.build_dir, staging,
+                stage_cache.place_stage(plan.build_dir, staging,
                                   {**stamp, "executor": "ray", "ray_node": result["node"]}, spec)
         finally:
             remove(staging)
@@ -271,7 +272,7 @@ class Scheduler:
 def upstream_outputs(job: Job) -> list[str]:
     """What every stage ``job``'s stages build on (transitively) and that it does not run left
     in the build folder: outputs and stamp, or the record of its failure (see
-    :func:`converters.cache.stage_files`)."""
+    :func:`converters.cache.stage_cache.stage_files`)."""
     own = {spec.name for spec in job.specs}
     seen: set[str] = set()
     todo = [dep for spec in job.specs for dep in spec.deps]
@@ -281,7 +282,7 @@ def upstream_outputs(job: Job) -> list[str]:
             seen.add(name)
             todo += job.plan.stage(name).deps
     return [relative for name in sorted(seen)
-            for relative in cache.stage_files(job.plan.build_dir, name, job.plan.stage(name).outputs)]
+            for relative in stage_cache.stage_files(job.plan.build_dir, name, job.plan.stage(name).outputs)]
 
 
 def run_remote_job(document: dict[str, Any], code: str, model_archive: bytes,

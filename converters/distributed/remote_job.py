@@ -2,9 +2,9 @@
 temporary folder, returning an archive of its outputs and stamps.
 
 No shared filesystem is assumed: the model, the dataset and the upstream stages' outputs arrive
-as archives (:mod:`converters.tree_archive`), are unpacked into a temporary build folder laid out
+as archives (:mod:`converters.cache.tree_archive`), are unpacked into a temporary build folder laid out
 as on the driver, and the job runs there exactly as a local job does
-(:func:`converters.stage_jobs.run_job_document`: a stage process, local or in a toolchain image).
+(:func:`converters.pipeline.stage_jobs.run_job_document`: a stage process, local or in a toolchain image).
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from converters import cache, console
+from converters import console
+from converters.cache import stage_cache
+from converters.cache.tree_archive import extract_tree_archive, tree_archive_bytes
 from converters.errors import ConfigError, ConverterError
 from converters.fsutil import write_json_atomic
+from converters.pipeline.stage_jobs import JOBS_DIR, run_job_document
 from converters.runners import StageRunner
 from converters.runners.docker import DockerRunner
 from converters.runners.local import LocalRunner
-from converters.stage_jobs import JOBS_DIR, run_job_document
 from converters.stages.base import StageSpec
-from converters.tree_archive import extract_tree_archive, tree_archive_bytes
 
 
 def path_archive(path: Path) -> bytes:
@@ -38,7 +39,7 @@ def job_outputs(document: dict[str, Any], build_dir: Path) -> list[str]:
     """The files a finished job hands back from ``build_dir``: each stage's outputs and stamp,
     or, for a stage that failed or did not run because one failed, its failure record."""
     return [relative for entry in document["stages"]
-            for relative in cache.stage_files(build_dir, entry["spec"]["name"],
+            for relative in stage_cache.stage_files(build_dir, entry["spec"]["name"],
                                               entry["spec"]["outputs"])]
 
 
@@ -49,7 +50,7 @@ def run_job_from_archives(document: dict[str, Any], code: str, model_archive: by
     A contained stage failure is part of that archive (a result, not an error for Ray to retry);
     ``upstream_archive`` carries the failure records of upstream stages that failed, so the
     stages that need them are recorded as not run, as in a local job."""
-    if code != cache.code_fingerprint():
+    if code != stage_cache.code_fingerprint():
         raise ConfigError("this Ray node runs other converters code than the build's driver: "
                           "install the same checkout or version on every node")
     with tempfile.TemporaryDirectory(prefix="tec-job-") as temporary:
@@ -70,9 +71,9 @@ def run_job_from_archives(document: dict[str, Any], code: str, model_archive: by
         except ConverterError as error:
             raise type(error)(driver_paths(str(error), here, document)) from None
         for entry in document["stages"]:
-            failure = cache.read_failure(build_dir, entry["spec"]["name"])
+            failure = stage_cache.read_failure(build_dir, entry["spec"]["name"])
             if failure is not None:
-                write_json_atomic(cache.failure_path(build_dir, failure["stage"]), {
+                write_json_atomic(stage_cache.failure_path(build_dir, failure["stage"]), {
                     **failure, "reason": driver_paths(failure["reason"], here, document)})
         return tree_archive_bytes(build_dir, job_outputs(document, build_dir))
 

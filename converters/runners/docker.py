@@ -16,9 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from converters import cache, console, docker_cli
+from converters import console
+from converters.cache import stage_cache
 from converters.errors import ConfigError, ToolMissingError
-from converters.images import image_definition
+from converters.runners import docker_cli
+from converters.runners.images import image_definition
 from converters.stages.base import StageSpec
 
 
@@ -37,7 +39,7 @@ class DockerRunner:
         fix = f"`invoke images --target {image}` (add --base bootstrap where no registry is reachable)"
         if inspected is None:
             return f"the {image} image {tag} does not exist: build it with {fix}"
-        if docker_cli.image_labels(inspected).get(docker_cli.CODE_LABEL) != cache.code_fingerprint():
+        if docker_cli.image_labels(inspected).get(docker_cli.CODE_LABEL) != stage_cache.code_fingerprint():
             return (f"the {image} image {tag} holds other converters code than this checkout: "
                     f"rebuild it with {fix}")
         self._image_ids[image] = str(inspected["Id"])

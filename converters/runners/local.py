@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from converters import cache
+from converters.cache import stage_cache
 from converters.stages.base import StageSpec
 
 
@@ -14,7 +14,7 @@ class LocalRunner:
     name = "local"
 
     def environment(self, spec: StageSpec) -> dict[str, str]:
-        return {tool: cache.tool_version(tool) for tool in spec.tools}
+        return {tool: stage_cache.tool_version(tool) for tool in spec.tools}
 
     def prepare(self) -> None:
         """Nothing to prepare: the stage process is a child of this one."""

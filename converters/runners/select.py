@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from converters import console, docker_cli
+from converters import console
 from converters.config import Runner
 from converters.errors import ToolMissingError
-from converters.images import optional_images
-from converters.runners import StageRunner
+from converters.runners import StageRunner, docker_cli
 from converters.runners.docker import DockerRunner
+from converters.runners.images import optional_images
 from converters.runners.local import LocalRunner
 
 

@@ -19,7 +19,7 @@ STAGE_MODULES = {
     "data": "converters.stages.data",
     "reference": "converters.stages.reference",
     "validate": "converters.stages.validate",
-    "report": "converters.report",
+    "report": "converters.reporting.report",
 }
 
 

@@ -3,7 +3,7 @@ one array per model input for each split.
 
 Image folders are stored as uint8 pixels at the model's size; consumers apply the configured
 preprocessing, so the arrays are a quarter of the float size and ``infer`` uses the very same
-preprocessing function. Array datasets (:mod:`converters.arrays`) are stored as given.
+preprocessing function. Array datasets (:mod:`converters.inputs.arrays`) are stored as given.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from converters import arrays, console, dataset, preprocessing_choice
-from converters.array_files import listed
+from converters import console
 from converters.config import Preprocessing
 from converters.errors import DatasetError, ModelError
 from converters.fsutil import file_identity, read_json, write_json_atomic
-from converters.host_memory import available_memory, check_fits
-from converters.model import Arrays, TensorInfo
+from converters.inputs import arrays, dataset, preprocessing_choice
+from converters.inputs.array_files import listed
+from converters.inputs.host_memory import available_memory, check_fits
+from converters.inputs.model import Arrays, TensorInfo
 from converters.stages import export
 from converters.stages.base import StageContext
 from converters.stages.export import ExportParams

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters import console
-from converters.array_files import listed
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
-from converters.host_memory import available_memory, check_fits
-from converters.model import LoadedModel, TensorInfo, load, tensors
+from converters.inputs.array_files import listed
+from converters.inputs.host_memory import available_memory, check_fits
+from converters.inputs.model import LoadedModel, TensorInfo, load, tensors
 from converters.stages.base import StageContext, StageParams
 
 SAVED_MODEL = "export/saved_model"

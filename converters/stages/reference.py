@@ -8,16 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from converters import console, metrics
-from converters.array_files import listed
+from converters import console
 from converters.cpu import this_cpu
 from converters.errors import DatasetError, ModelError
 from converters.fsutil import read_json, write_json_atomic
-from converters.latency import measure_latency
-from converters.model import Arrays
+from converters.inputs.array_files import listed
+from converters.inputs.model import Arrays
 from converters.stages import data, export
 from converters.stages.base import StageContext
 from converters.stages.export import ExportParams
+from converters.validation import metrics
+from converters.validation.latency import measure_latency
 
 OUTPUTS = "reference/outputs.npz"  # one array per output name
 SUMMARY = "reference/reference.json"

@@ -3,13 +3,14 @@ output by output (matched by name)."""
 
 from __future__ import annotations
 
-from converters import console, metrics, validate
+from converters import console
 from converters.cpu import this_cpu
 from converters.fsutil import write_json_atomic
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageNotNeeded, StageSkipped
 from converters.targets import client_checks, open_runtime
 from converters.targets.base import ValidateParams
+from converters.validation import compare, metrics
 
 
 def run(context: StageContext) -> None:
@@ -28,7 +29,7 @@ def run(context: StageContext) -> None:
     keras_outputs = reference.load_outputs(context.build_dir)
     names = tuple(keras_outputs)
     runner = open_runtime(artifact, threads=params.threads)
-    outputs = validate.run_named(runner, inputs, names, f"validating {artifact.name}")
+    outputs = compare.run_named(runner, inputs, names, f"validating {artifact.name}")
     result = {
         "target": params.target,
         "variant": params.variant,
@@ -42,7 +43,7 @@ def run(context: StageContext) -> None:
     }
     what = f"the {params.target} {params.variant} artifact {artifact.name}"
     failure = next((problem for name in names if name in outputs and (
-        problem := validate.non_finite_problem(outputs[name], f"{what} (output '{name}')"))), None)
+        problem := compare.non_finite_problem(outputs[name], f"{what} (output '{name}')"))), None)
     if failure is not None:
         console.warn(failure)
         result |= {"failed": failure, "metrics": None, "outputs": None, "headline": None,
@@ -51,7 +52,7 @@ def run(context: StageContext) -> None:
         tasks = reference.output_tasks(context.build_dir)
         per_output = metrics.compare(keras_outputs, outputs, tasks, labels)
         headline = metrics.worst_headline(per_output)
-        latency = validate.latency_named(runner, inputs, params.latency_runs)
+        latency = compare.latency_named(runner, inputs, params.latency_runs)
         console.info(
             f"{artifact.name}: {headline['metric']} drop {headline['drop']:.4f} "
             f"({headline['output']}), max |error| "

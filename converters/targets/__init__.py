@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from converters.errors import ConfigError, ModelError
-from converters.runtime import Runtime
 from converters.setting_kinds import Setting
 from converters.targets.base import (
     CORE_IMAGE,
@@ -24,6 +23,7 @@ from converters.targets.base import (
     ReportHooks,
     Target,
 )
+from converters.validation.runtime import Runtime
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig

@@ -18,13 +18,13 @@ from converters.stages.base import StageContext, StageParams, StageSpec
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
-    from converters.runtime import Runtime
+    from converters.validation.runtime import Runtime
 
 __all__ = ["CORE_IMAGE", "ImageDefinition"]  # re-exported for the target packages
 
 
 class BundleRequest(Protocol):
-    """What a target's bundle hooks read of a bundle request (converters.bundle.BundleRequest)."""
+    """What a target's bundle hooks read of a bundle request (converters.bundles.bundle.BundleRequest)."""
 
     @property
     def build_dir(self) -> Path: ...
@@ -123,6 +123,9 @@ class BundleHooks:
 
     requirements: tuple[str, ...]  # runtime distributions (pinned from constraints.txt)
     runtime: str  # bundle.json's "runtime": what run.py loads the artifact with
+    # The module (dotted name) the bundle ships as device_runner.py: its make_runner(bundle,
+    # artifact, device) runs the artifact on the device (standard library, numpy and the runtime).
+    device_runner: str
     images: tuple[str, ...]  # the stage images --with-images saves
     # The files to ship and the report entry describing them; None: the artifact of
     # report["artifacts"] with this target and variant.

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from converters.runtime import Runtime
 from converters.setting_kinds import TEXT, Setting
 from converters.stages.base import StageSpec
 from converters.targets import CORE_IMAGE, BundleHooks, PlanContext, Target
+from converters.validation.runtime import Runtime
 from tests.toy_target.stages import CopyParams
 
 SUFFIX = "_copy.tflite"
@@ -44,7 +44,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
 
 
 def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
-    from converters.validate import TFLiteRuntime
+    from converters.validation.compare import TFLiteRuntime
 
     return TFLiteRuntime(path, threads=threads)
 
@@ -55,6 +55,7 @@ TARGET = Target(
     stage_functions={"copy": "tests.toy_target.stages:copy"},
     requires=("tflite",),
     bundle=BundleHooks(requirements=("ai-edge-litert", "numpy", "pillow"), runtime="litert",
+                       device_runner="converters.targets.tflite.device_runner",
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(SUFFIX,),
     runtime=open_runtime,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from converters import console
 from converters.fsutil import read_json
-from converters.markup import inline_html, md_table
+from converters.reporting.markup import inline_html, md_table
 
 
 def section(build_dir: Path, records: dict[str, str]) -> dict[str, Any]:

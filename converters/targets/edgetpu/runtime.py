@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.errors import ConfigError, ToolMissingError
-from converters.runtime import Runtime
+from converters.validation.runtime import Runtime
 
 EDGETPU_SUFFIX = "_edgetpu.tflite"
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
@@ -18,7 +18,7 @@ EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
 
 def open_runtime(artifact: Path, threads: int, device: str | None) -> Runtime:
     """LiteRT with the Edge TPU delegate, or the split pair for a ``*_split.json``."""
-    from converters.validate import TFLiteRuntime
+    from converters.validation.compare import TFLiteRuntime
 
     if artifact.suffix == ".json":
         from converters.targets.edgetpu.split import Pipeline, head_to_run, read_record

@@ -22,10 +22,10 @@ import numpy as np
 from converters import console
 from converters.errors import ConversionError, ModelError, ToolMissingError
 from converters.fsutil import read_json, write_json_atomic
-from converters.latency import Latency, measure_latency
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.tflite import flatbuffer as tflite_inspect
-from converters.validate import caller_tensor, dequantize, match_inputs, quantize
+from converters.validation.compare import caller_tensor, dequantize, match_inputs, quantize
+from converters.validation.latency import Latency, measure_latency
 
 HEAD_SUFFIX = "_head.tflite"
 TAIL_SUFFIX = "_tail.tflite"

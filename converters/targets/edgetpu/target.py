@@ -101,6 +101,10 @@ def facts(built: dict[str, Any]) -> dict[str, Any]:
     return {"edgetpu_runtime_version_needed": edgetpu.get("runtime_version_needed")}
 
 
+CORAL_UNREACHABLE = ("Coral's package repository (https://packages.cloud.google.com) is unreachable: "
+                     "build the edgetpu image on an x86-64 host that reaches it (pass --ca-bundle "
+                     "behind a TLS-intercepting proxy), then move it with docker save / docker load")
+
 TARGET = Target(
     name="edgetpu",
     plan=plan,
@@ -108,8 +112,12 @@ TARGET = Target(
                      "edgetpu-compile": "converters.targets.edgetpu.stages:compile_model",
                      "edgetpu-split": "converters.targets.edgetpu.stages:split"},
     # On Ray, compiles go to nodes started with this resource (they have the compiler or image).
-    images=(ImageDefinition(IMAGE, "docker/edgetpu.Dockerfile", platform="linux/amd64",
-                            resources=((COMPILER_RESOURCE, 1),)),),
+    images=(ImageDefinition(
+        IMAGE, "docker/edgetpu.Dockerfile", platform="linux/amd64",
+        resources=((COMPILER_RESOURCE, 1),),
+        # docker/edgetpu.Dockerfile exits 42 when Coral's package repository is out of reach.
+        build_failures=tuple((marker, CORAL_UNREACHABLE) for marker in
+                             ("exit code: 42", "coral's package repository"))),),
     check_config=check_config,
     report=ReportHooks(params=report_params, section=report.section, empty=None,
                        markdown=report.markdown, html=report.html_section,
@@ -117,6 +125,7 @@ TARGET = Target(
                                                 for line in report.summary_lines(section)]),
     problems=problems,
     bundle=BundleHooks(requirements=("ai-edge-litert", "numpy", "pillow"), runtime="litert-edgetpu",
+                       device_runner="converters.targets.tflite.device_runner",
                        images=(CORE_IMAGE, IMAGE), select=select, readme=readme, facts=facts),
     artifact_suffixes=(EDGETPU_SUFFIX, "_split.json"),
     runtime=open_runtime,

@@ -7,7 +7,7 @@ from pathlib import Path
 from invoke import Context
 
 from converters import console
-from converters.cli import cli_task, required, user_errors
+from converters.commands.cli import cli_task, required, user_errors
 
 
 @cli_task(name="edgetpu-check", help={

@@ -15,10 +15,10 @@ import numpy as np
 
 from converters import console
 from converters.errors import ToolMissingError, ValidationError
-from converters.latency import Latency, measure_latency
-from converters.model import Arrays, TensorInfo
+from converters.inputs.model import Arrays, TensorInfo
 from converters.targets.onnx.quantize import ONNXRUNTIME_SESSION_KEY, REFERENCE_SESSION
-from converters.validate import match_inputs
+from converters.validation.compare import match_inputs
+from converters.validation.latency import Latency, measure_latency
 
 
 def onnx_dtype(type_name: str) -> str:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from converters.config import Quantization
 from converters.errors import ConfigError
-from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
 from converters.targets.onnx import settings
 from converters.targets.onnx.export import ExportParams, onnx_artifact
 from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
 from converters.targets.onnx.settings import OnnxConfig
+from converters.validation.runtime import Runtime
 
 ONNX_TOOLS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
 ONNXRUNTIME_TOOLS = ("onnxruntime", "numpy")
@@ -70,6 +70,7 @@ TARGET = Target(
     stage_functions={"onnx-export": "converters.targets.onnx.export:export_onnx",
                      "onnx-quantize": "converters.targets.onnx.quantize:quantize_onnx"},
     bundle=BundleHooks(requirements=("onnxruntime", "numpy", "pillow"), runtime="onnxruntime",
+                       device_runner="converters.targets.onnx.device_runner",
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".onnx",),
     runtime=open_runtime,

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from converters.errors import ConfigError, ConversionError, ToolMissingError
-from converters.latency import Latency, measure_latency
 from converters.targets.tensorrt.io_plan import (
     ProfileShapes,
     Shape,
@@ -33,9 +32,10 @@ from converters.targets.tensorrt.io_plan import (
     float_outputs,
     padded,
 )
+from converters.validation.latency import Latency, measure_latency
 
 if TYPE_CHECKING:
-    from converters.model import TensorInfo
+    from converters.inputs.model import TensorInfo
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NOT_RUN_HELP = (
@@ -241,7 +241,7 @@ class EngineRuntime:
 
     @property
     def input_tensors(self) -> tuple[TensorInfo, ...]:
-        from converters.model import TensorInfo  # config imports this module: no cycle at load
+        from converters.inputs.model import TensorInfo  # config imports this module: no cycle at load
 
         return tuple(TensorInfo(b.name, self.profiles[b.name].opt[1:], self.dtypes[b.name].name)
                      for b in self.buffers if b.is_input)

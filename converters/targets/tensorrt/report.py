@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.fsutil import read_json
-from converters.markup import inline_html, percent
+from converters.reporting.markup import inline_html, percent
 
 
 def section(build_dir: Path, records: list[str]) -> list[dict[str, Any]]:

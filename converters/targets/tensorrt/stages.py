@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from converters.fsutil import write_bytes_atomic, write_json_atomic
-from converters.latency import median_latency_ms
 from converters.stages import data
 from converters.stages.base import StageContext, StageParams, StageSkipped
 from converters.targets.tensorrt import io_plan
 from converters.targets.tensorrt.engine import NOT_RUN_HELP, tensorrt_problem
+from converters.validation.latency import median_latency_ms
 
 TIMING_CACHE = "tensorrt/timing.cache"
 

@@ -11,7 +11,6 @@ from typing import Any
 from converters.config import Quantization
 from converters.errors import BundleError, ToolMissingError
 from converters.image_definition import ImageDefinition
-from converters.runtime import Runtime
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, BundleHooks, BundleRequest, PlanContext, ReportHooks, Target
 from converters.targets.onnx.export import onnx_artifact
@@ -19,6 +18,7 @@ from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibra
 from converters.targets.onnx.target import ONNX_TOOLS, ONNXRUNTIME_TOOLS
 from converters.targets.tensorrt import report, settings, stages
 from converters.targets.tensorrt.settings import TensorRTConfig
+from converters.validation.runtime import Runtime
 
 IMAGE = "tensorrt"
 RUNTIME = "tensorrt"
@@ -116,13 +116,17 @@ TARGET = Target(
     plan=plan,
     requires=("onnx",),
     stage_functions={"tensorrt-engine": "converters.targets.tensorrt.stages"},
-    images=(ImageDefinition(IMAGE, "docker/tensorrt.Dockerfile", bootstrappable=False,
-                            gpus=True),),
+    images=(ImageDefinition(
+        IMAGE, "docker/tensorrt.Dockerfile", gpus=True,
+        not_bootstrappable="its base is NVIDIA's NGC TensorRT image (TensorRT and CUDA come with "
+                           "it): build it with --base pull on a host that reaches nvcr.io (`docker "
+                           "login nvcr.io`), then move it with docker save / docker load"),),
     report=ReportHooks(params=report_params, section=report.section, empty=[],
                        markdown=report.markdown, html=report.html_section,
                        summary=lambda engines: [f"TensorRT: {line}"
                                                 for line in report.engine_lines(engines)]),
     bundle=BundleHooks(requirements=("numpy", "pillow", "cuda-python"), runtime="tensorrt",
+                       device_runner="converters.targets.tensorrt.device_runner",
                        images=(CORE_IMAGE, IMAGE), select=select, readme=readme),
     artifact_suffixes=(".engine",),
     runtime=open_runtime,

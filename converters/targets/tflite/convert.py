@@ -23,7 +23,7 @@ from converters import console
 from converters.config import IODType, Quantization
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
-from converters.model import Arrays
+from converters.inputs.model import Arrays
 from converters.stages import data
 from converters.stages.base import StageContext
 from converters.targets.tflite import (

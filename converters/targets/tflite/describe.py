@@ -20,7 +20,7 @@ from converters.targets.tflite.params import ModeParams
 AUTHOR = "Tensor Edge Converter"
 VERSION_DIGITS = 16  # of the sha256 of the artifact before its metadata
 INTEGER_INPUTS = frozenset({"UINT8", "INT8"})
-# Each fixed preprocessing as (pixel - mean) / std on pixels 0..255 (converters/imaging.py).
+# Each fixed preprocessing as (pixel - mean) / std on pixels 0..255 (converters/inputs/imaging.py).
 FIXED = {"0..1": metadata.Normalization((0.0,), (255.0,)),
          "-1..1": metadata.Normalization((127.5,), (127.5,)),
          "0..255": metadata.Normalization((0.0,), (1.0,))}

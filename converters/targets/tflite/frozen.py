@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from converters.model import LoadedModel
+from converters.inputs.model import LoadedModel
 
 SIGNATURE = "serving_default"
 # The metadata entry with which TF's converter marks a model over 2 GB (its buffers follow the

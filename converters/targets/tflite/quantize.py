@@ -18,15 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from converters import console, metrics
+from converters import console
 from converters.config import Quantization
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
-from converters.latency import median_latency_ms
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageNotNeeded
 from converters.targets.tflite import describe, quantizer_engine, record
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite.params import MixedParams, QuantizeParams
+from converters.validation import metrics
+from converters.validation.latency import median_latency_ms
 
 SEARCH_BASES = ("accuracy", "top1_agreement")  # what accuracy_aware_int8 scores
 # The automatic search keeps at most this many ops, or this share of the ops, in float

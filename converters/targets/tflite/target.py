@@ -9,7 +9,6 @@ from typing import Any
 
 from converters.config import ConvertConfig, IODType, QuantEngine, Quantization
 from converters.errors import ConfigError
-from converters.runtime import Runtime
 from converters.stages.base import StageContext, StageSpec
 from converters.targets.base import (
     CORE_IMAGE,
@@ -22,6 +21,7 @@ from converters.targets.base import (
 )
 from converters.targets.tflite import engine_choice
 from converters.targets.tflite.params import MixedParams, ModeParams, QuantizeParams
+from converters.validation.runtime import Runtime
 
 LITERT_TOOLS = ("ai-edge-litert", "numpy")
 QUANTIZER_TOOLS = ("ai-edge-quantizer", "ai-edge-litert", "numpy")
@@ -171,7 +171,7 @@ def mediapipe_check(context: StageContext, artifact: Path, litert: dict[str, Any
 
 
 def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
-    from converters.validate import TFLiteRuntime
+    from converters.validation.compare import TFLiteRuntime
 
     if device:
         raise ConfigError(f"--device applies to Edge TPU artifacts, not {path.name}")
@@ -185,6 +185,7 @@ TARGET = Target(
     stage_functions={"tflite": "converters.targets.tflite.convert",
                      "tflite-quantize": "converters.targets.tflite.quantize"},
     bundle=BundleHooks(requirements=("ai-edge-litert", "numpy", "pillow"), runtime="litert",
+                       device_runner="converters.targets.tflite.device_runner",
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".tflite",),
     runtime=open_runtime,

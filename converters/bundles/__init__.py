@@ -1,0 +1,1 @@
+"""Air-gapped deployment bundles: building, archiving, signing, verifying, and the device-side run.py."""

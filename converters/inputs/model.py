@@ -1,0 +1,406 @@
+"""Load a Keras model (.h5, .keras, SavedModel dir), describe its signature, export it once.
+
+Imports TensorFlow inside functions: only the stages that need it pay for it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.config import MODEL_SUFFIXES
+from converters.errors import ModelError
+from converters.fsutil import file_identity
+from converters.inputs.array_files import listed
+from converters.inputs.saved_model_safety import check_saved_model
+
+Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
+Predict = Callable[[Arrays], Arrays]
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One model input or output: its signature name and per-sample shape (batch excluded)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    @property
+    def is_image(self) -> bool:
+        """Height × width × 1, 3 or 4 channels: an image folder can feed it."""
+        return len(self.shape) == 3 and self.shape[-1] in IMAGE_CHANNELS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> TensorInfo:
+        return TensorInfo(data["name"], tuple(data["shape"]), data.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with named inputs and outputs (signature names, in a stable order), whatever
+    file it came from."""
+
+    path: Path
+    format: str  # "h5" | "keras" | "saved_model"
+    inputs: tuple[TensorInfo, ...]  # static per-sample shapes
+    outputs: tuple[TensorInfo, ...]
+    parameters: int | None
+    # The model's own leading Rescaling/Normalization layer: what it expects its input to be.
+    input_preprocessing: dict[str, Any] | None
+    predict: Predict  # {input name: batch} → {output name: float32 batch}
+    graph_function: Any  # a tf.function taking one tensor per input, by name
+    trackable: Any  # what owns the variables (and lookup tables) graph_function captures
+    export: Callable[[Path], None]  # a SavedModel whose serving signature has these names
+
+    def trace(self) -> None:
+        """Trace the serving function (once per process; conversions and predictions reuse it)."""
+        try:
+            self.graph_function.get_concrete_function()
+        except Exception as error:  # whatever the model's own code raises while tracing
+            # TF's message is "in user code: <traceback> ... <the error>": its last line says it
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise ModelError(
+                f"model {self.path} cannot run as a TensorFlow graph: "
+                f"{lines[-1][:300] if lines else type(error).__name__}. Check that it runs with "
+                "model(inputs, training=False) inside a tf.function") from None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The first input's per-sample shape."""
+        return tuple(int(size) for size in self.inputs[0].shape if size is not None)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.path.name if self.format == "saved_model" else self.path.stem,
+            "path": str(self.path),
+            "format": self.format,
+            "input_name": self.inputs[0].name,
+            "input_shape": list(self.inputs[0].shape),
+            "output_shape": [None, *self.outputs[0].shape],
+            "inputs": [tensor.as_dict() for tensor in self.inputs],
+            "outputs": [tensor.as_dict() for tensor in self.outputs],
+            "parameters": self.parameters,
+            "input_preprocessing": self.input_preprocessing,
+            "sample_bytes": sum(tensor_bytes(t.shape, t.dtype) for t in self.inputs),
+            "largest_activation_bytes": self.largest_activation_bytes(),
+        }
+
+    def largest_activation_bytes(self) -> int:
+        """The largest tensor one sample makes in the traced graph, inputs aside (unknown sizes
+        count as 1; a shape the graph does not declare at all counts as nothing)."""
+        graph = self.graph_function.get_concrete_function().graph
+        outputs = [output for operation in graph.get_operations()
+                   if operation.type != "Placeholder" for output in operation.outputs]
+        sizes = [tensor_bytes(tuple(output.shape)[1:], output.dtype.name) for output in outputs
+                 if output.shape.rank is not None and output.dtype.is_numpy_compatible]
+        return max(sizes, default=0)
+
+
+def tensor_bytes(shape: tuple[int | None, ...], dtype: str) -> int:
+    """Bytes of one sample of a tensor (a dimension of unknown size counts as 1)."""
+    return int(np.prod([size or 1 for size in shape], dtype=object)) * np.dtype(dtype).itemsize
+
+
+def tensors(model_info: dict[str, Any], kind: str) -> tuple[TensorInfo, ...]:
+    """The ``"inputs"`` or ``"outputs"`` of an export stage's model.json."""
+    return tuple(TensorInfo.from_dict(item) for item in model_info[kind])
+
+
+def check_model_path(path: Path) -> str:
+    """Validate the path without loading anything; return the model format."""
+    if not path.exists():
+        raise ModelError(
+            f"model {path} does not exist: pass --model with a .h5 or .keras file or a "
+            "SavedModel directory"
+        )
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise ModelError(
+                f"model {path} is a folder but not a SavedModel (no saved_model.pb in it): pass a "
+                ".h5 or .keras file or a SavedModel directory"
+            )
+        return "saved_model"
+    if not path.is_file():  # a FIFO or a device: loading it would block or never end
+        raise ModelError(f"model {path} is not a regular file: pass a .h5 or .keras file or a "
+                         "SavedModel directory")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelError(
+            f"model {path} has the unsupported extension '{path.suffix}': expected .h5, .hdf5, "
+            ".keras or a SavedModel directory"
+        )
+    return "keras" if path.suffix.lower() == ".keras" else "h5"
+
+
+def load(path: Path, unsafe: bool = False,
+         input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """Load and check a model: any number of named inputs with static per-sample shapes (after
+    ``input_shape`` for a single input), any number of named outputs.
+
+    The last model loaded is kept for the next stage in this process (export, data and
+    reference run one after the other in one stage process and each needs it: 1-2 s a load
+    for MobileNetV2 224x224, and the reference reuses the function export traced). The file's
+    identity (inode, size, mtime; a SavedModel's saved_model.pb and variables index) is part of
+    the key, so a model written again is loaded again."""
+    check_model_path(path)
+    return _load_once(path, unsafe, input_shape, _identity(path))
+
+
+def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
+    files = [path] if path.is_file() else [path / "saved_model.pb",
+                                            path / "variables" / "variables.index"]
+    return tuple(file_identity(file) for file in files if file.exists())
+
+
+@functools.lru_cache(maxsize=1)
+def _load_once(path: Path, unsafe: bool, input_shape: tuple[int, ...] | None,
+               identity: tuple[Any, ...]) -> LoadedModel:
+    del identity  # part of the cache key only
+    model_format = check_model_path(path)
+    if model_format == "saved_model":
+        if not unsafe:  # before TensorFlow runs any of its functions
+            check_saved_model(path)
+        return _load_saved_model(path, input_shape)
+    return _load_keras(path, model_format, unsafe, input_shape)
+
+
+def _load_keras(path: Path, model_format: str, unsafe: bool,
+                input_shape: tuple[int, ...] | None) -> LoadedModel:
+    import keras
+    import tensorflow as tf
+
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as error:  # Keras raises many types for bad files; all mean "cannot load"
+        raise _load_error(path, error) from None
+    # Keras tensors are called keras_tensor_N; their input layers and output layers have the
+    # names users gave (or Keras chose) and that the exported signature uses (a Functional
+    # model's output_names; a Sequential model has none, its last layer names its output). A
+    # model that returns a dict is named by its keys.
+    input_names = [tensor._keras_history[0].name for tensor in model.inputs]
+    output_names = (_output_keys(model)
+                    or [tensor._keras_history[0].name for tensor in model.outputs])
+    if repeated := sorted({name for name in output_names if output_names.count(name) > 1}):
+        raise ModelError(
+            f"model {path} has several outputs from one layer ({listed(repeated)}), so they "
+            "cannot be told apart by name: give each output its own layer, e.g. "
+            "keras.layers.Identity(name='scores')(x), save the model and try again")
+    inputs = _resolve_inputs(path, [
+        TensorInfo(name, tuple(tensor.shape)[1:], _dtype_name(tensor.dtype))
+        for name, tensor in zip(input_names, model.inputs, strict=True)], input_shape)
+    outputs = tuple(TensorInfo(name, tuple(tensor.shape)[1:])
+                    for name, tensor in zip(output_names, model.outputs, strict=True))
+    specs = _specs(inputs)
+
+    @tf.function(input_signature=specs)
+    def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        results = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        if isinstance(results, dict):
+            return {name: results[name] for name in output_names}
+        results = results if isinstance(results, list | tuple) else [results]
+        return dict(zip(output_names, results, strict=True))
+
+    def export(directory: Path) -> None:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(name="serve", fn=graph_function, input_signature=specs)
+        archive.write_out(str(directory), verbose=False)
+
+    return LoadedModel(
+        path=path,
+        format=model_format,
+        inputs=inputs,
+        outputs=outputs,
+        parameters=int(model.count_params()),
+        input_preprocessing=leading_preprocessing(model) if len(inputs) == 1 else None,
+        # Through the tf.function, not an eager call: eager Keras on a batch of 32 224x224
+        # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
+        predict=_predictor(graph_function, inputs),
+        graph_function=graph_function,
+        trackable=model,
+        export=export,
+    )
+
+
+def _output_keys(model: Any) -> list[str] | None:
+    """The keys of a model that returns a dict (``keras.Model(x, {"scores": ...})``), in
+    ``model.outputs`` order; None for any other output structure."""
+    try:
+        structure = model.output
+    except AttributeError:  # a Sequential model has no output structure of its own
+        return None
+    if not isinstance(structure, dict):
+        return None
+    key_of = {id(tensor): str(key) for key, tensor in structure.items()}
+    keys = [key_of.get(id(tensor)) for tensor in model.outputs]
+    return keys if all(key is not None for key in keys) else None  # type: ignore[return-value]
+
+
+def _specs(inputs: tuple[TensorInfo, ...]) -> list[Any]:
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None, *tensor.shape), tf.as_dtype(tensor.dtype), name=tensor.name)
+            for tensor in inputs]
+
+
+def _dtype_name(dtype: Any) -> str:
+    import tensorflow as tf
+
+    return str(tf.as_dtype(dtype).name)
+
+
+def _predictor(graph_function: Any, inputs: tuple[TensorInfo, ...]) -> Predict:
+    import tensorflow as tf
+
+    def predict(arrays: Arrays) -> Arrays:
+        results = graph_function(*(tf.constant(arrays[tensor.name], tf.as_dtype(tensor.dtype))
+                                   for tensor in inputs))
+        return {name: np.asarray(value, dtype=np.float32) for name, value in results.items()}
+
+    return predict
+
+
+def leading_preprocessing(model: Any) -> dict[str, Any] | None:
+    """The affine map ``x * scale + offset`` of the model's leading Rescaling or Normalization
+    layer (looking one level into a nested model such as a keras.applications base), or None.
+
+    Layers that only reshape or pass through (InputLayer) are skipped; any other first layer
+    means the model has no built-in preprocessing.
+    """
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    if not layers:
+        return None
+    first = layers[0]
+    kind = type(first).__name__
+    if kind == "Rescaling":
+        scale = float(np.mean(np.asarray(first.scale, dtype=np.float64)))
+        offset = float(np.mean(np.asarray(first.offset, dtype=np.float64)))
+        return {"layer": first.name, "kind": kind, "scale": scale, "offset": offset}
+    if kind == "Normalization" and getattr(first, "mean", None) is not None:
+        mean = float(np.mean(np.asarray(first.mean, dtype=np.float64)))
+        std = float(np.sqrt(np.mean(np.asarray(first.variance, dtype=np.float64)))) or 1.0
+        return {"layer": first.name, "kind": kind, "scale": 1.0 / std, "offset": -mean / std}
+    if hasattr(first, "layers"):  # a nested model: its own first layer decides
+        return leading_preprocessing(first)
+    return None
+
+
+def _load_error(path: Path, error: Exception) -> ModelError:
+    text = str(error)
+    if "safe_mode" in text:
+        return ModelError(
+            f"model {path} needs unsafe deserialisation (it contains a Lambda layer or other "
+            "arbitrary code), which Keras' safe mode refuses. If you trust this file, re-run "
+            "with --unsafe"
+        )
+    if "File not found" in text and path.is_file():
+        text = "not a valid .keras archive (a zip file); it may be truncated or corrupt"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return ModelError(
+        f"cannot load model {path}: {first_line[:300]}. Is it a complete Keras model file? "
+        "Re-save it with model.save('name.keras') and try again"
+    )
+
+
+def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+    """A SavedModel through its serving signature (Keras metadata or not): the TFLite converter
+    takes the signature directly, so a plain TF SavedModel converts as well as a Keras export."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as error:  # TF raises several types for unreadable SavedModels
+        raise _load_error(path, error) from None
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise ModelError(
+            f"SavedModel {path} has no 'serving_default' signature: export it with "
+            "model.export(dir) or tf.saved_model.save(..., signatures=...)"
+        )
+    declared = signature.structured_input_signature[1]
+    inputs = _resolve_inputs(path, [
+        TensorInfo(name, tuple(spec.shape)[1:], spec.dtype.name)
+        for name, spec in declared.items()], input_shape)
+    outputs = tuple(TensorInfo(name, tuple(spec.shape)[1:])
+                    for name, spec in signature.structured_outputs.items())
+    names = [tensor.name for tensor in inputs]
+
+    @tf.function(input_signature=_specs(inputs))
+    def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        results = signature(**dict(zip(names, tensors, strict=True)))
+        return {tensor.name: results[tensor.name] for tensor in outputs}
+
+    def export(directory: Path) -> None:
+        module = tf.Module()
+        module.loaded = loaded  # tracks the variables the signature captures
+        module.serve = graph_function
+        tf.saved_model.save(module, str(directory),
+                            signatures={"serving_default": graph_function.get_concrete_function()})
+
+    return LoadedModel(
+        path=path,
+        format="saved_model",
+        inputs=inputs,
+        outputs=outputs,
+        parameters=None,
+        input_preprocessing=None,
+        predict=_predictor(graph_function, inputs),
+        graph_function=graph_function,
+        trackable=loaded,
+        export=export,
+    )
+
+
+def _resolve_inputs(path: Path, declared: list[TensorInfo],
+                    override: tuple[int, ...] | None) -> tuple[TensorInfo, ...]:
+    """Every input with a static per-sample shape; ``override`` (--input-shape) sets the shape
+    of a single input."""
+    if override is not None and len(declared) != 1:
+        raise ModelError(
+            f"--input-shape applies to a model with one input; model {path} has {len(declared)} "
+            f"({listed(tensor.name for tensor in declared)}): give them static shapes")
+    return tuple(TensorInfo(tensor.name, _resolve_input_shape(path, tensor.name, tensor.shape,
+                                                              override), tensor.dtype)
+                 for tensor in declared)
+
+
+def _resolve_input_shape(path: Path, name: str, declared: tuple[int | None, ...],
+                         override: tuple[int, ...] | None) -> tuple[int, ...]:
+    shown = _shape_text((None, *declared))
+    if not declared:
+        raise ModelError(f"model {path} input '{name}' has shape {shown}: one value per sample "
+                         "is not supported; give the input a feature axis, e.g. (None, 1)")
+    if override is not None:
+        if len(override) != len(declared):
+            raise ModelError(
+                f"--input-shape {','.join(map(str, override))} has {len(override)} dimension(s); "
+                f"model {path} input '{name}' {shown} needs {len(declared)} (batch excluded)")
+        for axis, (have, want) in enumerate(zip(declared, override, strict=True)):
+            if have is not None and have != want:
+                raise ModelError(
+                    f"--input-shape {','.join(map(str, override))} conflicts with model {path} "
+                    f"input '{name}' {shown} (dimension {axis + 1} is {have})"
+                )
+        return tuple(override)
+    if any(size is None for size in declared):
+        example = "224,224,3" if len(declared) == 3 else ",".join(
+            "16000" if size is None else str(size) for size in declared)
+        raise ModelError(
+            f"model {path} input '{name}' has no static size {shown}: pass "
+            f"--input-shape with its {len(declared)} dimension(s), batch excluded "
+            f"(for example --input-shape {example})"
+        )
+    return tuple(int(size) for size in declared)  # type: ignore[arg-type]
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"

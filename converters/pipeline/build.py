@@ -1,0 +1,287 @@
+"""Orchestrate a build: plan every model, skip fresh stages, run stale ones through a runner.
+
+Stages of one model that run in the same image go to one job (one process, one TensorFlow
+import); jobs of different models run in parallel up to ``-j``. Host stages (the report) run
+in this process. The build directory is locked for the whole build.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from converters import console
+from converters.cache import stage_cache
+from converters.config import ConvertConfig, Executor
+from converters.errors import ConfigError
+from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
+from converters.inputs.dataset import check_source
+from converters.inputs.model import check_model_path
+from converters.pipeline.executor import STAGING, run_stage
+from converters.pipeline.plan import HOST, ModelPlan, plan_model, stage_images
+from converters.pipeline.shared_cache import SharedCache, open_shared_cache
+from converters.pipeline.stage_jobs import JOBS_DIR, Job, job_document, run_job_process
+from converters.processes import stop_running_processes
+from converters.reporting import report
+from converters.runners import StageRunner
+from converters.runners.local import LocalRunner
+from converters.runners.select import select_runners
+from converters.stages.base import StageSpec
+from converters.targets import check_config, planned
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    plans: tuple[ModelPlan, ...]
+    ran: dict[str, list[str]]  # model stem → stages that ran
+    skipped: dict[str, list[str]]  # model stem → stages that were fresh
+    # Why the build, although finished and reported, must exit non-zero (a compiler that did
+    # not run, too few ops on the Edge TPU).
+    problems: tuple[str, ...] = ()
+    restored: dict[str, list[str]] = field(default_factory=dict)  # from the shared cache (--cache-dir)
+
+
+def make_runners(config: ConvertConfig) -> dict[str, StageRunner]:
+    """Image → runner; host stages always run in this process's environment."""
+    runners = select_runners(config.runner, stage_images(config) - {HOST}, config.out, config.volume)
+    return {**runners, HOST: LocalRunner()}
+
+
+def check_inputs(config: ConvertConfig) -> None:
+    """Fail on bad paths, or a configuration a target refuses, before anything is written or
+    TensorFlow is imported."""
+    check_config(config)
+    for model_path in config.models:
+        check_model_path(model_path)
+    check_source(config.dataset.path, config.dataset.max_array_mb)
+    out, dataset = config.out.resolve(), config.dataset.path.resolve()
+    if out == dataset or dataset in out.parents:
+        raise ConfigError(f"--out {config.out} is inside --dataset {config.dataset.path}: every "
+                          "build would change the dataset it hashes. Pick a build folder outside it")
+
+
+def shared_cache(config: ConvertConfig) -> SharedCache | None:
+    """The ``--cache-dir`` cache with its signing and checking keys, checked (and the keys
+    read) before anything runs; None without a cache."""
+    if config.cache_dir is None:
+        return None
+    from converters.bundles.signing import load_signing_key, public_key_check, sign
+
+    signer = check = None
+    if config.cache_sign_key is not None:
+        private_key = load_signing_key(config.cache_sign_key)
+        signer = functools.partial(sign, private_key)
+    if config.cache_public_key is not None:
+        check = public_key_check(config.cache_public_key)
+    return open_shared_cache(config.cache_dir, signer, check)
+
+
+def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
+    check_inputs(config)
+    shared = shared_cache(config)
+    runners = make_runners(config)
+    out_existed = config.out.exists()
+    try:
+        with stage_cache.build_lock(config.out):
+            plans, ran, skipped, restored = _build(config, runners, command_line, shared)
+    finally:
+        if not out_existed:
+            remove_if_only_lock(config.out)
+    problems: list[str] = []
+    for plan in plans:
+        built = read_json(plan.build_dir / report.REPORT_JSON)
+        problems += [f"{plan.stem}: {a['path']} failed validation: {a['failed']}"
+                     for a in report.failed(built)]
+        problems += skipped_stages(plan)
+        problems += failed_stages(plan)
+        for target in planned(config.targets):
+            problems += target.problems(plan.build_dir, config)
+    return BuildResult(plans, ran, skipped, tuple(problems), restored)
+
+
+def failed_stages(plan: ModelPlan) -> list[str]:
+    """The planned stages that failed (not those that only did not run because of one): the
+    build finished and reported the rest, and must exit non-zero."""
+    failures = [stage_cache.read_failure(plan.build_dir, spec.name) for spec in plan.stages]
+    return [f"{plan.stem}: {failure['stage']} failed: {failure['reason']}"
+            for failure in failures if failure is not None and failure["upstream"] is None]
+
+
+def skipped_stages(plan: ModelPlan) -> list[str]:
+    """The planned stages that could not run here (their stamps say "skipped", not "not
+    needed"), one line per reason: the build finished and reported, and must still exit
+    non-zero."""
+    by_reason: dict[str, list[str]] = {}
+    for spec in plan.stages:
+        stamp = stage_cache.read_stamp(plan.build_dir, spec.name)
+        if stamp is not None and stamp.get("skipped") and not stamp.get("not_needed"):
+            names = by_reason.setdefault(stamp["skipped"], [])
+            if not any(dep in names for dep in spec.deps):  # not one skipped only for its input
+                names.append(spec.name)
+    return [f"{plan.stem}: {', '.join(names)} did not run here: {reason}"
+            for reason, names in by_reason.items()]
+
+
+def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line: list[str],
+           shared: SharedCache | None,
+           ) -> tuple[tuple[ModelPlan, ...], dict[str, list[str]], dict[str, list[str]],
+                      dict[str, list[str]]]:
+    """Plan, skip the fresh, run the stale; the caller holds the build folder's lock."""
+    for runner in {id(r): r for r in runners.values()}.values():
+        runner.prepare()
+    dataset_hash = sha256_tree(config.dataset.path)  # every model shares the dataset
+    plans = tuple(plan_model(config, path, runners, dataset_hash) for path in config.models)
+    started = time.time()
+    jobs: list[Job] = []
+    host_stages: dict[str, list[StageSpec]] = {}
+    ran: dict[str, list[str]] = {}
+    skipped: dict[str, list[str]] = {}
+    restored: dict[str, list[str]] = {}
+    new_dirs = {plan.stem for plan in plans if not plan.build_dir.exists()}
+    for plan in plans:
+        failed_before = any(stage_cache.read_failure(plan.build_dir, s.name) for s in plan.stages)
+        stale = [s for s in plan.stages
+                 if config.force or not stage_cache.is_fresh(plan.build_dir, s, plan.keys[s.name])
+                 or (failed_before and s.kind == "report")]  # failed stages run again
+        skipped[plan.stem] = [s.name for s in plan.stages if s not in stale]
+        prepare_build_dir(plan, runners, command_line, started, [s.name for s in stale])
+        for name in skipped[plan.stem]:
+            console.info(f"· {plan.stem}: {name} is up to date (key {plan.keys[name][:12]})")
+        # --force rebuilds: it never restores (CI compares a forced rebuild with the cache's bytes)
+        restored[plan.stem] = shared.restore_stages(plan, stale) if shared and not config.force else []
+        stale = [s for s in stale if s.name not in restored[plan.stem]]
+        ran[plan.stem] = [s.name for s in stale]
+        host_stages[plan.stem] = [s for s in stale if s.image == HOST]
+        jobs += group_jobs(plan, [s for s in stale if s.image != HOST], config.jobs > 1)
+    try:
+        if config.executor is Executor.RAY:
+            from converters.distributed.ray_executor import run_jobs_on_ray
+
+            run_jobs_on_ray(jobs, runners, config)
+        else:
+            run_jobs(jobs, runners, config.jobs)
+        for plan in plans:
+            for spec in host_stages[plan.stem]:
+                run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
+                          plan.dep_keys(spec), job_document(plan, HOST, runners[HOST], []), plan.build_dir)
+    except BaseException:
+        for plan in plans:
+            discard_failed_build(plan, created=plan.stem in new_dirs)
+        raise
+    for plan in plans:
+        finish_build_info(plan, time.time())
+        if shared is not None:
+            shared.store_build(plan)
+    return plans, ran, skipped, restored
+
+
+def prepare_build_dir(plan: ModelPlan, runners: dict[str, StageRunner], command_line: list[str],
+                      started: float, stale: list[str]) -> None:
+    """Clear what a killed build may have left, and record this build's provenance.
+
+    Until the build finishes, the manifest says ``complete: false`` and names the stale stages:
+    it must never pair these inputs with artifacts built from other inputs.
+    """
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    (plan.build_dir / stage_cache.BUILD_MARKER).touch()
+    remove(plan.build_dir / STAGING)
+    remove(plan.build_dir / JOBS_DIR)
+    remove_stale_temporaries(plan.build_dir)
+    stage_cache.write_build_info(plan.build_dir, {
+        "model": plan.stem,
+        "command": command_line,
+        "runners": {image: runner.name for image, runner in sorted(runners.items())},
+        "started": stage_cache.iso_time(started),
+        "finished": None,
+        "complete": not stale,
+        "stale_stages": stale,
+        "inputs": {
+            "model": {"path": str(plan.model_path), "sha256": plan.input_hashes["model"]},
+            "dataset": {"path": str(plan.dataset_dir), "sha256": plan.input_hashes["dataset"]},
+        },
+    })
+    stage_cache.write_manifest(plan.build_dir)
+
+
+def finish_build_info(plan: ModelPlan, finished: float) -> None:
+    remove(plan.build_dir / STAGING)
+    info_path = plan.build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO
+    info = read_json(info_path)
+    info |= {"finished": stage_cache.iso_time(finished), "complete": True, "stale_stages": []}
+    stage_cache.write_build_info(plan.build_dir, info)
+    stage_cache.write_manifest(plan.build_dir)
+
+
+def discard_failed_build(plan: ModelPlan, created: bool) -> None:
+    """After a failure: drop job files and staging; a folder this build created and in which
+    no stage finished is removed whole (a rejected model leaves nothing behind)."""
+    remove(plan.build_dir / STAGING)
+    remove(plan.build_dir / JOBS_DIR)
+    finished_any = any(p.name != stage_cache.BUILD_INFO
+                       for p in (plan.build_dir / stage_cache.STAMP_DIR).glob("*.json"))
+    if created and not finished_any:
+        remove(plan.build_dir)
+
+
+def remove_if_only_lock(out: Path) -> None:
+    """Remove a build folder this command created when nothing but its lock is in it."""
+    if out.is_dir() and all(p.name == stage_cache.LOCK_FILE for p in out.iterdir()):
+        remove(out)
+
+
+def group_jobs(plan: ModelPlan, stale: list[StageSpec], split_groups: bool) -> list[Job]:
+    """One job per image (one TensorFlow import for all modes), or per stage group with -j > 1.
+
+    A job needs every other job that holds one of its stages' upstream stages.
+    """
+    jobs: dict[tuple[str, str], Job] = {}
+    owner: dict[str, Job] = {}
+    for spec in stale:  # stages are in dependency order
+        group = spec.group if split_groups else ""
+        job = jobs.get((spec.image, group))
+        if job is None:
+            name = f"{spec.image}-{group}" if group else spec.image
+            job = jobs[(spec.image, group)] = Job(plan, name, spec.image, [])
+        job.specs.append(spec)
+        owner[spec.name] = job
+        for dep in spec.deps:
+            upstream = owner.get(dep)
+            if upstream is not None and upstream is not job and upstream not in job.needs:
+                job.needs.append(upstream)
+    return list(jobs.values())
+
+
+def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) -> None:
+    """Run jobs as their needs finish, at most ``parallel`` at once; stop starting on a failure."""
+    done: set[Job] = set()
+    pending = list(jobs)
+    running: dict[Future[None], Job] = {}
+    failures: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        try:
+            while pending or running:
+                if not failures:
+                    for job in [j for j in pending if all(n in done for n in j.needs)]:
+                        if len(running) >= parallel:
+                            break
+                        pending.remove(job)
+                        running[pool.submit(run_job_process, job, runners[job.image])] = job
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    if (error := future.exception()) is not None:
+                        failures.append(error)
+                    else:
+                        done.add(job)
+        except KeyboardInterrupt:
+            stop_running_processes()  # workers then return and runners clean up
+            raise
+    for failure in failures[1:]:
+        console.error(str(failure))
+    if failures:
+        raise failures[0]

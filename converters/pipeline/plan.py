@@ -1,0 +1,135 @@
+"""The build graph: which stages a model needs for the requested targets, and their keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from converters.cache import stage_cache
+from converters.config import ConvertConfig, model_stem
+from converters.fsutil import sha256_tree
+from converters.reporting import report
+from converters.runners import StageRunner
+from converters.stages import data, export, reference
+from converters.stages.base import StageSpec
+from converters.targets import CORE_IMAGE, PlanContext, planned
+from converters.targets.base import TF_TOOLS
+
+HOST = "host"  # stages that only read JSON records run in the orchestrating process
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """All stages of one model, in dependency order, with their keys."""
+
+    stem: str
+    model_path: Path
+    dataset_dir: Path
+    build_dir: Path
+    stages: tuple[StageSpec, ...]
+    keys: dict[str, str]
+    environments: dict[str, dict[str, str]]
+    input_hashes: dict[str, str]
+    threads: int
+
+    def stage(self, name: str) -> StageSpec:
+        return next(spec for spec in self.stages if spec.name == name)
+
+    def dep_keys(self, spec: StageSpec) -> dict[str, str]:
+        """The keys of ``spec``'s upstream stages (recorded in its stamp)."""
+        return {name: self.keys[name] for name in spec.deps}
+
+
+def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
+    """The shared stages, then each planned target's, then the report over all of them."""
+    context = PlanContext(config, stem)
+    stages = [
+        StageSpec("export", "export", CORE_IMAGE, export.ExportParams(**context.model_loading),
+                  inputs=("model",),
+                  outputs=(export.MODEL_INFO,), tools=TF_TOOLS),
+        StageSpec("data", "data", CORE_IMAGE,
+                  data.DataParams(**context.model_loading,
+                                  preprocessing=config.dataset.preprocessing.as_dict(),
+                                  calibration_size=config.dataset.calibration_size,
+                                  validation_size=config.dataset.validation_size,
+                                  seed=config.dataset.seed,
+                                  max_array_mb=config.dataset.max_array_mb,
+                                  allow_class_mismatch=config.allow_class_mismatch),
+                  inputs=("model", "dataset"), deps=("export",), outputs=data.OUTPUTS,
+                  tools=TF_TOOLS + ("pillow",)),
+        StageSpec("reference", "reference", CORE_IMAGE,
+                  reference.ReferenceParams(**context.model_loading,
+                                            threads=config.threads,
+                                            latency_runs=config.latency_runs, task=config.task),
+                  inputs=("model",), deps=("export", "data"),
+                  outputs=(reference.OUTPUTS, reference.SUMMARY), tools=TF_TOOLS),
+    ]
+    sections: dict[str, Any] = {}
+    for target in planned(config.targets):
+        own = [replace(spec, function=target.stage_functions.get(spec.kind, ""))
+               for spec in target.plan(context)]
+        stages += own
+        if target.report is not None and target.name in config.targets:
+            sections[target.name] = target.report.params(context, own)
+    records = [spec.outputs[0] for spec in stages if spec.kind == "validate"]
+    stages.append(StageSpec(
+        "report", "report", HOST,
+        report.ReportParams(records=records, max_accuracy_drop=config.max_accuracy_drop,
+                            targets=sections),
+        inputs=("model", "dataset"), deps=tuple(spec.name for spec in stages),
+        outputs=report.OUTPUTS, tools=("matplotlib",)))
+    return stages
+
+
+def stage_images(config: ConvertConfig) -> set[str]:
+    """The images whose stages a build with ``config`` runs (the same for every model)."""
+    return {spec.image for spec in model_stages(config, "model")}
+
+
+def plan_model(config: ConvertConfig, model_path: Path, runners: Mapping[str, StageRunner],
+               dataset_hash: str | None = None) -> ModelPlan:
+    """Stages and keys of one model; pass ``dataset_hash`` to hash a shared dataset only once.
+
+    ``runners`` maps each image to the runner of its stages (its environment enters the keys).
+    """
+    stem = model_stem(model_path)
+    stages = model_stages(config, stem)
+    input_hashes = {"model": sha256_tree(model_path),
+                    "dataset": dataset_hash or sha256_tree(config.dataset.path)}
+    keys: dict[str, str] = {}
+    environments: dict[str, dict[str, str]] = {}
+    build_dir = config.out / stem
+    for index, spec in enumerate(stages):
+        if spec.kind == "report":  # keys of every earlier stage are known now
+            spec = stages[index] = with_earlier_records(spec, build_dir, stages, keys["reference"])
+        environments[spec.name] = runners[spec.image].environment(spec)
+        keys[spec.name] = stage_cache.stage_key(spec, input_hashes, keys, environments[spec.name])
+    return ModelPlan(stem, model_path, config.dataset.path, build_dir, tuple(stages), keys,
+                     environments, input_hashes, config.threads)
+
+
+def with_earlier_records(report_spec: StageSpec, build_dir: Path, stages: list[StageSpec],
+                         reference_key: str) -> StageSpec:
+    """The report stage, also listing validation records that earlier builds of this folder
+    wrote for other targets and that are still valid (see stage_cache.still_valid).
+
+    The report is of the build folder, not of the last command: after a build for another target
+    the earlier rows stay. Each record's stage key is in the params, so the report's key (and
+    the report) changes whenever that set of records changes.
+    """
+    planned = {spec.name for spec in stages}
+    earlier: dict[str, str] = {}
+    for stamp_file in sorted((build_dir / stage_cache.STAMP_DIR).glob("validate-*.json")):
+        if stamp_file.stem in planned:
+            continue
+        stamp = stage_cache.still_valid(build_dir, stamp_file.stem, reference_key)
+        if stamp is not None and stamp.get("kind") == "validate":
+            earlier |= dict.fromkeys(stamp["outputs"], stamp["key"])
+    if not earlier:
+        return report_spec
+    params = report_spec.params
+    assert isinstance(params, report.ReportParams)
+    return replace(report_spec, params=replace(params, records=[*params.records, *sorted(earlier)],
+                                               earlier_records=earlier))

@@ -1,0 +1,1 @@
+"""report.json (the contract), report.md and report.html, the console summary."""

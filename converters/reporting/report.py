@@ -1,0 +1,545 @@
+"""report.json (the contract), report.md (a table) and report.html (table, plot, recommendation).
+
+The report stage runs on the host: it only reads the JSON records the other stages wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from converters.cache import stage_cache
+from converters.fsutil import (
+    read_json,
+    sha256_tree,
+    tree_size,
+    write_json_atomic,
+    write_text_atomic,
+)
+from converters.reporting import quantization_report
+from converters.reporting.markup import inline_html, md_table, percent
+from converters.stages import data, export, reference
+from converters.stages.base import StageContext, StageParams
+from converters.targets import ReportHooks, all_targets, client_checks
+from converters.validation.metrics import accuracy_drop, single_classifier
+
+SCHEMA_VERSION = 1
+NEAR_CHANCE_FACTOR = 1.5  # reference accuracy below this many times chance is a warning
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_HTML)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportParams(StageParams):
+    records: list[str]  # the validation records to report, relative to the build folder
+    max_accuracy_drop: float
+    targets: dict[str, Any]  # target name → what its report section reads (ReportHooks.params)
+    # Records of earlier builds of this folder for other targets, still valid: record → key.
+    earlier_records: dict[str, str] = field(default_factory=dict)
+
+
+def run(context: StageContext) -> None:
+    """Stage ``report``: assemble every validation record of this model into the reports."""
+    report = assemble(context.build_dir, ReportParams.of(context), context.spec.deps)
+    write_json_atomic(context.write(REPORT_JSON), report)
+    write_text_atomic(context.write(REPORT_MD), markdown(report))
+    write_text_atomic(context.write(REPORT_HTML), html_page(report))
+
+
+def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> dict[str, Any]:
+    model = read_json(build_dir / export.MODEL_INFO)
+    dataset = read_json(build_dir / data.DATASET_INFO)
+    keras = read_json(build_dir / reference.SUMMARY)
+    written = [record for record in params.records if (build_dir / record).exists()]
+    records = [read_json(build_dir / record) for record in written]
+    artifacts = [artifact_entry(build_dir, record, keras)
+                 for record in records if not record.get("not_built")]
+    unbuilt = [r for r in records if r.get("not_built")]
+    not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
+    not_needed = [unbuilt_entry(r) for r in unbuilt if r.get("not_needed")]
+    failures = stage_cache.read_failures(build_dir)
+    not_built += failed_validations(failures, set(params.records) - set(written))
+    bound = params.max_accuracy_drop
+    inputs = read_json(build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO)["inputs"]
+    warnings = result_warnings(dataset, keras)
+    recommendation = recommend(artifacts, bound)
+    if near_chance(dataset, keras):
+        recommendation |= {"smallest": None, "fastest": None,
+                           "withheld": "the Keras reference itself is near chance accuracy"}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {**model, "sha256": inputs["model"]["sha256"]},
+        "dataset": {
+            "path": dataset["path"],
+            "sha256": inputs["dataset"]["sha256"],
+            "class_names": dataset["class_names"],
+            "labelled": dataset["labelled"],
+            "images_found": dataset["images_found"],
+            "skipped_files": dataset["skipped_files"],
+            "unreadable": dataset["unreadable"],
+            "calibration_count": dataset["calibration"]["count"],
+            "validation_count": dataset["validation"]["count"],
+            "preprocessing": dataset["preprocessing"],
+            "preprocessing_choice": dataset.get("preprocessing_choice"),
+            "seed": dataset["seed"],
+        },
+        "reference": {
+            "accuracy": keras["accuracy"],
+            "latency_ms": keras["latency_ms"],
+            "latency_spread_ms": keras.get("latency_spread_ms"),
+            "latency_method": keras["latency_method"],
+            "latency_runs": keras.get("latency_runs"),
+            "threads": keras["threads"],
+            "cpu": keras.get("cpu"),
+            "outputs": keras.get("outputs"),
+        },
+        "artifacts": artifacts,
+        "not_built": not_built,
+        "not_needed": not_needed,
+        "warnings": warnings,
+        "recommendation": recommendation,
+        "stages": stage_provenance(build_dir, stages),
+        **target_sections(build_dir, params.targets, set(failures)),
+    }
+
+
+def failed_validations(failures: dict[str, dict[str, Any]],
+                       missing: set[str]) -> list[dict[str, Any]]:
+    """The artifacts whose validation record is ``missing`` because their conversion (or the
+    validation itself) failed in this build: what the stage failures recorded."""
+    entries = []
+    for failure in failures.values():
+        if not missing.intersection(failure["outputs"]):
+            continue
+        reason = failure["reason"]
+        if failure["upstream"] is not None:
+            root = failures.get(failure["upstream"])
+            reason = f"{failure['upstream']} failed: {root['reason'] if root else 'see the log'}"
+        params = failure["params"]
+        entries.append({"target": params["target"], "variant": params["variant"],
+                        "path": params["artifact"], "reason": reason, "failed": True})
+    return entries
+
+
+def report_hooks() -> list[tuple[str, ReportHooks]]:
+    """The targets with a section of their own in report.json, and how to show it."""
+    return [(name, target.report) for name, target in all_targets().items()
+            if target.report is not None]
+
+
+def target_sections(build_dir: Path, asked: dict[str, Any], failed: set[str]) -> dict[str, Any]:
+    """report.json's section of every target that has one: what its stages recorded, or the
+    section's empty value when the target was not built (not in ``asked``) or one of its stages
+    (``failed``: stage names) failed in this build (the artifact table says which and why)."""
+    return {name: hooks.section(build_dir, asked[name])
+            if name in asked and not any(stage.startswith(f"{name}-") for stage in failed)
+            else hooks.empty for name, hooks in report_hooks()}
+
+
+def near_chance(dataset: dict[str, Any], keras: dict[str, Any]) -> bool:
+    """Keras accuracy below 1.5x chance on a labelled dataset: something upstream is wrong."""
+    classes = len(dataset["class_names"])
+    return (keras["accuracy"] is not None and classes > 1
+            and keras["accuracy"] < NEAR_CHANCE_FACTOR / classes)
+
+
+def result_warnings(dataset: dict[str, Any], keras: dict[str, Any]) -> list[str]:
+    """What makes this report's numbers untrustworthy, in words a user can act on."""
+    warnings = []
+    choice = dataset.get("preprocessing_choice") or {}
+    if choice.get("warning"):
+        warnings.append(choice["warning"])
+    if near_chance(dataset, keras):
+        classes = len(dataset["class_names"])
+        warnings.append(
+            f"the Keras model itself scores {100 * keras['accuracy']:.1f} % on the "
+            f"{classes}-class validation split, near chance ({100 / classes:.1f} %): every "
+            "comparison below is meaningless and nothing is recommended. Likely causes: the wrong "
+            f"preprocessing (used: {dataset['preprocessing']['mode']}; try --preprocessing auto "
+            "or the one the model was trained with), class folders whose sorted order differs "
+            "from the model's output order, or a dataset the model was not trained for")
+    return warnings
+
+
+def stage_provenance(build_dir: Path, stages: tuple[str, ...]) -> dict[str, Any]:
+    """Where each stage ran: its runner and, in a container, the image and its ID."""
+    provenance = {}
+    for name in stages:
+        stamp = stage_cache.read_stamp(build_dir, name)
+        if stamp is not None:
+            environment = stamp["environment"]
+            provenance[name] = {"runner": stamp["runner"], "image": environment.get("image"),
+                                "image_id": environment.get("image_id"), "key": stamp["key"]}
+    return provenance
+
+
+def toolchain_line(report: dict[str, Any]) -> str:
+    """One sentence naming the runner (and image IDs) the stages ran with."""
+    used = sorted({(s["runner"], s["image"] or "", s["image_id"] or "")
+                   for s in report["stages"].values()})
+    parts = [f"{image} image {image_id[:19]} (docker)" if runner == "docker" else f"{runner} Python"
+             for runner, image, image_id in used]
+    return "Stages ran in: " + (", ".join(parts) or "nothing recorded") + "."
+
+
+def unbuilt_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """report.json's entry for an artifact with no validation (not built here, or not needed)."""
+    return {"target": record["target"], "variant": record["variant"], "path": record["path"],
+            "reason": record["not_built"]}
+
+
+def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any]) -> dict[str, Any]:
+    path = build_dir / record["path"]
+    conversion = read_json(path.with_suffix(".json"))
+    metrics = record["metrics"]
+    outputs = record.get("outputs")
+    drop, basis = accuracy_drop(record, keras)
+    return {
+        "failed": record.get("failed"),
+        "target": record["target"],
+        "variant": record["variant"],
+        "path": record["path"],
+        "sha256": sha256_tree(path),
+        "size_bytes": tree_size(path),
+        "latency_ms": record["latency_ms"],
+        "latency_spread_ms": record.get("latency_spread_ms"),
+        "threads": record["threads"],
+        "runtime": record["runtime"],
+        "cpu": record.get("cpu"),
+        "stand_in_for": record.get("stand_in_for"),
+        "metrics": metrics,
+        "outputs": outputs,
+        "accuracy_drop": drop,
+        "accuracy_drop_basis": basis,
+        "float_ops": conversion["float_ops"],
+        "io": {"input": conversion["input"], "output": conversion["output"]},
+        "conversion_seconds": conversion["conversion_seconds"],
+        # Which tool made it and, for quantized TFLite, where quantization hurts (per op).
+        "engine": conversion.get("engine"),
+        "op_errors": conversion.get("op_errors"),
+        "mixed_precision": conversion.get("mixed_precision"),
+        "metadata": conversion.get("metadata"),
+        # Checks in the runtimes apps deploy with (MediaPipe), under their own keys
+        **{check.key: record[check.key] for check in client_checks().values()
+           if check.key in record},
+    }
+
+
+def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
+    """The smallest and the fastest artifact whose accuracy drop stays within ``bound``.
+
+    Latencies are noisy: an artifact whose p10-p90 latency spread overlaps the fastest one's is
+    a tie (``fastest_ties``), and ``note`` says so rather than crowning one of them silently.
+    """
+    candidates = [a for a in artifacts if not a.get("stand_in_for")]
+    eligible = [a for a in candidates
+                if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12]
+    smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
+    fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
+    ties = sorted(a["path"] for a in eligible
+                  if fastest is not None and a is not fastest and latencies_overlap(a, fastest))
+    note = None
+    if fastest is not None and ties:
+        note = (f"{fastest['path']} has the lowest median latency, but "
+                f"{', '.join(ties)} {'is' if len(ties) == 1 else 'are'} within its p10-p90 "
+                "spread: a tie on this host")
+    return {
+        "max_accuracy_drop": bound,
+        "smallest": smallest["path"] if smallest else None,
+        "fastest": fastest["path"] if fastest else None,
+        "fastest_ties": ties,
+        "note": note,
+        "rejected": sorted(a["path"] for a in candidates if a not in eligible),
+    }
+
+
+def latency_range(entry: dict[str, Any]) -> tuple[float, float]:
+    """An entry's p10-p90 latency in ms (just the median for a record without a spread)."""
+    spread = entry.get("latency_spread_ms")
+    return (spread[0], spread[1]) if spread else (entry["latency_ms"], entry["latency_ms"])
+
+
+def latencies_overlap(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """True when the two p10-p90 latency spreads overlap: the difference is within the noise."""
+    low_a, high_a = latency_range(first)
+    low_b, high_b = latency_range(second)
+    return low_a <= high_b and low_b <= high_a
+
+
+def _spread(entry: dict[str, Any]) -> str:
+    spread = entry.get("latency_spread_ms")
+    return "-" if not spread else f"{spread[0]:.2f}-{spread[1]:.2f}"
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows shared by report.md, report.html and the console summary (columns as HEADERS)."""
+    keras = report["reference"]
+    rows = [["Keras (reference)", "-", "-", percent(keras["accuracy"]), "-", "-", "-",
+             f"{keras['latency_ms']:.2f}", _spread(keras), "-"]]
+    for a in report["artifacts"]:
+        m = a["metrics"]
+        float_ops = ", ".join(f"{o['op']}×{o['count']}" for o in a["float_ops"]) or "none"
+        if a.get("failed"):
+            rows.append([f"{a['target']} {a['variant']}", a["path"],
+                         f"{a['size_bytes'] / 1024:.1f}", "failed", "-", "-", "-", "-", "-",
+                         float_ops])
+            continue
+        rows.append([
+            f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
+            percent(m["accuracy"]),
+            "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.3f}",
+            f"{m['cosine_similarity']:.5f}",
+            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
+        ])
+    rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
+              "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
+             for n in report.get("not_built", [])]
+    return rows
+
+
+HEADERS = ["artifact", "path", "size KiB", "accuracy", "top-1 agree", "cosine", "max |err|",
+           "latency ms", "p10-p90 ms", "float ops"]
+
+
+def context_line(report: dict[str, Any]) -> str:
+    """What was converted and validated on what (markdown inline code for names)."""
+    model, dataset = report["model"], report["dataset"]
+    return (f"Model `{model['path']}` ({model['format']}, input {model['input_shape']}); "
+            f"{dataset['validation_count']} validation and {dataset['calibration_count']} "
+            f"calibration images from `{dataset['path']}`.")
+
+
+def latency_line(report: dict[str, Any]) -> str:
+    """How latency was measured: on this host, not on the target device."""
+    keras = report["reference"]
+    runs = keras.get("latency_runs")
+    return (f"Latency and validation ran on this build host ({cpu_names(report)}; "
+            f"{keras['threads']} thread(s)), not on the target device: median and p10-p90 of "
+            f"{runs if runs is not None else 'the'} single-image runs.")
+
+
+def cpu_names(report: dict[str, Any]) -> str:
+    """The CPU(s) the reference and the validations ran on: quantized latency, and on x86-64
+    without VNNI some int8 results, depend on its extensions (converters/cpu.py)."""
+    records = [report["reference"].get("cpu"), *(a.get("cpu") for a in report["artifacts"])]
+    names = list(dict.fromkeys(record["summary"] for record in records if record))
+    return "; ".join(names) if names else platform.machine() or "unknown CPU"
+
+
+def recommendation_line(report: dict[str, Any]) -> str:
+    """The recommendation in one sentence (markdown inline code for paths)."""
+    rec = report["recommendation"]
+    if rec.get("withheld"):
+        return f"No recommendation: {rec['withheld']}."
+    line = (f"Recommendation (accuracy drop at most {percent(rec['max_accuracy_drop'])}): "
+            f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.")
+    if rec.get("note"):
+        line += f" Note: {rec['note']}."
+    return line
+
+
+def text_lines(report: dict[str, Any]) -> list[str]:
+    """The report's sentences, shared by report.md and report.html (markdown inline code)."""
+    rec = report["recommendation"]
+    lines = [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
+    lines.append(recommendation_line(report))
+    if rec["rejected"]:
+        lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+    lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
+    lines += [f"`{n['path']}` was not built: {n['reason']}"
+              for n in report.get("not_built", []) if n.get("failed")]
+    lines += [f"`{n['path']}` was not needed: {n['reason']}" for n in report.get("not_needed", [])]
+    return lines + client_lines(report) + output_lines(report)
+
+
+def client_lines(report: dict[str, Any]) -> list[str]:
+    """One line per real-client check: each artifact's result, or one reason shared by all."""
+    lines = []
+    for check in client_checks().values():
+        checked = [(a["variant"], a[check.key]) for a in report["artifacts"] if a.get(check.key)]
+        reasons = {entry.get("reason") for _, entry in checked}
+        if not checked:
+            continue
+        if len(reasons) == 1 and None not in reasons:
+            lines.append(f"{check.title}: {reasons.pop()}.")
+            continue
+        parts = [f"{variant} {entry.get('summary') or entry.get('reason')}"
+                 for variant, entry in checked]
+        lines.append(f"{check.title}: {'; '.join(parts)}.")
+    return lines
+
+
+def output_lines(report: dict[str, Any]) -> list[str]:
+    """Per-output headline metrics of artifacts that are not a single classifier (markdown)."""
+    lines = []
+    for artifact in report["artifacts"]:
+        outputs = artifact.get("outputs")
+        if artifact.get("failed") or not outputs or single_classifier(outputs):
+            continue
+        parts = [f"{name} ({record['task']}{'/' + record['head'] if record.get('head') else ''}): "
+                 f"{record['headline']} {headline_value(record):.4g}, SNR {record['snr_db']:.1f} dB"
+                 for name, record in outputs.items()]
+        lines.append(f"`{artifact['path']}` per output: {'; '.join(parts)}.")
+    return lines
+
+
+def headline_value(record: dict[str, Any]) -> float:
+    """The value of an output's headline metric (with labels, the artifact's own, not the drop)."""
+    return float(record[record["headline"]])
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Conversion report: {report['model']['name']}",
+        "",
+        f"{context_line(report)} {latency_line(report)} {toolchain_line(report)}",
+        "",
+        *md_table(HEADERS, table_rows(report)),
+        "",
+        *text_lines(report),
+    ]
+    for target, hooks in report_hooks():
+        if report.get(target):
+            lines += hooks.markdown(report[target])
+    lines += quantization_report.markdown(report)
+    return "\n".join(lines) + "\n"
+
+
+def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The artifacts that were built but failed validation."""
+    return [a for a in report["artifacts"] if a.get("failed")]
+
+
+QUALITY_MARGIN = 0.02  # below the lowest point on the quality axis, so no marker sits on the edge
+MARKERS = "osD^vP*X"
+
+
+def tradeoff_plot_png(report: dict[str, Any]) -> bytes:
+    """Size and latency against accuracy (or top-1 agreement without labels), one run's numbers.
+
+    One marker and colour per artifact in both panels, one shared legend, each point labelled
+    (labels of points that sit on top of each other are stacked, not overlapped); the latency
+    panel shows each p10-p90 spread; the quality axis stops at 100 %.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labelled = report["reference"]["accuracy"] is not None
+    quality_name = "accuracy" if labelled else "top-1 agreement with Keras"
+    measured = [a for a in report["artifacts"] if not a.get("failed")]
+    qualities = [quality(a, labelled) for a in measured]
+    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(10, 4.6), dpi=100)
+    size_points = [(a["size_bytes"] / 1024, q) for a, q in zip(measured, qualities, strict=True)]
+    latency_points = [(a["latency_ms"], q) for a, q in zip(measured, qualities, strict=True)]
+    for index, artifact in enumerate(measured):
+        style = {"s": 70, "marker": MARKERS[index % len(MARKERS)], "color": f"C{index}",
+                 "alpha": 0.8, "zorder": 3}
+        by_size.scatter(*size_points[index], label=f"{artifact['target']} {artifact['variant']}",
+                        **style)
+        by_latency.scatter(*latency_points[index], **style)
+        low, high = latency_range(artifact)
+        by_latency.plot([low, high], [qualities[index]] * 2, color=f"C{index}", alpha=0.5,
+                        linewidth=2, zorder=2)
+    keras = report["reference"]
+    if labelled:
+        qualities.append(keras["accuracy"])
+        by_size.axhline(keras["accuracy"], color="grey", linestyle="--", label="Keras accuracy")
+        by_latency.axhline(keras["accuracy"], color="grey", linestyle="--")
+    by_latency.axvline(keras["latency_ms"], color="grey", linestyle=":", label="Keras latency")
+    one_target = len({a["target"] for a in measured}) == 1  # then the variant says it all
+    names = [a["variant"] if one_target else f"{a['target']} {a['variant']}" for a in measured]
+    by_size.set(xlabel="size (KiB)", title="size vs " + quality_name)
+    by_latency.set(xlabel="latency (ms, log scale; median, bar: p10-p90)", xscale="log",
+                   title="latency vs " + quality_name)
+    for axis, points in ((by_size, size_points), (by_latency, latency_points)):
+        quality_axis(axis, qualities, quality_name)
+        label_points(axis, points, names)
+    handles = by_size.get_legend_handles_labels()[0] + by_latency.get_legend_handles_labels()[0]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=9,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def quality(artifact: dict[str, Any], labelled: bool) -> float:
+    """The plotted quality of an artifact: accuracy with labels, else top-1 agreement (else, for
+    outputs without classes, one minus the headline metric's drop)."""
+    metrics = artifact["metrics"]
+    if labelled and metrics["accuracy"] is not None:
+        return float(metrics["accuracy"])
+    if metrics["top1_agreement"] is not None:
+        return float(metrics["top1_agreement"])
+    return 1.0 - float(artifact["accuracy_drop"])
+
+
+def quality_axis(axis: Any, qualities: list[float], name: str) -> None:
+    """A percent axis from a little below the lowest point to 100 %, no tick above 100 %."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    low = max(0.0, min(qualities, default=0.0) - QUALITY_MARGIN)
+    axis.set_ylim(low, 1.0 + QUALITY_MARGIN / 4)  # room for a marker drawn at exactly 100 %
+    ticks = [t for t in MaxNLocator(nbins=5).tick_values(low, 1.0) if low <= t <= 1.0 + 1e-9]
+    axis.set_yticks(ticks)
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    axis.set_ylabel(name)
+    axis.grid(alpha=0.3)
+
+
+LABEL_BOX = (70.0, 14.0)  # pixels a point's label takes beside it: closer points stack labels
+
+
+def label_points(axis: Any, points: list[tuple[float, float]], names: list[str]) -> None:
+    """Write each point's name beside it; labels of points closer on screen than a label's
+    size are stacked upwards instead of printed over each other."""
+    placed: list[tuple[float, float]] = []
+    for (x, y), name in zip(points, names, strict=True):
+        px, py = axis.transData.transform((x, y))
+        near = sum(1 for qx, qy in placed
+                   if abs(qx - px) < LABEL_BOX[0] and abs(qy - py) < LABEL_BOX[1])
+        placed.append((px, py))
+        axis.annotate(name, (x, y), xytext=(7, 5 + 11 * near), textcoords="offset points",
+                      fontsize=8, va="bottom")
+
+
+def html_page(report: dict[str, Any]) -> str:
+    escape = html.escape
+    numeric = {i for i, h in enumerate(HEADERS) if h not in ("artifact", "path", "float ops")}
+    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>"
+                     for i, h in enumerate(HEADERS))
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{escape(cell)}</td>"
+                                    for i, cell in enumerate(row)) + "</tr>"
+                   for row in table_rows(report))
+    plot = base64.b64encode(tradeoff_plot_png(report)).decode()
+    name = escape(report["model"]["name"])
+    paragraphs = "".join(f"<p>{inline_html(line)}</p>" for line in
+                         (context_line(report), latency_line(report), toolchain_line(report),
+                          *text_lines(report)))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Conversion report: {name}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:80em}}
+table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
+.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
+td:nth-child(-n+2){{white-space:nowrap}}td:last-child{{font-size:smaller;overflow-wrap:anywhere}}
+img{{max-width:100%;height:auto}}</style>
+</head><body>
+<h1>Conversion report: {name}</h1>
+{paragraphs}
+<table id="artifacts"><tr>{header}</tr>{body}</table>
+{"".join(hooks.html(report[target]) for target, hooks in report_hooks() if report.get(target))}
+{quantization_report.html_section(report)}<h2>Trade-off</h2>
+<img id="tradeoff" alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
+</body></html>
+"""

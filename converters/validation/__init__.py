@@ -1,0 +1,1 @@
+"""Comparing an artifact with the Keras model: runtimes, metrics, latency."""
