@@ -201,6 +201,7 @@ class DatasetConfig:
     validation_size: int = 200
     seed: int = 0
     max_array_mb: int = DEFAULT_MAX_ARRAY_MB  # what an array dataset's files may declare
+    labels: tuple[str, ...] = ()  # --labels: class names (empty: the class folder names)
 
     def __post_init__(self) -> None:
         if self.calibration_size < 1:

@@ -7,7 +7,8 @@ artifact; every output summarised, class scores (one vector per sample) as their
 
 Preprocessing, class names and input/output names come from the build folder the artifact sits
 in (``data/dataset.json``, ``export/model.json``), so an artifact is run exactly as it was
-validated. Arrays are used as given (cast to the input's dtype), as a build uses array datasets.
+validated; an artifact on its own is run with the class names and normalization its own
+metadata carries. Arrays are used as given (cast to the input's dtype), as a build uses array datasets.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB, listed
 from converters.inputs.dataset import is_image_file, load_image, preprocess
 from converters.inputs.model import Arrays, TensorInfo
 from converters.stages import data, export
-from converters.targets import open_runtime
+from converters.stages.pixel_normalization import preprocessing_of
+from converters.targets import describe_artifact, open_runtime
 from converters.validation.compare import run_named
 from converters.validation.runtime import Runtime
 
@@ -65,7 +67,17 @@ def build_metadata(artifact: Path) -> BuildMetadata:
                 Preprocessing.from_dict(preprocessing), list(info["class_names"]),
                 tuple(TensorInfo.from_dict(t) for t in model_info.get("inputs", [])),
                 [t["name"] for t in model_info.get("outputs", [])])
-    return BuildMetadata(Preprocessing(PreprocessingMode.UNIT), [], (), [])
+    return artifact_metadata(artifact)
+
+
+def artifact_metadata(artifact: Path) -> BuildMetadata:
+    """Outside a build folder: the class names and normalization the artifact's own metadata
+    carries (0..1 when it says none)."""
+    described = describe_artifact(artifact) if artifact.is_file() else None
+    preprocessing = Preprocessing(PreprocessingMode.UNIT)
+    if described is not None and described.normalization is not None:
+        preprocessing = Preprocessing.from_dict(preprocessing_of(*described.normalization))
+    return BuildMetadata(preprocessing, list(described.class_names) if described else [], (), [])
 
 
 @dataclass(frozen=True)

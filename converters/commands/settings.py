@@ -56,6 +56,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             choices=("auto", "0..1", "-1..1", "0..255", "mean-std")),
     Setting("mean", TEXT, None, "per-channel means for mean-std, e.g. 123.7,116.3,103.5"),
     Setting("std", TEXT, None, "per-channel standard deviations for mean-std"),
+    Setting("labels", TEXT, None, "class names, one per line in the model's output order, for "
+            "every artifact's metadata, the report and infer (default: the class folder names)"),
     Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1,
             maximum=100_000),
     Setting("validation_size", WHOLE, 200, "held-out images used to validate", minimum=1,
@@ -201,6 +203,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         parse_floats,
         parse_input_shape,
     )
+    from converters.inputs.labels import read_labels
     from converters.inputs.sample import default_models, paired_with_sample
 
     def get(name: str) -> Any:
@@ -211,6 +214,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         return Path(value) if value else None
 
     dataset = Path(get("dataset"))
+    labels_file = optional_path("labels")
     given = [Path(m) for m in get("model") or get("models")]
     models = paired_with_sample(given or default_models(Path(get("model_dir"))), dataset,
                                 listed=bool(given), dataset_given=bool(flags.get("dataset")))
@@ -220,7 +224,8 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
     config = ConvertConfig(
         models=tuple(models),
         dataset=DatasetConfig(dataset, preprocessing, get("calibration_size"),
-                              get("validation_size"), get("seed"), get("max_array_mb")),
+                              get("validation_size"), get("seed"), get("max_array_mb"),
+                              read_labels(labels_file) if labels_file else ()),
         targets=targets.parse_targets(get("target")),
         quantizations=parse_enum_list(Quantization, get("quant"), "quantization mode"),
         quant_engine=parse_enum(QuantEngine, get("quant_engine"), "--quant-engine"),

@@ -56,6 +56,7 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                                   validation_size=config.dataset.validation_size,
                                   seed=config.dataset.seed,
                                   max_array_mb=config.dataset.max_array_mb,
+                                  labels=list(config.dataset.labels) or None,
                                   allow_class_mismatch=config.allow_class_mismatch),
                   inputs=("model", "dataset"), deps=("export",), outputs=data.OUTPUTS,
                   tools=TF_TOOLS + ("pillow",)),

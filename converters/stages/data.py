@@ -47,6 +47,7 @@ class DataParams(ExportParams):  # the model is loaded as export loads it, to sc
     seed: int
     max_array_mb: int  # what an array dataset's files may declare
     allow_class_mismatch: bool
+    labels: list[str] | None  # --labels: class names (None: the class folder names)
 
 
 def run(context: StageContext) -> None:
@@ -89,7 +90,7 @@ def store_arrays(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
     return {
         "kind": ARRAYS,
         "path": str(context.dataset_dir),
-        "class_names": [],
+        "class_names": class_names(context, ()),
         "labelled": found.labels is not None,
         "images_found": found.count,
         "skipped_files": 0,
@@ -148,7 +149,7 @@ def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
     return {
         "kind": IMAGES,
         "path": str(context.dataset_dir),
-        "class_names": list(listing.class_names),
+        "class_names": class_names(context, listing.class_names),
         "labelled": bool(listing.class_names),
         "images_found": len(listing.entries),
         "skipped_files": listing.skipped_files,
@@ -197,6 +198,25 @@ def model_predict(context: StageContext) -> preprocessing_choice.Predict:
                                for i in range(0, len(inputs), SCORING_BATCH)])
 
     return predict
+
+
+def class_names(context: StageContext, folders: tuple[str, ...]) -> list[str]:
+    """The classes' names: --labels when given (one per class folder, and as many as an output
+    of the model has classes), else the class folder names."""
+    labels = DataParams.of(context).labels
+    if labels is None:
+        return list(folders)
+    if folders and len(folders) != len(labels):
+        raise DatasetError(f"--labels names {len(labels)} classes but dataset {context.dataset_dir} "
+                           f"has {len(folders)} class folders: give one name per class folder, "
+                           "in the folders' sorted order")
+    widths = [tensor["shape"][-1] for tensor in read_json(context.build_dir / export.MODEL_INFO)["outputs"]
+              if tensor["shape"]]
+    if len(labels) not in widths:
+        raise DatasetError(f"--labels names {len(labels)} classes but no output of model "
+                           f"{context.model_path} has {len(labels)} classes (their last sizes: "
+                           f"{', '.join(map(str, widths)) or 'none'}): give one name per output class")
+    return list(labels)
 
 
 def check_class_count(listing: dataset.Listing, context: StageContext) -> None:

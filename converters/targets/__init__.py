@@ -17,6 +17,7 @@ from converters.errors import ConfigError, ModelError
 from converters.setting_kinds import Setting
 from converters.targets.base import (
     CORE_IMAGE,
+    ArtifactDescription,
     BundleHooks,
     ClientCheck,
     PlanContext,
@@ -119,6 +120,12 @@ def for_artifact(artifact: Path) -> Target | None:
     return max(matches, key=lambda match: match[0])[1] if matches else None
 
 
+def describe_artifact(artifact: Path) -> ArtifactDescription | None:
+    """Class names and normalization from the artifact's own metadata, when it has any."""
+    target = for_artifact(artifact)
+    return target.describe(artifact) if target is not None else None
+
+
 def open_runtime(artifact: Path, threads: int, device: str | None = None) -> Runtime:
     """The runtime of the target whose artifacts end like ``artifact``: what validation and
     ``invoke infer`` run every artifact with."""
@@ -131,6 +138,7 @@ def open_runtime(artifact: Path, threads: int, device: str | None = None) -> Run
     return target.runtime(artifact, threads, device)
 
 
-__all__ = ["BUILT_IN", "CORE_IMAGE", "BundleHooks", "ClientCheck", "PlanContext", "ReportHooks",
-           "Target", "all_targets", "client_checks", "for_artifact", "get", "open_runtime",
-           "parse_targets", "planned", "register", "stage_function_path"]
+__all__ = ["BUILT_IN", "CORE_IMAGE", "ArtifactDescription", "BundleHooks", "ClientCheck",
+           "PlanContext", "ReportHooks", "Target", "all_targets", "client_checks",
+           "describe_artifact", "for_artifact", "get", "open_runtime", "parse_targets", "planned",
+           "register", "stage_function_path"]

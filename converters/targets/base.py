@@ -135,6 +135,15 @@ class BundleHooks:
 
 
 @dataclass(frozen=True)
+class ArtifactDescription:
+    """What an artifact says about itself in its own metadata (no build folder needed)."""
+
+    class_names: tuple[str, ...]  # empty: it names no classes
+    # (mean, std) on pixels 0..255 of its image input; None: not said (or not an image)
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None
+
+
+@dataclass(frozen=True)
 class Target:
     """One target: its stages, and the hooks shared code calls instead of naming it."""
 
@@ -151,6 +160,8 @@ class Target:
     # infer: the artifact file endings this target runs, and how (artifact, threads, device).
     artifact_suffixes: tuple[str, ...] = ()
     runtime: Callable[[Path, int, str | None], Runtime] | None = None
+    # What an artifact's own metadata says (None: it carries none this target reads).
+    describe: Callable[[Path], ArtifactDescription | None] = lambda artifact: None
     tasks: str | None = None  # a module whose Invoke tasks join tasks.py's (e.g. edgetpu-check)
     client_check: ClientCheck | None = None  # run on each of its validated artifacts
     # Its rows of the settings table (its flags and invoke.yaml keys), and how its section of

@@ -10,7 +10,15 @@ from converters.config import ConvertConfig, IODType, Quantization
 from converters.errors import BundleError, ConfigError
 from converters.image_definition import ImageDefinition
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, BundleHooks, BundleRequest, PlanContext, ReportHooks, Target
+from converters.targets.base import (
+    CORE_IMAGE,
+    ArtifactDescription,
+    BundleHooks,
+    BundleRequest,
+    PlanContext,
+    ReportHooks,
+    Target,
+)
 from converters.targets.edgetpu import report, settings, stages
 from converters.targets.edgetpu.runtime import EDGETPU_SUFFIX, open_runtime
 from converters.targets.edgetpu.settings import EdgeTpuConfig
@@ -105,6 +113,12 @@ CORAL_UNREACHABLE = ("Coral's package repository (https://packages.cloud.google.
                      "build the edgetpu image on an x86-64 host that reaches it (pass --ca-bundle "
                      "behind a TLS-intercepting proxy), then move it with docker save / docker load")
 
+def describe(path: Path) -> ArtifactDescription | None:
+    from converters.targets.tflite.describe import read_description
+
+    return read_description(path)
+
+
 TARGET = Target(
     name="edgetpu",
     plan=plan,
@@ -129,6 +143,7 @@ TARGET = Target(
                        images=(CORE_IMAGE, IMAGE), select=select, readme=readme, facts=facts),
     artifact_suffixes=(EDGETPU_SUFFIX, "_split.json"),
     runtime=open_runtime,
+    describe=describe,
     tasks="converters.targets.edgetpu.tasks",
     settings=settings.SETTINGS,
     config_section=settings.section,

@@ -29,6 +29,7 @@ from converters.fsutil import write_json_atomic
 from converters.stages import export
 from converters.stages.base import StageContext, StageParams
 from converters.targets.onnx import graph as onnx_graph
+from converters.targets.onnx import metadata
 
 BATCH_AXIS = "batch"
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -101,6 +102,7 @@ def export_onnx(context: StageContext) -> None:
             graph_def, name=model, input_names=inputs, output_names=outputs, opset=opset,
             tensors_to_rename=names)
     finish_model(model_proto, model, opset, input_names)
+    metadata.write(model_proto, metadata.entries(context))
     path = context.write(params.artifact)
     with onnx_step(model, f"saving {path.name}", REPORT_HINT):
         onnx.save(model_proto, str(path))

@@ -39,6 +39,7 @@ from converters import console
 from converters.fsutil import write_json_atomic
 from converters.stages import data
 from converters.stages.base import StageContext, StageParams
+from converters.targets.onnx import metadata
 from converters.targets.onnx.export import model_info, onnx_step, require
 
 INT8 = "int8 quantization"
@@ -160,11 +161,7 @@ def describe(model_proto: Any, scheme: Int8Scheme) -> None:
     entries = {QUANTIZATION_KEY: DESCRIPTIONS[scheme], RUNTIME_KEY: scheme.value}
     if scheme is Int8Scheme.TENSORRT:
         entries[ONNXRUNTIME_SESSION_KEY] = REFERENCE_SESSION
-    kept = [p for p in model_proto.metadata_props if p.key not in entries]
-    del model_proto.metadata_props[:]
-    model_proto.metadata_props.extend(kept)
-    for key, value in entries.items():
-        model_proto.metadata_props.add(key=key, value=value)
+    metadata.write(model_proto, entries)
 
 
 def calibration_ranges(model_proto: Any) -> dict[str, float]:

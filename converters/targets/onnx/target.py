@@ -10,7 +10,7 @@ from pathlib import Path
 from converters.config import Quantization
 from converters.errors import ConfigError
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, BundleHooks, PlanContext, Target
+from converters.targets.base import CORE_IMAGE, ArtifactDescription, BundleHooks, PlanContext, Target
 from converters.targets.onnx import settings
 from converters.targets.onnx.export import ExportParams, onnx_artifact
 from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
@@ -34,7 +34,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
         StageSpec("onnx-fp32", "onnx-export", CORE_IMAGE,
                   ExportParams(opset=config.section(settings.NAME, OnnxConfig).opset,
                                artifact=fp32, info=fp32_info),
-                  deps=("export", "saved-model"), outputs=(fp32, fp32_info), tools=ONNX_TOOLS,
+                  deps=("export", "saved-model", "data"), outputs=(fp32, fp32_info), tools=ONNX_TOOLS,
                   group="onnx-fp32"),
         context.validation_stage("onnx-fp32", "onnx", "fp32", fp32, VALIDATION_RUNTIME,
                                  ONNXRUNTIME_TOOLS, "onnx-fp32"),
@@ -64,6 +64,12 @@ def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
     return OnnxRuntime(path, threads)
 
 
+def describe(path: Path) -> ArtifactDescription | None:
+    from converters.targets.onnx.metadata import read_description
+
+    return read_description(path)
+
+
 TARGET = Target(
     name="onnx",
     plan=plan,
@@ -74,6 +80,7 @@ TARGET = Target(
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".onnx",),
     runtime=open_runtime,
+    describe=describe,
     settings=settings.SETTINGS,
     config_section=settings.section,
 )

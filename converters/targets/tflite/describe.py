@@ -8,11 +8,14 @@ artifact (:mod:`converters.targets.tflite.metadata`) and returns what the info J
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from converters.fsutil import read_json
 from converters.stages import data
 from converters.stages.base import StageContext
+from converters.stages.pixel_normalization import pixel_normalization
+from converters.targets.base import ArtifactDescription
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import metadata
 from converters.targets.tflite.params import ModeParams
@@ -20,22 +23,13 @@ from converters.targets.tflite.params import ModeParams
 AUTHOR = "Tensor Edge Converter"
 VERSION_DIGITS = 16  # of the sha256 of the artifact before its metadata
 INTEGER_INPUTS = frozenset({"UINT8", "INT8"})
-# Each fixed preprocessing as (pixel - mean) / std on pixels 0..255 (converters/inputs/imaging.py).
-FIXED = {"0..1": metadata.Normalization((0.0,), (255.0,)),
-         "-1..1": metadata.Normalization((127.5,), (127.5,)),
-         "0..255": metadata.Normalization((0.0,), (1.0,))}
 
 
 def normalization(preprocessing: dict[str, Any] | None) -> metadata.Normalization | None:
     """The preprocessing dataset.json recorded as mean/std on pixels 0..255 (one value when it
     is the same for every channel); None for array datasets (no pixels)."""
-    if preprocessing is None:
-        return None
-    mode = preprocessing["mode"]
-    if mode in FIXED:
-        return FIXED[mode]
-    return metadata.Normalization(tuple(float(v) for v in preprocessing["mean"]),
-                                  tuple(float(v) for v in preprocessing["std"])).single()
+    found = pixel_normalization(preprocessing)
+    return metadata.Normalization(*found).single() if found else None
 
 
 def description(context: StageContext, graph: tflite_inspect.TFLiteGraph,
@@ -87,3 +81,12 @@ def attach(context: StageContext, flatbuffer: bytes,
         "per_channel": bool(norm and norm.per_channel),
         "added_bytes": len(written) - len(flatbuffer),
     }
+
+
+def read_description(artifact: Path) -> ArtifactDescription | None:
+    """The class names and input normalization a .tflite file's metadata carries."""
+    found = metadata.read(artifact.read_bytes())
+    if found is None:
+        return None
+    norm = found.normalization
+    return ArtifactDescription(found.labels, (norm.mean, norm.std) if norm else None)

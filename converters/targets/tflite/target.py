@@ -14,6 +14,7 @@ from converters.targets.base import (
     CORE_IMAGE,
     TF_TOOLS,
     VALIDATION_RECORD,
+    ArtifactDescription,
     BundleHooks,
     ClientCheck,
     PlanContext,
@@ -178,6 +179,12 @@ def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
     return TFLiteRuntime(path, threads=threads)
 
 
+def describe(path: Path) -> ArtifactDescription | None:
+    from converters.targets.tflite.describe import read_description
+
+    return read_description(path)
+
+
 TARGET = Target(
     name="tflite",
     plan=plan,
@@ -189,6 +196,7 @@ TARGET = Target(
                        images=(CORE_IMAGE,)),
     artifact_suffixes=(".tflite",),
     runtime=open_runtime,
+    describe=describe,
     client_check=ClientCheck(key="mediapipe", title="MediaPipe ImageClassifier (real client)",
                              run=mediapipe_check),
 )
