@@ -97,6 +97,23 @@ def test_int8_model_has_batch_one_and_static_shapes(edgetpu_build: tuple[Path, A
     assert graph.inputs[0].type == "UINT8" and graph.outputs[0].type == "UINT8"
 
 
+
+def test_int8_model_carries_metadata_with_the_class_names(edgetpu_build: tuple[Path, Any]) -> None:
+    """Coral's compiler keeps a model's metadata (shown on Coral's own compiles in
+    test_edgetpu_metadata.py): the int8 model it compiles carries the names and image facts."""
+    from converters.targets.tflite import metadata
+
+    out, _ = edgetpu_build
+    classes = read_json(out / "dilated" / "report.json")["dataset"]["class_names"]
+    found = metadata.read((out / "dilated" / "edgetpu" / "dilated_int8.tflite").read_bytes())
+    assert found is not None and found.name == "dilated"
+    assert list(found.labels) == classes and len(classes) == 3  # 3 classes, 3 class folders
+    assert found.normalization is None  # a uint8 input takes the pixels themselves
+    # The sample has 4 classes against 3 class folders: no output is named by them.
+    sample = metadata.read((out / "sample" / "edgetpu" / "sample_int8.tflite").read_bytes())
+    assert sample is not None and sample.labels == ()
+
+
 @pytest.mark.parametrize("stem", ["sample", "mobilenet"])
 def test_supported_models_map_entirely(edgetpu_build: tuple[Path, Any], stem: str) -> None:
     out, _ = edgetpu_build

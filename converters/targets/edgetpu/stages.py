@@ -17,7 +17,7 @@ from typing import Any
 
 from converters import console
 from converters.errors import ConversionError
-from converters.fsutil import read_json, write_json_atomic, write_text_atomic
+from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
 from converters.stages.base import StageContext, StageParams, StageSkipped, StageSpec
 from converters.targets.base import CORE_IMAGE
 from converters.targets.edgetpu import check as edgetpu_check
@@ -27,6 +27,7 @@ from converters.targets.edgetpu.compiler import (
     parse_output,
     runtime_version_needed,
 )
+from converters.targets.tflite import metadata
 
 COMPILER_TOOL = COMPILER
 COMPILED_DIR = "edgetpu/compiled"
@@ -100,6 +101,7 @@ def compile_model(context: StageContext) -> None:
     model = context.read(params.artifact)
     argv, stdout, verdict = run_compiler(model, options, out_dir, params.precheck)
     write_text_atomic(out_dir / "compiler_output.txt", stdout)
+    carry_metadata(model, out_dir)
     head = split_head(context)
     head_verdict = run_compiler(head, options, out_dir, params.precheck)[2] if head else None
     write_json_atomic(record_path, {
@@ -114,6 +116,16 @@ def compile_model(context: StageContext) -> None:
     })
     console.info(f"Edge TPU: {verdict['tpu_ops']} of {verdict['total_ops']} ops mapped, "
                  f"{verdict['edgetpu_subgraphs']} Edge TPU subgraph(s)")
+
+
+def carry_metadata(source: Path, out_dir: Path) -> None:
+    """Give the compiled model the int8 model's metadata (name, normalization, labels) where
+    the compiler did not keep it; its ops and tensors stay as the compiler wrote them."""
+    for compiled in out_dir.glob(source.stem + "_edgetpu.tflite"):
+        with_metadata = metadata.carried(source.read_bytes(), compiled.read_bytes())
+        if with_metadata is not None:
+            write_bytes_atomic(compiled, with_metadata)
+            console.info(f"{compiled.name}: the int8 model's metadata written into it")
 
 
 def run_compiler(model: Path, options: CompileOptions, out_dir: Path,

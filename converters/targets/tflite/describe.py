@@ -62,11 +62,8 @@ def _image_input(tensor: tflite_inspect.TensorInfo, info: dict[str, Any]) -> met
 
 
 def attach(context: StageContext, flatbuffer: bytes,
-           graph: tflite_inspect.TFLiteGraph) -> tuple[bytes, dict[str, Any] | None]:
-    """The artifact with its metadata, and what the info JSON records of it (None, and the
-    artifact as it is, when the stage writes no metadata: the Edge TPU's conversions)."""
-    if not ModeParams.of(context).metadata:
-        return flatbuffer, None
+           graph: tflite_inspect.TFLiteGraph) -> tuple[bytes, dict[str, Any]]:
+    """The artifact with its metadata, and what the info JSON records of it."""
     described = description(context, graph, flatbuffer)
     written = metadata.populate(flatbuffer, metadata.metadata_buffer(described, graph),
                                 metadata.associated_files(described))

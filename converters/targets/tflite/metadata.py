@@ -242,6 +242,33 @@ def read(model: bytes) -> Found | None:
     return None
 
 
+def packed(model: bytes) -> tuple[bytes, dict[str, bytes]] | None:
+    """The metadata flatbuffer and associated files of a .tflite file's bytes, as
+    :func:`populate` takes them; None when it has no metadata."""
+    tflite = tflite_inspect.schema_module()
+    root = tflite.Model.GetRootAs(model, 0)
+    for index in range(root.MetadataLength()):
+        entry = root.Metadata(index)
+        if _text(entry.Name()) == METADATA_NAME:
+            buffer = root.Buffers(entry.Buffer()).DataAsNumpy()
+            try:
+                with zipfile.ZipFile(io.BytesIO(model)) as archive:
+                    files = {name: archive.read(name) for name in archive.namelist()}
+            except zipfile.BadZipFile:
+                files = {}
+            return buffer.tobytes(), files
+    return None
+
+
+def carried(source: bytes, compiled: bytes) -> bytes | None:
+    """``compiled`` (a compiler's output of ``source``) with the metadata of ``source`` when the
+    compiler dropped it; None when there is nothing to carry (it kept it, or there was none)."""
+    found = packed(source)
+    if found is None or read(compiled) is not None:
+        return None
+    return populate(compiled, *found)
+
+
 def _normalization(found: Any) -> Normalization | None:
     for tensor in found.subgraphMetadata[0].inputTensorMetadata or []:
         for unit in tensor.processUnits or []:

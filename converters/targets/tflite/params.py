@@ -33,9 +33,6 @@ class ModeParams(ExportParams):
     # TF converter int8: quantize this fp32 artifact (the same float graph) instead of converting
     # the model again (converters.targets.tflite.int8_from_fp32)
     from_fp32: str | None = None
-    # Write TFLite metadata (name, normalization, labels) into the artifact
-    # (converters.targets.tflite.describe); it reads data/dataset.json
-    metadata: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

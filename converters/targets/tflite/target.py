@@ -86,10 +86,9 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         allow_float_fallback=config.allow_float_fallback if integer else False,
         ranges_out=ranges_out, ranges_in=ranges_in,
         litert_calibration=litert_calibrates(config, mode),
-        from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None,
-        metadata=target == "tflite")
-    # Quantized modes calibrate or measure on the data; the tflite target's metadata reads it
-    deps: tuple[str, ...] = ("data",) if mode is not Quantization.FP32 or common.metadata else ()
+        from_fp32=artifact(context.stem, Quantization.FP32) if from_fp32 else None)
+    # Quantized modes calibrate or measure on the data; every artifact's metadata reads it
+    deps: tuple[str, ...] = ("data",)
     if ranges_in:
         deps += (INT8_STAGE,)
     if against or from_fp32:
@@ -115,8 +114,8 @@ def conversion_stages(context: PlanContext, name: str, mode: Quantization, path:
         stage = StageSpec(name, "tflite-quantize", CORE_IMAGE, params,
                           deps=tuple(dict.fromkeys((FP32_STAGE, *deps))), outputs=outputs,
                           tools=QUANTIZER_TOOLS, group=group)
-    # The tflite target's validation also runs MediaPipe (TARGET.client_check) when installed
-    tools = LITERT_TOOLS + (("mediapipe",) if common.metadata else ())
+    # The validation also runs MediaPipe (TARGET.client_check) when installed
+    tools = LITERT_TOOLS + ("mediapipe",)
     return [stage, context.validation_stage(name, target, mode.value, path, runtime, tools, group)]
 
 
