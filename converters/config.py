@@ -241,6 +241,8 @@ class ConvertConfig:
     cache_dir: Path | None = None  # the shared stage cache (converters/pipeline/shared_cache.py)
     cache_sign_key: Path | None = None  # signs the entries this build stores
     cache_public_key: Path | None = None  # restore only entries signed by its private key
+    # A per-channel --mean/--std stays outside the model (else it is folded into it)
+    keep_per_channel_normalization: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -280,6 +282,22 @@ class ConvertConfig:
         if self.input_shape is not None and len(self.input_shape) == 3:
             self.dataset.preprocessing.check_channels(self.input_shape[-1])
 
+    def folded_normalization(self) -> dict[str, list[float]] | None:
+        """The per-channel --mean/--std every stage folds into the model (its first input then
+        takes pixels 0..255), or None: a fixed range, or one value for every channel, which
+        artifact metadata can say as it is."""
+        preprocessing = self.dataset.preprocessing
+        if (preprocessing.mode is not PreprocessingMode.MEAN_STD or self.keep_per_channel_normalization
+                or preprocessing.mean is None or preprocessing.std is None
+                or len({*preprocessing.mean}) == len({*preprocessing.std}) == 1):
+            return None
+        return {"mean": list(preprocessing.mean), "std": list(preprocessing.std)}
+
+    def data_preprocessing(self) -> Preprocessing:
+        """What the data stage makes of the images: pixels 0..255 for a folded normalization."""
+        if self.folded_normalization() is not None:
+            return Preprocessing(PreprocessingMode.RAW)
+        return self.dataset.preprocessing
     def section(self, name: str, kind: type[S]) -> S:
         """Target ``name``'s section of the configuration, as its package's ``kind`` (its
         defaults when the section was not given)."""

@@ -2,16 +2,18 @@
 real; skipped saying so without mediapipe, a failure under REQUIRE_MEDIAPIPE=1)."""
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from converters.config import DatasetConfig, Preprocessing, PreprocessingMode, Quantization
 from converters.fsutil import read_json
 from converters.pipeline import build
 from converters.targets.tflite import mediapipe_check
-from tests.conftest import make_config
+from tests.conftest import make_config, tiny_model
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int8-mixed")
 
@@ -49,12 +51,105 @@ def test_every_artifact_classifies_in_mediapipe_with_names(tiny_h5: Path, tiny_d
         (folder / "report.md").read_text()
 
 
-def test_per_channel_normalization_is_not_checked_and_says_why(tiny_h5: Path, tiny_dataset: Path,
-                                                               tmp_path: Path) -> None:
-    preprocessing = Preprocessing(PreprocessingMode.MEAN_STD, (120.0, 110.0, 100.0),
-                                  (60.0, 50.0, 40.0))
+MEAN, STD = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
+
+
+def _images(dataset: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of the class folders as float pixels 0..255, and its class index."""
+    from PIL import Image
+
+    folders = sorted(p for p in dataset.iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, folder in enumerate(folders):
+        for image in sorted(folder.glob("*.png")):
+            images.append(np.asarray(Image.open(image).convert("RGB"), np.float32))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels)
+
+
+def _trained_on_normalized_images(dataset: Path, path: Path) -> Path:
+    """The tiny classifier trained a few epochs on the dataset's images normalized per channel."""
+    images, labels = _images(dataset)
+    normalized = (images - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+    model = tiny_model()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])  # type: ignore[attr-defined]
+    model.fit(normalized, labels, epochs=30, verbose=0)  # type: ignore[attr-defined]
+    model.save(path)  # type: ignore[attr-defined]
+    return path
+
+
+def test_per_channel_normalization_is_folded_and_runs_in_mediapipe(tiny_dataset: Path,
+                                                                    tmp_path: Path) -> None:
+    """MediaPipe takes one mean/std for every channel: a per-channel --mean/--std goes into the
+    model, whose artifacts take pixels (metadata mean 0, std 1), and MediaPipe runs every one."""
+    import onnx
+
+    require_mediapipe()
+    model = _trained_on_normalized_images(tiny_dataset, tmp_path / "normalized.keras")
+    config = make_config(model, tiny_dataset, tmp_path / "out", targets=("tflite", "onnx"),
+                         quantizations=(Quantization.FP32, Quantization.INT8))
+    config = dataclasses.replace(config, dataset=DatasetConfig(
+        tiny_dataset, preprocessing=Preprocessing(PreprocessingMode.MEAN_STD, MEAN, STD),
+        calibration_size=8, validation_size=12))
+    build.convert(config, ["test"])
+    folder = tmp_path / "out" / "normalized"
+    fold = read_json(folder / "export" / "model.json")["folded_normalization"]
+    assert fold["mean"] == list(MEAN) and fold["std"] == list(STD)
+    assert fold["max_abs_difference"] < 1e-5
+    dataset = read_json(folder / "data" / "dataset.json")
+    assert dataset["preprocessing"]["mode"] == "0..255"
+    assert "folded into the model" in dataset["preprocessing_choice"]["reason"]
+    report = read_json(folder / "report.json")
+    assert report["reference"]["accuracy"] >= 0.9  # trained: the numbers mean something
+    tflite = [a for a in report["artifacts"] if a["target"] == "tflite"]
+    assert {a["variant"] for a in tflite} == {"fp32", "int8"}
+    for artifact in tflite:
+        assert artifact["metadata"]["normalization"] in (None, {"mean": [0.0], "std": [1.0]})
+        entry = artifact["mediapipe"]
+        assert entry["ran"] is True and entry["names_returned"] is True, entry
+        assert abs(entry["top1_agreement"] - artifact["metrics"]["top1_agreement"]) <= 0.01
+        assert artifact["metrics"]["accuracy"] >= report["reference"]["accuracy"] - 0.1
+    props = {p.key: p.value for p in onnx.load(str(folder / "onnx" / "normalized_fp32.onnx"))
+             .metadata_props}
+    described = json.loads(props["preprocessing"])
+    assert (described["mean"], described["std"]) == ([0.0], [1.0])
+
+
+def test_a_model_with_its_own_rescaling_layer_runs_in_mediapipe(tiny_dataset: Path,
+                                                                 tmp_path: Path) -> None:
+    """A model that scales pixels itself (a leading Rescaling layer) takes pixels: its
+    metadata says mean 0 / std 1 and MediaPipe agrees with LiteRT."""
+    import keras
+
+    require_mediapipe()
+    images, labels = _images(tiny_dataset)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=40, verbose=0)
+    model.save(tmp_path / "rescaling.keras")
+    config = make_config(tmp_path / "rescaling.keras", tiny_dataset, tmp_path / "out",
+                         targets=("tflite",), quantizations=(Quantization.FP32, Quantization.INT8))
+    build.convert(config, ["test"])
+    report = read_json(tmp_path / "out" / "rescaling" / "report.json")
+    assert report["dataset"]["preprocessing"]["mode"] == "0..255"
+    assert report["reference"]["accuracy"] >= 0.9
+    for artifact in report["artifacts"]:
+        entry = artifact["mediapipe"]
+        assert entry["ran"] is True and entry["names_returned"] is True, entry
+        assert abs(entry["top1_agreement"] - artifact["metrics"]["top1_agreement"]) <= 0.01
+    fp32 = next(a for a in report["artifacts"] if a["variant"] == "fp32")
+    assert fp32["metadata"]["normalization"] == {"mean": [0.0], "std": [1.0]}
+
+
+def test_per_channel_normalization_kept_outside_is_not_checked_and_says_why(
+        tiny_h5: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    preprocessing = Preprocessing(PreprocessingMode.MEAN_STD, MEAN, STD)
     config = make_config(tiny_h5, tiny_dataset, tmp_path, targets=("tflite",),
-                         quantizations=(Quantization.FP32,))
+                         quantizations=(Quantization.FP32,), keep_per_channel_normalization=True)
     config = dataclasses.replace(config, dataset=DatasetConfig(
         tiny_dataset, preprocessing=preprocessing, calibration_size=8, validation_size=12))
     build.convert(config, ["test"])

@@ -56,6 +56,10 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             choices=("auto", "0..1", "-1..1", "0..255", "mean-std")),
     Setting("mean", TEXT, None, "per-channel means for mean-std, e.g. 123.7,116.3,103.5"),
     Setting("std", TEXT, None, "per-channel standard deviations for mean-std"),
+    Setting("keep_per_channel_normalization", SWITCH, False, "keep a per-channel --mean/--std "
+            "outside the model (its artifacts take normalized inputs, which MediaPipe and TFLite "
+            "metadata readers cannot give them) instead of folding it into the model's first "
+            "operations (its artifacts then take pixels 0..255)"),
     Setting("labels", TEXT, None, "class names, one per line in the model's output order, for "
             "every artifact's metadata, the report and infer (default: the class folder names)"),
     Setting("calibration_size", WHOLE, 100, "images used to calibrate int8", minimum=1,
@@ -249,6 +253,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         cache_dir=optional_path("cache_dir"),
         cache_sign_key=optional_path("cache_sign_key"),
         cache_public_key=optional_path("cache_public_key"),
+        keep_per_channel_normalization=get("keep_per_channel_normalization"),
         sections=targets.config_sections(get),
     )
     targets.check_config(config)

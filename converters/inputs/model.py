@@ -199,7 +199,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         for name, tensor in zip(input_names, model.inputs, strict=True)], input_shape)
     outputs = tuple(TensorInfo(name, tuple(tensor.shape)[1:])
                     for name, tensor in zip(output_names, model.outputs, strict=True))
-    specs = _specs(inputs)
+    specs = input_specs(inputs)
 
     @tf.function(input_signature=specs)
     def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -224,7 +224,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         input_preprocessing=leading_preprocessing(model) if len(inputs) == 1 else None,
         # Through the tf.function, not an eager call: eager Keras on a batch of 32 224x224
         # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
-        predict=_predictor(graph_function, inputs),
+        predict=predictor(graph_function, inputs),
         graph_function=graph_function,
         trackable=model,
         export=export,
@@ -245,7 +245,7 @@ def _output_keys(model: Any) -> list[str] | None:
     return keys if all(key is not None for key in keys) else None  # type: ignore[return-value]
 
 
-def _specs(inputs: tuple[TensorInfo, ...]) -> list[Any]:
+def input_specs(inputs: tuple[TensorInfo, ...]) -> list[Any]:
     import tensorflow as tf
 
     return [tf.TensorSpec((None, *tensor.shape), tf.as_dtype(tensor.dtype), name=tensor.name)
@@ -258,7 +258,7 @@ def _dtype_name(dtype: Any) -> str:
     return str(tf.as_dtype(dtype).name)
 
 
-def _predictor(graph_function: Any, inputs: tuple[TensorInfo, ...]) -> Predict:
+def predictor(graph_function: Any, inputs: tuple[TensorInfo, ...]) -> Predict:
     import tensorflow as tf
 
     def predict(arrays: Arrays) -> Arrays:
@@ -334,7 +334,7 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
                     for name, spec in signature.structured_outputs.items())
     names = [tensor.name for tensor in inputs]
 
-    @tf.function(input_signature=_specs(inputs))
+    @tf.function(input_signature=input_specs(inputs))
     def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
         results = signature(**dict(zip(names, tensors, strict=True)))
         return {tensor.name: results[tensor.name] for tensor in outputs}
@@ -353,7 +353,7 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
         outputs=outputs,
         parameters=None,
         input_preprocessing=None,
-        predict=_predictor(graph_function, inputs),
+        predict=predictor(graph_function, inputs),
         graph_function=graph_function,
         trackable=loaded,
         export=export,

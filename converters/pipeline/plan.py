@@ -51,7 +51,7 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
                   outputs=(export.MODEL_INFO,), tools=TF_TOOLS),
         StageSpec("data", "data", CORE_IMAGE,
                   data.DataParams(**context.model_loading,
-                                  preprocessing=config.dataset.preprocessing.as_dict(),
+                                  preprocessing=config.data_preprocessing().as_dict(),
                                   calibration_size=config.dataset.calibration_size,
                                   validation_size=config.dataset.validation_size,
                                   seed=config.dataset.seed,

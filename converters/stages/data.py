@@ -8,6 +8,7 @@ preprocessing function. Array datasets (:mod:`converters.inputs.arrays`) are sto
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,11 @@ def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
         )
     choice = decide_preprocessing(context, calibration,
                                   calibration_labels if listing.class_names else None)
+    if (fold := DataParams.of(context).fold_normalization) is not None:
+        choice = dataclasses.replace(choice, reason=(
+            f"--mean {','.join(map(str, fold['mean']))} --std {','.join(map(str, fold['std']))} "
+            "differ per channel: folded into the model, whose artifacts take pixels 0..255 "
+            "(--keep-per-channel-normalization keeps them outside)"))
     console.info(f"preprocessing {choice.preprocessing.mode.value}: {choice.reason}")
     if choice.warning:
         console.warn(choice.warning)

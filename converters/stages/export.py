@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from converters import console
 from converters.errors import ModelError
@@ -18,6 +19,7 @@ from converters.fsutil import read_json, write_json_atomic
 from converters.inputs.array_files import listed
 from converters.inputs.host_memory import available_memory, check_fits
 from converters.inputs.model import LoadedModel, TensorInfo, load, tensors
+from converters.inputs.normalization_fold import check, folded
 from converters.stages.base import StageContext, StageParams
 
 SAVED_MODEL = "export/saved_model"
@@ -28,23 +30,54 @@ MODEL_INFO = "export/model.json"
 class ExportParams(StageParams):
     unsafe: bool  # --unsafe: allow Lambda layers' code to be loaded
     input_shape: list[int] | None  # --input-shape: per-sample shape for a model without one
+    # A per-channel --mean/--std folded into the model (its first input then takes pixels):
+    # {"mean": [...], "std": [...]}; None: the model as it is
+    fold_normalization: dict[str, list[float]] | None = None
 
     def load_model(self, context: StageContext) -> LoadedModel:
         """The stage's model, loaded as every stage loads it (once per stage process)."""
+        model = self.unfolded_model(context)
+        if self.fold_normalization is None:
+            return model
+        return folded(model, *self.normalization_values())
+
+    def unfolded_model(self, context: StageContext) -> LoadedModel:
+        """The model file's model, without a folded normalization."""
         shape = self.input_shape
         return load(context.model_path, unsafe=self.unsafe,
                     input_shape=tuple(shape) if shape else None)
 
+    def normalization_values(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        assert self.fold_normalization is not None
+        return (tuple(self.fold_normalization["mean"]), tuple(self.fold_normalization["std"]))
+
 
 def run(context: StageContext) -> None:
-    model = ExportParams.of(context).load_model(context)
+    params = ExportParams.of(context)
+    model = params.load_model(context)
     shapes = listed(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
     console.info(f"tracing {context.model_path} (input {shapes})")
     model.trace()  # a model that cannot run in a graph fails here, before the dataset is read
     info = model.info()
+    if params.fold_normalization is not None:
+        info["folded_normalization"] = fold_record(context, params, model)
     check_fits(str(context.model_path), info["sample_bytes"], info["largest_activation_bytes"],
                samples=1, available=available_memory())
     write_json_atomic(context.write(MODEL_INFO), info)
+
+
+def fold_record(context: StageContext, params: ExportParams, model: LoadedModel) -> dict[str, Any]:
+    """Check the folded model against the model on normalized inputs, and say so."""
+    mean, std = params.normalization_values()
+    if not model.inputs[0].is_image or model.inputs[0].shape[-1] not in (len(mean), len(std)):
+        raise ModelError(f"--mean/--std give {len(mean)} values per channel but model "
+                         f"{context.model_path}'s first input is {list(model.inputs[0].shape)}: "
+                         "per-channel normalization applies to an image input")
+    record = check(params.unfolded_model(context), model, mean, std)
+    console.info(f"per-channel normalization folded into the model (mean {record['mean']}, std "
+                 f"{record['std']}): its artifacts take pixels 0..255; folded vs unfolded max "
+                 f"|difference| {record['max_abs_difference']:.2g}")
+    return record
 
 
 def write_saved_model(context: StageContext) -> None:
