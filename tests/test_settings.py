@@ -19,6 +19,18 @@ def test_invoke_yaml_is_the_table_rendered() -> None:
         " > invoke.yaml")
 
 
+def test_invoke_yaml_reads_back_as_every_default() -> None:
+    """Each rendered line is YAML for its default (a long name must not glue the comment on)."""
+    import yaml
+
+    convert = yaml.safe_load(render_yaml())["convert"]
+    for setting in table():
+        if setting.name in convert:
+            expected = list(setting.default) if isinstance(setting.default, tuple) else setting.default
+            assert convert[setting.name] == expected, setting.name
+    assert len(convert) == len(table()) - 2  # model and force are per-command choices
+
+
 def test_every_flag_of_the_table_is_a_convert_flag_with_its_help() -> None:
     shown = " ".join(run_invoke("convert", "-h", check=True).stdout.split())
     for setting in flag_rows():

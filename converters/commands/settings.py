@@ -172,7 +172,8 @@ def render_yaml() -> str:
     for setting in table():
         if setting.name in ("model", "force"):
             continue  # per-command choices, not project defaults
-        lines.append(f"  {setting.name}: {_yaml_value(setting.default)}".ljust(34)
+        # A comment needs a space before its # (a longer line pushes it right)
+        lines.append(f"  {setting.name}: {_yaml_value(setting.default)} ".ljust(34)
                      + f"# {setting.describe(with_default=False)}")
     return "\n".join(lines) + "\n"
 
