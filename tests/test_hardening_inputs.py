@@ -78,13 +78,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def bundle_runner(folder: Path) -> Path:
-    """A bundle's run.py with the files it ships beside (imaging.py, array_files.py) and a
-    bundle.json for the 4-class model: what a device runs. Arrays are refused before the
-    runtime is loaded, so no artifact is needed to check them."""
+    """A bundle's run.py with the code it ships beside and a bundle.json for the 4-class model:
+    what a device runs. Arrays are refused before the runtime is loaded, so no artifact is
+    needed to check them."""
+    from converters.bundles.bundle import shipped_code
+
     folder.mkdir()
-    shutil.copy(ROOT / "converters" / "bundle_run.py", folder / "run.py")
-    for module in ("imaging.py", "array_files.py"):
-        shutil.copy(ROOT / "converters" / module, folder / module)
+    for name, source in shipped_code("converters.targets.tflite.device_runner").items():
+        shutil.copy(source, folder / name)
     (folder / "bundle.json").write_text(json.dumps({
         "runtime": "litert", "artifact": "missing.tflite", "preprocessing": None,
         "class_names": ["a", "b", "c", "d"],
@@ -292,7 +293,7 @@ def test_keys_and_archives_that_are_not_regular_files_are_refused_at_once(
 
     archive = tmp_path / "b.tar.gz"
     archive.write_bytes(b"not read")
-    verify = ROOT / "converters" / "bundle_verify.py"
+    verify = ROOT / "converters" / "bundles" / "verify.py"
     for key in ("/dev/zero", str(tmp_path)):
         refused = run_invoke("verify-bundle", str(archive), "--public-key", key, timeout=60)
         assert_user_error(refused, f"the public key {key} is not a regular file: pass the PEM file")
@@ -328,7 +329,7 @@ def test_verify_py_in_an_extracted_bundle_refuses_an_extra_folder_and_a_fifo(tmp
 
     root = tmp_path / "bundle"
     (root / "artifacts").mkdir(parents=True)
-    shutil.copy(ROOT / "converters" / "bundle_verify.py", root / "verify.py")
+    shutil.copy(ROOT / "converters" / "bundles" / "verify.py", root / "verify.py")
     (root / "artifacts" / "model.tflite").write_bytes(b"model")
     files = {name: {"sha256": hashlib.sha256((root / name).read_bytes()).hexdigest(),
                     "size": (root / name).stat().st_size}

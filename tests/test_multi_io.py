@@ -76,19 +76,17 @@ def test_two_output_detector_validates_each_head(detector: tuple[Path, Path, flo
 
 
 def assert_bundle_runner_prints_both_heads(build: Path, images: Path, folder: Path) -> None:
-    """A bundle's run.py (the real file, beside imaging.py and a bundle.json as `invoke bundle`
+    """A bundle's run.py (the real file, beside the code and a bundle.json as `invoke bundle`
     writes them) on the int8 detector: one summary line per output, class scores' top classes."""
     import shutil
     import subprocess
     import sys
 
-    from converters.bundles import run
-    from converters.inputs import array_files, imaging
+    from converters.bundles.bundle import shipped_code
 
     folder.mkdir()
-    shutil.copy(run.__file__, folder / "run.py")
-    shutil.copy(imaging.__file__, folder / "imaging.py")
-    shutil.copy(array_files.__file__, folder / "array_files.py")
+    for name, source in shipped_code("converters.targets.tflite.device_runner").items():
+        shutil.copy(source, folder / name)
     shutil.copy(build / "tflite" / "detector_int8.tflite", folder / "detector_int8.tflite")
     dataset = json.loads((build / "data" / "dataset.json").read_text())
     inputs = json.loads((build / "export" / "model.json").read_text())["inputs"]

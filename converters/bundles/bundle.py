@@ -112,12 +112,8 @@ def build_bundle(request: BundleRequest) -> Path:
                              source.relative_to(request.build_dir).as_posix(), copy)
         write_json_atomic(staging / "report.json",
                           report_entries(report_data, entry, request.target))
-        shutil.copy2(DEVICE_RUNNER, staging / "run.py")
-        shutil.copy2(module_file(request.hooks.device_runner), staging / "device_runner.py")
-        shutil.copy2(RUNNER_SUPPORT, staging / "runner_support.py")
-        shutil.copy2(Path(verify.__file__), staging / "verify.py")
-        shutil.copy2(Path(imaging.__file__), staging / "imaging.py")
-        shutil.copy2(Path(array_files.__file__), staging / "array_files.py")
+        for name, source in shipped_code(request.hooks.device_runner).items():
+            shutil.copy2(source, staging / name)
         requirements = pinned_requirements(request)
         write_text_atomic(staging / "requirements.txt", "\n".join(requirements) + "\n")
         download_wheels(requirements, request, staging / "wheels")
@@ -338,6 +334,15 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         lines += ["", "## Build images", "", "`images/*.tar` are the stage images: on an "
                   f"air-gapped build host, `invoke images --load {name}.tar.gz`."]
     return "\n".join(lines) + "\n"
+
+
+def shipped_code(device_runner: str) -> dict[str, Path]:
+    """The code a bundle ships, by its name in the bundle: run.py and what it imports beside it
+    (standard library, numpy and the runtime only), and verify.py. ``device_runner``: the
+    target's module that runs its artifact (BundleHooks.device_runner)."""
+    return {"run.py": DEVICE_RUNNER, "device_runner.py": module_file(device_runner),
+            "runner_support.py": RUNNER_SUPPORT, "imaging.py": Path(imaging.__file__),
+            "array_files.py": Path(array_files.__file__), "verify.py": Path(verify.__file__)}
 
 
 def module_file(name: str) -> Path:
