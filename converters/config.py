@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from converters.errors import ConfigError, shown
 from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB
+from converters.inputs.custom_objects import CustomObjectsFile
 
 
 class Quantization(str, Enum):
@@ -222,6 +223,7 @@ class ConvertConfig:
     allow_flex: bool = False
     allow_float_fallback: bool = False
     unsafe: bool = False
+    custom_objects: tuple[CustomObjectsFile, ...] = ()  # the user's layer classes, read
     allow_class_mismatch: bool = False  # a labelled dataset whose class count differs from the model's
     input_shape: tuple[int, ...] | None = None
     out: Path = Path("build")

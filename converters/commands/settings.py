@@ -79,6 +79,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "in float"),
     Setting("unsafe", SWITCH, False, "trust the model: allow Lambda layers in a .keras/.h5 and "
             "file, network or Python ops in a SavedModel's graphs"),
+    Setting("custom_objects", PATHS, (), "Python file defining the model's own layer classes "
+            "(registered with keras.saving.register_keras_serializable, or in a custom_objects "
+            "dict), imported before the model loads; repeat for several. It runs your code"),
     Setting("allow_class_mismatch", SWITCH, False, "go on when the dataset's class folders do not "
             "match the model's output classes in number"),
     Setting("input_shape", TEXT, None, "H,W,C (or any per-sample shape) for a one-input model "
@@ -201,6 +204,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         parse_floats,
         parse_input_shape,
     )
+    from converters.inputs import custom_objects
     from converters.inputs.sample import default_models, paired_with_sample
 
     def get(name: str) -> Any:
@@ -228,6 +232,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         allow_flex=get("allow_flex"),
         allow_float_fallback=get("allow_float_fallback"),
         unsafe=get("unsafe"),
+        custom_objects=custom_objects.read(get("custom_objects")),
         allow_class_mismatch=get("allow_class_mismatch"),
         input_shape=parse_input_shape(get("input_shape")),
         out=Path(get("out")),

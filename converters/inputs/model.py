@@ -6,6 +6,7 @@ Imports TensorFlow inside functions: only the stages that need it pay for it.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,18 @@ from converters.config import MODEL_SUFFIXES
 from converters.errors import ModelError
 from converters.fsutil import file_identity
 from converters.inputs.array_files import listed
+from converters.inputs.custom_objects import FLAG as CUSTOM_OBJECTS_FLAG
+from converters.inputs.custom_objects import CustomObjectsFile, imported
 from converters.inputs.saved_model_safety import check_saved_model
 
 Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
 Predict = Callable[[Arrays], Arrays]
 IMAGE_CHANNELS = (1, 3, 4)
+# Keras' words for a class or function the model file names and this process does not define
+UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '[^']+'"
+                           r"|Unknown (?:layer|object|loss|metric|activation)[^:]*: '[^']+'")
+WRAPPED_REASON = "Exception encountered:"
+CONFIG_DUMPS = ("Full object config:", "config={")
 
 
 @dataclass(frozen=True)
@@ -141,10 +149,11 @@ def check_model_path(path: Path) -> str:
     return "keras" if path.suffix.lower() == ".keras" else "h5"
 
 
-def load(path: Path, unsafe: bool = False,
-         input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+def load(path: Path, unsafe: bool = False, input_shape: tuple[int, ...] | None = None,
+         custom_objects: tuple[CustomObjectsFile, ...] = ()) -> LoadedModel:
     """Load and check a model: any number of named inputs with static per-sample shapes (after
-    ``input_shape`` for a single input), any number of named outputs.
+    ``input_shape`` for a single input), any number of named outputs. The ``custom_objects``
+    files (the user's layer classes) are imported first.
 
     The last model loaded is kept for the next stage in this process (export, data and
     reference run one after the other in one stage process and each needs it: 1-2 s a load
@@ -152,7 +161,7 @@ def load(path: Path, unsafe: bool = False,
     identity (inode, size, mtime; a SavedModel's saved_model.pb and variables index) is part of
     the key, so a model written again is loaded again."""
     check_model_path(path)
-    return _load_once(path, unsafe, input_shape, _identity(path))
+    return _load_once(path, unsafe, input_shape, custom_objects, _identity(path))
 
 
 def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
@@ -163,23 +172,26 @@ def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
 
 @functools.lru_cache(maxsize=1)
 def _load_once(path: Path, unsafe: bool, input_shape: tuple[int, ...] | None,
+               custom_objects: tuple[CustomObjectsFile, ...],
                identity: tuple[Any, ...]) -> LoadedModel:
     del identity  # part of the cache key only
     model_format = check_model_path(path)
+    objects = imported(custom_objects)  # before TensorFlow reads the file
     if model_format == "saved_model":
         if not unsafe:  # before TensorFlow runs any of its functions
             check_saved_model(path)
         return _load_saved_model(path, input_shape)
-    return _load_keras(path, model_format, unsafe, input_shape)
+    return _load_keras(path, model_format, unsafe, input_shape, objects)
 
 
 def _load_keras(path: Path, model_format: str, unsafe: bool,
-                input_shape: tuple[int, ...] | None) -> LoadedModel:
+                input_shape: tuple[int, ...] | None, custom_objects: dict[str, Any]) -> LoadedModel:
     import keras
     import tensorflow as tf
 
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+        model = keras.models.load_model(path, custom_objects=custom_objects or None,
+                                        compile=False, safe_mode=not unsafe)
     except Exception as error:  # Keras raises many types for bad files; all mean "cannot load"
         raise _load_error(path, error) from None
     # Keras tensors are called keras_tensor_N; their input layers and output layers have the
@@ -302,13 +314,29 @@ def _load_error(path: Path, error: Exception) -> ModelError:
             "arbitrary code), which Keras' safe mode refuses. If you trust this file, re-run "
             "with --unsafe"
         )
+    if missing := UNKNOWN_CLASS.search(text):
+        return ModelError(
+            f"cannot load model {path}: {missing.group(0)}. The model uses a class of its own: "
+            f"pass {CUSTOM_OBJECTS_FLAG} FILE.py with the Python file that defines it (registered "
+            "with @keras.saving.register_keras_serializable, or listed in a custom_objects dict "
+            "in that file)")
     if "File not found" in text and path.is_file():
         text = "not a valid .keras archive (a zip file); it may be truncated or corrupt"
-    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return ModelError(
-        f"cannot load model {path}: {first_line[:300]}. Is it a complete Keras model file? "
-        "Re-save it with model.save('name.keras') and try again"
+        f"cannot load model {path}: {_keras_reason(text) or type(error).__name__}. Is it a "
+        "complete Keras model file? Re-save it with model.save('name.keras') and try again"
     )
+
+
+def _keras_reason(text: str) -> str:
+    """What went wrong, from a Keras message that wraps it in messages about the objects
+    around it ("<class Functional> could not be deserialized properly ... Exception
+    encountered: <the reason> Full object config: {...}"): the innermost reason, without the
+    configuration dumps."""
+    reason = text.rsplit(WRAPPED_REASON, 1)[-1]
+    for dump in CONFIG_DUMPS:
+        reason = reason.split(dump, 1)[0]
+    return " ".join(line.strip() for line in reason.splitlines() if line.strip())[:500]
 
 
 def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:

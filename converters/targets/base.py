@@ -61,10 +61,12 @@ class PlanContext:
 
     @property
     def model_loading(self) -> dict[str, Any]:
-        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``): the
-        fields of :class:`~converters.stages.export.ExportParams`, which their params extend."""
+        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``,
+        ``--custom-objects``): the fields of :class:`~converters.stages.export.ExportParams`,
+        which their params extend."""
         shape = self.config.input_shape
-        return {"unsafe": self.config.unsafe, "input_shape": list(shape) if shape else None}
+        return {"unsafe": self.config.unsafe, "input_shape": list(shape) if shape else None,
+                "custom_objects": [file.as_dict() for file in self.config.custom_objects]}
 
     def saved_model_stage(self, group: str) -> StageSpec:
         """Stage ``saved-model``: the model as a SavedModel (``export.SAVED_MODEL``), for a
