@@ -29,6 +29,7 @@ IMAGE_CHANNELS = (1, 3, 4)
 UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '[^']+'"
                            r"|Unknown (?:layer|object|loss|metric|activation)[^:]*: '[^']+'")
 WRAPPED_REASON = "Exception encountered:"
+LOOP_OPS = ("While", "StatelessWhile")  # tf.while_loop's graph ops
 CONFIG_DUMPS = ("Full object config:", "config={")
 
 
@@ -69,6 +70,11 @@ class LoadedModel:
     graph_function: Any  # a tf.function taking one tensor per input, by name
     trackable: Any  # what owns the variables (and lookup tables) graph_function captures
     export: Callable[[Path], None]  # a SavedModel whose serving signature has these names
+    # The model's own call traced at a fixed batch size, so that every shape inside it is
+    # static (what a recurrent layer's loop needs to convert to TFLite builtins), with the loops
+    # of recurrent layers unrolled when asked; None for a SavedModel, whose functions were
+    # traced when it was saved.
+    static_function: Callable[[int, bool], Any] | None = None
 
     def trace(self) -> None:
         """Trace the serving function (once per process; conversions and predictions reuse it)."""
@@ -81,6 +87,14 @@ class LoadedModel:
                 f"model {self.path} cannot run as a TensorFlow graph: "
                 f"{lines[-1][:300] if lines else type(error).__name__}. Check that it runs with "
                 "model(inputs, training=False) inside a tf.function") from None
+
+    def loops(self) -> bool:
+        """Whether the serving function runs a loop (recurrent layers: LSTM, GRU, SimpleRNN,
+        Bidirectional run one over the sequence), in its graph or the functions it calls."""
+        graph = self.graph_function.get_concrete_function().graph.as_graph_def()
+        nodes = [*graph.node, *(node for function in graph.library.function
+                                for node in function.node_def)]
+        return any(node.op in LOOP_OPS for node in nodes)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -213,7 +227,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
                     for name, tensor in zip(output_names, model.outputs, strict=True))
     specs = _specs(inputs)
 
-    @tf.function(input_signature=specs)
+    # Its name names the traced function in the graph (and in the converted files): kept.
     def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
         results = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
         if isinstance(results, dict):
@@ -221,10 +235,12 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         results = results if isinstance(results, list | tuple) else [results]
         return dict(zip(output_names, results, strict=True))
 
+    serving = tf.function(graph_function, input_signature=specs)
+
     def export(directory: Path) -> None:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(name="serve", fn=graph_function, input_signature=specs)
+        archive.add_endpoint(name="serve", fn=serving, input_signature=specs)
         archive.write_out(str(directory), verbose=False)
 
     return LoadedModel(
@@ -236,11 +252,57 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         input_preprocessing=leading_preprocessing(model) if len(inputs) == 1 else None,
         # Through the tf.function, not an eager call: eager Keras on a batch of 32 224x224
         # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
-        predict=_predictor(graph_function, inputs),
-        graph_function=graph_function,
+        predict=_predictor(serving, inputs),
+        graph_function=serving,
         trackable=model,
         export=export,
+        static_function=functools.partial(_static_function, model, graph_function, output_names,
+                                          inputs),
     )
+
+
+def _static_function(model: Any, graph_function: Callable[..., Any], output_names: list[str],
+                     inputs: tuple[TensorInfo, ...], batch_size: int, unrolled: bool) -> Any:
+    """``graph_function`` traced at ``batch_size``; ``unrolled``: of a copy of ``model`` whose
+    recurrent layers unroll their loop (one set of ops per step, the same weights)."""
+    import tensorflow as tf
+
+    if not unrolled:
+        return tf.function(graph_function, input_signature=_specs(inputs, batch_size))
+    copy = unrolled_copy(model)
+
+    def unrolled_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        results = copy(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        results = ([results[name] for name in output_names] if isinstance(results, dict)
+                   else results if isinstance(results, list | tuple) else [results])
+        return dict(zip(output_names, results, strict=True))
+
+    return tf.function(unrolled_function, input_signature=_specs(inputs, batch_size))
+
+
+def unrolled_copy(model: Any) -> Any:
+    """A copy of ``model`` (nested models included) whose recurrent layers (LSTM, GRU,
+    SimpleRNN, ``keras.layers.RNN`` and those a Bidirectional wraps) have ``unroll=True``,
+    with the model's weights."""
+    import keras
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional):
+            _unroll(config)
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _unroll(config: dict[str, Any]) -> None:
+    if "unroll" in config:
+        config["unroll"] = True
+    for wrapped in ("layer", "backward_layer"):  # a Bidirectional's two directions
+        if isinstance(config.get(wrapped), dict):
+            _unroll(config[wrapped]["config"])
 
 
 def _output_keys(model: Any) -> list[str] | None:
@@ -257,11 +319,11 @@ def _output_keys(model: Any) -> list[str] | None:
     return keys if all(key is not None for key in keys) else None  # type: ignore[return-value]
 
 
-def _specs(inputs: tuple[TensorInfo, ...]) -> list[Any]:
+def _specs(inputs: tuple[TensorInfo, ...], batch_size: int | None = None) -> list[Any]:
     import tensorflow as tf
 
-    return [tf.TensorSpec((None, *tensor.shape), tf.as_dtype(tensor.dtype), name=tensor.name)
-            for tensor in inputs]
+    return [tf.TensorSpec((batch_size, *tensor.shape), tf.as_dtype(tensor.dtype),
+                          name=tensor.name) for tensor in inputs]
 
 
 def _dtype_name(dtype: Any) -> str:

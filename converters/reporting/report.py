@@ -225,6 +225,8 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "engine": conversion.get("engine"),
         "op_errors": conversion.get("op_errors"),
         "mixed_precision": conversion.get("mixed_precision"),
+        # How a recurrent model's loop was converted (absent: the model has none)
+        **({"recurrence": conversion["recurrence"]} if conversion.get("recurrence") else {}),
         "metadata": conversion.get("metadata"),
         # Checks in the runtimes apps deploy with (MediaPipe), under their own keys
         **{check.key: record[check.key] for check in client_checks().values()
@@ -356,6 +358,8 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"`{n['path']}` was not built: {n['reason']}"
               for n in report.get("not_built", []) if n.get("failed")]
     lines += [f"`{n['path']}` was not needed: {n['reason']}" for n in report.get("not_needed", [])]
+    lines += [f"`{a['path']}`: {a['recurrence']}." for a in report["artifacts"]
+              if a.get("recurrence")]
     return lines + client_lines(report) + output_lines(report)
 
 
