@@ -84,7 +84,7 @@ def _convert_task() -> Task[Any]:
 
     convert_body.__signature__ = convert_flags()  # type: ignore[attr-defined]
     return cli_task(name="convert", iterable=[setting.name for setting in flag_rows()
-                                              if setting.kind == PATHS],
+                                              if setting.kind == PATHS or setting.repeatable],
                     help={setting.name: setting.describe() for setting in flag_rows()})(convert_body)
 
 

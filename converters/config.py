@@ -234,7 +234,9 @@ class ConvertConfig:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
-    task: str = "auto"  # how outputs are validated (converters.validation.metrics.TASKS)
+    # the bound on regression outputs beside class outputs (metrics.regression_error)
+    max_relative_error: float = 0.05
+    task: str = "auto"  # how outputs are validated: a task for all and/or NAME=TASK, comma list
     force: bool = False
     jobs: int = 1
     executor: Executor = Executor.LOCAL
@@ -272,10 +274,9 @@ class ConvertConfig:
             raise ConfigError(
                 f"--max-accuracy-drop is a fraction between 0 and 1, got {self.max_accuracy_drop}"
             )
-        from converters.validation.metrics import TASKS
+        from converters.validation.metrics import parse_task_request
 
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown --task '{self.task}': expected one of {', '.join(TASKS)}")
+        parse_task_request(self.task)  # refuses an unknown task
         if self.jobs < 1:
             raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
         if self.input_shape is not None and len(self.input_shape) == 3:

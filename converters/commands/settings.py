@@ -22,6 +22,7 @@ from converters import targets
 from converters.errors import ConfigError, shown
 from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.setting_kinds import FRACTION, JOBS, PATHS, SWITCH, TEXT, WHOLE, Setting, parse
+from converters.validation.metrics import DEFAULT_MAX_RELATIVE_ERROR
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
@@ -71,9 +72,14 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             maximum=10_000),
     Setting("max_accuracy_drop", FRACTION, 0.01, "recommendation bound, a fraction", minimum=0,
             maximum=1),
-    Setting("task", TEXT, "auto", "how outputs are validated: auto (by each output's shape) or "
-            "the model's task", choices=("auto", "classification", "detection", "segmentation",
-                                         "regression", "embedding")),
+    Setting("max_relative_error", FRACTION, DEFAULT_MAX_RELATIVE_ERROR, "recommendation bound "
+            "on the relative error of regression outputs beside class outputs (a detector's "
+            "boxes beside its scores), a fraction", minimum=0, maximum=1),
+    Setting("task", TEXT, "auto", "how outputs are validated: auto (each output's activation, "
+            "saved loss, then shape), one task for every output, and/or NAME=TASK for one "
+            "output; repeat or comma-separate", choices=("auto", "classification", "detection",
+                                                         "segmentation", "regression",
+                                                         "embedding"), repeatable=True),
     Setting("allow_flex", SWITCH, False, "let fp32/fp16/dynamic keep TensorFlow (Flex) ops"),
     Setting("allow_float_fallback", SWITCH, False, "let int8 keep ops that cannot be quantized "
             "in float"),
@@ -241,6 +247,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         threads=os.cpu_count() or 1 if threads is None else threads,  # none: every core
         latency_runs=get("latency_runs"),
         max_accuracy_drop=get("max_accuracy_drop"),
+        max_relative_error=get("max_relative_error"),
         task=get("task"),
         force=get("force"),
         jobs=get("jobs"),

@@ -6,9 +6,11 @@ Imports TensorFlow inside functions: only the stages that need it pay for it.
 from __future__ import annotations
 
 import functools
+import json
 import re
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from converters.inputs.array_files import listed
 from converters.inputs.custom_objects import FLAG as CUSTOM_OBJECTS_FLAG
 from converters.inputs.custom_objects import CustomObjectsFile, imported
 from converters.inputs.saved_model_safety import check_saved_model
+from converters.validation.metrics import OutputHint
 
 Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
 Predict = Callable[[Arrays], Arrays]
@@ -75,6 +78,8 @@ class LoadedModel:
     # of recurrent layers unrolled when asked; None for a SavedModel, whose functions were
     # traced when it was saved.
     static_function: Callable[[int, bool], Any] | None = None
+    # What the file says of each output beyond its shape (activation, saved loss), by name
+    output_hints: dict[str, OutputHint] = field(default_factory=dict)
 
     def trace(self) -> None:
         """Trace the serving function (once per process; conversions and predictions reuse it)."""
@@ -258,7 +263,61 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         export=export,
         static_function=functools.partial(_static_function, model, graph_function, output_names,
                                           inputs),
+        output_hints=_output_hints(path, model_format, model, output_names),
     )
+
+
+def _output_hints(path: Path, model_format: str, model: Any,
+                  output_names: list[str]) -> dict[str, OutputHint]:
+    """Each output's layer activation and the loss the file was compiled with (if saved)."""
+    losses = _saved_losses(path, model_format, output_names)
+    return {name: OutputHint(_activation(tensor._keras_history[0]), losses.get(name))
+            for name, tensor in zip(output_names, model.outputs, strict=True)}
+
+
+def _activation(layer: Any) -> str | None:
+    """``softmax``, ``sigmoid``, ``linear``, ...: of a layer with an ``activation`` (Dense,
+    Conv, Activation) or an activation layer (Softmax); None for any other layer."""
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        return str(getattr(activation, "__name__", activation))
+    kind = type(layer).__name__.lower()
+    return kind if kind in ("softmax", "sigmoid") else None
+
+
+def _saved_losses(path: Path, model_format: str, output_names: list[str]) -> dict[str, str]:
+    """The loss of each output, by name, from the compile settings a .keras or .h5 file keeps
+    (loading with ``compile=False`` does not read them); empty when none are saved."""
+    try:
+        if model_format == "keras":
+            with zipfile.ZipFile(path) as archive:
+                loss = (json.loads(archive.read("config.json")).get("compile_config")
+                        or {}).get("loss")
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as file:
+                training = file.attrs.get("training_config")
+            loss = json.loads(training).get("loss") if training else None
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+        return {}  # compile settings are optional: the tasks then come from elsewhere
+    if isinstance(loss, list) and len(loss) == len(output_names):
+        named = dict(zip(output_names, loss, strict=True))
+    elif isinstance(loss, dict) and "class_name" not in loss:
+        named = {str(key): value for key, value in loss.items()}
+    else:
+        named = dict.fromkeys(output_names, loss)
+    return {name: text for name, value in named.items()
+            if (text := _loss_name(value)) is not None}
+
+
+def _loss_name(loss: Any) -> str | None:
+    """``"mse"`` or a serialized loss's class name (``MeanSquaredError``)."""
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, dict) and isinstance(loss.get("class_name"), str):
+        return str(loss["class_name"])
+    return None
 
 
 def _static_function(model: Any, graph_function: Callable[..., Any], output_names: list[str],
