@@ -48,6 +48,9 @@ def test_a_saved_loss_decides_for_a_linear_layer() -> None:
              "value": OutputHint("relu", "mse")}
     tasks = tasks_of({"logits": (5,), "value": (3,)}, hints)
     assert (tasks["logits"].task, tasks["value"].task) == ("classification", "regression")
+    # A detector's anchors × 4 trained with a squared error stay boxes.
+    boxes = tasks_of({"boxes": (4, 4)}, {"boxes": OutputHint("linear", "mse")})["boxes"]
+    assert boxes == OutputTask("detection", "boxes")
 
 
 def test_task_per_output_overrides_and_unknown_names_are_refused() -> None:

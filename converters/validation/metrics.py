@@ -127,7 +127,7 @@ def output_tasks(shapes: dict[str, tuple[int | None, ...]], request: str,
     """Each output's task: the one ``--task`` names for it, else ``--task``'s task for all,
     else (``auto``) what the model file says (:meth:`OutputHint.kind`: class scores; a
     regression loss; a linear vector beside class scores, such as a face detector's box and
-    landmark heads), else what its shape says (:func:`output_task`)."""
+    landmark heads; anchors × 4 stay boxes), else what its shape says (:func:`output_task`)."""
     default, named = parse_task_request(request)
     if unknown := sorted(set(named) - set(shapes)):
         raise ConfigError(f"--task names output {listed(unknown)}, which the model does not "
@@ -143,7 +143,9 @@ def output_tasks(shapes: dict[str, tuple[int | None, ...]], request: str,
         elif kind == "classes":
             tasks[name] = class_task(shape)
         elif kind == "regression" or (kind == "linear" and has_classes and len(shape) == 1):
-            tasks[name] = OutputTask("regression")
+            # anchors × 4 stay a detector's boxes: regression judged by box error
+            by_shape = output_task(shape, "auto", values[name])
+            tasks[name] = by_shape if by_shape.head == "boxes" else OutputTask("regression")
         else:
             tasks[name] = output_task(shape, "auto", values[name])
     return tasks
