@@ -80,9 +80,11 @@ def convert_body(c: Context, **flags: Any) -> None:
 
 def _convert_task() -> Task[Any]:
     from converters.commands.settings import flag_rows
+    from converters.setting_kinds import PATHS
 
     convert_body.__signature__ = convert_flags()  # type: ignore[attr-defined]
-    return cli_task(name="convert", iterable=["model"],
+    return cli_task(name="convert", iterable=[setting.name for setting in flag_rows()
+                                              if setting.kind == PATHS or setting.repeatable],
                     help={setting.name: setting.describe() for setting in flag_rows()})(convert_body)
 
 

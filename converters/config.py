@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from converters.errors import ConfigError, shown
 from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB
+from converters.inputs.custom_objects import CustomObjectsFile
 
 
 class Quantization(str, Enum):
@@ -223,6 +224,7 @@ class ConvertConfig:
     allow_flex: bool = False
     allow_float_fallback: bool = False
     unsafe: bool = False
+    custom_objects: tuple[CustomObjectsFile, ...] = ()  # the user's layer classes, read
     allow_class_mismatch: bool = False  # a labelled dataset whose class count differs from the model's
     input_shape: tuple[int, ...] | None = None
     out: Path = Path("build")
@@ -233,7 +235,9 @@ class ConvertConfig:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
-    task: str = "auto"  # how outputs are validated (converters.validation.metrics.TASKS)
+    # the bound on regression outputs beside class outputs (metrics.regression_error)
+    max_relative_error: float = 0.05
+    task: str = "auto"  # how outputs are validated: a task for all and/or NAME=TASK, comma list
     force: bool = False
     jobs: int = 1
     executor: Executor = Executor.LOCAL
@@ -273,10 +277,9 @@ class ConvertConfig:
             raise ConfigError(
                 f"--max-accuracy-drop is a fraction between 0 and 1, got {self.max_accuracy_drop}"
             )
-        from converters.validation.metrics import TASKS
+        from converters.validation.metrics import parse_task_request
 
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown --task '{self.task}': expected one of {', '.join(TASKS)}")
+        parse_task_request(self.task)  # refuses an unknown task
         if self.jobs < 1:
             raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
         if self.input_shape is not None and len(self.input_shape) == 3:

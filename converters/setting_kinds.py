@@ -29,6 +29,7 @@ class Setting:
     flag: bool = True  # False: invoke.yaml only (models, model_dir)
     minimum: float | None = None  # WHOLE/FRACTION: smallest accepted value
     maximum: float | None = None
+    repeatable: bool = False  # the flag may be given several times (PATHS always may)
 
     @property
     def flag_name(self) -> str:

@@ -22,6 +22,7 @@ from converters import targets
 from converters.errors import ConfigError, shown
 from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.setting_kinds import FRACTION, JOBS, PATHS, SWITCH, TEXT, WHOLE, Setting, parse
+from converters.validation.metrics import DEFAULT_MAX_RELATIVE_ERROR
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
@@ -77,14 +78,22 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             maximum=10_000),
     Setting("max_accuracy_drop", FRACTION, 0.01, "recommendation bound, a fraction", minimum=0,
             maximum=1),
-    Setting("task", TEXT, "auto", "how outputs are validated: auto (by each output's shape) or "
-            "the model's task", choices=("auto", "classification", "detection", "segmentation",
-                                         "regression", "embedding")),
+    Setting("max_relative_error", FRACTION, DEFAULT_MAX_RELATIVE_ERROR, "recommendation bound "
+            "on the relative error of regression outputs beside class outputs (a detector's "
+            "boxes beside its scores), a fraction", minimum=0, maximum=1),
+    Setting("task", TEXT, "auto", "how outputs are validated: auto (each output's activation, "
+            "saved loss, then shape), one task for every output, and/or NAME=TASK for one "
+            "output; repeat or comma-separate", choices=("auto", "classification", "detection",
+                                                         "segmentation", "regression",
+                                                         "embedding"), repeatable=True),
     Setting("allow_flex", SWITCH, False, "let fp32/fp16/dynamic keep TensorFlow (Flex) ops"),
     Setting("allow_float_fallback", SWITCH, False, "let int8 keep ops that cannot be quantized "
             "in float"),
     Setting("unsafe", SWITCH, False, "trust the model: allow Lambda layers in a .keras/.h5 and "
             "file, network or Python ops in a SavedModel's graphs"),
+    Setting("custom_objects", PATHS, (), "Python file defining the model's own layer classes "
+            "(registered with keras.saving.register_keras_serializable, or in a custom_objects "
+            "dict), imported before the model loads; repeat for several. It runs your code"),
     Setting("allow_class_mismatch", SWITCH, False, "go on when the dataset's class folders do not "
             "match the model's output classes in number"),
     Setting("input_shape", TEXT, None, "H,W,C (or any per-sample shape) for a one-input model "
@@ -208,6 +217,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         parse_floats,
         parse_input_shape,
     )
+    from converters.inputs import custom_objects
     from converters.inputs.labels import read_labels
     from converters.inputs.sample import default_models, paired_with_sample
 
@@ -238,6 +248,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         allow_flex=get("allow_flex"),
         allow_float_fallback=get("allow_float_fallback"),
         unsafe=get("unsafe"),
+        custom_objects=custom_objects.read(get("custom_objects")),
         allow_class_mismatch=get("allow_class_mismatch"),
         input_shape=parse_input_shape(get("input_shape")),
         out=Path(get("out")),
@@ -246,6 +257,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         threads=os.cpu_count() or 1 if threads is None else threads,  # none: every core
         latency_runs=get("latency_runs"),
         max_accuracy_drop=get("max_accuracy_drop"),
+        max_relative_error=get("max_relative_error"),
         task=get("task"),
         force=get("force"),
         jobs=get("jobs"),

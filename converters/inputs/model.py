@@ -6,8 +6,11 @@ Imports TensorFlow inside functions: only the stages that need it pay for it.
 from __future__ import annotations
 
 import functools
+import json
+import re
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,20 @@ from converters.config import MODEL_SUFFIXES
 from converters.errors import ModelError
 from converters.fsutil import file_identity
 from converters.inputs.array_files import listed
+from converters.inputs.custom_objects import FLAG as CUSTOM_OBJECTS_FLAG
+from converters.inputs.custom_objects import CustomObjectsFile, imported
 from converters.inputs.saved_model_safety import check_saved_model
+from converters.validation.metrics import OutputHint
 
 Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
 Predict = Callable[[Arrays], Arrays]
 IMAGE_CHANNELS = (1, 3, 4)
+# Keras' words for a class or function the model file names and this process does not define
+UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '[^']+'"
+                           r"|Unknown (?:layer|object|loss|metric|activation)[^:]*: '[^']+'")
+WRAPPED_REASON = "Exception encountered:"
+LOOP_OPS = ("While", "StatelessWhile")  # tf.while_loop's graph ops
+CONFIG_DUMPS = ("Full object config:", "config={")
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,13 @@ class LoadedModel:
     graph_function: Any  # a tf.function taking one tensor per input, by name
     trackable: Any  # what owns the variables (and lookup tables) graph_function captures
     export: Callable[[Path], None]  # a SavedModel whose serving signature has these names
+    # The model's own call traced at a fixed batch size, so that every shape inside it is
+    # static (what a recurrent layer's loop needs to convert to TFLite builtins), with the loops
+    # of recurrent layers unrolled when asked; None for a SavedModel, whose functions were
+    # traced when it was saved.
+    static_function: Callable[[int, bool], Any] | None = None
+    # What the file says of each output beyond its shape (activation, saved loss), by name
+    output_hints: dict[str, OutputHint] = field(default_factory=dict)
 
     def trace(self) -> None:
         """Trace the serving function (once per process; conversions and predictions reuse it)."""
@@ -73,6 +92,14 @@ class LoadedModel:
                 f"model {self.path} cannot run as a TensorFlow graph: "
                 f"{lines[-1][:300] if lines else type(error).__name__}. Check that it runs with "
                 "model(inputs, training=False) inside a tf.function") from None
+
+    def loops(self) -> bool:
+        """Whether the serving function runs a loop (recurrent layers: LSTM, GRU, SimpleRNN,
+        Bidirectional run one over the sequence), in its graph or the functions it calls."""
+        graph = self.graph_function.get_concrete_function().graph.as_graph_def()
+        nodes = [*graph.node, *(node for function in graph.library.function
+                                for node in function.node_def)]
+        return any(node.op in LOOP_OPS for node in nodes)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -141,10 +168,11 @@ def check_model_path(path: Path) -> str:
     return "keras" if path.suffix.lower() == ".keras" else "h5"
 
 
-def load(path: Path, unsafe: bool = False,
-         input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+def load(path: Path, unsafe: bool = False, input_shape: tuple[int, ...] | None = None,
+         custom_objects: tuple[CustomObjectsFile, ...] = ()) -> LoadedModel:
     """Load and check a model: any number of named inputs with static per-sample shapes (after
-    ``input_shape`` for a single input), any number of named outputs.
+    ``input_shape`` for a single input), any number of named outputs. The ``custom_objects``
+    files (the user's layer classes) are imported first.
 
     The last model loaded is kept for the next stage in this process (export, data and
     reference run one after the other in one stage process and each needs it: 1-2 s a load
@@ -152,7 +180,7 @@ def load(path: Path, unsafe: bool = False,
     identity (inode, size, mtime; a SavedModel's saved_model.pb and variables index) is part of
     the key, so a model written again is loaded again."""
     check_model_path(path)
-    return _load_once(path, unsafe, input_shape, _identity(path))
+    return _load_once(path, unsafe, input_shape, custom_objects, _identity(path))
 
 
 def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
@@ -163,23 +191,26 @@ def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
 
 @functools.lru_cache(maxsize=1)
 def _load_once(path: Path, unsafe: bool, input_shape: tuple[int, ...] | None,
+               custom_objects: tuple[CustomObjectsFile, ...],
                identity: tuple[Any, ...]) -> LoadedModel:
     del identity  # part of the cache key only
     model_format = check_model_path(path)
+    objects = imported(custom_objects)  # before TensorFlow reads the file
     if model_format == "saved_model":
         if not unsafe:  # before TensorFlow runs any of its functions
             check_saved_model(path)
         return _load_saved_model(path, input_shape)
-    return _load_keras(path, model_format, unsafe, input_shape)
+    return _load_keras(path, model_format, unsafe, input_shape, objects)
 
 
 def _load_keras(path: Path, model_format: str, unsafe: bool,
-                input_shape: tuple[int, ...] | None) -> LoadedModel:
+                input_shape: tuple[int, ...] | None, custom_objects: dict[str, Any]) -> LoadedModel:
     import keras
     import tensorflow as tf
 
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+        model = keras.models.load_model(path, custom_objects=custom_objects or None,
+                                        compile=False, safe_mode=not unsafe)
     except Exception as error:  # Keras raises many types for bad files; all mean "cannot load"
         raise _load_error(path, error) from None
     # Keras tensors are called keras_tensor_N; their input layers and output layers have the
@@ -201,7 +232,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
                     for name, tensor in zip(output_names, model.outputs, strict=True))
     specs = input_specs(inputs)
 
-    @tf.function(input_signature=specs)
+    # Its name names the traced function in the graph (and in the converted files): kept.
     def graph_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
         results = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
         if isinstance(results, dict):
@@ -209,10 +240,12 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         results = results if isinstance(results, list | tuple) else [results]
         return dict(zip(output_names, results, strict=True))
 
+    serving = tf.function(graph_function, input_signature=specs)
+
     def export(directory: Path) -> None:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(name="serve", fn=graph_function, input_signature=specs)
+        archive.add_endpoint(name="serve", fn=serving, input_signature=specs)
         archive.write_out(str(directory), verbose=False)
 
     return LoadedModel(
@@ -224,11 +257,111 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         input_preprocessing=leading_preprocessing(model) if len(inputs) == 1 else None,
         # Through the tf.function, not an eager call: eager Keras on a batch of 32 224x224
         # images held 2.5 GB more (benchmarks/memory_notes.md), which the process never returns.
-        predict=predictor(graph_function, inputs),
-        graph_function=graph_function,
+        predict=predictor(serving, inputs),
+        graph_function=serving,
         trackable=model,
         export=export,
+        static_function=functools.partial(_static_function, model, graph_function, output_names,
+                                          inputs),
+        output_hints=_output_hints(path, model_format, model, output_names),
     )
+
+
+def _output_hints(path: Path, model_format: str, model: Any,
+                  output_names: list[str]) -> dict[str, OutputHint]:
+    """Each output's layer activation and the loss the file was compiled with (if saved)."""
+    losses = _saved_losses(path, model_format, output_names)
+    return {name: OutputHint(_activation(tensor._keras_history[0]), losses.get(name))
+            for name, tensor in zip(output_names, model.outputs, strict=True)}
+
+
+def _activation(layer: Any) -> str | None:
+    """``softmax``, ``sigmoid``, ``linear``, ...: of a layer with an ``activation`` (Dense,
+    Conv, Activation) or an activation layer (Softmax); None for any other layer."""
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        return str(getattr(activation, "__name__", activation))
+    kind = type(layer).__name__.lower()
+    return kind if kind in ("softmax", "sigmoid") else None
+
+
+def _saved_losses(path: Path, model_format: str, output_names: list[str]) -> dict[str, str]:
+    """The loss of each output, by name, from the compile settings a .keras or .h5 file keeps
+    (loading with ``compile=False`` does not read them); empty when none are saved."""
+    try:
+        if model_format == "keras":
+            with zipfile.ZipFile(path) as archive:
+                loss = (json.loads(archive.read("config.json")).get("compile_config")
+                        or {}).get("loss")
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as file:
+                training = file.attrs.get("training_config")
+            loss = json.loads(training).get("loss") if training else None
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+        return {}  # compile settings are optional: the tasks then come from elsewhere
+    if isinstance(loss, list) and len(loss) == len(output_names):
+        named = dict(zip(output_names, loss, strict=True))
+    elif isinstance(loss, dict) and "class_name" not in loss:
+        named = {str(key): value for key, value in loss.items()}
+    else:
+        named = dict.fromkeys(output_names, loss)
+    return {name: text for name, value in named.items()
+            if (text := _loss_name(value)) is not None}
+
+
+def _loss_name(loss: Any) -> str | None:
+    """``"mse"`` or a serialized loss's class name (``MeanSquaredError``)."""
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, dict) and isinstance(loss.get("class_name"), str):
+        return str(loss["class_name"])
+    return None
+
+
+def _static_function(model: Any, graph_function: Callable[..., Any], output_names: list[str],
+                     inputs: tuple[TensorInfo, ...], batch_size: int, unrolled: bool) -> Any:
+    """``graph_function`` traced at ``batch_size``; ``unrolled``: of a copy of ``model`` whose
+    recurrent layers unroll their loop (one set of ops per step, the same weights)."""
+    import tensorflow as tf
+
+    if not unrolled:
+        return tf.function(graph_function, input_signature=input_specs(inputs, batch_size))
+    copy = unrolled_copy(model)
+
+    def unrolled_function(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        results = copy(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        results = ([results[name] for name in output_names] if isinstance(results, dict)
+                   else results if isinstance(results, list | tuple) else [results])
+        return dict(zip(output_names, results, strict=True))
+
+    return tf.function(unrolled_function, input_signature=input_specs(inputs, batch_size))
+
+
+def unrolled_copy(model: Any) -> Any:
+    """A copy of ``model`` (nested models included) whose recurrent layers (LSTM, GRU,
+    SimpleRNN, ``keras.layers.RNN`` and those a Bidirectional wraps) have ``unroll=True``,
+    with the model's weights."""
+    import keras
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional):
+            _unroll(config)
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _unroll(config: dict[str, Any]) -> None:
+    if "unroll" in config:
+        config["unroll"] = True
+    for wrapped in ("layer", "backward_layer"):  # a Bidirectional's two directions
+        if isinstance(config.get(wrapped), dict):
+            _unroll(config[wrapped]["config"])
 
 
 def _output_keys(model: Any) -> list[str] | None:
@@ -245,11 +378,11 @@ def _output_keys(model: Any) -> list[str] | None:
     return keys if all(key is not None for key in keys) else None  # type: ignore[return-value]
 
 
-def input_specs(inputs: tuple[TensorInfo, ...]) -> list[Any]:
+def input_specs(inputs: tuple[TensorInfo, ...], batch_size: int | None = None) -> list[Any]:
     import tensorflow as tf
 
-    return [tf.TensorSpec((None, *tensor.shape), tf.as_dtype(tensor.dtype), name=tensor.name)
-            for tensor in inputs]
+    return [tf.TensorSpec((batch_size, *tensor.shape), tf.as_dtype(tensor.dtype),
+                          name=tensor.name) for tensor in inputs]
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -302,13 +435,29 @@ def _load_error(path: Path, error: Exception) -> ModelError:
             "arbitrary code), which Keras' safe mode refuses. If you trust this file, re-run "
             "with --unsafe"
         )
+    if missing := UNKNOWN_CLASS.search(text):
+        return ModelError(
+            f"cannot load model {path}: {missing.group(0)}. The model uses a class of its own: "
+            f"pass {CUSTOM_OBJECTS_FLAG} FILE.py with the Python file that defines it (registered "
+            "with @keras.saving.register_keras_serializable, or listed in a custom_objects dict "
+            "in that file)")
     if "File not found" in text and path.is_file():
         text = "not a valid .keras archive (a zip file); it may be truncated or corrupt"
-    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return ModelError(
-        f"cannot load model {path}: {first_line[:300]}. Is it a complete Keras model file? "
-        "Re-save it with model.save('name.keras') and try again"
+        f"cannot load model {path}: {_keras_reason(text) or type(error).__name__}. Is it a "
+        "complete Keras model file? Re-save it with model.save('name.keras') and try again"
     )
+
+
+def _keras_reason(text: str) -> str:
+    """What went wrong, from a Keras message that wraps it in messages about the objects
+    around it ("<class Functional> could not be deserialized properly ... Exception
+    encountered: <the reason> Full object config: {...}"): the innermost reason, without the
+    configuration dumps."""
+    reason = text.rsplit(WRAPPED_REASON, 1)[-1]
+    for dump in CONFIG_DUMPS:
+        reason = reason.split(dump, 1)[0]
+    return " ".join(line.strip() for line in reason.splitlines() if line.strip())[:500]
 
 
 def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:

@@ -64,9 +64,21 @@ def _fold(model: LoadedModel, mean: tuple[float, ...], std: tuple[float, ...]) -
         archive.add_endpoint(name="serve", fn=graph_function, input_signature=specs)
         archive.write_out(str(directory), verbose=False)
 
-    return dataclasses.replace(model, predict=predictor(graph_function, model.inputs),
-                               graph_function=graph_function, export=export,
-                               input_preprocessing=None)
+    def static_function(batch_size: int, unroll: bool) -> Any:
+        assert model.static_function is not None
+        inner_static = model.static_function(batch_size, unroll)
+
+        @tf.function(input_signature=input_specs(model.inputs, batch_size))
+        def normalized_first(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+            pixels, *rest = tensors
+            return dict(inner_static((pixels - offset) * scale, *rest))
+
+        return normalized_first
+
+    return dataclasses.replace(
+        model, predict=predictor(graph_function, model.inputs), graph_function=graph_function,
+        export=export, input_preprocessing=None,
+        static_function=static_function if model.static_function is not None else None)
 
 
 def check(model: LoadedModel, folded_model: LoadedModel, mean: tuple[float, ...],

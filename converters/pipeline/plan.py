@@ -78,6 +78,7 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
     stages.append(StageSpec(
         "report", "report", HOST,
         report.ReportParams(records=records, max_accuracy_drop=config.max_accuracy_drop,
+                            max_relative_error=config.max_relative_error,
                             targets=sections),
         inputs=("model", "dataset"), deps=tuple(spec.name for spec in stages),
         outputs=report.OUTPUTS, tools=("matplotlib",)))

@@ -26,7 +26,11 @@ from converters.reporting.markup import inline_html, md_table, percent
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext, StageParams
 from converters.targets import ReportHooks, all_targets, client_checks
-from converters.validation.metrics import accuracy_drop, single_classifier
+from converters.validation.metrics import (
+    DEFAULT_MAX_RELATIVE_ERROR,
+    accuracy_drop,
+    single_classifier,
+)
 
 SCHEMA_VERSION = 1
 NEAR_CHANCE_FACTOR = 1.5  # reference accuracy below this many times chance is a warning
@@ -40,6 +44,7 @@ OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_HTML)
 class ReportParams(StageParams):
     records: list[str]  # the validation records to report, relative to the build folder
     max_accuracy_drop: float
+    max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR  # regression outputs' own bound
     targets: dict[str, Any]  # target name → what its report section reads (ReportHooks.params)
     # Records of earlier builds of this folder for other targets, still valid: record → key.
     earlier_records: dict[str, str] = field(default_factory=dict)
@@ -69,7 +74,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
-    recommendation = recommend(artifacts, bound)
+    recommendation = recommend(artifacts, bound, params.max_relative_error)
     if near_chance(dataset, keras):
         recommendation |= {"smallest": None, "fastest": None,
                            "withheld": "the Keras reference itself is near chance accuracy"}
@@ -225,6 +230,12 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "engine": conversion.get("engine"),
         "op_errors": conversion.get("op_errors"),
         "mixed_precision": conversion.get("mixed_precision"),
+        # How a recurrent model's loop was converted (absent: the model has none)
+        **({"recurrence": conversion["recurrence"]} if conversion.get("recurrence") else {}),
+        # The regression outputs' largest relative error, bounded on its own (absent: no
+        # regression outputs beside class outputs)
+        **({"regression_error": record["regression_error"]}
+           if record.get("regression_error") else {}),
         "metadata": conversion.get("metadata"),
         # Checks in the runtimes apps deploy with (MediaPipe), under their own keys
         **{check.key: record[check.key] for check in client_checks().values()
@@ -232,15 +243,18 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
     }
 
 
-def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
-    """The smallest and the fastest artifact whose accuracy drop stays within ``bound``.
+def recommend(artifacts: list[dict[str, Any]], bound: float,
+              max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR) -> dict[str, Any]:
+    """The smallest and the fastest artifact whose accuracy drop stays within ``bound`` (and
+    whose regression outputs beside class outputs, if any, within ``max_relative_error``).
 
     Latencies are noisy: an artifact whose p10-p90 latency spread overlaps the fastest one's is
     a tie (``fastest_ties``), and ``note`` says so rather than crowning one of them silently.
     """
     candidates = [a for a in artifacts if not a.get("stand_in_for")]
     eligible = [a for a in candidates
-                if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12]
+                if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12
+                and within(a.get("regression_error"), max_relative_error)]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
     fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
     ties = sorted(a["path"] for a in eligible
@@ -258,6 +272,11 @@ def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
         "note": note,
         "rejected": sorted(a["path"] for a in candidates if a not in eligible),
     }
+
+
+def within(regression: dict[str, Any] | None, max_relative_error: float) -> bool:
+    """Whether an artifact's regression outputs (its ``regression_error``) are within bound."""
+    return regression is None or regression["relative_error"] <= max_relative_error + 1e-12
 
 
 def latency_range(entry: dict[str, Any]) -> tuple[float, float]:
@@ -356,6 +375,12 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"`{n['path']}` was not built: {n['reason']}"
               for n in report.get("not_built", []) if n.get("failed")]
     lines += [f"`{n['path']}` was not needed: {n['reason']}" for n in report.get("not_needed", [])]
+    lines += [f"`{a['path']}`: {a['recurrence']}." for a in report["artifacts"]
+              if a.get("recurrence")]
+    lines += [f"`{a['path']}`: largest relative error of the regression outputs "
+              f"{a['regression_error']['relative_error']:.4f} "
+              f"({a['regression_error']['output']}; bounded by --max-relative-error)."
+              for a in report["artifacts"] if a.get("regression_error")]
     return lines + client_lines(report) + output_lines(report)
 
 

@@ -17,6 +17,7 @@ from converters import console
 from converters.errors import ModelError
 from converters.fsutil import read_json, write_json_atomic
 from converters.inputs.array_files import listed
+from converters.inputs.custom_objects import CustomObjectsFile
 from converters.inputs.host_memory import available_memory, check_fits
 from converters.inputs.model import LoadedModel, TensorInfo, load, tensors
 from converters.inputs.normalization_fold import check, folded
@@ -30,6 +31,8 @@ MODEL_INFO = "export/model.json"
 class ExportParams(StageParams):
     unsafe: bool  # --unsafe: allow Lambda layers' code to be loaded
     input_shape: list[int] | None  # --input-shape: per-sample shape for a model without one
+    # --custom-objects: each file's path and text (the text travels with the job, into the key)
+    custom_objects: list[dict[str, str]]
     # A per-channel --mean/--std folded into the model (its first input then takes pixels):
     # {"mean": [...], "std": [...]}; None: the model as it is
     fold_normalization: dict[str, list[float]] | None = None
@@ -45,7 +48,9 @@ class ExportParams(StageParams):
         """The model file's model, without a folded normalization."""
         shape = self.input_shape
         return load(context.model_path, unsafe=self.unsafe,
-                    input_shape=tuple(shape) if shape else None)
+                    input_shape=tuple(shape) if shape else None,
+                    custom_objects=tuple(CustomObjectsFile.from_dict(file)
+                                         for file in self.custom_objects))
 
     def normalization_values(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         assert self.fold_normalization is not None

@@ -31,7 +31,7 @@ BATCH = 8
 class ReferenceParams(ExportParams):
     threads: int  # applied through TF_NUM_INTRAOP_THREADS by the executor
     latency_runs: int
-    task: str  # --task: auto, or what every output is
+    task: str  # --task: auto, what every output is, and/or NAME=TASK per output
 
 
 def run(context: StageContext) -> None:
@@ -60,8 +60,8 @@ def run(context: StageContext) -> None:
     with context.write(OUTPUTS).open("wb") as file:
         np.savez(file, **outputs)  # type: ignore[arg-type]
     labels = data.load_labels(context.build_dir)
-    tasks = {tensor.name: metrics.output_task(tensor.shape, params.task, outputs[tensor.name])
-             for tensor in model.outputs}
+    tasks = metrics.output_tasks({tensor.name: tensor.shape for tensor in model.outputs},
+                                 params.task, outputs, model.output_hints)
     check_array_labels(context, outputs, tasks, labels)
     labelled = labelled_quality(outputs, tasks, labels)
     summary = {

@@ -61,6 +61,8 @@ def run(context: StageContext) -> None:
         summary = metrics.summary(per_output)
         result |= {"failed": None, "metrics": summary, "outputs": per_output,
                    "headline": headline, **latency.as_record()}
+        if (regression := metrics.regression_error(per_output)) is not None:
+            result["regression_error"] = regression
         if (client := client_checks().get(params.target)) is not None:
             checked = client.run(context, artifact, summary)
             console.info(f"{artifact.name} in {client.title}: "

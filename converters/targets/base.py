@@ -61,11 +61,12 @@ class PlanContext:
 
     @property
     def model_loading(self) -> dict[str, Any]:
-        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``, a
-        folded per-channel normalization): the
-        fields of :class:`~converters.stages.export.ExportParams`, which their params extend."""
+        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``,
+        ``--custom-objects``, a folded per-channel normalization): the fields of
+        :class:`~converters.stages.export.ExportParams`, which their params extend."""
         shape = self.config.input_shape
         return {"unsafe": self.config.unsafe, "input_shape": list(shape) if shape else None,
+                "custom_objects": [file.as_dict() for file in self.config.custom_objects],
                 "fold_normalization": self.config.folded_normalization()}
 
     def saved_model_stage(self, group: str) -> StageSpec:

@@ -23,10 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ValidationError
+from converters.errors import ConfigError, ValidationError
 from converters.inputs.array_files import listed
 
 TASKS = ("auto", "classification", "detection", "segmentation", "regression", "embedding")
+CLASS_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
+CLASS_LOSSES = ("crossentropy", "hinge", "focal", "kl_divergence", "kld")
+REGRESSION_LOSSES = ("squared", "absolute", "huber", "log_cosh", "logcosh", "mse", "mae",
+                     "mape", "msle", "poisson")
+# The bound on regression outputs' relative error (||artifact - Keras|| / ||Keras||) when the
+# model also has class outputs, which --max-accuracy-drop bounds
+DEFAULT_MAX_RELATIVE_ERROR = 0.05
 BOX_COORDINATES = 4
 SNR_CAP_DB = 200.0  # identical outputs: no noise at all; a finite number keeps JSON plain
 
@@ -71,6 +78,87 @@ def output_task(shape: tuple[int | None, ...], requested: str,
     if rank == 3 and (last or 0) > 1:
         return OutputTask("segmentation")
     return OutputTask("regression")
+
+
+@dataclass(frozen=True)
+class OutputHint:
+    """What the model file says of one output beyond its shape: its layer's activation
+    (softmax, sigmoid, linear, ...) and the loss it was compiled with, when saved."""
+
+    activation: str | None = None
+    loss: str | None = None
+
+    def kind(self) -> str | None:
+        """``"classes"`` (class scores), ``"regression"``, ``"linear"`` (a linear layer whose
+        loss is unknown: logits or values) or None (nothing to go by)."""
+        if self.activation in CLASS_ACTIVATIONS:
+            return "classes"
+        loss = (self.loss or "").lower()
+        if any(word in loss for word in CLASS_LOSSES):
+            return "classes"
+        if any(word in loss for word in REGRESSION_LOSSES):
+            return "regression"
+        return "linear" if self.activation == "linear" else None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"activation": self.activation, "loss": self.loss}
+
+
+def parse_task_request(text: str) -> tuple[str, dict[str, str]]:
+    """``--task``: one task for every output (``auto``, ``classification``, ...) and/or
+    ``NAME=TASK`` per output, comma-separated (a repeated flag is joined with commas): the task
+    of the outputs not named, and the named ones'."""
+    default, named = "auto", {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, _, task = item.rpartition("=")
+        if task not in TASKS:
+            raise ConfigError(f"unknown --task '{task}' in '{item}': expected one of "
+                              f"{', '.join(TASKS)}, or NAME=TASK for one output")
+        if name:
+            named[name] = task
+        else:
+            default = task
+    return default, named
+
+
+def output_tasks(shapes: dict[str, tuple[int | None, ...]], request: str,
+                 values: dict[str, np.ndarray], hints: dict[str, OutputHint]
+                 ) -> dict[str, OutputTask]:
+    """Each output's task: the one ``--task`` names for it, else ``--task``'s task for all,
+    else (``auto``) what the model file says (:meth:`OutputHint.kind`: class scores; a
+    regression loss; a linear vector beside class scores, such as a face detector's box and
+    landmark heads; anchors × 4 stay boxes), else what its shape says (:func:`output_task`)."""
+    default, named = parse_task_request(request)
+    if unknown := sorted(set(named) - set(shapes)):
+        raise ConfigError(f"--task names output {listed(unknown)}, which the model does not "
+                          f"have: its outputs are {listed(shapes)}")
+    kinds = {name: hints[name].kind() if name in hints else None for name in shapes}
+    has_classes = "classes" in kinds.values()
+    tasks = {}
+    for name, shape in shapes.items():
+        requested = named.get(name, default)
+        kind = kinds[name]
+        if requested != "auto":
+            tasks[name] = output_task(shape, requested, values[name])
+        elif kind == "classes":
+            tasks[name] = class_task(shape)
+        elif kind == "regression" or (kind == "linear" and has_classes and len(shape) == 1):
+            # anchors × 4 stay a detector's boxes: regression judged by box error
+            by_shape = output_task(shape, "auto", values[name])
+            tasks[name] = by_shape if by_shape.head == "boxes" else OutputTask("regression")
+        else:
+            tasks[name] = output_task(shape, "auto", values[name])
+    return tasks
+
+
+def class_task(shape: tuple[int | None, ...]) -> OutputTask:
+    """Class scores of this per-sample shape: a classifier's vector, a class per position
+    (rows × classes, judged as a detector's class head: per row), a class per pixel."""
+    if len(shape) == 2:
+        return OutputTask("detection", "classes")
+    if len(shape) == 3:
+        return OutputTask("segmentation")
+    return OutputTask("classification")
 
 
 def is_unit_length(values: np.ndarray) -> bool:
@@ -248,9 +336,24 @@ def compare(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
 
 
 def worst_headline(per_output: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The output whose headline metric dropped most: the model's headline."""
-    name, record = max(per_output.items(), key=lambda item: item[1]["drop"])
+    """The output whose headline metric dropped most: the model's headline. Regression outputs
+    beside other outputs are left out: :func:`regression_error` bounds them on their own."""
+    judged = {name: record for name, record in per_output.items()
+              if record["task"] != "regression"} or per_output
+    name, record = max(judged.items(), key=lambda item: item[1]["drop"])
     return {"output": name, "metric": record["headline"], "drop": record["drop"]}
+
+
+def regression_error(per_output: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The largest relative error of the regression outputs of a model that also has other
+    outputs (a detector's box and landmark heads beside its score), which
+    ``--max-relative-error`` bounds; None for any other model."""
+    regression = {name: record for name, record in per_output.items()
+                  if record["task"] == "regression"}
+    if not regression or len(regression) == len(per_output):
+        return None
+    name, record = max(regression.items(), key=lambda item: item[1]["relative_error"])
+    return {"output": name, "relative_error": record["relative_error"]}
 
 
 def summary(per_output: dict[str, dict[str, Any]]) -> dict[str, float | None]:

@@ -39,6 +39,7 @@ from converters.targets.tflite.params import ModeParams
 
 # TensorFlow ops in the converter's MLIR dump: "tf.Erfinv"(%4) ...
 TF_OP_PATTERN = re.compile(r'"(tf\.[A-Z][A-Za-z0-9_]*)"')
+BATCH_OF_RECURRENT = 1  # the batch a recurrent model's loop is traced at (frozen.serving_function)
 
 
 def run(context: StageContext) -> None:
@@ -46,7 +47,7 @@ def run(context: StageContext) -> None:
     mode = Quantization(params.mode)
     console.info(f"converting to TFLite {mode.value}")
     started = time.perf_counter()
-    flatbuffer, calibration = convert(context, mode)
+    flatbuffer, calibration, recurrence = convert(context, mode)
     seconds = time.perf_counter() - started
     graph = tflite_inspect.parse(flatbuffer)
     if mode is Quantization.INT8 and not params.allow_float_fallback:
@@ -54,6 +55,8 @@ def run(context: StageContext) -> None:
     info = record.artifact_info(context, graph, seconds, record.tf_converter_label())
     info["op_errors"] = record.op_errors(context, flatbuffer)
     info["calibration"] = calibration
+    if recurrence is not None:  # traced at a fixed batch although none was asked for
+        info |= {"recurrence": recurrence, "batch_size": BATCH_OF_RECURRENT}
     flatbuffer, info["metadata"] = describe.attach(context, flatbuffer, graph)
     write_bytes_atomic(context.write(params.artifact), flatbuffer)
     write_json_atomic(context.write(params.info), info)
@@ -62,15 +65,20 @@ def run(context: StageContext) -> None:
     console.info(f"TFLite {mode.value}: {len(flatbuffer) / 1024:.1f} KiB in {seconds:.1f} s")
 
 
-def convert(context: StageContext, mode: Quantization) -> tuple[bytes, dict[str, Any] | None]:
-    """The converted model and, for int8, its calibration: the number of samples and the
-    recorded ranges it reused (``ranges_from``, None when it calibrated itself)."""
+def convert(context: StageContext, mode: Quantization
+            ) -> tuple[bytes, dict[str, Any] | None, str | None]:
+    """The converted model; for int8, its calibration: the number of samples and the recorded
+    ranges it reused (``ranges_from``, None when it calibrated itself); how a recurrent model's
+    loop was converted (None: no loop)."""
     params = ModeParams.of(context)
     if mode is not Quantization.INT8:
-        return _convert_float(context, mode, params.allow_flex), None
+        serving = _serving_function(context, calibrated=False)
+        return _convert_float(context, serving, mode, params.allow_flex), None, serving.recurrence
     calibration = data.load_inputs(context.build_dir, data.CALIBRATION)
     fp32 = _fp32_source(context)
-    convert_int8 = functools.partial(_convert_int8, context, calibration, fp32,
+    converting = None if fp32 is not None else _serving_function(context, calibrated=True)
+    recurrence = converting.recurrence if converting is not None else None
+    convert_int8 = functools.partial(_convert_int8, context, calibration, fp32, converting,
                                      IODType(params.io_dtype), not params.allow_float_fallback)
     calibrated: dict[str, Any] = {
         "samples": data.sample_count(calibration), "ranges_from": None,
@@ -81,7 +89,8 @@ def convert(context: StageContext, mode: Quantization) -> tuple[bytes, dict[str,
         ranges = read_json(context.read(params.ranges_in))
         try:
             with calibration_share.replaying_ranges(ranges):
-                return convert_int8(progress=False), {**calibrated, "ranges_from": params.ranges_in}
+                return (convert_int8(progress=False), {**calibrated, "ranges_from": params.ranges_in},
+                        recurrence)
         except calibration_share.RangesMismatch as mismatch:
             console.info(f"calibrating again: the ranges in {params.ranges_in} do not fit this "
                          f"graph ({mismatch})")
@@ -99,7 +108,7 @@ def convert(context: StageContext, mode: Quantization) -> tuple[bytes, dict[str,
                    "delegate": outcome.delegate, "fallback_reason": outcome.fallback_reason}
     if outcome.fallback_reason:
         console.info(f"calibrated by TF's calibrator: {outcome.fallback_reason}")
-    return flatbuffer, calibrated
+    return flatbuffer, calibrated, recurrence
 
 
 @contextmanager
@@ -115,17 +124,18 @@ def _calibrating(params: ModeParams) -> Iterator[litert_calibration.Outcome]:
         yield outcome
 
 
-def _serving_function(context: StageContext) -> frozen.ServingFunction:
+def _serving_function(context: StageContext, calibrated: bool) -> frozen.ServingFunction:
     """A converter of the model; with ``batch_size`` in the stage's parameters the batch
-    dimension is fixed (the Edge TPU needs static shapes, batch 1), else it stays dynamic."""
+    dimension is fixed (the Edge TPU needs static shapes, batch 1), else it stays dynamic (a
+    recurrent model's is fixed at 1: see :func:`frozen.serving_function`)."""
     params = ModeParams.of(context)
-    return frozen.serving_function(params.load_model(context), params.batch_size)
+    return frozen.serving_function(params.load_model(context), params.batch_size, calibrated)
 
 
-def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) -> bytes:
+def _convert_float(context: StageContext, serving: frozen.ServingFunction, mode: Quantization,
+                   allow_flex: bool) -> bytes:
     import tensorflow as tf
 
-    serving = _serving_function(context)
     converter = serving.converter
     if mode is Quantization.FP16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -141,9 +151,10 @@ def _convert_float(context: StageContext, mode: Quantization, allow_flex: bool) 
 
 
 def _convert_int8(context: StageContext, calibration: Arrays, fp32: bytes | None,
-                  io_dtype: IODType, strict: bool, progress: bool = True) -> bytes:
+                  serving: frozen.ServingFunction | None, io_dtype: IODType, strict: bool,
+                  progress: bool = True) -> bytes:
     """The TF converter's int8: quantized from the fp32 artifact ``fp32`` (:mod:`int8_from_fp32`),
-    or (None) converted from the model."""
+    or (None) converted from the model by ``serving``."""
     import tensorflow as tf
 
     count = data.sample_count(calibration)
@@ -156,7 +167,7 @@ def _convert_int8(context: StageContext, calibration: Arrays, fp32: bytes | None
         converter = int8_from_fp32.settings_converter()
         make = functools.partial(int8_from_fp32.quantize, converter, fp32)
     else:
-        serving = _serving_function(context)
+        assert serving is not None, "an int8 not made from the fp32 artifact converts the model"
         converter = serving.converter
         order = None if serving.lowered else serving.inputs
         make = lambda: serving.signed(converter.convert())  # noqa: E731

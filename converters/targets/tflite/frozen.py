@@ -35,6 +35,8 @@ class ServingFunction:
     converter: Any
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    # How a recurrent layer's loop was converted (None: the model has no loop)
+    recurrence: str | None = None
 
     @property
     def lowered(self) -> bool:
@@ -47,14 +49,28 @@ class ServingFunction:
         return with_signature(flatbuffer, self.inputs, self.outputs)
 
 
-def serving_function(model: LoadedModel, batch_size: int | None) -> ServingFunction:
+def serving_function(model: LoadedModel, batch_size: int | None,
+                     calibrated: bool = False) -> ServingFunction:
     """The TF converter of ``model``'s serving function; ``batch_size`` fixes the batch dimension
-    (the Edge TPU needs static shapes), None keeps it dynamic."""
+    (the Edge TPU needs static shapes), None keeps it dynamic. ``calibrated``: the conversion
+    runs TF's calibrator, which cannot run a loop, so recurrent layers are unrolled."""
     import tensorflow as tf
     from tensorflow.lite.python import lite
 
     function = model.graph_function
-    if batch_size is not None:
+    recurrence = None
+    if model.static_function is not None and model.loops():
+        # A recurrent layer's loop keeps its steps in tensor lists whose element shape includes
+        # the batch: with a dynamic batch the converter cannot lower them to builtins. Traced at
+        # a fixed batch (and the static sequence length every input has here), the loop becomes
+        # a TFLite WHILE of builtin ops that computes what Keras computes.
+        # TF's calibrator crashes on a WHILE: a calibrated conversion unrolls the loop instead.
+        batch_size = batch_size or 1
+        function = model.static_function(batch_size, calibrated)
+        loop = "unrolled (one set of ops per step)" if calibrated else "as a WHILE loop"
+        recurrence = (f"recurrent layers {loop} of TFLite builtin ops, traced at batch "
+                      f"{batch_size} with the input's static sequence length")
+    elif batch_size is not None:
         specs = [tf.TensorSpec([batch_size, *tensor.shape], tf.as_dtype(tensor.dtype),
                                name=tensor.name) for tensor in model.inputs]
         function = tf.function(model.graph_function, input_signature=specs)
@@ -64,7 +80,8 @@ def serving_function(model: LoadedModel, batch_size: int | None) -> ServingFunct
                                                    or not _only_variables(concrete))
     by_tensor = {tensor.name: name for name, tensor in concrete.structured_outputs.items()}
     return ServingFunction(converter, tuple(tensor.name for tensor in model.inputs),
-                           tuple(by_tensor[tensor.name] for tensor in concrete.outputs))
+                           tuple(by_tensor[tensor.name] for tensor in concrete.outputs),
+                           recurrence)
 
 
 def _only_variables(concrete: Any) -> bool:

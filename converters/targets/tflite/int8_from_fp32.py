@@ -24,6 +24,7 @@ CONVERSION_METADATA = b"CONVERSION_METADATA"
 MODEL_METADATA = METADATA_NAME.encode()  # the model metadata the build adds (labels, normalization)
 # Ops in a float conversion that mean the model was quantization-aware or is not float.
 NOT_FLOAT_OPS = ("QUANTIZE", "DEQUANTIZE", "FAKE_QUANT", "DELEGATE", "CUSTOM")
+LOOP_OP = "WHILE"  # a recurrent layer's loop: TF's calibrator crashes the process on it
 
 
 def unfit(fp32: bytes) -> str | None:
@@ -34,6 +35,9 @@ def unfit(fp32: bytes) -> str | None:
     if others := sorted({op.name for op in graph.operators if op.name in NOT_FLOAT_OPS
                          or op.name.startswith("Flex")}):
         return f"the fp32 model has {', '.join(others)} ops"
+    if any(op.name == LOOP_OP for op in graph.operators):
+        return ("the fp32 model runs a loop (recurrent layers), which TF's calibrator cannot run: "
+                "the int8 model is converted with the loop unrolled")
     model, entry = _with_metadata(fp32)
     if entry is None:
         return "the fp32 model has no conversion metadata"

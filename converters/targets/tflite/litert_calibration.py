@@ -135,7 +135,10 @@ def _extremes(interpreter: Any, tensors: list[int]) -> np.ndarray:
     calibrator does); +inf/-inf where a tensor had no number."""
     rows = []
     for index in tensors:
-        values = interpreter.get_tensor(index)
+        try:
+            values = interpreter.get_tensor(index)
+        except ValueError as error:  # a tensor the runtime did not keep (no data)
+            raise LiteRTCannotCalibrate(f"LiteRT kept no value of tensor {index}: {error}") from None
         numbers = values[~np.isnan(values)] if values.dtype.kind == "f" else values
         rows.append([numbers.min(), numbers.max()] if numbers.size else [np.inf, -np.inf])
     return np.array(rows, dtype=np.float64)

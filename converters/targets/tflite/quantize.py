@@ -20,11 +20,13 @@ import numpy as np
 
 from converters import console
 from converters.config import Quantization
+from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.stages import data, reference
 from converters.stages.base import StageContext, StageNotNeeded
 from converters.targets.tflite import describe, quantizer_engine, record
 from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite.int8_from_fp32 import LOOP_OP
 from converters.targets.tflite.params import MixedParams, QuantizeParams
 from converters.validation import metrics
 from converters.validation.latency import median_latency_ms
@@ -33,6 +35,7 @@ SEARCH_BASES = ("accuracy", "top1_agreement")  # what accuracy_aware_int8 scores
 # The automatic search keeps at most this many ops, or this share of the ops, in float
 AUTOMATIC_FLOAT_OPS = 8
 AUTOMATIC_FLOAT_SHARE = 0.1
+CALIBRATED = (Quantization.INT8, Quantization.INT8_MIXED)  # the modes the quantizer calibrates
 
 
 def run(context: StageContext) -> None:
@@ -43,6 +46,10 @@ def run(context: StageContext) -> None:
         raise StageNotNeeded(needless)
     console.info(f"quantizing TFLite {mode.value} from {params.source} with ai-edge-quantizer")
     fp32 = context.read(params.source).read_bytes()
+    if mode in CALIBRATED and _has_loop(fp32):
+        raise ConversionError(f"ai-edge-quantizer cannot calibrate {params.source}: it runs a "
+                              f"loop (recurrent layers, a {LOOP_OP}). Use --quant int8 (the TF "
+                              "converter unrolls the loop for int8)")
     mixed: dict[str, Any] | None = None
     if mode is Quantization.FP16:
         model = quantizer_engine.quantize_fp16(fp32)
@@ -84,9 +91,16 @@ def _why_mixed_is_not_needed(context: StageContext) -> str | None:
     if drop <= params.max_accuracy_drop + 1e-12:
         return (f"plain int8 is within --max-accuracy-drop ({basis} drop {drop:.4f} <= "
                 f"{params.max_accuracy_drop})")
+    if _has_loop(context.read(params.source).read_bytes()):
+        return (f"the fp32 model runs a loop (recurrent layers, a {LOOP_OP}), which "
+                "ai-edge-quantizer's search cannot calibrate")
     console.info(f"int8-mixed: plain int8's {basis} drop {drop:.4f} is over --max-accuracy-drop "
                  f"{params.max_accuracy_drop}: searching for ops to keep in float")
     return None
+
+
+def _has_loop(fp32: bytes) -> bool:
+    return any(op.name == LOOP_OP for op in tflite_inspect.parse(fp32).operators)
 
 
 def _mixed(context: StageContext, fp32: bytes) -> tuple[quantizer_engine.QuantizedModel, dict[str, Any]]:

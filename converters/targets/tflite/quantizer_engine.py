@@ -355,11 +355,14 @@ def predict(flatbuffer: bytes, images: np.ndarray, threads: int = DEFAULT_THREAD
 
 
 def to_input(batch: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """float32 inputs in the dtype of the input ``detail`` (quantized with its scale/zero point)."""
+    """float32 inputs in the dtype of the input ``detail`` (quantized with its scale/zero point;
+    an integer input without a scale, such as token ids, takes the values as they are)."""
     dtype = np.dtype(detail["dtype"])
     if dtype == np.float32:
         return batch.astype(np.float32)
     scale, zero_point = detail["quantization"]
+    if scale == 0:
+        return batch.astype(dtype)
     info = np.iinfo(dtype)
     return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
 
