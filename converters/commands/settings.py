@@ -4,7 +4,8 @@ configuration) from its package, collected through the registry; what a row is a
 is parsed is converters/setting_kinds.py.
 
 Everything else is derived from it: the task's flags and their help (tasks.py), the documented
-defaults in invoke.yaml (:func:`render_yaml`; a test keeps the file equal to it), and the
+defaults in invoke.yaml (:func:`render_yaml`) and the reference page docs/reference/settings.md
+(:func:`render_markdown`; tests keep both files equal to it), and the
 validated :class:`~converters.config.ConvertConfig` (:func:`convert_config`). A value comes
 from the flag, else from invoke.yaml (section ``convert``), else from the default here, in one
 place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
@@ -168,6 +169,25 @@ def render_yaml() -> str:
             continue  # per-command choices, not project defaults
         lines.append(f"  {setting.name}: {_yaml_value(setting.default)}".ljust(34)
                      + f"# {setting.describe(with_default=False)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown() -> str:
+    """docs/reference/settings.md: every setting of the table with its flag, invoke.yaml key,
+    default and help (a test keeps the page equal to it)."""
+    lines = ["# Settings of `invoke convert`", "",
+             "Generated from the settings table (`converters/commands/settings.py` and each target's",
+             "rows); regenerate with `python -c 'from converters.commands.settings import",
+             "render_markdown; print(render_markdown(), end=\"\")' > docs/reference/settings.md`.",
+             "A value comes from the flag, else from `invoke.yaml` (section `convert`), else from the",
+             "default below; `null` in invoke.yaml means the default.", "",
+             "| flag | invoke.yaml key | default | applies to | what it sets |", "|---|---|---|---|---|"]
+    for setting in table():
+        flag = f"`{setting.flag_name}`" if setting.flag else "(invoke.yaml only)"
+        scope = ", ".join(setting.targets) if setting.targets else "every target"
+        text = setting.help + (f" (choices: {', '.join(setting.choices)})" if setting.choices else "")
+        lines.append(f"| {flag} | `{setting.name}` | `{_yaml_value(setting.default)}` | {scope} | "
+                     f"{text.replace('|', '&#124;')} |")
     return "\n".join(lines) + "\n"
 
 
