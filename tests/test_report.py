@@ -127,7 +127,15 @@ def test_html_has_the_context_line_and_code_elements_not_backticks() -> None:
     assert "not on the target device" in page
     text = re.sub(r"<[^>]+>", "", page.split("<body>")[1])
     assert "`" not in text
-    assert '<td class=num>1.00</td>' in page and "<td>tflite int8</td>" in page
+    assert '<td class=num>1.00</td>' in page
+    # the recommended row is marked and named; the path sits under the artifact's name
+    assert ('<tr class="recommended"><td class="name">tflite int8<span class="badge">smallest</span>'
+            '<span class="badge">fastest</span><small class="path">tflite/m_int8.tflite</small>'
+            in page)
+    # the verdict comes first, before the table, with the numbers that decided it
+    assert ("<code>tflite/m_int8.tflite</code> is the smallest (2.0 KiB, top-1 agreement with "
+            "Keras 90.0 %) and the fastest (1 ms median on this host)") in page
+    assert page.index('id="summary"') < page.index('id="artifacts"') < page.index('id="tradeoff"')
 
 
 @pytest.fixture(scope="module")

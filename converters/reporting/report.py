@@ -23,6 +23,7 @@ from converters.fsutil import (
 )
 from converters.reporting import quantization_report
 from converters.reporting.markup import inline_html, md_table, percent
+from converters.reporting.op_layers import layer_of
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext, StageParams
 from converters.targets import ReportHooks, all_targets, client_checks
@@ -59,7 +60,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     keras = read_json(build_dir / reference.SUMMARY)
     written = [record for record in params.records if (build_dir / record).exists()]
     records = [read_json(build_dir / record) for record in written]
-    artifacts = [artifact_entry(build_dir, record, keras)
+    artifacts = [artifact_entry(build_dir, record, keras, model)
                  for record in records if not record.get("not_built")]
     unbuilt = [r for r in records if r.get("not_built")]
     not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
@@ -195,7 +196,8 @@ def unbuilt_entry(record: dict[str, Any]) -> dict[str, Any]:
             "reason": record["not_built"]}
 
 
-def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any]) -> dict[str, Any]:
+def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any],
+                   model: dict[str, Any]) -> dict[str, Any]:
     path = build_dir / record["path"]
     conversion = read_json(path.with_suffix(".json"))
     metrics = record["metrics"]
@@ -223,13 +225,24 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "conversion_seconds": conversion["conversion_seconds"],
         # Which tool made it and, for quantized TFLite, where quantization hurts (per op).
         "engine": conversion.get("engine"),
-        "op_errors": conversion.get("op_errors"),
+        "op_errors": with_layers(conversion.get("op_errors"), model),
         "mixed_precision": conversion.get("mixed_precision"),
         "metadata": conversion.get("metadata"),
         # Checks in the runtimes apps deploy with (MediaPipe), under their own keys
         **{check.key: record[check.key] for check in client_checks().values()
            if check.key in record},
     }
+
+
+def with_layers(op_errors: list[dict[str, Any]] | None,
+                model: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Per-op error rows, each with the Keras layer that produced its tensor (null where no
+    layer did, such as a QUANTIZE the converter inserted)."""
+    if op_errors is None:
+        return None
+    outputs = [output["name"] for output in model["outputs"]]
+    return [{**row, "layer": layer_of(row["tensor"], model.get("keras_name"),
+                                      model.get("layers", []), outputs)} for row in op_errors]
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
@@ -513,33 +526,123 @@ def label_points(axis: Any, points: list[tuple[float, float]], names: list[str])
                       fontsize=8, va="bottom")
 
 
-def html_page(report: dict[str, Any]) -> str:
+def verdict(report: dict[str, Any]) -> str:
+    """The recommendation and why, in one sentence with the numbers that decided it (markdown
+    inline code for paths): the top of report.html."""
+    rec = report["recommendation"]
+    if rec.get("withheld"):
+        return f"No recommendation: {rec['withheld']}."
+    bound = percent(rec["max_accuracy_drop"])
+    if rec["smallest"] is None:
+        return (f"No recommendation: no artifact stays within the {bound} accuracy-drop bound "
+                "(see the table and the reasons below).")
+    by_path = {a["path"]: a for a in report["artifacts"]}
+    smallest, fastest = by_path[rec["smallest"]], by_path[rec["fastest"]]
+    labelled = report["reference"]["accuracy"] is not None
+    name = "accuracy" if labelled else "top-1 agreement with Keras"
+    keras = f" against Keras {percent(report['reference']['accuracy'])}" if labelled else ""
+    line = (f"Within the {bound} accuracy-drop bound, `{smallest['path']}` is the smallest "
+            f"({smallest['size_bytes'] / 1024:.1f} KiB, {name} "
+            f"{percent(quality(smallest, labelled))}{keras})")
+    if fastest is smallest:
+        line += f" and the fastest ({fastest['latency_ms']:.3g} ms median on this host)"
+    else:
+        line += (f" and `{fastest['path']}` the fastest ({fastest['latency_ms']:.3g} ms median on "
+                 f"this host against {smallest['latency_ms']:.3g} ms")
+        line += ", a tie within the p10-p90 spread)" if rec.get("fastest_ties") else ")"
+    return line + "."
+
+
+ROW_STATES = {"failed": "failed", "not built here": "not-built"}
+PAGE_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:1em 1.5em;max-width:76em;
+  line-height:1.4;color:#1b1b1b}
+h1{font-size:1.6em;margin:.3em 0}h2{margin-top:1.6em}
+h1,h2,h3,p,li{overflow-wrap:anywhere}
+code{overflow-wrap:anywhere;font-size:.92em}
+.summary{border-left:6px solid #2e7d32;background:#eef7ee;padding:.6em 1em;font-size:1.1em}
+.summary.none{border-color:#c62828;background:#fdecea}
+.wide{max-width:100%;overflow-x:auto}
+table{border-collapse:collapse;width:100%;margin:.5em 0}
+td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3;white-space:nowrap}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.name{overflow-wrap:anywhere;min-width:7em}
+.ops{font-size:smaller;overflow-wrap:anywhere}
+tr.recommended td{background:#e3f2e5;font-weight:600}
+.badge{display:inline-block;font-size:.75em;font-weight:600;padding:0 .4em;margin-left:.3em;
+  border-radius:.6em;background:#2e7d32;color:#fff}
+tr.failed td{color:#b71c1c;background:#fdecea}
+tr.not-built td{color:#666;font-style:italic;background:#f6f6f6}
+img{max-width:100%;height:auto}
+small.path{display:block;color:#555;font-weight:normal;overflow-wrap:anywhere}
+@media (max-width:700px){body{padding:.5em}td,th{padding:3px 4px}table{font-size:.85em}}
+"""
+
+
+def artifact_table_html(report: dict[str, Any]) -> str:
+    """The artifact table: the path under each name, numbers right-aligned, the recommended
+    rows highlighted and named, failed and not-built rows marked (no script needed)."""
     escape = html.escape
+    rec = report["recommendation"]
+    badges: dict[str, list[str]] = {}
+    for role in ("smallest", "fastest"):
+        if rec.get(role):
+            badges.setdefault(rec[role], []).append(role)
+    path_column = HEADERS.index("path")
+    shown = [i for i in range(len(HEADERS)) if i != path_column]
     numeric = {i for i, h in enumerate(HEADERS) if h not in ("artifact", "path", "float ops")}
-    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>"
-                     for i, h in enumerate(HEADERS))
-    body = "".join("<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{escape(cell)}</td>"
-                                    for i, cell in enumerate(row)) + "</tr>"
-                   for row in table_rows(report))
+    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(HEADERS[i])}</th>"
+                     for i in shown)
+    body = []
+    for row in table_rows(report):
+        path = row[path_column]
+        state = ROW_STATES.get(row[HEADERS.index("accuracy")], "")
+        marks = "".join(f'<span class="badge">{role}</span>' for role in badges.get(path, []))
+        classes = " ".join(c for c in (state, "recommended" if marks else "") if c)
+        cells = []
+        for i in shown:
+            if i == 0:
+                where = "" if path == "-" else f'<small class="path">{escape(path)}</small>'
+                cells.append(f'<td class="name">{escape(row[i])}{marks}{where}</td>')
+            else:
+                kind = " class=num" if i in numeric else " class=ops" if HEADERS[i] == "float ops" else ""
+                cells.append(f"<td{kind}>{escape(row[i])}</td>")
+        body.append(f"<tr{f' class={chr(34)}{classes}{chr(34)}' if classes else ''}>"
+                    + "".join(cells) + "</tr>")
+    return (f'<div class="wide"><table id="artifacts"><thead><tr>{header}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def html_page(report: dict[str, Any]) -> str:
+    """report.html: the verdict first, then the table, the plot and the details. One
+    self-contained file (inline style and image, no script, nothing fetched): bundles go to
+    air-gapped sites."""
+    name = html.escape(report["model"]["name"])
     plot = base64.b64encode(tradeoff_plot_png(report)).decode()
-    name = escape(report["model"]["name"])
-    paragraphs = "".join(f"<p>{inline_html(line)}</p>" for line in
-                         (context_line(report), latency_line(report), toolchain_line(report),
-                          *text_lines(report)))
+    rec = report["recommendation"]
+    warnings = "".join(f"<p>{inline_html(f'**Warning:** {w}')}</p>" for w in report.get("warnings", []))
+    details = [context_line(report), latency_line(report), toolchain_line(report),
+               *(line for line in text_lines(report) if not line.startswith("**Warning:**"))]
+    paragraphs = "".join(f"<p>{inline_html(line)}</p>" for line in details)
+    summary_class = "summary" if rec.get("smallest") else "summary none"
+    sections = "".join(hooks.html(report[target]) for target, hooks in report_hooks()
+                       if report.get(target))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Conversion report: {name}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:80em}}
-table{{border-collapse:collapse;width:100%}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
-.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
-td:nth-child(-n+2){{white-space:nowrap}}td:last-child{{font-size:smaller;overflow-wrap:anywhere}}
-img{{max-width:100%;height:auto}}</style>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Conversion report: {name}</title>
+<style>{PAGE_STYLE}</style>
 </head><body>
 <h1>Conversion report: {name}</h1>
-{paragraphs}
-<table id="artifacts"><tr>{header}</tr>{body}</table>
-{"".join(hooks.html(report[target]) for target, hooks in report_hooks() if report.get(target))}
-{quantization_report.html_section(report)}<h2>Trade-off</h2>
+<section id="summary" class="{summary_class}"><p>{inline_html(verdict(report))}</p>{warnings}</section>
+<h2>Artifacts</h2>
+{artifact_table_html(report)}
+<h2>Trade-off</h2>
 <img id="tradeoff" alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
+<h2>Details</h2>
+{paragraphs}
+{sections}
+{quantization_report.html_section(report)}
 </body></html>
 """
