@@ -28,6 +28,28 @@ def test_recommendation_picks_smallest_and_fastest_within_the_bound() -> None:
     assert (none["smallest"], none["fastest"]) == ("fp16", "fp32")
 
 
+def test_an_artifact_not_timed_on_its_runtime_is_never_fastest() -> None:
+    cpu_timed = {**artifact("edgetpu/m_int8.tflite", 90, 0.5, 0.0),
+                 "latency_not_on_runtime": "timed on this host's CPU before Edge TPU compilation"}
+    artifacts = [artifact("tflite/m_fp32.tflite", 400, 2.0, 0.0), cpu_timed,
+                 artifact("tflite/m_int8.tflite", 100, 1.0, 0.0)]
+    chosen = recommend(artifacts, 0.01)  # type: ignore[arg-type]
+    assert (chosen["smallest"], chosen["fastest"]) == ("edgetpu/m_int8.tflite", "tflite/m_int8.tflite")
+    assert chosen["fastest_ties"] == [] and chosen["rejected"] == []
+
+
+def test_the_table_has_one_order_whatever_was_built_last() -> None:
+    from converters.reporting.report import table_order
+
+    built = [("onnx", "int8"), ("tflite", "int8"), ("onnx", "fp32"), ("edgetpu", "int8"),
+             ("tflite", "int8-mixed"), ("tflite", "fp32"), ("onnx", "int8-tensorrt"),
+             ("tflite", "dynamic")]
+    records = [{"target": target, "variant": variant} for target, variant in built]
+    assert [(r["target"], r["variant"]) for r in sorted(records, key=table_order)] == [
+        ("tflite", "fp32"), ("tflite", "dynamic"), ("tflite", "int8"), ("tflite", "int8-mixed"),
+        ("edgetpu", "int8"), ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int8-tensorrt")]
+
+
 def test_markdown_lists_every_artifact_and_the_recommendation() -> None:
     metrics = {"max_abs_error": 0.5, "mean_abs_error": 0.1, "cosine_similarity": 0.99,
                "top1_agreement": 0.9, "accuracy": None}
@@ -158,7 +180,8 @@ def test_report_lists_every_valid_artifact_of_the_folder_not_only_the_last_targe
         two_command_build: tuple[Path, list[subprocess.CompletedProcess[str]]],
         tiny_h5: Path, tiny_dataset: Path) -> None:
     build_dir, _ = two_command_build
-    assert rows(build_dir) == [("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "int8")]
+    # built tflite, then onnx: the table's order is the targets' and the modes', not the builds'
+    assert rows(build_dir) == [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")]
     assert "tflite/tiny_int8.tflite" in (build_dir / "report.md").read_text()
     # An artifact changed by hand is no longer valid: the report drops it at the next build.
     (build_dir / "tflite" / "tiny_int8.tflite").write_bytes(b"changed")
@@ -166,7 +189,7 @@ def test_report_lists_every_valid_artifact_of_the_folder_not_only_the_last_targe
                        *quick_flags(tiny_dataset, build_dir.parent), "--target", "onnx",
                        "--quant", "fp32", check=True)
     assert "report is up to date" not in again.stdout
-    assert rows(build_dir) == [("onnx", "fp32"), ("tflite", "fp32")]
+    assert rows(build_dir) == [("tflite", "fp32"), ("onnx", "fp32")]
 
 
 def test_stage_output_has_no_tensorflow_or_litert_info_lines(
@@ -175,7 +198,7 @@ def test_stage_output_has_no_tensorflow_or_litert_info_lines(
     output = "".join(run.stdout + run.stderr for run in runs)
     assert "▶ tiny: tflite-int8" in output  # the stages did run in this output
     for noise in ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
-                  "fully_quantize"):
+                  "fully_quantize", "tf.lite.Interpreter is deprecated"):
         assert noise not in output
 
 

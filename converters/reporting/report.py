@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.cache import stage_cache
+from converters.config import Quantization
 from converters.fsutil import (
     read_json,
     sha256_tree,
@@ -59,14 +60,15 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     dataset = read_json(build_dir / data.DATASET_INFO)
     keras = read_json(build_dir / reference.SUMMARY)
     written = [record for record in params.records if (build_dir / record).exists()]
-    records = [read_json(build_dir / record) for record in written]
+    records = sorted((read_json(build_dir / record) for record in written), key=table_order)
     artifacts = [artifact_entry(build_dir, record, keras, model)
                  for record in records if not record.get("not_built")]
     unbuilt = [r for r in records if r.get("not_built")]
     not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
     not_needed = [unbuilt_entry(r) for r in unbuilt if r.get("not_needed")]
     failures = stage_cache.read_failures(build_dir)
-    not_built += failed_validations(failures, set(params.records) - set(written))
+    not_built = sorted(not_built + failed_validations(failures, set(params.records) - set(written)),
+                       key=table_order)
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
@@ -109,6 +111,16 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
         "stages": stage_provenance(build_dir, stages),
         **target_sections(build_dir, params.targets, set(failures)),
     }
+
+
+def table_order(record: dict[str, Any]) -> tuple[int, int, str]:
+    """One order for the table whatever was built last: targets as the registry lists them,
+    then the quantization modes from fp32 to int8 (other variants after them, by name)."""
+    target_names = list(all_targets())
+    modes = [mode.value for mode in Quantization]
+    target, variant = record["target"], record["variant"]
+    return (target_names.index(target) if target in target_names else len(target_names),
+            modes.index(variant) if variant in modes else len(modes), variant)
 
 
 def failed_validations(failures: dict[str, dict[str, Any]],
@@ -216,6 +228,7 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "runtime": record["runtime"],
         "cpu": record.get("cpu"),
         "stand_in_for": record.get("stand_in_for"),
+        "latency_not_on_runtime": record.get("latency_not_on_runtime"),
         "metrics": metrics,
         "outputs": outputs,
         "accuracy_drop": drop,
@@ -248,15 +261,18 @@ def with_layers(op_errors: list[dict[str, Any]] | None,
 def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
     """The smallest and the fastest artifact whose accuracy drop stays within ``bound``.
 
+    Only artifacts timed on the runtime they deploy with compete for fastest: the Edge TPU's
+    int8 timed on the CPU before compilation says nothing about its speed on the Edge TPU.
     Latencies are noisy: an artifact whose p10-p90 latency spread overlaps the fastest one's is
     a tie (``fastest_ties``), and ``note`` says so rather than crowning one of them silently.
     """
     candidates = [a for a in artifacts if not a.get("stand_in_for")]
     eligible = [a for a in candidates
                 if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12]
+    timed = [a for a in eligible if not a.get("latency_not_on_runtime")]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
-    fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
-    ties = sorted(a["path"] for a in eligible
+    fastest = min(timed, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
+    ties = sorted(a["path"] for a in timed
                   if fastest is not None and a is not fastest and latencies_overlap(a, fastest))
     note = None
     if fastest is not None and ties:
@@ -309,7 +325,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             percent(m["accuracy"]),
             "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.3f}",
             f"{m['cosine_similarity']:.5f}",
-            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
+            f"{m['max_abs_error']:.2e}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
     rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
               "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
@@ -369,6 +385,8 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"`{n['path']}` was not built: {n['reason']}"
               for n in report.get("not_built", []) if n.get("failed")]
     lines += [f"`{n['path']}` was not needed: {n['reason']}" for n in report.get("not_needed", [])]
+    lines += [f"`{a['path']}` latency: {a['latency_not_on_runtime']}, so it does not compete for "
+              "fastest." for a in report["artifacts"] if a.get("latency_not_on_runtime")]
     return lines + client_lines(report) + output_lines(report)
 
 
