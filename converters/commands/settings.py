@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", TEXT, "dataset", "image folder (flat or one sub-folder per class), a .npz "
             "file with one array per input name (and optional labels), or a folder of .npy/.npz "
             "samples"),
-    Setting("target", TEXT, "tflite", "comma list of targets (the target registry's names), or all"),
+    Setting("target", TEXT, "tflite", "comma list of targets, or all"),  # choices: the registry's
     Setting("quant", TEXT, "fp32,fp16,dynamic,int8", "comma list of quantization modes, or all; "
             "int8-mixed keeps the ops int8 hurts most in float until the accuracy drop is within "
             "--max-accuracy-drop", choices=("fp32", "fp16", "dynamic", "int8", "int8-mixed")),
@@ -103,8 +104,10 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 # The one table: the core's rows, then each target's own (its package's settings module).
 def table() -> tuple[Setting, ...]:
     """The core's rows and every registered target's (a target registered later adds its rows
-    from then on)."""
-    return CORE_SETTINGS + targets.settings()
+    from then on); ``--target`` lists the registry's names."""
+    names = (*targets.all_targets(), "all")
+    return tuple(replace(row, choices=names) if row.name == "target" else row
+                 for row in CORE_SETTINGS + targets.settings())
 
 
 def by_name() -> dict[str, Setting]:
