@@ -3,6 +3,7 @@ no broken link or anchor), and README, its front page, stays a front page."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_invoke
 
 README = ROOT / "README.md"
 
@@ -55,6 +56,14 @@ def test_readme_is_a_front_page_whose_links_reach_the_docs() -> None:
     assert len(links) >= 15
     for link in links:
         assert (ROOT / link).is_file(), link
+
+
+def test_every_task_is_in_the_commands_page() -> None:
+    listed = json.loads(run_invoke("--list", "--list-format", "json", check=True).stdout)
+    names = [task["name"] for task in listed["tasks"]]
+    assert {"convert", "bundle-keygen", "edgetpu-check"} <= set(names)
+    page = (ROOT / "docs" / "commands.md").read_text()
+    assert [name for name in names if f"| `{name}` |" not in page] == []
 
 
 def test_no_project_internal_words_in_readme_or_docs() -> None:
