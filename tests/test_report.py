@@ -28,6 +28,17 @@ def test_recommendation_picks_smallest_and_fastest_within_the_bound() -> None:
     assert (none["smallest"], none["fastest"]) == ("fp16", "fp32")
 
 
+def test_rejected_artifacts_are_named_with_their_drop_and_the_bound() -> None:
+    from converters.reporting.report import rejected_lines
+
+    report = {"artifacts": [{**artifact("tflite/m_int8.tflite", 100, 1.0, 0.032), "failed": None},
+                            {**artifact("onnx/m_int8.onnx", 100, 1.0, 0.0), "failed": "NaN"}],
+              "recommendation": recommend([artifact("tflite/m_int8.tflite", 100, 1.0, 0.032)], 0.01)}
+    report["recommendation"]["rejected"].append("onnx/m_int8.onnx")  # type: ignore[index]
+    assert rejected_lines(report) == [  # the failed one has its own line, with its reason
+        "Rejected `tflite/m_int8.tflite`: accuracy drop 3.2 % is over the 1.0 % bound."]
+
+
 def test_an_artifact_not_timed_on_its_runtime_is_never_fastest() -> None:
     cpu_timed = {**artifact("edgetpu/m_int8.tflite", 90, 0.5, 0.0),
                  "latency_not_on_runtime": "timed on this host's CPU before Edge TPU compilation"}

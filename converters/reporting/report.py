@@ -376,11 +376,9 @@ def recommendation_line(report: dict[str, Any]) -> str:
 
 def text_lines(report: dict[str, Any]) -> list[str]:
     """The report's sentences, shared by report.md and report.html (markdown inline code)."""
-    rec = report["recommendation"]
     lines = [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
     lines.append(recommendation_line(report))
-    if rec["rejected"]:
-        lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+    lines += rejected_lines(report)
     lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
     lines += [f"`{n['path']}` was not built: {n['reason']}"
               for n in report.get("not_built", []) if n.get("failed")]
@@ -388,6 +386,18 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"`{a['path']}` latency: {a['latency_not_on_runtime']}, so it does not compete for "
               "fastest." for a in report["artifacts"] if a.get("latency_not_on_runtime")]
     return lines + client_lines(report) + output_lines(report)
+
+
+def rejected_lines(report: dict[str, Any]) -> list[str]:
+    """One sentence per artifact left out of the recommendation for its accuracy drop, with the
+    drop and the bound (markdown inline code for paths): report.md, report.html and the console
+    say the same. Failed artifacts have their own lines (:func:`text_lines`)."""
+    rec = report["recommendation"]
+    by_path = {a["path"]: a for a in report["artifacts"]}
+    over = [by_path[path] for path in rec["rejected"]
+            if path in by_path and not by_path[path].get("failed")]
+    return [f"Rejected `{a['path']}`: accuracy drop {percent(a['accuracy_drop'])} is over the "
+            f"{percent(rec['max_accuracy_drop'])} bound." for a in over]
 
 
 def client_lines(report: dict[str, Any]) -> list[str]:

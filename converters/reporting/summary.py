@@ -78,6 +78,8 @@ def print_summary(build_dir: Path) -> None:
         )
     if recommendation.get("note"):
         console.info(f"note: {recommendation['note']}")
+    for line in report.rejected_lines(data):
+        console.warn(line.replace("`", ""))
     for needless in data.get("not_needed", []):
         console.info(f"not needed: {needless['target']} {needless['variant']}: {needless['reason']}")
     console.info(report.latency_line(data))
