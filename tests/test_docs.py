@@ -58,6 +58,16 @@ def test_readme_is_a_front_page_whose_links_reach_the_docs() -> None:
         assert (ROOT / link).is_file(), link
 
 
+def test_every_file_the_docs_name_as_evidence_exists() -> None:
+    """The tests, benchmarks and modules the pages cite for their claims are there."""
+    cited = set()
+    for page in [README, *(ROOT / "docs").rglob("*.md")]:
+        cited |= set(re.findall(r"\b(?:converters|tests|benchmarks|examples|docker)/[\w./-]*\w\.\w+",
+                                page.read_text()))
+    assert len(cited) >= 30
+    assert sorted(path for path in cited if not (ROOT / path).exists()) == []
+
+
 def test_every_task_is_in_the_commands_page() -> None:
     listed = json.loads(run_invoke("--list", "--list-format", "json", check=True).stdout)
     names = [task["name"] for task in listed["tasks"]]

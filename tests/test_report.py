@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.reporting.report import markdown, recommend
+from converters.reporting.report import markdown, recommend, verdict
 from tests.conftest import quick_flags, run_invoke
 
 pytestmark = pytest.mark.quick  # part of `invoke test --quick`
@@ -47,6 +47,14 @@ def test_an_artifact_not_timed_on_its_runtime_is_never_fastest() -> None:
     chosen = recommend(artifacts, 0.01)  # type: ignore[arg-type]
     assert (chosen["smallest"], chosen["fastest"]) == ("edgetpu/m_int8.tflite", "tflite/m_int8.tflite")
     assert chosen["fastest_ties"] == [] and chosen["rejected"] == []
+    # Alone (an Edge TPU build without the tflite target), it is the smallest and none is fastest
+    alone = sample_report(smallest="edgetpu/m_int8.tflite", fastest=None)
+    alone["artifacts"][0] |= {"path": "edgetpu/m_int8.tflite", "target": "edgetpu"}  # type: ignore[index]
+    assert recommend([cpu_timed], 0.01)["fastest"] is None  # type: ignore[list-item]
+    assert verdict(alone).endswith("is the smallest (2.0 KiB, top-1 agreement with Keras 90.0 %); "
+                                   "none was timed on the runtime it deploys with, so none is "
+                                   "called fastest.")
+    assert "fastest none (no artifact within the bound was timed" in markdown(alone)
 
 
 def test_the_table_has_one_order_whatever_was_built_last() -> None:

@@ -368,10 +368,17 @@ def recommendation_line(report: dict[str, Any]) -> str:
     if rec.get("withheld"):
         return f"No recommendation: {rec['withheld']}."
     line = (f"Recommendation (accuracy drop at most {percent(rec['max_accuracy_drop'])}): "
-            f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.")
+            f"smallest `{rec['smallest']}`, fastest {fastest_name(rec)}.")
     if rec.get("note"):
         line += f" Note: {rec['note']}."
     return line
+
+
+def fastest_name(rec: dict[str, Any]) -> str:
+    """The fastest artifact (markdown inline code), or why there is none."""
+    if rec["fastest"] is not None:
+        return f"`{rec['fastest']}`"
+    return "none (no artifact within the bound was timed on the runtime it deploys with)"
 
 
 def text_lines(report: dict[str, Any]) -> list[str]:
@@ -439,6 +446,8 @@ def headline_value(record: dict[str, Any]) -> float:
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Conversion report: {report['model']['name']}",
+        "",
+        f"**{verdict(report)}**",
         "",
         f"{context_line(report)} {latency_line(report)} {toolchain_line(report)}",
         "",
@@ -565,14 +574,16 @@ def verdict(report: dict[str, Any]) -> str:
         return (f"No recommendation: no artifact stays within the {bound} accuracy-drop bound "
                 "(see the table and the reasons below).")
     by_path = {a["path"]: a for a in report["artifacts"]}
-    smallest, fastest = by_path[rec["smallest"]], by_path[rec["fastest"]]
+    smallest, fastest = by_path[rec["smallest"]], by_path.get(rec["fastest"])
     labelled = report["reference"]["accuracy"] is not None
     name = "accuracy" if labelled else "top-1 agreement with Keras"
     keras = f" against Keras {percent(report['reference']['accuracy'])}" if labelled else ""
     line = (f"Within the {bound} accuracy-drop bound, `{smallest['path']}` is the smallest "
             f"({smallest['size_bytes'] / 1024:.1f} KiB, {name} "
             f"{percent(quality(smallest, labelled))}{keras})")
-    if fastest is smallest:
+    if fastest is None:
+        line += "; none was timed on the runtime it deploys with, so none is called fastest"
+    elif fastest is smallest:
         line += f" and the fastest ({fastest['latency_ms']:.3g} ms median on this host)"
     else:
         line += (f" and `{fastest['path']}` the fastest ({fastest['latency_ms']:.3g} ms median on "

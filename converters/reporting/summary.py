@@ -74,7 +74,8 @@ def print_summary(build_dir: Path) -> None:
     else:
         console.info(
             f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
-            f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
+            f"smallest {recommendation['smallest']}, "
+            f"fastest {report.fastest_name(recommendation).replace('`', '')}"
         )
     if recommendation.get("note"):
         console.info(f"note: {recommendation['note']}")
