@@ -86,11 +86,28 @@ def test_bundle_content_and_verification(built: tuple[Path, Path]) -> None:
     assert {(m.mtime, m.uid, m.gid, m.uname) for m in members} == {(0, 0, 0, "")}
 
 
-def test_same_inputs_give_the_same_bundle(built: tuple[Path, Path], tmp_path: Path) -> None:
+def test_same_inputs_give_the_same_bundle(built: tuple[Path, Path], tmp_path: Path,
+                                         keys: tuple[Path, Path]) -> None:
     build, bundle_path = built
-    run_invoke("bundle", "--target", "tflite", "--platform", "linux/x86_64", "--python", "3.11",
-               "--out", str(build), "--dist", str(tmp_path), check=True)
-    assert sha256_file(tmp_path / f"{NAME}.tar.gz") == sha256_file(bundle_path)
+    flags = ["--target", "tflite", "--platform", "linux/x86_64", "--python", "3.11",
+             "--out", str(build)]
+    run_invoke("bundle", *flags, "--dist", str(tmp_path / "signed"), "--sign-key", str(keys[0]),
+               check=True)
+    assert sha256_file(tmp_path / "signed" / f"{NAME}.tar.gz") == sha256_file(bundle_path)
+    # The bundle's README speaks of signatures only when the bundle is signed.
+    run_invoke("bundle", *flags, "--dist", str(tmp_path / "unsigned"), check=True)
+    readmes = {kind: bundle_readme(tmp_path / kind / f"{NAME}.tar.gz") for kind in ("signed", "unsigned")}
+    assert "--public-key KEY.pub.pem" in readmes["signed"] and ".sig" in readmes["signed"]
+    assert "--public-key" not in readmes["unsigned"] and ".sig" not in readmes["unsigned"]
+    assert "This bundle is not signed" in readmes["unsigned"]
+
+
+def bundle_readme(path: Path) -> str:
+    with tarfile.open(path, "r:gz") as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith("/README.md"))
+        readme = archive.extractfile(member)
+        assert readme is not None
+        return readme.read().decode()
 
 
 def _repack(bundle_path: Path, work: Path, change: str) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.reporting.report import markdown, recommend
+from converters.reporting.report import markdown, recommend, verdict
 from tests.conftest import quick_flags, run_invoke
 
 pytestmark = pytest.mark.quick  # part of `invoke test --quick`
@@ -26,6 +26,47 @@ def test_recommendation_picks_smallest_and_fastest_within_the_bound() -> None:
     assert (loose["smallest"], loose["fastest"]) == ("dynamic", "int8")
     none = recommend(artifacts, 0.0)  # type: ignore[arg-type]
     assert (none["smallest"], none["fastest"]) == ("fp16", "fp32")
+
+
+def test_rejected_artifacts_are_named_with_their_drop_and_the_bound() -> None:
+    from converters.reporting.report import rejected_lines
+
+    report = {"artifacts": [{**artifact("tflite/m_int8.tflite", 100, 1.0, 0.032), "failed": None},
+                            {**artifact("onnx/m_int8.onnx", 100, 1.0, 0.0), "failed": "NaN"}],
+              "recommendation": recommend([artifact("tflite/m_int8.tflite", 100, 1.0, 0.032)], 0.01)}
+    report["recommendation"]["rejected"].append("onnx/m_int8.onnx")  # type: ignore[index]
+    assert rejected_lines(report) == [  # the failed one has its own line, with its reason
+        "Rejected `tflite/m_int8.tflite`: accuracy drop 3.2 % is over the 1.0 % bound."]
+
+
+def test_an_artifact_not_timed_on_its_runtime_is_never_fastest() -> None:
+    cpu_timed = {**artifact("edgetpu/m_int8.tflite", 90, 0.5, 0.0),
+                 "latency_not_on_runtime": "timed on this host's CPU before Edge TPU compilation"}
+    artifacts = [artifact("tflite/m_fp32.tflite", 400, 2.0, 0.0), cpu_timed,
+                 artifact("tflite/m_int8.tflite", 100, 1.0, 0.0)]
+    chosen = recommend(artifacts, 0.01)  # type: ignore[arg-type]
+    assert (chosen["smallest"], chosen["fastest"]) == ("edgetpu/m_int8.tflite", "tflite/m_int8.tflite")
+    assert chosen["fastest_ties"] == [] and chosen["rejected"] == []
+    # Alone (an Edge TPU build without the tflite target), it is the smallest and none is fastest
+    alone = sample_report(smallest="edgetpu/m_int8.tflite", fastest=None)
+    alone["artifacts"][0] |= {"path": "edgetpu/m_int8.tflite", "target": "edgetpu"}  # type: ignore[index]
+    assert recommend([cpu_timed], 0.01)["fastest"] is None  # type: ignore[list-item]
+    assert verdict(alone).endswith("is the smallest (2.0 KiB, top-1 agreement with Keras 90.0 %); "
+                                   "none was timed on the runtime it deploys with, so none is "
+                                   "called fastest.")
+    assert "fastest none (no artifact within the bound was timed" in markdown(alone)
+
+
+def test_the_table_has_one_order_whatever_was_built_last() -> None:
+    from converters.reporting.report import table_order
+
+    built = [("onnx", "int8"), ("tflite", "int8"), ("onnx", "fp32"), ("edgetpu", "int8"),
+             ("tflite", "int8-mixed"), ("tflite", "fp32"), ("onnx", "int8-tensorrt"),
+             ("tflite", "dynamic")]
+    records = [{"target": target, "variant": variant} for target, variant in built]
+    assert [(r["target"], r["variant"]) for r in sorted(records, key=table_order)] == [
+        ("tflite", "fp32"), ("tflite", "dynamic"), ("tflite", "int8"), ("tflite", "int8-mixed"),
+        ("edgetpu", "int8"), ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int8-tensorrt")]
 
 
 def test_markdown_lists_every_artifact_and_the_recommendation() -> None:
@@ -127,7 +168,15 @@ def test_html_has_the_context_line_and_code_elements_not_backticks() -> None:
     assert "not on the target device" in page
     text = re.sub(r"<[^>]+>", "", page.split("<body>")[1])
     assert "`" not in text
-    assert '<td class=num>1.00</td>' in page and "<td>tflite int8</td>" in page
+    assert '<td class=num>1.00</td>' in page
+    # the recommended row is marked and named; the path sits under the artifact's name
+    assert ('<tr class="recommended"><td class="name">tflite int8<span class="badge">smallest</span>'
+            '<span class="badge">fastest</span><small class="path">tflite/m_int8.tflite</small>'
+            in page)
+    # the verdict comes first, before the table, with the numbers that decided it
+    assert ("<code>tflite/m_int8.tflite</code> is the smallest (2.0 KiB, top-1 agreement with "
+            "Keras 90.0 %) and the fastest (1 ms median on this host)") in page
+    assert page.index('id="summary"') < page.index('id="artifacts"') < page.index('id="tradeoff"')
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +199,8 @@ def test_report_lists_every_valid_artifact_of_the_folder_not_only_the_last_targe
         two_command_build: tuple[Path, list[subprocess.CompletedProcess[str]]],
         tiny_h5: Path, tiny_dataset: Path) -> None:
     build_dir, _ = two_command_build
-    assert rows(build_dir) == [("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "int8")]
+    # built tflite, then onnx: the table's order is the targets' and the modes', not the builds'
+    assert rows(build_dir) == [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")]
     assert "tflite/tiny_int8.tflite" in (build_dir / "report.md").read_text()
     # An artifact changed by hand is no longer valid: the report drops it at the next build.
     (build_dir / "tflite" / "tiny_int8.tflite").write_bytes(b"changed")
@@ -158,7 +208,7 @@ def test_report_lists_every_valid_artifact_of_the_folder_not_only_the_last_targe
                        *quick_flags(tiny_dataset, build_dir.parent), "--target", "onnx",
                        "--quant", "fp32", check=True)
     assert "report is up to date" not in again.stdout
-    assert rows(build_dir) == [("onnx", "fp32"), ("tflite", "fp32")]
+    assert rows(build_dir) == [("tflite", "fp32"), ("onnx", "fp32")]
 
 
 def test_stage_output_has_no_tensorflow_or_litert_info_lines(
@@ -167,7 +217,7 @@ def test_stage_output_has_no_tensorflow_or_litert_info_lines(
     output = "".join(run.stdout + run.stderr for run in runs)
     assert "▶ tiny: tflite-int8" in output  # the stages did run in this output
     for noise in ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
-                  "fully_quantize"):
+                  "fully_quantize", "tf.lite.Interpreter is deprecated"):
         assert noise not in output
 
 

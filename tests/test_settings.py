@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.commands.settings import flag_rows, render_yaml, resolve, table
+from converters.commands.settings import flag_rows, render_markdown, render_yaml, resolve, table
 from converters.errors import ConfigError
 from converters.jobs import parse_jobs
 from tests.conftest import ROOT, run_invoke
@@ -29,6 +29,16 @@ def test_invoke_yaml_reads_back_as_every_default() -> None:
             expected = list(setting.default) if isinstance(setting.default, tuple) else setting.default
             assert convert[setting.name] == expected, setting.name
     assert len(convert) == len(table()) - 2  # model and force are per-command choices
+
+
+def test_the_settings_reference_page_is_the_table_rendered() -> None:
+    page = ROOT / "docs" / "reference" / "settings.md"
+    assert page.read_text() == render_markdown(), (
+        "docs/reference/settings.md differs from the settings table: regenerate it with "
+        "python -c 'from converters.commands.settings import render_markdown; "
+        "print(render_markdown(), end=\"\")' > docs/reference/settings.md")
+    assert "| `--max-accuracy-drop` | `max_accuracy_drop` | `0.01` | every target |" in page.read_text()
+    assert "`--min-tpu-ops`" in page.read_text()
 
 
 def test_every_flag_of_the_table_is_a_convert_flag_with_its_help() -> None:

@@ -151,6 +151,8 @@ def test_default_build_records_engines_and_per_op_errors(tiny_h5: Path, tiny_dat
                                 "dynamic": "ai-edge-quantizer", "int8": "tf.lite.TFLiteConverter"}
     assert all(a["engine"].split(" ")[1][0].isdigit() for a in report["artifacts"])  # a version
     fp32_ops = tflite_inspect.read(folder / "tflite" / "tiny_fp32.tflite").operators
+    layers = read_json(folder / "export" / "model.json")["layers"]  # Keras numbers them per process
+    assert len(layers) == 4  # input, Conv2D, Flatten, Dense
     for artifact in report["artifacts"]:
         info = read_json((folder / artifact["path"]).with_suffix(".json"))
         assert info["engine"] == artifact["engine"]
@@ -160,11 +162,13 @@ def test_default_build_records_engines_and_per_op_errors(tiny_h5: Path, tiny_dat
         rows = artifact["op_errors"]
         assert 1 <= len(rows) <= 10, artifact["variant"]
         for row in rows:
-            assert set(row) == {"op", "index", "tensor", "metric", "value", "output_nmse"}
+            assert set(row) == {"op", "index", "tensor", "layer", "metric", "value", "output_nmse"}
+            assert row["layer"] is None or row["layer"] in layers  # the model's own layer names
             assert row["op"] == fp32_ops[row["index"]].name and row["metric"] == "added_nmse"
             assert math.isfinite(row["value"]) and row["value"] > 0
             assert row["output_nmse"] >= row["value"] - 1e-12
         assert [r["value"] for r in rows] == sorted((r["value"] for r in rows), reverse=True)
+        assert sum(r["layer"] is not None for r in rows) >= 0.8 * len(rows), rows
     # The int8 was quantized from the fp32 artifact with ranges LiteRT computed
     calibration = read_json(folder / "tflite" / "tiny_int8.json")["calibration"]
     assert calibration == {"samples": calibration["samples"], "ranges_from": None,

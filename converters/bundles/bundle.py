@@ -313,9 +313,7 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         "## Check, then install without a network",
         "",
         "```bash",
-        f"invoke verify-bundle {name}.tar.gz --public-key KEY.pub.pem   # on a build host, or:",
-        f"openssl pkeyutl -verify -pubin -inkey KEY.pub.pem -rawin -in {name}.tar.gz.sha256 \\",
-        f"    -sigfile {name}.tar.gz.sig && sha256sum -c {name}.tar.gz.sha256",
+        *(check_signed(name) if request.sign_key is not None else check_unsigned(name)),
         f"tar -xzf {name}.tar.gz && cd {name}",
         "python3 verify.py                       # every file against bundle.json (stdlib only)",
         f"python{request.python} -m venv ../venv && . ../venv/bin/activate   # outside the bundle",
@@ -324,10 +322,7 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         "python run.py INPUTS.npz                # or arrays: one per input name (a .npy: one input)",
         "```",
         "",
-        "`verify.py` vouches for the files only if it is itself trusted: check the archive's "
-        "signature (or its sha256 from a trusted channel) first, or run a `verify.py` kept from "
-        f"a bundle you checked: `python3 verify.py {name}.tar.gz --public-key KEY.pub.pem` checks "
-        "the archive and its signature before anything is extracted.",
+        *(trust_signed(name) if request.sign_key is not None else trust_unsigned(name)),
     ]
     lines += request.hooks.readme(request, report)
     if request.with_images:
@@ -343,6 +338,31 @@ def shipped_code(device_runner: str) -> dict[str, Path]:
     return {"run.py": DEVICE_RUNNER, "device_runner.py": module_file(device_runner),
             "runner_support.py": RUNNER_SUPPORT, "imaging.py": Path(imaging.__file__),
             "array_files.py": Path(array_files.__file__), "verify.py": Path(verify.__file__)}
+
+
+def check_signed(name: str) -> list[str]:
+    return [f"invoke verify-bundle {name}.tar.gz --public-key KEY.pub.pem   # on a build host, or:",
+            f"openssl pkeyutl -verify -pubin -inkey KEY.pub.pem -rawin -in {name}.tar.gz.sha256 \\",
+            f"    -sigfile {name}.tar.gz.sig && sha256sum -c {name}.tar.gz.sha256"]
+
+
+def check_unsigned(name: str) -> list[str]:
+    return [f"invoke verify-bundle {name}.tar.gz   # on a build host, or:",
+            f"sha256sum -c {name}.tar.gz.sha256     # the sha256 as received through a trusted channel"]
+
+
+def trust_signed(name: str) -> list[str]:
+    return ["`verify.py` vouches for the files only if it is itself trusted: check the archive's "
+            "signature (or its sha256 from a trusted channel) first, or run a `verify.py` kept from "
+            f"a bundle you checked: `python3 verify.py {name}.tar.gz --public-key KEY.pub.pem` "
+            "checks the archive and its signature before anything is extracted."]
+
+
+def trust_unsigned(name: str) -> list[str]:
+    return ["`verify.py` vouches for the files only if it is itself trusted: compare the "
+            "archive's sha256 with one received through a trusted channel first, or run a "
+            f"`verify.py` kept from a bundle you checked: `python3 verify.py {name}.tar.gz`. This "
+            "bundle is not signed (`invoke bundle --sign-key KEY` signs one)."]
 
 
 def module_file(name: str) -> Path:

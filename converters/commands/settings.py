@@ -4,7 +4,8 @@ configuration) from its package, collected through the registry; what a row is a
 is parsed is converters/setting_kinds.py.
 
 Everything else is derived from it: the task's flags and their help (tasks.py), the documented
-defaults in invoke.yaml (:func:`render_yaml`; a test keeps the file equal to it), and the
+defaults in invoke.yaml (:func:`render_yaml`) and the reference page docs/reference/settings.md
+(:func:`render_markdown`; tests keep both files equal to it), and the
 validated :class:`~converters.config.ConvertConfig` (:func:`convert_config`). A value comes
 from the flag, else from invoke.yaml (section ``convert``), else from the default here, in one
 place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +37,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", TEXT, "dataset", "image folder (flat or one sub-folder per class), a .npz "
             "file with one array per input name (and optional labels), or a folder of .npy/.npz "
             "samples"),
-    Setting("target", TEXT, "tflite", "comma list of targets (the target registry's names), or all"),
+    Setting("target", TEXT, "tflite", "comma list of targets, or all"),  # choices: the registry's
     Setting("quant", TEXT, "fp32,fp16,dynamic,int8", "comma list of quantization modes, or all; "
             "int8-mixed keeps the ops int8 hurts most in float until the accuracy drop is within "
             "--max-accuracy-drop", choices=("fp32", "fp16", "dynamic", "int8", "int8-mixed")),
@@ -117,8 +119,10 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 # The one table: the core's rows, then each target's own (its package's settings module).
 def table() -> tuple[Setting, ...]:
     """The core's rows and every registered target's (a target registered later adds its rows
-    from then on)."""
-    return CORE_SETTINGS + targets.settings()
+    from then on); ``--target`` lists the registry's names."""
+    names = (*targets.all_targets(), "all")
+    return tuple(replace(row, choices=names) if row.name == "target" else row
+                 for row in CORE_SETTINGS + targets.settings())
 
 
 def by_name() -> dict[str, Setting]:
@@ -184,6 +188,25 @@ def render_yaml() -> str:
         # A comment needs a space before its # (a longer line pushes it right)
         lines.append(f"  {setting.name}: {_yaml_value(setting.default)} ".ljust(34)
                      + f"# {setting.describe(with_default=False)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown() -> str:
+    """docs/reference/settings.md: every setting of the table with its flag, invoke.yaml key,
+    default and help (a test keeps the page equal to it)."""
+    lines = ["# Settings of `invoke convert`", "",
+             "Generated from the settings table (`converters/commands/settings.py` and each target's",
+             "rows); regenerate with `python -c 'from converters.commands.settings import",
+             "render_markdown; print(render_markdown(), end=\"\")' > docs/reference/settings.md`.",
+             "A value comes from the flag, else from `invoke.yaml` (section `convert`), else from the",
+             "default below; `null` in invoke.yaml means the default.", "",
+             "| flag | invoke.yaml key | default | applies to | what it sets |", "|---|---|---|---|---|"]
+    for setting in table():
+        flag = f"`{setting.flag_name}`" if setting.flag else "(invoke.yaml only)"
+        scope = ", ".join(setting.targets) if setting.targets else "every target"
+        text = setting.help + (f" (choices: {', '.join(setting.choices)})" if setting.choices else "")
+        lines.append(f"| {flag} | `{setting.name}` | `{_yaml_value(setting.default)}` | {scope} | "
+                     f"{text.replace('|', '&#124;')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -120,6 +120,10 @@ class LoadedModel:
             "input_preprocessing": self.input_preprocessing,
             "sample_bytes": sum(tensor_bytes(t.shape, t.dtype) for t in self.inputs),
             "largest_activation_bytes": self.largest_activation_bytes(),
+            # Keras layers by name (nested models' included), for per-op error by layer;
+            # a plain SavedModel has none.
+            "keras_name": getattr(self.trackable, "name", None) if self.format != "saved_model" else None,
+            "layers": keras_layer_names(self.trackable) if self.format != "saved_model" else [],
         }
 
     def largest_activation_bytes(self) -> int:
@@ -131,6 +135,15 @@ class LoadedModel:
         sizes = [tensor_bytes(tuple(output.shape)[1:], output.dtype.name) for output in outputs
                  if output.shape.rank is not None and output.dtype.is_numpy_compatible]
         return max(sizes, default=0)
+
+
+def keras_layer_names(model: Any) -> list[str]:
+    """Every layer's name, depth first: a nested model and its own layers."""
+    names: list[str] = []
+    for layer in getattr(model, "layers", []):
+        names.append(layer.name)
+        names += keras_layer_names(layer)
+    return names
 
 
 def tensor_bytes(shape: tuple[int | None, ...], dtype: str) -> int:

@@ -12,6 +12,7 @@ import json
 import os
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,11 @@ def record_failure(build_dir: Path, spec: StageSpec, reason: str, upstream: str 
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow once, without the informational lines its C++ code prints on import."""
+    """Import TensorFlow once, without the informational lines its C++ code prints on import,
+    and silence the deprecation of ``tf.lite.Interpreter``, which TF's own int8 calibration
+    still uses internally (this package runs LiteRT's interpreter): not the user's to act on."""
+    warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated",
+                            category=UserWarning)
     with console.native_noise_filtered():
         import tensorflow  # noqa: F401
 

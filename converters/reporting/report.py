@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.cache import stage_cache
+from converters.config import Quantization
 from converters.fsutil import (
     read_json,
     sha256_tree,
@@ -23,6 +24,7 @@ from converters.fsutil import (
 )
 from converters.reporting import quantization_report
 from converters.reporting.markup import inline_html, md_table, percent
+from converters.reporting.op_layers import layer_of
 from converters.stages import data, export, reference
 from converters.stages.base import StageContext, StageParams
 from converters.targets import ReportHooks, all_targets, client_checks
@@ -63,14 +65,15 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     dataset = read_json(build_dir / data.DATASET_INFO)
     keras = read_json(build_dir / reference.SUMMARY)
     written = [record for record in params.records if (build_dir / record).exists()]
-    records = [read_json(build_dir / record) for record in written]
-    artifacts = [artifact_entry(build_dir, record, keras)
+    records = sorted((read_json(build_dir / record) for record in written), key=table_order)
+    artifacts = [artifact_entry(build_dir, record, keras, model)
                  for record in records if not record.get("not_built")]
     unbuilt = [r for r in records if r.get("not_built")]
     not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
     not_needed = [unbuilt_entry(r) for r in unbuilt if r.get("not_needed")]
     failures = stage_cache.read_failures(build_dir)
-    not_built += failed_validations(failures, set(params.records) - set(written))
+    not_built = sorted(not_built + failed_validations(failures, set(params.records) - set(written)),
+                       key=table_order)
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
@@ -113,6 +116,16 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
         "stages": stage_provenance(build_dir, stages),
         **target_sections(build_dir, params.targets, set(failures)),
     }
+
+
+def table_order(record: dict[str, Any]) -> tuple[int, int, str]:
+    """One order for the table whatever was built last: targets as the registry lists them,
+    then the quantization modes from fp32 to int8 (other variants after them, by name)."""
+    target_names = list(all_targets())
+    modes = [mode.value for mode in Quantization]
+    target, variant = record["target"], record["variant"]
+    return (target_names.index(target) if target in target_names else len(target_names),
+            modes.index(variant) if variant in modes else len(modes), variant)
 
 
 def failed_validations(failures: dict[str, dict[str, Any]],
@@ -200,7 +213,8 @@ def unbuilt_entry(record: dict[str, Any]) -> dict[str, Any]:
             "reason": record["not_built"]}
 
 
-def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any]) -> dict[str, Any]:
+def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any],
+                   model: dict[str, Any]) -> dict[str, Any]:
     path = build_dir / record["path"]
     conversion = read_json(path.with_suffix(".json"))
     metrics = record["metrics"]
@@ -219,6 +233,7 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "runtime": record["runtime"],
         "cpu": record.get("cpu"),
         "stand_in_for": record.get("stand_in_for"),
+        "latency_not_on_runtime": record.get("latency_not_on_runtime"),
         "metrics": metrics,
         "outputs": outputs,
         "accuracy_drop": drop,
@@ -228,7 +243,7 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "conversion_seconds": conversion["conversion_seconds"],
         # Which tool made it and, for quantized TFLite, where quantization hurts (per op).
         "engine": conversion.get("engine"),
-        "op_errors": conversion.get("op_errors"),
+        "op_errors": with_layers(conversion.get("op_errors"), model),
         "mixed_precision": conversion.get("mixed_precision"),
         # How a recurrent model's loop was converted (absent: the model has none)
         **({"recurrence": conversion["recurrence"]} if conversion.get("recurrence") else {}),
@@ -243,11 +258,24 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
     }
 
 
+def with_layers(op_errors: list[dict[str, Any]] | None,
+                model: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Per-op error rows, each with the Keras layer that produced its tensor (null where no
+    layer did, such as a QUANTIZE the converter inserted)."""
+    if op_errors is None:
+        return None
+    outputs = [output["name"] for output in model["outputs"]]
+    return [{**row, "layer": layer_of(row["tensor"], model.get("keras_name"),
+                                      model.get("layers", []), outputs)} for row in op_errors]
+
+
 def recommend(artifacts: list[dict[str, Any]], bound: float,
               max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR) -> dict[str, Any]:
     """The smallest and the fastest artifact whose accuracy drop stays within ``bound`` (and
     whose regression outputs beside class outputs, if any, within ``max_relative_error``).
 
+    Only artifacts timed on the runtime they deploy with compete for fastest: the Edge TPU's
+    int8 timed on the CPU before compilation says nothing about its speed on the Edge TPU.
     Latencies are noisy: an artifact whose p10-p90 latency spread overlaps the fastest one's is
     a tie (``fastest_ties``), and ``note`` says so rather than crowning one of them silently.
     """
@@ -255,9 +283,10 @@ def recommend(artifacts: list[dict[str, Any]], bound: float,
     eligible = [a for a in candidates
                 if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12
                 and within(a.get("regression_error"), max_relative_error)]
+    timed = [a for a in eligible if not a.get("latency_not_on_runtime")]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
-    fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
-    ties = sorted(a["path"] for a in eligible
+    fastest = min(timed, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
+    ties = sorted(a["path"] for a in timed
                   if fastest is not None and a is not fastest and latencies_overlap(a, fastest))
     note = None
     if fastest is not None and ties:
@@ -315,7 +344,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             percent(m["accuracy"]),
             "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.3f}",
             f"{m['cosine_similarity']:.5f}",
-            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
+            f"{m['max_abs_error']:.2e}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
         ])
     rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
               "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
@@ -358,19 +387,24 @@ def recommendation_line(report: dict[str, Any]) -> str:
     if rec.get("withheld"):
         return f"No recommendation: {rec['withheld']}."
     line = (f"Recommendation (accuracy drop at most {percent(rec['max_accuracy_drop'])}): "
-            f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.")
+            f"smallest `{rec['smallest']}`, fastest {fastest_name(rec)}.")
     if rec.get("note"):
         line += f" Note: {rec['note']}."
     return line
 
 
+def fastest_name(rec: dict[str, Any]) -> str:
+    """The fastest artifact (markdown inline code), or why there is none."""
+    if rec["fastest"] is not None:
+        return f"`{rec['fastest']}`"
+    return "none (no artifact within the bound was timed on the runtime it deploys with)"
+
+
 def text_lines(report: dict[str, Any]) -> list[str]:
     """The report's sentences, shared by report.md and report.html (markdown inline code)."""
-    rec = report["recommendation"]
     lines = [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
     lines.append(recommendation_line(report))
-    if rec["rejected"]:
-        lines.append(f"Over the bound or failed: {', '.join(f'`{p}`' for p in rec['rejected'])}.")
+    lines += rejected_lines(report)
     lines += [f"`{a['path']}` failed validation: {a['failed']}" for a in failed(report)]
     lines += [f"`{n['path']}` was not built: {n['reason']}"
               for n in report.get("not_built", []) if n.get("failed")]
@@ -381,7 +415,21 @@ def text_lines(report: dict[str, Any]) -> list[str]:
               f"{a['regression_error']['relative_error']:.4f} "
               f"({a['regression_error']['output']}; bounded by --max-relative-error)."
               for a in report["artifacts"] if a.get("regression_error")]
+    lines += [f"`{a['path']}` latency: {a['latency_not_on_runtime']}, so it does not compete for "
+              "fastest." for a in report["artifacts"] if a.get("latency_not_on_runtime")]
     return lines + client_lines(report) + output_lines(report)
+
+
+def rejected_lines(report: dict[str, Any]) -> list[str]:
+    """One sentence per artifact left out of the recommendation for its accuracy drop, with the
+    drop and the bound (markdown inline code for paths): report.md, report.html and the console
+    say the same. Failed artifacts have their own lines (:func:`text_lines`)."""
+    rec = report["recommendation"]
+    by_path = {a["path"]: a for a in report["artifacts"]}
+    over = [by_path[path] for path in rec["rejected"]
+            if path in by_path and not by_path[path].get("failed")]
+    return [f"Rejected `{a['path']}`: accuracy drop {percent(a['accuracy_drop'])} is over the "
+            f"{percent(rec['max_accuracy_drop'])} bound." for a in over]
 
 
 def client_lines(report: dict[str, Any]) -> list[str]:
@@ -423,6 +471,8 @@ def headline_value(record: dict[str, Any]) -> float:
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Conversion report: {report['model']['name']}",
+        "",
+        f"**{verdict(report)}**",
         "",
         f"{context_line(report)} {latency_line(report)} {toolchain_line(report)}",
         "",
@@ -538,33 +588,125 @@ def label_points(axis: Any, points: list[tuple[float, float]], names: list[str])
                       fontsize=8, va="bottom")
 
 
-def html_page(report: dict[str, Any]) -> str:
+def verdict(report: dict[str, Any]) -> str:
+    """The recommendation and why, in one sentence with the numbers that decided it (markdown
+    inline code for paths): the top of report.html."""
+    rec = report["recommendation"]
+    if rec.get("withheld"):
+        return f"No recommendation: {rec['withheld']}."
+    bound = percent(rec["max_accuracy_drop"])
+    if rec["smallest"] is None:
+        return (f"No recommendation: no artifact stays within the {bound} accuracy-drop bound "
+                "(see the table and the reasons below).")
+    by_path = {a["path"]: a for a in report["artifacts"]}
+    smallest, fastest = by_path[rec["smallest"]], by_path.get(rec["fastest"])
+    labelled = report["reference"]["accuracy"] is not None
+    name = "accuracy" if labelled else "top-1 agreement with Keras"
+    keras = f" against Keras {percent(report['reference']['accuracy'])}" if labelled else ""
+    line = (f"Within the {bound} accuracy-drop bound, `{smallest['path']}` is the smallest "
+            f"({smallest['size_bytes'] / 1024:.1f} KiB, {name} "
+            f"{percent(quality(smallest, labelled))}{keras})")
+    if fastest is None:
+        line += "; none was timed on the runtime it deploys with, so none is called fastest"
+    elif fastest is smallest:
+        line += f" and the fastest ({fastest['latency_ms']:.3g} ms median on this host)"
+    else:
+        line += (f" and `{fastest['path']}` the fastest ({fastest['latency_ms']:.3g} ms median on "
+                 f"this host against {smallest['latency_ms']:.3g} ms")
+        line += ", a tie within the p10-p90 spread)" if rec.get("fastest_ties") else ")"
+    return line + "."
+
+
+ROW_STATES = {"failed": "failed", "not built here": "not-built"}
+PAGE_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:1em 1.5em;max-width:76em;
+  line-height:1.4;color:#1b1b1b}
+h1{font-size:1.6em;margin:.3em 0}h2{margin-top:1.6em}
+h1,h2,h3,p,li{overflow-wrap:anywhere}
+code{overflow-wrap:anywhere;font-size:.92em}
+.summary{border-left:6px solid #2e7d32;background:#eef7ee;padding:.6em 1em;font-size:1.1em}
+.summary.none{border-color:#c62828;background:#fdecea}
+.wide{max-width:100%;overflow-x:auto}
+table{border-collapse:collapse;width:100%;margin:.5em 0}
+td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3;white-space:nowrap}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.name{overflow-wrap:anywhere;min-width:7em}
+.ops{font-size:smaller;overflow-wrap:anywhere}
+tr.recommended td{background:#e3f2e5;font-weight:600}
+.badge{display:inline-block;font-size:.75em;font-weight:600;padding:0 .4em;margin-left:.3em;
+  border-radius:.6em;background:#2e7d32;color:#fff}
+tr.failed td{color:#b71c1c;background:#fdecea}
+tr.not-built td{color:#666;font-style:italic;background:#f6f6f6}
+img{max-width:100%;height:auto}
+small.path{display:block;color:#555;font-weight:normal;overflow-wrap:anywhere}
+@media (max-width:700px){body{padding:.5em}td,th{padding:3px 4px}table{font-size:.85em}}
+"""
+
+
+def artifact_table_html(report: dict[str, Any]) -> str:
+    """The artifact table: the path under each name, numbers right-aligned, the recommended
+    rows highlighted and named, failed and not-built rows marked (no script needed)."""
     escape = html.escape
+    rec = report["recommendation"]
+    badges: dict[str, list[str]] = {}
+    for role in ("smallest", "fastest"):
+        if rec.get(role):
+            badges.setdefault(rec[role], []).append(role)
+    path_column = HEADERS.index("path")
+    shown = [i for i in range(len(HEADERS)) if i != path_column]
     numeric = {i for i, h in enumerate(HEADERS) if h not in ("artifact", "path", "float ops")}
-    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>"
-                     for i, h in enumerate(HEADERS))
-    body = "".join("<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{escape(cell)}</td>"
-                                    for i, cell in enumerate(row)) + "</tr>"
-                   for row in table_rows(report))
+    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(HEADERS[i])}</th>"
+                     for i in shown)
+    body = []
+    for row in table_rows(report):
+        path = row[path_column]
+        state = ROW_STATES.get(row[HEADERS.index("accuracy")], "")
+        marks = "".join(f'<span class="badge">{role}</span>' for role in badges.get(path, []))
+        classes = " ".join(c for c in (state, "recommended" if marks else "") if c)
+        cells = []
+        for i in shown:
+            if i == 0:
+                where = "" if path == "-" else f'<small class="path">{escape(path)}</small>'
+                cells.append(f'<td class="name">{escape(row[i])}{marks}{where}</td>')
+            else:
+                kind = " class=num" if i in numeric else " class=ops" if HEADERS[i] == "float ops" else ""
+                cells.append(f"<td{kind}>{escape(row[i])}</td>")
+        body.append(f"<tr{f' class={chr(34)}{classes}{chr(34)}' if classes else ''}>"
+                    + "".join(cells) + "</tr>")
+    return (f'<div class="wide"><table id="artifacts"><thead><tr>{header}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def html_page(report: dict[str, Any]) -> str:
+    """report.html: the verdict first, then the table, the plot and the details. One
+    self-contained file (inline style and image, no script, nothing fetched): bundles go to
+    air-gapped sites."""
+    name = html.escape(report["model"]["name"])
     plot = base64.b64encode(tradeoff_plot_png(report)).decode()
-    name = escape(report["model"]["name"])
-    paragraphs = "".join(f"<p>{inline_html(line)}</p>" for line in
-                         (context_line(report), latency_line(report), toolchain_line(report),
-                          *text_lines(report)))
+    rec = report["recommendation"]
+    warnings = "".join(f"<p>{inline_html(f'**Warning:** {w}')}</p>" for w in report.get("warnings", []))
+    details = [context_line(report), latency_line(report), toolchain_line(report),
+               *(line for line in text_lines(report) if not line.startswith("**Warning:**"))]
+    paragraphs = "".join(f"<p>{inline_html(line)}</p>" for line in details)
+    summary_class = "summary" if rec.get("smallest") else "summary none"
+    sections = "".join(hooks.html(report[target]) for target, hooks in report_hooks()
+                       if report.get(target))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Conversion report: {name}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:80em}}
-table{{border-collapse:collapse;width:100%}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
-.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
-td:nth-child(-n+2){{white-space:nowrap}}td:last-child{{font-size:smaller;overflow-wrap:anywhere}}
-img{{max-width:100%;height:auto}}</style>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Conversion report: {name}</title>
+<style>{PAGE_STYLE}</style>
 </head><body>
 <h1>Conversion report: {name}</h1>
-{paragraphs}
-<table id="artifacts"><tr>{header}</tr>{body}</table>
-{"".join(hooks.html(report[target]) for target, hooks in report_hooks() if report.get(target))}
-{quantization_report.html_section(report)}<h2>Trade-off</h2>
+<section id="summary" class="{summary_class}"><p>{inline_html(verdict(report))}</p>{warnings}</section>
+<h2>Artifacts</h2>
+{artifact_table_html(report)}
+<h2>Trade-off</h2>
 <img id="tradeoff" alt="size and latency against accuracy" src="data:image/png;base64,{plot}">
+<h2>Details</h2>
+{paragraphs}
+{sections}
+{quantization_report.html_section(report)}
 </body></html>
 """

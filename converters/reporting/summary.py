@@ -74,10 +74,13 @@ def print_summary(build_dir: Path) -> None:
     else:
         console.info(
             f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
-            f"smallest {recommendation['smallest']}, fastest {recommendation['fastest']}"
+            f"smallest {recommendation['smallest']}, "
+            f"fastest {report.fastest_name(recommendation).replace('`', '')}"
         )
     if recommendation.get("note"):
         console.info(f"note: {recommendation['note']}")
+    for line in report.rejected_lines(data):
+        console.warn(line.replace("`", ""))
     for needless in data.get("not_needed", []):
         console.info(f"not needed: {needless['target']} {needless['variant']}: {needless['reason']}")
     console.info(report.latency_line(data))

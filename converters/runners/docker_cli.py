@@ -1,7 +1,7 @@
 """The Docker engine as this project uses it: find the CLI, ask whether the engine answers, read
 image metadata, remove containers. Every call is an argv list and fails with a message that says
-what to do: a ConverterError naming the command, its exit code and its output (README,
-Development), never a shell string.
+what to do: a ConverterError naming the command, its exit code and its output (docs/development.md),
+never a shell string.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def store_images(context: StageContext, inputs: tuple[TensorInfo, ...]) -> dict[
             f"dataset {context.dataset_dir} is an image folder, which feeds a model with one "
             f"image input (height × width × 1, 3 or 4 channels); model {context.model_path} has "
             f"the input(s) {shapes}. Pass --dataset FILE.npz with one array per input name "
-            f"(first axis = samples) or a folder of .npy/.npz samples (see README: Data)")
+            f"(first axis = samples) or a folder of .npy/.npz samples (see docs/inputs.md)")
     [image_input] = inputs
     shape = export.input_shape(context.build_dir)
     Preprocessing.from_dict(params.preprocessing).check_channels(shape[-1])  # before any image

@@ -40,6 +40,7 @@ def run(context: StageContext) -> None:
         "samples": data.sample_count(inputs),
         "cpu": this_cpu().as_record(),
         "stand_in_for": params.stand_in_for,
+        "latency_not_on_runtime": params.latency_not_on_runtime,
     }
     what = f"the {params.target} {params.variant} artifact {artifact.name}"
     failure = next((problem for name in names if name in outputs and (

@@ -50,6 +50,9 @@ class ValidateParams(StageParams):
     # Set when the artifact is checked on behalf of another runtime's artifact (the TensorRT
     # engine's Q/DQ model): what it stands in for. Such an artifact is never recommended.
     stand_in_for: str | None = None
+    # Set when the artifact's latency is not measured on the runtime it deploys with (the Edge
+    # TPU's int8 before compilation, timed on the CPU): why. It does not compete for fastest.
+    latency_not_on_runtime: str | None = None
 
 
 @dataclass(frozen=True)

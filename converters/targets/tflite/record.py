@@ -59,10 +59,17 @@ def _io(tensor: tflite_inspect.TensorInfo) -> dict[str, Any]:
             "zero_point": list(tensor.zero_point)}
 
 
+# Ops that only move values: quantized, their output keeps their input's scale and zero point, so
+# they add no error. The per-channel metric would still "measure" some when a flatten or a
+# transpose changes which axis holds the channels: ranking them would point at the wrong op.
+LAYOUT_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE"})
+
+
 def op_errors(context: StageContext, flatbuffer: bytes) -> list[dict[str, Any]] | None:
     """The (at most 10) ops whose quantization adds the most error against the fp32 artifact
     (``params.op_errors_against``), on the first calibration images, largest first; ops
-    adding none are left out. None when not asked."""
+    adding none, and ops that only move values (:data:`LAYOUT_OPS`), are left out. None when
+    not asked."""
     against = ModeParams.of(context).op_errors_against
     if not against:
         return None
@@ -71,7 +78,8 @@ def op_errors(context: StageContext, flatbuffer: bytes) -> list[dict[str, Any]] 
                data.load_inputs(context.build_dir, data.CALIBRATION).items()}
     errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=None,
                                              batch=OP_ERROR_BATCH)
-    return [op_error_row(error) for error in errors if error.added_nmse > 0][:TOP_OP_ERRORS]
+    return [op_error_row(error) for error in errors
+            if error.added_nmse > 0 and error.op not in LAYOUT_OPS][:TOP_OP_ERRORS]
 
 
 def op_error_row(error: quantizer_engine.OpError) -> dict[str, Any]:

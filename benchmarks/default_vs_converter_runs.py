@@ -1,4 +1,5 @@
-"""The full default build against the seed's way: wall time and peak memory, side by side.
+"""The full default build against four independent TFLiteConverter runs: wall time and peak
+memory, side by side.
 
 For MobileNetV2 96x96 alpha 0.35 and 224x224 alpha 1.0 (keras.applications, weights=None,
 saved as .keras), on the bundled images (--allow-class-mismatch: 4 folders, 1000 outputs):
@@ -6,16 +7,17 @@ saved as .keras), on the bundled images (--allow-class-mismatch: 4 folders, 1000
 * build: ``invoke convert`` with the defaults (fp32, fp16, dynamic, int8 with uint8 I/O, every
   artifact validated, report; ``-j auto``, local runner, 2 threads): a real command line,
   process start included;
-* the seed's way: one fresh Python process that loads the .keras file and runs four
+* four independent TFLiteConverter runs: one fresh Python process that loads the .keras file and runs four
   ``tf.lite.TFLiteConverter.from_keras_model`` conversions (fp32, fp16, dynamic, int8 with uint8
   I/O) with the same 100 calibration images the build calibrates with, no validation.
 
 Both are sampled from /proc every 50 ms (benchmarks/stage_memory.py): the peak of the summed RSS
-of the process tree, and the build's per-stage times from its own stage lines. The seed's way
-first, alternating for ``--rounds`` rounds (the machine's speed drifts by 10-20 % between
+of the process tree, and the build's per-stage times from its own stage lines. The four
+independent runs first, alternating for ``--rounds`` rounds (the machine's speed drifts by 10-20 % between
 runs: the medians and every round's ratio are printed).
 
-    python benchmarks/default_vs_seed.py [--rounds 3] > benchmarks/default_vs_seed.out.md
+    python benchmarks/default_vs_converter_runs.py [--rounds 3] \
+        > benchmarks/default_vs_converter_runs.out.md
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ ROOT = stage_memory.ROOT
 MODELS = ((96, 0.35), (224, 1.0))
 
 
-def seed_way(model_path: Path, dataset_dir: Path, out: Path) -> None:
+def baseline_runs(model_path: Path, dataset_dir: Path, out: Path) -> None:
     """Four from_keras_model conversions with the build's calibration images (0..1 scaled)."""
     import keras
     import numpy as np
@@ -64,42 +66,45 @@ def seed_way(model_path: Path, dataset_dir: Path, out: Path) -> None:
 
 
 def measure(size: int, alpha: float, work: Path, interval: float, rounds: int) -> str:
-    """``rounds`` alternating runs (seed's way, then build) of one model; medians and each
+    """``rounds`` alternating runs (independent runs, then build) of one model; medians and each
     round's ratio, so the machine's drift between runs shows."""
     model = stage_memory.mobilenet(size, alpha, work)
-    seed_command = [sys.executable, __file__, "--seed-way", str(model), str(work / "seed")]
+    baseline_command = [sys.executable, __file__, "--independent-runs", str(model), str(work / "baseline")]
     build_command = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert",
                      "--model", str(model), "--dataset", str(ROOT / "dataset"),
                      "--out", str(work / f"build-{size}"), "--threads", "2", "--runner", "local",
                      "--allow-class-mismatch"]
-    seeds: list[tuple[float, float]] = []  # wall s, peak MiB
+    baselines: list[tuple[float, float]] = []  # wall s, peak MiB
     builds: list[tuple[float, float]] = []
     last: stage_memory.Sampling | None = None
     for _ in range(rounds):
         shutil.rmtree(work / f"build-{size}", ignore_errors=True)  # a full build every round
-        seed, seed_s, seed_code = stage_memory.run(seed_command, interval, work / f"seed-{size}.log")
+        baseline, baseline_s, baseline_code = stage_memory.run(baseline_command, interval,
+                                                               work / f"baseline-{size}.log")
         build, build_s, build_code = stage_memory.run(build_command, interval,
                                                       work / f"build-{size}.log")
-        if seed_code or build_code:
-            for name in (f"seed-{size}.log", f"build-{size}.log"):
+        if baseline_code or build_code:
+            for name in (f"baseline-{size}.log", f"build-{size}.log"):
                 print((work / name).read_text(errors="replace")[-3000:], file=sys.stderr)
-            raise SystemExit(f"a run failed: seed exit {seed_code}, build exit {build_code}")
-        seeds.append((seed_s, seed.peak_total_kib / 1024))
+            raise SystemExit(f"a run failed: independent runs exit {baseline_code}, "
+                             f"build exit {build_code}")
+        baselines.append((baseline_s, baseline.peak_total_kib / 1024))
         builds.append((build_s, build.peak_total_kib / 1024))
         last = build
     assert last is not None
-    seed_s, seed_mib = (statistics.median(v[i] for v in seeds) for i in (0, 1))
+    baseline_s, baseline_mib = (statistics.median(v[i] for v in baselines) for i in (0, 1))
     build_s, build_mib = (statistics.median(v[i] for v in builds) for i in (0, 1))
     ratios = ", ".join(f"{b[0] / s[0]:.2f}x ({b[0]:.1f} / {s[0]:.1f} s)"
-                       for s, b in zip(seeds, builds, strict=True))
+                       for s, b in zip(baselines, builds, strict=True))
     stages = ", ".join(f"{s.name} {((s.ended or s.started) - s.started):.1f}" for s in last.stages)
     return "\n".join([
         f"### MobileNetV2 {size}x{size} alpha {alpha}", "",
-        f"| median of {rounds} alternating runs | seed's way | default build | build / seed |",
+        f"| median of {rounds} alternating runs | independent runs | default build | build / independent |",
         "|---|---|---|---|",
-        f"| wall s (process start included) | {seed_s:.1f} | {build_s:.1f} | {build_s / seed_s:.2f}x |",
-        f"| peak summed RSS MiB | {seed_mib:.0f} | {build_mib:.0f} | {build_mib / seed_mib:.2f}x |",
-        "", f"Each round, build / seed: {ratios}.", "",
+        f"| wall s (process start included) | {baseline_s:.1f} | {build_s:.1f} "
+        f"| {build_s / baseline_s:.2f}x |",
+        f"| peak summed RSS MiB | {baseline_mib:.0f} | {build_mib:.0f} | {build_mib / baseline_mib:.2f}x |",
+        "", f"Each round, build / independent: {ratios}.", "",
         f"Build stages (last round), s: {stages}.", "",
         f"Build peak (last round) at {last.peak_at:.1f} s: {'; '.join(last.peak_labels)}.", "",
     ])
@@ -107,19 +112,19 @@ def measure(size: int, alpha: float, work: Path, interval: float, rounds: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed-way", nargs=2, type=Path, metavar=("MODEL", "OUT"),
-                        help="(internal) run the seed's four conversions in this process")
+    parser.add_argument("--independent-runs", nargs=2, type=Path, metavar=("MODEL", "OUT"),
+                        help="(internal) run four independent conversions in this process")
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per model")
     args = parser.parse_args()
-    if args.seed_way:
-        seed_way(args.seed_way[0], ROOT / "dataset", args.seed_way[1])
+    if args.independent_runs:
+        baseline_runs(args.independent_runs[0], ROOT / "dataset", args.independent_runs[1])
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with tempfile.TemporaryDirectory(prefix="default-vs-seed-") as folder:
+    with tempfile.TemporaryDirectory(prefix="default-vs-independent-") as folder:
         sections = [measure(size, alpha, Path(folder), args.interval, args.rounds)
                     for size, alpha in MODELS]
-    print("## Full default build vs the seed's way\n")
+    print("## Full default build vs four independent TFLiteConverter runs\n")
     print("\n".join(sections))
 
 
