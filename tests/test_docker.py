@@ -198,7 +198,7 @@ def test_stale_or_missing_image_is_refused_with_the_fix(tflite_image: str, tmp_p
     assert missing is not None and "does not exist" in missing
     assert "invoke images --target nosuch" in missing
     assert runner.image_problem("tflite") is None
-    monkeypatch.setattr("converters.runners.docker.cache.code_fingerprint", lambda: "edited")
+    monkeypatch.setattr("converters.runners.docker.stage_cache.code_fingerprint", lambda: "edited")
     stale = runner.image_problem("tflite")
     assert stale is not None and "holds other converters code" in stale
 
