@@ -82,7 +82,7 @@ def _convert_task() -> Task[Any]:
     from converters.commands.settings import flag_rows
 
     convert_body.__signature__ = convert_flags()  # type: ignore[attr-defined]
-    return cli_task(name="convert", iterable=["model"],
+    return cli_task(name="convert", iterable=["model", "device"],
                     help={setting.name: setting.describe() for setting in flag_rows()})(convert_body)
 
 
@@ -302,6 +302,31 @@ def cache_prune(c: Context, max_size: str = "", cache_dir: str | None = None) ->
 
         required("cache-prune", max_size=max_size)
         console.info(prune_cache(project_setting(c, cache_dir, "cache_dir"), max_size))
+
+
+@cli_task(name="device-check", help={
+    "name": "the device: a Host of ~/.ssh/config or [user@]host[:port] (the first argument)",
+    "device_timeout": "seconds it may take to answer (default: invoke.yaml's device_timeout, 120)",
+    "accept_new_host_key": "trust its host key when known_hosts does not hold it yet, and add it",
+    "device_cache": "its cache folder, whose runtime environments are counted (default: "
+                    "invoke.yaml's device_cache)",
+})
+def device_check(c: Context, name: str, device_timeout: str | None = None,
+                 accept_new_host_key: bool = False, device_cache: str | None = None) -> None:
+    """Probe a device over SSH and print what it offers: machine, system, Python, runtimes,
+    Edge TPU, GPU and free disk (nothing is built or copied)."""
+    if name in ("-h", "--help"):  # the positional took the help flag: show the help anyway
+        show_help("device-check")
+        return
+    with user_errors():
+        from converters.devices.connection import connect
+        from converters.devices.probe import probe
+
+        timeout = project_setting(c, device_timeout, "device_timeout")
+        with connect(name, timeout, accept_new_host_key) as connection:
+            facts = probe(connection, project_setting(c, device_cache, "device_cache"))
+        for line in facts.lines():
+            console.info(line)
 
 
 # The fast subset: tests marked quick (they convert the sample end to end, check the report in a

@@ -43,6 +43,9 @@ class ReportParams(StageParams):
     targets: dict[str, Any]  # target name → what its report section reads (ReportHooks.params)
     # Records of earlier builds of this folder for other targets, still valid: record → key.
     earlier_records: dict[str, str] = field(default_factory=dict)
+    device_records: list[str] = field(default_factory=list)  # each artifact's run on a device
+    devices: list[str] = field(default_factory=list)  # the --device names, in order
+    recommend_on: str | None = None  # the device whose latency picks the fastest artifact
 
 
 def run(context: StageContext) -> None:
@@ -61,15 +64,17 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     records = [read_json(build_dir / record) for record in written]
     artifacts = [artifact_entry(build_dir, record, keras)
                  for record in records if not record.get("not_built")]
+    failures = stage_cache.read_failures(build_dir)
+    for artifact in artifacts:
+        artifact["devices"] = device_entries(build_dir, params, failures, artifact["path"])
     unbuilt = [r for r in records if r.get("not_built")]
     not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
     not_needed = [unbuilt_entry(r) for r in unbuilt if r.get("not_needed")]
-    failures = stage_cache.read_failures(build_dir)
     not_built += failed_validations(failures, set(params.records) - set(written))
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
-    recommendation = recommend(artifacts, bound)
+    recommendation = recommend(artifacts, bound, params.recommend_on)
     if near_chance(dataset, keras):
         recommendation |= {"smallest": None, "fastest": None,
                            "withheld": "the Keras reference itself is near chance accuracy"}
@@ -100,6 +105,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
             "cpu": keras.get("cpu"),
             "outputs": keras.get("outputs"),
         },
+        "devices": params.devices,
         "artifacts": artifacts,
         "not_built": not_built,
         "not_needed": not_needed,
@@ -108,6 +114,39 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
         "stages": stage_provenance(build_dir, stages),
         **target_sections(build_dir, params.targets, set(failures)),
     }
+
+
+DEVICE_FIELDS = ("host", "arch", "os", "python", "runtime", "threads", "latency_ms",
+                 "latency_spread_ms", "top1_agreement", "samples", "metrics", "headline")
+
+
+def device_entries(build_dir: Path, params: ReportParams, failures: dict[str, dict[str, Any]],
+                   path: str) -> list[dict[str, Any]]:
+    """The artifact at ``path`` as measured on each device (``failed``: why it was not)."""
+    entries = []
+    for relative in params.device_records:
+        if (build_dir / relative).exists():
+            record = read_json(build_dir / relative)
+            if record["path"] == path and not record.get("not_built"):
+                entries.append({"name": record["device"], "failed": None,
+                                **{key: record[key] for key in DEVICE_FIELDS}})
+    for failure in failures.values():
+        if failure["kind"] == "device-run" and failure["params"]["artifact"] == path:
+            reason = failure["reason"]
+            if failure["upstream"] is not None:
+                reason = f"not run: stage {failure['upstream']} failed"
+            entries.append({"name": failure["params"]["device"], "failed": reason})
+    order = {name: index for index, name in enumerate(params.devices)}
+    return sorted(entries, key=lambda entry: order.get(entry["name"], len(order)))
+
+
+def device_timing(artifact: dict[str, Any], device: str | None) -> dict[str, Any] | None:
+    """The artifact's latency record: its host validation's (``device`` None), or its run on
+    ``device`` (None when it did not run there)."""
+    if device is None:
+        return artifact
+    return next((entry for entry in artifact.get("devices", [])
+                 if entry["name"] == device and not entry.get("failed")), None)
 
 
 def failed_validations(failures: dict[str, dict[str, Any]],
@@ -232,8 +271,11 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
     }
 
 
-def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
-    """The smallest and the fastest artifact whose accuracy drop stays within ``bound``.
+def recommend(artifacts: list[dict[str, Any]], bound: float,
+              device: str | None = None) -> dict[str, Any]:
+    """The smallest and the fastest artifact whose accuracy drop stays within ``bound``; the
+    fastest by its latency on ``device`` when given (among those that ran there), else on this
+    host.
 
     Latencies are noisy: an artifact whose p10-p90 latency spread overlaps the fastest one's is
     a tie (``fastest_ties``), and ``note`` says so rather than crowning one of them silently.
@@ -242,15 +284,18 @@ def recommend(artifacts: list[dict[str, Any]], bound: float) -> dict[str, Any]:
     eligible = [a for a in candidates
                 if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
-    fastest = min(eligible, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
-    ties = sorted(a["path"] for a in eligible
-                  if fastest is not None and a is not fastest and latencies_overlap(a, fastest))
+    timed = {a["path"]: timing for a in eligible if (timing := device_timing(a, device)) is not None}
+    fastest = min((a for a in eligible if a["path"] in timed),
+                  key=lambda a: (timed[a["path"]]["latency_ms"], a["size_bytes"]), default=None)
+    ties = sorted(a["path"] for a in eligible if fastest is not None and a is not fastest
+                  and a["path"] in timed and latencies_overlap(timed[a["path"]], timed[fastest["path"]]))
     note = None
     if fastest is not None and ties:
         note = (f"{fastest['path']} has the lowest median latency, but "
                 f"{', '.join(ties)} {'is' if len(ties) == 1 else 'are'} within its p10-p90 "
-                "spread: a tie on this host")
+                f"spread: a tie {'on this host' if device is None else f'on device {device}'}")
     return {
+        **({"latency_on": device} if device is not None else {}),
         "max_accuracy_drop": bound,
         "smallest": smallest["path"] if smallest else None,
         "fastest": fastest["path"] if fastest else None,
@@ -279,33 +324,57 @@ def _spread(entry: dict[str, Any]) -> str:
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Rows shared by report.md, report.html and the console summary (columns as HEADERS)."""
+    """Rows shared by report.md, report.html and the console summary (columns as
+    :func:`headers`: a column per device before the float ops)."""
     keras = report["reference"]
+    devices = report.get("devices", [])
+    none = ["-"] * len(devices)
     rows = [["Keras (reference)", "-", "-", percent(keras["accuracy"]), "-", "-", "-",
-             f"{keras['latency_ms']:.2f}", _spread(keras), "-"]]
+             f"{keras['latency_ms']:.2f}", _spread(keras), *none, "-"]]
     for a in report["artifacts"]:
         m = a["metrics"]
         float_ops = ", ".join(f"{o['op']}×{o['count']}" for o in a["float_ops"]) or "none"
+        on_devices = [device_cell(a, device) for device in devices]
         if a.get("failed"):
             rows.append([f"{a['target']} {a['variant']}", a["path"],
                          f"{a['size_bytes'] / 1024:.1f}", "failed", "-", "-", "-", "-", "-",
-                         float_ops])
+                         *on_devices, float_ops])
             continue
         rows.append([
             f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
             percent(m["accuracy"]),
             "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.3f}",
             f"{m['cosine_similarity']:.5f}",
-            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
+            f"{m['max_abs_error']:.4g}", f"{a['latency_ms']:.2f}", _spread(a), *on_devices,
+            float_ops,
         ])
     rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
-              "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
-             for n in report.get("not_built", [])]
+              "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", *none,
+              "-"] for n in report.get("not_built", [])]
     return rows
+
+
+def device_cell(artifact: dict[str, Any], device: str) -> str:
+    """The artifact on ``device``: median latency and agreement with Keras (top-1, else
+    cosine), "failed", or "-" when it was not run there."""
+    entry = next((e for e in artifact.get("devices", []) if e["name"] == device), None)
+    if entry is None:
+        return "-"
+    if entry.get("failed"):
+        return "failed"
+    metrics = entry["metrics"]
+    agreement = (f"top-1 {metrics['top1_agreement']:.3f}" if metrics["top1_agreement"] is not None
+                 else f"cos {metrics['cosine_similarity']:.4f}")
+    return f"{entry['latency_ms']:.2f} ms, {agreement}"
 
 
 HEADERS = ["artifact", "path", "size KiB", "accuracy", "top-1 agree", "cosine", "max |err|",
            "latency ms", "p10-p90 ms", "float ops"]
+
+
+def headers(report: dict[str, Any]) -> list[str]:
+    """The table's columns: HEADERS with one column per device before the float ops."""
+    return [*HEADERS[:-1], *(f"on {device}" for device in report.get("devices", [])), HEADERS[-1]]
 
 
 def context_line(report: dict[str, Any]) -> str:
@@ -338,8 +407,9 @@ def recommendation_line(report: dict[str, Any]) -> str:
     rec = report["recommendation"]
     if rec.get("withheld"):
         return f"No recommendation: {rec['withheld']}."
+    where = f" on device {rec['latency_on']}" if rec.get("latency_on") else ""
     line = (f"Recommendation (accuracy drop at most {percent(rec['max_accuracy_drop'])}): "
-            f"smallest `{rec['smallest']}`, fastest `{rec['fastest']}`.")
+            f"smallest `{rec['smallest']}`, fastest{where} `{rec['fastest']}`.")
     if rec.get("note"):
         line += f" Note: {rec['note']}."
     return line
@@ -356,7 +426,30 @@ def text_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"`{n['path']}` was not built: {n['reason']}"
               for n in report.get("not_built", []) if n.get("failed")]
     lines += [f"`{n['path']}` was not needed: {n['reason']}" for n in report.get("not_needed", [])]
-    return lines + client_lines(report) + output_lines(report)
+    return lines + device_lines(report) + client_lines(report) + output_lines(report)
+
+
+def device_lines(report: dict[str, Any]) -> list[str]:
+    """Where each device is and what it is, and why an artifact did not run on it (one line per
+    device and reason)."""
+    lines = []
+    for device in report.get("devices", []):
+        entries = [(a["path"], e) for a in report["artifacts"] for e in a.get("devices", [])
+                   if e["name"] == device]
+        ran = next((e for _, e in entries if not e.get("failed")), None)
+        if ran is not None:
+            lines.append(f"On device `{device}` ({ran['host']}: {ran['arch']}, {ran['os']}, Python "
+                         f"{ran['python']}, {ran['threads']} thread(s)), each artifact ran in the "
+                         "runtime its bundle installs: latency is the median and p10-p90 of "
+                         "single-sample runs after a warm-up, agreement with Keras is over "
+                         f"{ran['samples']} validation samples.")
+        reasons: dict[str, list[str]] = {}
+        for path, entry in entries:
+            if entry.get("failed"):
+                reasons.setdefault(entry["failed"], []).append(f"`{path}`")
+        lines += [f"Not measured on device `{device}` ({', '.join(paths)}): {reason}"
+                  for reason, paths in reasons.items()]
+    return lines
 
 
 def client_lines(report: dict[str, Any]) -> list[str]:
@@ -401,7 +494,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{context_line(report)} {latency_line(report)} {toolchain_line(report)}",
         "",
-        *md_table(HEADERS, table_rows(report)),
+        *md_table(headers(report), table_rows(report)),
         "",
         *text_lines(report),
     ]
@@ -515,9 +608,10 @@ def label_points(axis: Any, points: list[tuple[float, float]], names: list[str])
 
 def html_page(report: dict[str, Any]) -> str:
     escape = html.escape
-    numeric = {i for i, h in enumerate(HEADERS) if h not in ("artifact", "path", "float ops")}
+    columns = headers(report)
+    numeric = {i for i, h in enumerate(columns) if h not in ("artifact", "path", "float ops")}
     header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>"
-                     for i, h in enumerate(HEADERS))
+                     for i, h in enumerate(columns))
     body = "".join("<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{escape(cell)}</td>"
                                     for i, cell in enumerate(row)) + "</tr>"
                    for row in table_rows(report))
