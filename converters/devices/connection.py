@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import shlex
 import time
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from converters.devices.address import DeviceAddress, resolve
 from converters.errors import DeviceError
 
 TAIL_LINES = 12  # of a failed command's output, in its error message
+# Paramiko logs its transport thread's failures (with tracebacks) to stderr when nothing handles
+# its logger; every failure reaches the user as one DeviceError message instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -239,9 +243,13 @@ def open_client(address: DeviceAddress, timeout: float, accept_new: bool,
         raise DeviceError(f"device {address.name}: {address.where} did not answer within "
                           f"{timeout:g} s (--device-timeout): is it on and reachable?") from None
     except (paramiko.SSHException, OSError, EOFError) as error:
+        transport = client.get_transport()
+        silent = transport is not None and not transport.remote_version  # no SSH banner came
         client.close()
+        if silent or "banner" in str(error).lower():
+            raise DeviceError(f"device {address.name}: {address.where} accepted the connection "
+                              f"but did not answer within {timeout:g} s (--device-timeout): is "
+                              "an SSH server listening on that port?") from None
         reason = str(error) or type(error).__name__
-        if "banner" in reason.lower():
-            reason = f"no SSH answer within {timeout:g} s (--device-timeout)"
         raise DeviceError(f"device {address.name}: cannot connect to {address.where}: {reason}") from None
     return client

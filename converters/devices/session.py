@@ -120,8 +120,9 @@ def install_runtime(connection: DeviceConnection, root: str, folder: str, key: s
         connection.check(["python3", "-m", "venv", environment],
                          "creating a Python environment (python3 -m venv; Debian and Ubuntu need "
                          "the python3-venv package)")
+        # No byte-compiling: Python compiles what it imports, when it first does.
         result = connection.run([f"{environment}/bin/python", "-m", "pip", "install", "--no-index",
-                                 "--no-cache-dir", "--disable-pip-version-check", "--quiet",
+                                 "--no-cache-dir", "--no-compile", "--disable-pip-version-check", "--quiet",
                                  "--find-links", f"{folder}/wheels", "-r",
                                  f"{folder}/requirements.txt"])
         if result.exit_code != 0:

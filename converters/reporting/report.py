@@ -131,7 +131,8 @@ def device_entries(build_dir: Path, params: ReportParams, failures: dict[str, di
                 entries.append({"name": record["device"], "failed": None,
                                 **{key: record[key] for key in DEVICE_FIELDS}})
     for failure in failures.values():
-        if failure["kind"] == "device-run" and failure["params"]["artifact"] == path:
+        if (failure["kind"] == "device-run" and failure["params"]["artifact"] == path
+                and set(failure["outputs"]) & set(params.device_records)):  # this build's devices
             reason = failure["reason"]
             if failure["upstream"] is not None:
                 reason = f"not run: stage {failure['upstream']} failed"
