@@ -313,8 +313,11 @@ def cache_prune(c: Context, max_size: str = "", cache_dir: str | None = None) ->
 })
 def device_check(c: Context, name: str, device_timeout: str | None = None,
                  accept_new_host_key: bool = False, device_cache: str | None = None) -> None:
-    """Probe a device over SSH and print what it offers: machine, system, Python, runtimes,
-    Edge TPU, GPU and free disk (nothing is built or copied)."""
+    """Probe a device over SSH and print what it offers; nothing is built or copied.
+
+    Its host key fingerprint, machine and bundle platform, system and glibc, python3, the
+    runtimes installed system-wide and cached by earlier runs, Edge TPU, NVIDIA GPU, free disk.
+    """
     if name in ("-h", "--help"):  # the positional took the help flag: show the help anyway
         show_help("device-check")
         return

@@ -109,3 +109,72 @@ def client_home(folder: Path, devices: dict[str, SshDevice], identity: Path,
     (ssh / "config").write_text("\n".join(entries))
     (ssh / "known_hosts").write_text("".join(line + "\n" for line in known))
     return folder
+
+
+# A device in a container: Debian's sshd, python3 and venv on the project's Debian base image
+# (bootstrapped by `invoke images --base bootstrap`), on the default bridge network with its SSH
+# port published on loopback only.
+DEVICE_DOCKERFILE = """ARG BASE
+FROM ${BASE}
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \\
+      --no-install-recommends openssh-server python3 python3-venv >/dev/null \\
+    && rm -rf /var/lib/apt/lists/* && mkdir -p /run/sshd
+"""
+
+
+def device_image(base: str, folder: Path) -> str:
+    """The container device's image, built from ``base`` unless a build of this Dockerfile
+    exists (its tag is the Dockerfile's and base's hash)."""
+    import hashlib
+
+    from converters.runners import docker_cli
+
+    digest = hashlib.sha256((base + DEVICE_DOCKERFILE).encode()).hexdigest()[:12]
+    tag = f"tensor-edge-converter/test-ssh-device:{digest}"
+    if docker_cli.image_inspect(tag) is None:
+        (folder / "Dockerfile").write_text(DEVICE_DOCKERFILE)
+        built = subprocess.run([docker_cli.docker_cli(), "build", "-q", "--build-arg", f"BASE={base}",
+                                "-t", tag, str(folder)], capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        if built.returncode != 0:
+            raise RuntimeError(f"building {tag} failed: {built.stderr[-2000:]}")
+    return tag
+
+
+@dataclass
+class DockerDevice:
+    """sshd in a container of ``image``, reachable on 127.0.0.1:``port``."""
+
+    image: str
+    port: int
+    container: str = ""
+
+    def start(self, host_key: Path, authorized_keys: Path) -> None:
+        from converters.runners import docker_cli
+
+        started = docker_cli.docker(
+            "run", "-d", "--rm", "--network", "bridge", "-p", f"127.0.0.1:{self.port}:22",
+            "-v", f"{host_key}:/keys/host_key:ro", "-v", f"{authorized_keys}:/keys/authorized_keys:ro",
+            self.image, "/usr/sbin/sshd", "-D", "-e", "-o", "HostKey=/keys/host_key",
+            "-o", "AuthorizedKeysFile=/keys/authorized_keys", "-o", "StrictModes=no",
+            "-o", "PermitRootLogin=prohibit-password", "-o", "PasswordAuthentication=no", timeout=60)
+        if started.returncode != 0:
+            raise RuntimeError(f"docker run failed: {started.stderr}")
+        self.container = started.stdout.strip()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the published port answers once sshd speaks
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as attempt:
+                attempt.settimeout(2)
+                try:
+                    if attempt.recv(4).startswith(b"SSH"):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"sshd in container {self.container[:12]} did not answer")
+
+    def stop(self) -> None:
+        if self.container:
+            from converters.runners import docker_cli
+
+            docker_cli.docker("rm", "-f", self.container, timeout=60)

@@ -18,8 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_invoke
-from tests.ssh_device import SshDevice, client_home, fingerprint_of, free_port, keygen, missing_tools
+from tests.conftest import run_invoke, skip_or_fail
+from tests.ssh_device import (
+    DockerDevice,
+    SshDevice,
+    client_home,
+    device_image,
+    fingerprint_of,
+    free_port,
+    keygen,
+    missing_tools,
+)
 
 TARGETS = ("tflite", "onnx")
 ARTIFACTS = ("tflite/sample_fp32.tflite", "tflite/sample_int8.tflite", "onnx/sample_fp32.onnx",
@@ -32,6 +41,7 @@ class Devices:
     """The test devices and the client side that reaches them (HOME with ~/.ssh)."""
 
     home: Path
+    folder: Path  # keys: host_key(.pub), id_ed25519(.pub)
     caches: Path  # each device's cache folder is caches/<name>
     fingerprint: str  # of the devices' host key
     other_fingerprint: str  # of the key the "changed" known_hosts holds
@@ -94,7 +104,7 @@ def devices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devices]:
                 f"  IdentityFile {identity}\n  ProxyJump device\n"
                 f"\nHost silent\n  HostName 127.0.0.1\n  Port {silent.getsockname()[1]}\n"
                 f"  User root\n  IdentityFile {identity}\n")
-        yield Devices(home, folder / "caches", fingerprint_of(host_key.with_suffix(".pub")),
+        yield Devices(home, folder, folder / "caches", fingerprint_of(host_key.with_suffix(".pub")),
                       fingerprint_of(other_key.with_suffix(".pub")), silent.getsockname()[1])
     finally:
         silent.close()
@@ -297,3 +307,59 @@ def test_device_names_resolve_as_openssh_does(tmp_path: Path, monkeypatch: pytes
         resolve("user@host:port:extra")
     with pytest.raises(ConfigError, match="port 70000"):
         resolve("host:70000")
+
+
+@pytest.fixture(scope="module")
+def container_device(devices: Devices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second device, ``box``: sshd in a container (Debian bookworm's python3) on the bridge
+    network, its port published on loopback; its Host entry and key join ~/.ssh."""
+    from converters.runners import docker_cli
+    from converters.runners.images import BOOTSTRAP_BASE
+
+    problem = docker_cli.engine_problem()
+    if problem is not None:
+        skip_or_fail(problem)
+    if docker_cli.image_inspect(BOOTSTRAP_BASE) is None:
+        skip_or_fail(f"no {BOOTSTRAP_BASE} image: make it with invoke images --base bootstrap")
+    image = device_image(BOOTSTRAP_BASE, tmp_path_factory.mktemp("device-image"))
+    box = DockerDevice(image, free_port())
+    try:
+        box.start(devices.folder / "host_key", devices.folder / "id_ed25519.pub")
+        ssh = devices.home / ".ssh"
+        with (ssh / "config").open("a") as config:
+            config.write(f"\nHost box\n  HostName 127.0.0.1\n  Port {box.port}\n  User root\n"
+                         f"  IdentityFile {devices.folder / 'id_ed25519'}\n")
+        kind, key = (devices.folder / "host_key.pub").read_text().split()[:2]
+        with (ssh / "known_hosts").open("a") as known:
+            known.write(f"[127.0.0.1]:{box.port} {kind} {key}\n")
+        yield "box"
+    finally:
+        box.stop()
+
+
+@pytest.mark.docker
+def test_two_devices_are_measured_in_parallel(devices: Devices, container_device: str,
+                                             device_build: tuple[Path, str, float]) -> None:
+    build_dir, _, _ = device_build
+    cache = devices.cache("parallel")  # a new cache folder: both devices run (and install)
+    code, output = devices.invoke(*build_flags(build_dir.parent, cache, target="tflite",
+                                               quant="fp32"),
+                                  "--device", "device", "--device", container_device,
+                                  "--recommend-on", container_device)
+    assert code == 0, output
+    report = read_report(build_dir)
+    assert report["devices"] == ["device", "box"]
+    artifact = next(a for a in report["artifacts"]  # type: ignore[attr-defined]
+                    if a["path"] == "tflite/sample_fp32.tflite")
+    on_device, on_box = artifact["devices"]
+    assert on_device["name"] == "device" and on_box["name"] == "box"
+    assert on_box["os"] == "Debian GNU/Linux 12 (bookworm)" and on_box["python"].startswith("3.11.")
+    assert on_box["top1_agreement"] == 1.0 and on_box["latency_ms"] > 0
+    assert report["recommendation"]["latency_on"] == "box"  # type: ignore[index]
+    stamps = [json.loads((build_dir / ".stages" / f"device-{name}-tflite-fp32.json").read_text())
+              for name in ("device", "box")]
+    # One connection each, at the same time: each started before the other finished.
+    assert stamps[0]["started"] <= stamps[1]["finished"] and stamps[1]["started"] <= stamps[0]["finished"]
+    print(f"parallel: device {on_device['latency_ms']:.3f} ms, box {on_box['latency_ms']:.3f} ms; "
+          f"stages {stamps[0]['started']}..{stamps[0]['finished']} and "
+          f"{stamps[1]['started']}..{stamps[1]['finished']}")

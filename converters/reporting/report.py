@@ -387,11 +387,14 @@ def context_line(report: dict[str, Any]) -> str:
 
 
 def latency_line(report: dict[str, Any]) -> str:
-    """How latency was measured: on this host, not on the target device."""
+    """How latency was measured: on this host (and, in their own columns, on the devices)."""
     keras = report["reference"]
     runs = keras.get("latency_runs")
+    devices = report.get("devices", [])
+    where = (f"; the columns {', '.join(f'on {name}' for name in devices)} were measured on "
+             "those devices" if devices else ", not on the target device")
     return (f"Latency and validation ran on this build host ({cpu_names(report)}; "
-            f"{keras['threads']} thread(s)), not on the target device: median and p10-p90 of "
+            f"{keras['threads']} thread(s)){where}: median and p10-p90 of "
             f"{runs if runs is not None else 'the'} single-image runs.")
 
 
