@@ -241,6 +241,8 @@ class ConvertConfig:
     cache_sign_key: Path | None = None  # signs the entries this build stores
     cache_public_key: Path | None = None  # restore only entries signed by its private key
     devices: tuple[str, ...] = ()  # SSH devices every artifact is also measured on
+    # Interpreter threads on a device: --threads when given, else (None) each device's CPU count.
+    device_threads: int | None = None
     device_timeout: int = 120  # seconds: to answer, and per command on a device
     device_cache: str = ".cache/tensor-edge-converter"  # on each device
     accept_new_host_key: bool = False

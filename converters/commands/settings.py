@@ -65,7 +65,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("max_array_mb", WHOLE, DEFAULT_MAX_ARRAY_MB, "array datasets and infer --arrays: "
             "the most MiB a .npy/.npz file's arrays may declare (checked on their headers, "
             "before they are read)", minimum=1, maximum=1 << 20),
-    Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores)",
+    Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores, of "
+            "this host and of each device)",
             minimum=1, maximum=1024),
     Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1,
             maximum=10_000),
@@ -257,6 +258,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         cache_sign_key=optional_path("cache_sign_key"),
         cache_public_key=optional_path("cache_public_key"),
         devices=tuple(dict.fromkeys(get("device") or get("devices"))),
+        device_threads=threads,
         device_timeout=get("device_timeout"),
         device_cache=get("device_cache"),
         accept_new_host_key=get("accept_new_host_key"),

@@ -117,10 +117,18 @@ def device_stages(config: ConvertConfig, stages: list[StageSpec],
                                 unavailable=outcome.problem, target=params.target,
                                 variant=params.variant, artifact=params.artifact,
                                 validation_record=params.output, output=record,
-                                threads=config.threads, runs=config.latency_runs,
+                                threads=device_threads(config, outcome),
+                                runs=config.latency_runs,
                                 timeout=config.device_timeout, cache_folder=config.device_cache),
                 deps=(spec.name, "data", "reference"), outputs=(record,), tools=("numpy",)))
     return found
+
+
+def device_threads(config: ConvertConfig, outcome: ProbeOutcome) -> int:
+    """--threads when given, else every core of the device (as on the host)."""
+    if config.device_threads is not None:
+        return config.device_threads
+    return (outcome.facts.cpus if outcome.facts else None) or 1
 
 
 def stage_images(config: ConvertConfig) -> set[str]:
