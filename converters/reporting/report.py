@@ -391,8 +391,10 @@ def latency_line(report: dict[str, Any]) -> str:
     keras = report["reference"]
     runs = keras.get("latency_runs")
     devices = report.get("devices", [])
-    where = (f"; the columns {', '.join(f'on {name}' for name in devices)} were measured on "
-             "those devices" if devices else ", not on the target device")
+    several = len(devices) > 1
+    where = (f"; the device column{'s' if several else ''} ({', '.join(devices)}) "
+             f"{'were' if several else 'was'} measured on the device{'s' if several else ''}"
+             if devices else ", not on the target device")
     return (f"Latency and validation ran on this build host ({cpu_names(report)}; "
             f"{keras['threads']} thread(s)){where}: median and p10-p90 of "
             f"{runs if runs is not None else 'the'} single-image runs.")
@@ -613,7 +615,9 @@ def label_points(axis: Any, points: list[tuple[float, float]], names: list[str])
 def html_page(report: dict[str, Any]) -> str:
     escape = html.escape
     columns = headers(report)
-    numeric = {i for i, h in enumerate(columns) if h not in ("artifact", "path", "float ops")}
+    # Device cells ("0.10 ms, top-1 1.000") may wrap: a wide table squeezes the last column.
+    numeric = {i for i, h in enumerate(columns)
+               if h not in ("artifact", "path", "float ops") and not h.startswith("on ")}
     header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(h)}</th>"
                      for i, h in enumerate(columns))
     body = "".join("<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{escape(cell)}</td>"
