@@ -322,6 +322,9 @@ def device_check(c: Context, name: str, device_timeout: str | None = None,
         show_help("device-check")
         return
     with user_errors():
+        from converters.devices import require_paramiko
+
+        require_paramiko()
         from converters.devices.connection import connect
         from converters.devices.probe import probe
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from converters.devices import require_paramiko
 from converters.errors import ConfigError
 
 DEFAULT_PORT = 22
@@ -48,6 +49,7 @@ def ssh_config_path() -> Path:
 def resolve(name: str) -> DeviceAddress:
     """The address of device ``name``: its ~/.ssh/config entry, with ``user@`` and ``:port``
     given in the name taking precedence (as ``ssh -p``/``ssh user@`` do)."""
+    require_paramiko()
     import paramiko
 
     match = NAME_PATTERN.match(name.strip())

@@ -88,8 +88,10 @@ def probe_devices(config: ConvertConfig) -> tuple[ProbeOutcome, ...]:
     one that cannot be reached is reported by its stages, and the build goes on."""
     if not config.devices:
         return ()
+    from converters.devices import require_paramiko
     from converters.devices.probe import probe_devices as probe
 
+    require_paramiko()  # before anything is built
     outcomes = probe(config.devices, config.device_timeout, config.accept_new_host_key,
                      config.device_cache)
     for outcome in outcomes:
@@ -130,8 +132,12 @@ def failed_stages(plan: ModelPlan) -> list[str]:
     """The planned stages that failed (not those that only did not run because of one): the
     build finished and reported the rest, and must exit non-zero."""
     failures = [stage_cache.read_failure(plan.build_dir, spec.name) for spec in plan.stages]
-    return [f"{plan.stem}: {failure['stage']} failed: {failure['reason']}"
-            for failure in failures if failure is not None and failure["upstream"] is None]
+    by_reason: dict[str, list[str]] = {}  # one line per reason (a device down fails every run)
+    for failure in failures:
+        if failure is not None and failure["upstream"] is None:
+            by_reason.setdefault(failure["reason"], []).append(failure["stage"])
+    return [f"{plan.stem}: {', '.join(stages)} failed: {reason}"
+            for reason, stages in by_reason.items()]
 
 
 def skipped_stages(plan: ModelPlan) -> list[str]:
