@@ -100,9 +100,18 @@ def run_bundle(connection: DeviceConnection, archive: Path, cache_folder: str,
         connection.get(f"{out}/latency.json", fetch_to / "latency.json")
         latency = json.loads((fetch_to / "latency.json").read_text())
     finally:
-        connection.run(["rm", "-rf", run_dir])
-        connection.run(["rmdir", f"{root}/runs"])  # unless another run is using it
+        remove_run_folder(connection, root, run_dir)
     return DeviceResult(fetch_to / "outputs.npz", latency, environment, reused)
+
+
+def remove_run_folder(connection: DeviceConnection, root: str, run_dir: str) -> None:
+    """Remove this run's folder (and ``runs/`` when no other run uses it). Best effort: when the
+    connection itself failed, the error that says so is the one to report."""
+    try:
+        connection.run(["rm", "-rf", run_dir])
+        connection.run(["rmdir", f"{root}/runs"])  # fails, harmlessly, while another run uses it
+    except DeviceError as error:
+        console.warn(f"could not remove {run_dir} from the device: {error}")
 
 
 def install_runtime(connection: DeviceConnection, root: str, folder: str, key: str) -> tuple[str, bool]:
