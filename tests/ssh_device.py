@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen")
@@ -62,6 +63,7 @@ class SshDevice:
     host_key: Path
     environment: dict[str, str] = field(default_factory=dict)  # SetEnv for every session
     process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
 
     def start(self, authorized: str) -> None:
         (self.folder / "authorized_keys").write_text(authorized + "\n")
@@ -74,9 +76,9 @@ class SshDevice:
             "PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
             "AllowTcpForwarding yes\nLogLevel ERROR\n" + setenv)
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation folder
+        self.log = (self.folder / "sshd.log").open("wb")
         self.process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)],
-                                        stdout=subprocess.DEVNULL,
-                                        stderr=(self.folder / "sshd.log").open("wb"))
+                                        stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -91,6 +93,8 @@ class SshDevice:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+        if self.log is not None:
+            self.log.close()
 
     @property
     def known_hosts_line(self) -> str:
