@@ -306,6 +306,37 @@ def cache_prune(c: Context, max_size: str = "", cache_dir: str | None = None) ->
         console.info(prune_cache(project_setting(c, cache_dir, "cache_dir"), max_size))
 
 
+@cli_task(name="device-check", help={
+    "name": "the device: a Host of ~/.ssh/config or [user@]host[:port] (the first argument)",
+    "device_timeout": "seconds it may take to answer (default: invoke.yaml's device_timeout, 120)",
+    "accept_new_host_key": "trust its host key when known_hosts does not hold it yet, and add it",
+    "device_cache": "its cache folder, whose runtime environments are counted (default: "
+                    "invoke.yaml's device_cache)",
+})
+def device_check(c: Context, name: str, device_timeout: str | None = None,
+                 accept_new_host_key: bool = False, device_cache: str | None = None) -> None:
+    """Probe a device over SSH and print what it offers; nothing is built or copied.
+
+    Its host key fingerprint, machine and bundle platform, system and glibc, python3, the
+    runtimes installed system-wide and cached by earlier runs, Edge TPU, NVIDIA GPU, free disk.
+    """
+    if name in ("-h", "--help"):  # the positional took the help flag: show the help anyway
+        show_help("device-check")
+        return
+    with user_errors():
+        from converters.devices import require_paramiko
+
+        require_paramiko()
+        from converters.devices.connection import connect
+        from converters.devices.probe import probe
+
+        timeout = project_setting(c, device_timeout, "device_timeout")
+        with connect(name, timeout, accept_new_host_key) as connection:
+            facts = probe(connection, project_setting(c, device_cache, "device_cache"))
+        for line in facts.lines():
+            console.info(line)
+
+
 # The fast subset: tests marked quick (they convert the sample end to end, check the report in a
 # browser and the command line), without the docker, slow and gpu ones.
 QUICK_TESTS = "-m 'quick and not docker and not slow and not gpu'"

@@ -247,6 +247,13 @@ class ConvertConfig:
     cache_public_key: Path | None = None  # restore only entries signed by its private key
     # A per-channel --mean/--std stays outside the model (else it is folded into it)
     keep_per_channel_normalization: bool = False
+    devices: tuple[str, ...] = ()  # SSH devices every artifact is also measured on
+    # Interpreter threads on a device: --threads when given, else (None) each device's CPU count.
+    device_threads: int | None = None
+    device_timeout: int = 120  # seconds: to answer, and per command on a device
+    device_cache: str = ".cache/tensor-edge-converter"  # on each device
+    accept_new_host_key: bool = False
+    recommend_on: str | None = None  # a device whose latency picks the fastest artifact
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -269,6 +276,13 @@ class ConvertConfig:
             if key is not None and self.cache_dir is None:
                 raise ConfigError(f"{flag} {key} applies to a shared cache: add --cache-dir DIR "
                                   f"(or cache_dir in invoke.yaml), or drop {flag}")
+        if self.recommend_on is not None and self.recommend_on not in self.devices:
+            raise ConfigError(f"--recommend-on {self.recommend_on} names no device of this build "
+                              f"(devices: {', '.join(self.devices) or 'none'}): add --device "
+                              f"{self.recommend_on}, or drop --recommend-on")
+        if not self.device_cache.strip() or ".." in Path(self.device_cache).parts:
+            raise ConfigError(f"--device-cache '{self.device_cache}' must name a folder without "
+                              "'..' (under the device's login folder, or absolute)")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.latency_runs < 1:

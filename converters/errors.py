@@ -56,6 +56,11 @@ class BundleError(ConverterError):
     """A bundle cannot be built, or an archive is not a trustworthy bundle."""
 
 
+class DeviceError(ConverterError):
+    """A device cannot be reached, refuses the connection or its host key, or cannot run an
+    artifact."""
+
+
 class LockError(ConverterError):
     """Another build holds the build directory."""
 

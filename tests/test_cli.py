@@ -117,8 +117,8 @@ def test_model_shape_problems_from_the_command_line(tmp_path: Path, tiny_dataset
                       "Pass --dataset FILE.npz with one array per input name")
 
 
-TASKS = ["bundle", "bundle-keygen", "cache-prune", "clean", "convert", "edgetpu-check", "images",
-         "infer", "report", "sample", "test", "verify", "verify-bundle"]
+TASKS = ["bundle", "bundle-keygen", "cache-prune", "clean", "convert", "device-check",
+         "edgetpu-check", "images", "infer", "report", "sample", "test", "verify", "verify-bundle"]
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -49,6 +49,7 @@ from converters.targets import get as get_target
 
 DEVICE_RUNNER = Path(__file__).resolve().parent / "run.py"  # ships as the bundle's run.py
 RUNNER_SUPPORT = Path(__file__).resolve().parent / "runner_support.py"
+SAMPLES = "samples.npz"  # validation inputs for run.py --benchmark, when the bundle has them
 PLATFORMS = {"linux/x86_64": "x86_64", "linux/aarch64": "aarch64"}
 # glibc versions a manylinux wheel may target: any the device's glibc (2.17 or newer) can load.
 MANYLINUX_MINORS = range(17, 40)
@@ -65,6 +66,9 @@ class BundleRequest:
     dist: Path
     constraints: Path
     sign_key: Path | None = None
+    # Validation inputs (.npz, one array per input name) shipped as samples.npz: what run.py's
+    # --benchmark runs on a device.
+    samples: Path | None = None
 
     def __post_init__(self) -> None:
         bundled = [name for name, target in all_targets().items() if target.bundle is not None]
@@ -77,9 +81,6 @@ class BundleRequest:
         parts = self.python.split(".")
         if len(parts) != 2 or not all(part.isdigit() for part in parts):
             raise ConfigError(f"--python must look like 3.11, got '{self.python}'")
-        if not (self.build_dir / "report.json").exists():
-            raise ConfigError(f"no report in {self.build_dir}: run invoke convert --model ... "
-                              f"--target {self.target} first")
 
     @property
     def hooks(self) -> BundleHooks:
@@ -95,11 +96,22 @@ class BundleRequest:
 
 def build_bundle(request: BundleRequest) -> Path:
     """Write ``dist/<name>.tar.gz`` with its ``.sha256`` (and ``.sig``); return its path."""
+    if not (request.build_dir / REPORT_JSON).exists():
+        raise ConfigError(f"no report in {request.build_dir}: run invoke convert --model ... "
+                          f"--target {request.target} first")
     signing_key = load_signing_key(request.sign_key)
     manifest, manifest_sha256 = read_manifest(request.build_dir)
     for inputs in (REPORT_JSON, data.DATASET_INFO, export.MODEL_INFO):
         check_build_file(request.build_dir, manifest, inputs)
-    report_data = read_json(request.build_dir / REPORT_JSON)
+    return write_bundle(request, read_json(request.build_dir / REPORT_JSON), manifest,
+                        manifest_sha256, signing_key)
+
+
+def write_bundle(request: BundleRequest, report_data: dict[str, Any], manifest: dict[str, Any],
+                 manifest_sha256: str, signing_key: Any = None) -> Path:
+    """The bundle of ``request``'s artifact as ``report_data`` describes it (report.json, or
+    during a build the entry its report will hold); each artifact file is checked against
+    ``manifest`` as it is packed."""
     artifacts, entry = select_artifacts(request, report_data)
     destination = request.dist / f"{request.name}.tar.gz"
     with tempfile.TemporaryDirectory(prefix="tec-bundle-") as folder:
@@ -114,6 +126,8 @@ def build_bundle(request: BundleRequest) -> Path:
                           report_entries(report_data, entry, request.target))
         for name, source in shipped_code(request.hooks.device_runner).items():
             shutil.copy2(source, staging / name)
+        if request.samples is not None:
+            shutil.copy2(request.samples, staging / SAMPLES)
         requirements = pinned_requirements(request)
         write_text_atomic(staging / "requirements.txt", "\n".join(requirements) + "\n")
         download_wheels(requirements, request, staging / "wheels")
@@ -153,8 +167,9 @@ def write_anchors(destination: Path, line: str, signing_key: Any) -> None:
     console.info(f"signature: {signature} (Ed25519 over {checksum.name})")
 
 
-def read_manifest(build_dir: Path) -> tuple[dict[str, Any], str]:
-    """The build's manifest.json and its sha256; refused when the build is marked incomplete."""
+def read_manifest(build_dir: Path, during_build: bool = False) -> tuple[dict[str, Any], str]:
+    """The build's manifest.json and its sha256; refused when the build is marked incomplete,
+    unless ``during_build`` (a stage of the running build bundles what its stages finished)."""
     path = build_dir / stage_cache.MANIFEST
     try:
         raw = path.read_bytes()
@@ -163,7 +178,7 @@ def read_manifest(build_dir: Path) -> tuple[dict[str, Any], str]:
         raise BundleError(f"cannot read {path} ({error}): rebuild with invoke convert") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} does not hold a JSON object: rebuild with invoke convert")
-    if manifest.get("complete") is False:
+    if manifest.get("complete") is False and not during_build:
         stale = ", ".join(manifest.get("stale_stages") or []) or "not recorded"
         raise BundleError(f"the build in {build_dir} is incomplete (stale stages: {stale}): its "
                           "artifacts may come from other inputs. Finish it with invoke convert, "
@@ -324,6 +339,11 @@ def readme(request: BundleRequest, report: dict[str, Any], entry: dict[str, Any]
         "",
         *(trust_signed(name) if request.sign_key is not None else trust_unsigned(name)),
     ]
+    if request.samples is not None:
+        lines += ["", "## Measure on this device", "", f"`{SAMPLES}` holds validation inputs of the "
+                  "build: `python run.py samples.npz --benchmark OUT --runs 30 --threads 1` runs "
+                  "each once (outputs to `OUT/outputs.npz`) and times the first after a warm-up "
+                  "(`OUT/latency.json`: median and p10-p90 in ms)."]
     lines += request.hooks.readme(request, report)
     if request.with_images:
         lines += ["", "## Build images", "", "`images/*.tar` are the stage images: on an "

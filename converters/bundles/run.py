@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Run this bundle's model: ``python run.py IMAGE|INPUTS.npz|INPUT.npy [--top-k 5] [--device usb]``.
 
+``python run.py samples.npz --benchmark OUT [--runs 30] [--warmup 3] [--threads N]`` measures
+instead: every sample once (their outputs go to ``OUT/outputs.npz``, one array per output name,
+samples on the first axis), then the first sample ``--warmup`` times untimed and ``--runs`` times
+timed (``OUT/latency.json``: median and p10-p90 in ms).
+
 An image goes through the build's own preprocessing (a model with one image input); arrays are
 used as given: a ``.npz`` file holds one array per input name (one sample, or samples on the
 first axis), a ``.npy`` file the input of a one-input model. Every output is printed: a summary
@@ -17,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import stat
+import statistics
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +49,7 @@ from array_files import (  # noqa: E402  (ships beside this file)
 )
 from device_runner import make_runner  # noqa: E402  (the artifact's runtime, ships beside this file)
 from imaging import normalize, read_pixels  # noqa: E402  (ships beside this file)
-from runner_support import Arrays, InputError  # noqa: E402  (ships beside this file)
+from runner_support import Arrays, InputError, RunOne  # noqa: E402  (ships beside this file)
 
 ARRAY_SUFFIXES = (".npz", ".npy")
 DEFAULT_PREPROCESSING = {"mode": "0..1", "mean": None, "std": None}  # as invoke infer
@@ -155,6 +163,32 @@ def shape_text(shape: Sequence[Any]) -> str:
     return "(" + ", ".join(str(size) for size in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def benchmark(run: RunOne, inputs: Arrays, folder: Path, runs: int, warmup: int,
+              threads: int | None) -> dict[str, Any]:
+    """Every sample once (outputs to ``folder/outputs.npz``), then the first one ``warmup``
+    times untimed and ``runs`` times timed (``folder/latency.json``); returns the latter."""
+    count = len(next(iter(inputs.values())))
+    samples = [run({name: array[i:i + 1] for name, array in inputs.items()}) for i in range(count)]
+    first = {name: array[:1] for name, array in inputs.items()}
+    for _ in range(warmup):
+        run(first)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(first)
+        times.append((time.perf_counter() - start) * 1000.0)
+    p10, p90 = np.percentile(times, [10, 90])
+    latency = {"latency_ms": float(statistics.median(times)),
+               "latency_spread_ms": [float(p10), float(p90)], "runs": runs, "warmup": warmup,
+               "threads": threads, "samples": count, "python": platform.python_version(),
+               "machine": platform.machine()}
+    folder.mkdir(parents=True, exist_ok=True)
+    stacked = {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
+    np.savez(folder / "outputs.npz", **stacked)  # type: ignore[arg-type]
+    (folder / "latency.json").write_text(json.dumps(latency, indent=2) + "\n")
+    return latency
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", type=Path, metavar="INPUT",
@@ -167,6 +201,15 @@ def main(argv: list[str]) -> int:
                         default=DEFAULT_MAX_ARRAY_MB,
                         help="the most MiB a .npz/.npy file's arrays may declare (default "
                              f"{DEFAULT_MAX_ARRAY_MB}; checked before they are read)")
+    parser.add_argument("--benchmark", type=Path, metavar="OUT",
+                        help="measure instead of printing: outputs to OUT/outputs.npz, latency "
+                             "to OUT/latency.json")
+    parser.add_argument("--runs", type=whole_number(1, 100_000, "timed runs"), default=30,
+                        help="--benchmark: timed runs of the first sample (default 30)")
+    parser.add_argument("--warmup", type=whole_number(0, 100_000, "untimed runs"), default=3,
+                        help="--benchmark: untimed runs first (default 3)")
+    parser.add_argument("--threads", type=whole_number(1, 1024, "interpreter threads"),
+                        help="interpreter threads (default: the runtime's)")
     args = parser.parse_args(argv)
     bundle = json.loads((HERE / "bundle.json").read_text())
     try:
@@ -174,7 +217,14 @@ def main(argv: list[str]) -> int:
             inputs = array_inputs(args.input, bundle["model"]["inputs"], args.max_array_mb)
         else:
             inputs = image_inputs(args.input, bundle)
-        run = make_runner(bundle, HERE / bundle["artifact"], args.device)
+        run = make_runner(bundle, HERE / bundle["artifact"], args.device, args.threads)
+        if args.benchmark is not None:
+            latency = benchmark(run, inputs, args.benchmark, args.runs, args.warmup, args.threads)
+            print(f"{latency['samples']} samples; median {latency['latency_ms']:.3f} ms "
+                  f"(p10-p90 {latency['latency_spread_ms'][0]:.3f}-"
+                  f"{latency['latency_spread_ms'][1]:.3f}) over {args.runs} runs; "
+                  f"written to {args.benchmark}")
+            return 0
         count = len(next(iter(inputs.values())))
         samples = [run({name: array[i:i + 1] for name, array in inputs.items()})
                    for i in range(count)]

@@ -74,7 +74,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("max_array_mb", WHOLE, DEFAULT_MAX_ARRAY_MB, "array datasets and infer --arrays: "
             "the most MiB a .npy/.npz file's arrays may declare (checked on their headers, "
             "before they are read)", minimum=1, maximum=1 << 20),
-    Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores)",
+    Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores, of "
+            "this host and of each device)",
             minimum=1, maximum=1024),
     Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1,
             maximum=10_000),
@@ -107,6 +108,18 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             "(tasks on a Ray cluster; pip install '.[ray]')", choices=("local", "ray")),
     Setting("ray_address", TEXT, None, "--executor ray: the cluster to join (default $RAY_ADDRESS, "
             "else a local Ray started and stopped for the build)"),
+    Setting("device", PATHS, (), "measure every TFLite and ONNX artifact on this device over SSH "
+            "as well: a Host of ~/.ssh/config or [user@]host[:port]; repeat for several"),
+    Setting("devices", PATHS, (), "devices to measure every artifact on (as --device)", flag=False),
+    Setting("device_timeout", WHOLE, 120, "seconds a device may take to answer, and to finish "
+            "each command run there", minimum=1, maximum=86_400),
+    Setting("device_cache", TEXT, ".cache/tensor-edge-converter", "folder on each device (under "
+            "its login folder unless absolute) that holds the bundles being run and the runtime "
+            "environments kept between runs"),
+    Setting("accept_new_host_key", SWITCH, False, "trust a device whose host key known_hosts "
+            "does not hold yet, and add it there (a changed key is always refused)"),
+    Setting("recommend_on", TEXT, None, "recommend the fastest artifact by its latency on this "
+            "device (one of --device) instead of this host's"),
     Setting("cache_dir", TEXT, None, "shared stage cache folder: a stage whose key it holds is "
             "restored instead of run, and built stages are stored in it (invoke cache-prune)"),
     Setting("cache_sign_key", TEXT, None, "Ed25519 private key (PEM, as invoke bundle-keygen "
@@ -183,7 +196,7 @@ def render_yaml() -> str:
              "# converters/commands/settings.py (a test keeps them equal). Flags override every value;",
              "# a value left null means the built-in default.", "convert:"]
     for setting in table():
-        if setting.name in ("model", "force"):
+        if setting.name in ("model", "force", "device"):
             continue  # per-command choices, not project defaults
         # A comment needs a space before its # (a longer line pushes it right)
         lines.append(f"  {setting.name}: {_yaml_value(setting.default)} ".ljust(34)
@@ -290,6 +303,12 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         cache_sign_key=optional_path("cache_sign_key"),
         cache_public_key=optional_path("cache_public_key"),
         keep_per_channel_normalization=get("keep_per_channel_normalization"),
+        devices=tuple(dict.fromkeys(get("device") or get("devices"))),
+        device_threads=threads,
+        device_timeout=get("device_timeout"),
+        device_cache=get("device_cache"),
+        accept_new_host_key=get("accept_new_host_key"),
+        recommend_on=get("recommend_on") or None,
         sections=targets.config_sections(get),
     )
     targets.check_config(config)

@@ -12,15 +12,16 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converters import console
 from converters.cache import stage_cache
 from converters.config import ConvertConfig, Executor
-from converters.errors import ConfigError
+from converters.errors import ConfigError, ConverterError
 from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
 from converters.inputs.dataset import check_source
 from converters.inputs.model import check_model_path
-from converters.pipeline.executor import STAGING, run_stage
+from converters.pipeline.executor import STAGING, record_failure, run_stage
 from converters.pipeline.plan import HOST, ModelPlan, plan_model, stage_images
 from converters.pipeline.shared_cache import SharedCache, open_shared_cache
 from converters.pipeline.stage_jobs import JOBS_DIR, Job, job_document, run_job_process
@@ -31,6 +32,9 @@ from converters.runners.local import LocalRunner
 from converters.runners.select import select_runners
 from converters.stages.base import StageSpec
 from converters.targets import check_config, planned
+
+if TYPE_CHECKING:
+    from converters.devices.probe import ProbeOutcome
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,36 @@ def shared_cache(config: ConvertConfig) -> SharedCache | None:
     return open_shared_cache(config.cache_dir, signer, check)
 
 
+def probe_devices(config: ConvertConfig) -> tuple[ProbeOutcome, ...]:
+    """The --device devices, probed in parallel (their identity enters the device stages' keys);
+    one that cannot be reached is reported by its stages, and the build goes on."""
+    if not config.devices:
+        return ()
+    from converters.devices import require_paramiko
+    from converters.devices.probe import probe_devices as probe
+
+    require_paramiko()  # before anything is built
+    outcomes = probe(config.devices, config.device_timeout, config.accept_new_host_key,
+                     config.device_cache)
+    for outcome in outcomes:
+        if outcome.facts is not None:
+            facts = outcome.facts
+            console.info(f"device {outcome.name}: {facts.arch}, {facts.os}, Python {facts.python}, "
+                         f"host key {facts.host_key}")
+        else:
+            console.error(f"{outcome.problem}")
+    return outcomes
+
+
 def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
     check_inputs(config)
     shared = shared_cache(config)
     runners = make_runners(config)
+    devices = probe_devices(config)
     out_existed = config.out.exists()
     try:
         with stage_cache.build_lock(config.out):
-            plans, ran, skipped, restored = _build(config, runners, command_line, shared)
+            plans, ran, skipped, restored = _build(config, runners, command_line, shared, devices)
     finally:
         if not out_existed:
             remove_if_only_lock(config.out)
@@ -106,8 +132,12 @@ def failed_stages(plan: ModelPlan) -> list[str]:
     """The planned stages that failed (not those that only did not run because of one): the
     build finished and reported the rest, and must exit non-zero."""
     failures = [stage_cache.read_failure(plan.build_dir, spec.name) for spec in plan.stages]
-    return [f"{plan.stem}: {failure['stage']} failed: {failure['reason']}"
-            for failure in failures if failure is not None and failure["upstream"] is None]
+    by_reason: dict[str, list[str]] = {}  # one line per reason (a device down fails every run)
+    for failure in failures:
+        if failure is not None and failure["upstream"] is None:
+            by_reason.setdefault(failure["reason"], []).append(failure["stage"])
+    return [f"{plan.stem}: {', '.join(stages)} failed: {reason}"
+            for reason, stages in by_reason.items()]
 
 
 def skipped_stages(plan: ModelPlan) -> list[str]:
@@ -126,14 +156,15 @@ def skipped_stages(plan: ModelPlan) -> list[str]:
 
 
 def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line: list[str],
-           shared: SharedCache | None,
+           shared: SharedCache | None, devices: tuple[ProbeOutcome, ...] = (),
            ) -> tuple[tuple[ModelPlan, ...], dict[str, list[str]], dict[str, list[str]],
                       dict[str, list[str]]]:
     """Plan, skip the fresh, run the stale; the caller holds the build folder's lock."""
     for runner in {id(r): r for r in runners.values()}.values():
         runner.prepare()
     dataset_hash = sha256_tree(config.dataset.path)  # every model shares the dataset
-    plans = tuple(plan_model(config, path, runners, dataset_hash) for path in config.models)
+    plans = tuple(plan_model(config, path, runners, dataset_hash, devices)
+                  for path in config.models)
     started = time.time()
     jobs: list[Job] = []
     host_stages: dict[str, list[StageSpec]] = {}
@@ -164,9 +195,7 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
         else:
             run_jobs(jobs, runners, config.jobs)
         for plan in plans:
-            for spec in host_stages[plan.stem]:
-                run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
-                          plan.dep_keys(spec), job_document(plan, HOST, runners[HOST], []), plan.build_dir)
+            run_host_stages(plan, host_stages[plan.stem], runners[HOST])
     except BaseException:
         for plan in plans:
             discard_failed_build(plan, created=plan.stem in new_dirs)
@@ -176,6 +205,39 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
         if shared is not None:
             shared.store_build(plan)
     return plans, ran, skipped, restored
+
+
+def run_host_stages(plan: ModelPlan, specs: list[StageSpec], runner: StageRunner) -> None:
+    """The stale host stages of one model: the device runs first, each device's in turn and the
+    devices in parallel (a failed one is recorded, as a failed variant is: the rest goes on and
+    the build exits non-zero), then the rest (the report) in order."""
+    document = job_document(plan, HOST, runner, [])
+    by_device: dict[str, list[StageSpec]] = {}
+    for spec in specs:
+        if spec.kind == "device-run":
+            by_device.setdefault(spec.outputs[0].split("/")[1], []).append(spec)
+
+    def run_device(device_specs: list[StageSpec]) -> None:
+        for spec in device_specs:
+            upstream = next((dep for dep in spec.deps
+                             if stage_cache.read_failure(plan.build_dir, dep)), None)
+            if upstream is not None:
+                record_failure(plan.build_dir, spec, f"not run: stage {upstream} failed", upstream)
+                continue
+            try:
+                run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
+                          plan.dep_keys(spec), document, plan.build_dir)
+            except ConverterError as error:
+                console.error(f"{plan.stem}: {spec.name} failed: {error}")
+                record_failure(plan.build_dir, spec, str(error), None)
+
+    if by_device:
+        with ThreadPoolExecutor(max_workers=len(by_device)) as pool:
+            list(pool.map(run_device, by_device.values()))
+    for spec in specs:
+        if spec.kind != "device-run":
+            run_stage(spec, plan.keys[spec.name], plan.environments[spec.name],
+                      plan.dep_keys(spec), document, plan.build_dir)
 
 
 def prepare_build_dir(plan: ModelPlan, runners: dict[str, StageRunner], command_line: list[str],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converters.cache import stage_cache
 from converters.config import ConvertConfig, model_stem
@@ -14,8 +14,13 @@ from converters.reporting import report
 from converters.runners import StageRunner
 from converters.stages import data, export, reference
 from converters.stages.base import StageSpec
+from converters.stages.device_run import DEVICE_RECORD, DeviceRunParams, device_slug
 from converters.targets import CORE_IMAGE, PlanContext, planned
-from converters.targets.base import TF_TOOLS
+from converters.targets import get as get_target
+from converters.targets.base import TF_TOOLS, ValidateParams
+
+if TYPE_CHECKING:
+    from converters.devices.probe import ProbeOutcome
 
 HOST = "host"  # stages that only read JSON records run in the orchestrating process
 
@@ -42,8 +47,10 @@ class ModelPlan:
         return {name: self.keys[name] for name in spec.deps}
 
 
-def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
-    """The shared stages, then each planned target's, then the report over all of them."""
+def model_stages(config: ConvertConfig, stem: str,
+                 devices: tuple[ProbeOutcome, ...] = ()) -> list[StageSpec]:
+    """The shared stages, then each planned target's, then each artifact's run on each of
+    ``devices``, then the report over all of them."""
     context = PlanContext(config, stem)
     stages = [
         StageSpec("export", "export", CORE_IMAGE, export.ExportParams(**context.model_loading),
@@ -75,14 +82,55 @@ def model_stages(config: ConvertConfig, stem: str) -> list[StageSpec]:
         if target.report is not None and target.name in config.targets:
             sections[target.name] = target.report.params(context, own)
     records = [spec.outputs[0] for spec in stages if spec.kind == "validate"]
+    runs = device_stages(config, stages, devices)
+    stages += runs
     stages.append(StageSpec(
         "report", "report", HOST,
         report.ReportParams(records=records, max_accuracy_drop=config.max_accuracy_drop,
                             max_relative_error=config.max_relative_error,
-                            targets=sections),
+                            targets=sections, device_records=[spec.outputs[0] for spec in runs],
+                            devices=[outcome.name for outcome in devices],
+                            recommend_on=config.recommend_on),
         inputs=("model", "dataset"), deps=tuple(spec.name for spec in stages),
         outputs=report.OUTPUTS, tools=("matplotlib",)))
     return stages
+
+
+def device_stages(config: ConvertConfig, stages: list[StageSpec],
+                  devices: tuple[ProbeOutcome, ...]) -> list[StageSpec]:
+    """A ``device-run`` stage per validated artifact and device (host stages: they only wait on
+    the device). Artifacts that need more than a CPU (an Edge TPU, a GPU) and stand-ins are not
+    measured there."""
+    found = []
+    for spec in stages:
+        params = spec.params
+        if spec.kind != "validate" or not isinstance(params, ValidateParams) or params.stand_in_for:
+            continue
+        hooks = get_target(params.target).bundle
+        if hooks is None or hooks.device_needs is not None:
+            continue
+        for outcome in devices:
+            slug = device_slug(outcome.name)
+            record = DEVICE_RECORD.format(device=slug, target=params.target, variant=params.variant)
+            found.append(StageSpec(
+                f"device-{slug}-{params.target}-{params.variant}", "device-run", HOST,
+                DeviceRunParams(device=outcome.name,
+                                identity=outcome.facts.identity() if outcome.facts else None,
+                                unavailable=outcome.problem, target=params.target,
+                                variant=params.variant, artifact=params.artifact,
+                                validation_record=params.output, output=record,
+                                threads=device_threads(config, outcome),
+                                runs=config.latency_runs,
+                                timeout=config.device_timeout, cache_folder=config.device_cache),
+                deps=(spec.name, "data", "reference"), outputs=(record,), tools=("numpy",)))
+    return found
+
+
+def device_threads(config: ConvertConfig, outcome: ProbeOutcome) -> int:
+    """--threads when given, else every core of the device (as on the host)."""
+    if config.device_threads is not None:
+        return config.device_threads
+    return (outcome.facts.cpus if outcome.facts else None) or 1
 
 
 def stage_images(config: ConvertConfig) -> set[str]:
@@ -91,13 +139,15 @@ def stage_images(config: ConvertConfig) -> set[str]:
 
 
 def plan_model(config: ConvertConfig, model_path: Path, runners: Mapping[str, StageRunner],
-               dataset_hash: str | None = None) -> ModelPlan:
+               dataset_hash: str | None = None,
+               devices: tuple[ProbeOutcome, ...] = ()) -> ModelPlan:
     """Stages and keys of one model; pass ``dataset_hash`` to hash a shared dataset only once.
 
-    ``runners`` maps each image to the runner of its stages (its environment enters the keys).
+    ``runners`` maps each image to the runner of its stages (its environment enters the keys);
+    ``devices``: the --device devices as probed for this build.
     """
     stem = model_stem(model_path)
-    stages = model_stages(config, stem)
+    stages = model_stages(config, stem, devices)
     input_hashes = {"model": sha256_tree(model_path),
                     "dataset": dataset_hash or sha256_tree(config.dataset.path)}
     keys: dict[str, str] = {}

@@ -50,6 +50,9 @@ class ReportParams(StageParams):
     targets: dict[str, Any]  # target name → what its report section reads (ReportHooks.params)
     # Records of earlier builds of this folder for other targets, still valid: record → key.
     earlier_records: dict[str, str] = field(default_factory=dict)
+    device_records: list[str] = field(default_factory=list)  # each artifact's run on a device
+    devices: list[str] = field(default_factory=list)  # the --device names, in order
+    recommend_on: str | None = None  # the device whose latency picks the fastest artifact
 
 
 def run(context: StageContext) -> None:
@@ -68,6 +71,9 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     records = sorted((read_json(build_dir / record) for record in written), key=table_order)
     artifacts = [artifact_entry(build_dir, record, keras, model)
                  for record in records if not record.get("not_built")]
+    failures = stage_cache.read_failures(build_dir)
+    for artifact in artifacts:
+        artifact["devices"] = device_entries(build_dir, params, failures, artifact["path"])
     unbuilt = [r for r in records if r.get("not_built")]
     not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
     not_needed = [unbuilt_entry(r) for r in unbuilt if r.get("not_needed")]
@@ -77,7 +83,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
-    recommendation = recommend(artifacts, bound, params.max_relative_error)
+    recommendation = recommend(artifacts, bound, params.max_relative_error, params.recommend_on)
     if near_chance(dataset, keras):
         recommendation |= {"smallest": None, "fastest": None,
                            "withheld": "the Keras reference itself is near chance accuracy"}
@@ -108,6 +114,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
             "cpu": keras.get("cpu"),
             "outputs": keras.get("outputs"),
         },
+        "devices": params.devices,
         "artifacts": artifacts,
         "not_built": not_built,
         "not_needed": not_needed,
@@ -126,6 +133,40 @@ def table_order(record: dict[str, Any]) -> tuple[int, int, str]:
     target, variant = record["target"], record["variant"]
     return (target_names.index(target) if target in target_names else len(target_names),
             modes.index(variant) if variant in modes else len(modes), variant)
+
+
+DEVICE_FIELDS = ("host", "arch", "os", "python", "runtime", "threads", "latency_ms",
+                 "latency_spread_ms", "top1_agreement", "samples", "metrics", "headline")
+
+
+def device_entries(build_dir: Path, params: ReportParams, failures: dict[str, dict[str, Any]],
+                   path: str) -> list[dict[str, Any]]:
+    """The artifact at ``path`` as measured on each device (``failed``: why it was not)."""
+    entries = []
+    for relative in params.device_records:
+        if (build_dir / relative).exists():
+            record = read_json(build_dir / relative)
+            if record["path"] == path and not record.get("not_built"):
+                entries.append({"name": record["device"], "failed": None,
+                                **{key: record[key] for key in DEVICE_FIELDS}})
+    for failure in failures.values():
+        if (failure["kind"] == "device-run" and failure["params"]["artifact"] == path
+                and set(failure["outputs"]) & set(params.device_records)):  # this build's devices
+            reason = failure["reason"]
+            if failure["upstream"] is not None:
+                reason = f"not run: stage {failure['upstream']} failed"
+            entries.append({"name": failure["params"]["device"], "failed": reason})
+    order = {name: index for index, name in enumerate(params.devices)}
+    return sorted(entries, key=lambda entry: order.get(entry["name"], len(order)))
+
+
+def device_timing(artifact: dict[str, Any], device: str | None) -> dict[str, Any] | None:
+    """The artifact's latency record: its host validation's (``device`` None), or its run on
+    ``device`` (None when it did not run there)."""
+    if device is None:
+        return artifact
+    return next((entry for entry in artifact.get("devices", [])
+                 if entry["name"] == device and not entry.get("failed")), None)
 
 
 def failed_validations(failures: dict[str, dict[str, Any]],
@@ -270,9 +311,12 @@ def with_layers(op_errors: list[dict[str, Any]] | None,
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float,
-              max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR) -> dict[str, Any]:
+              max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR,
+              device: str | None = None) -> dict[str, Any]:
     """The smallest and the fastest artifact whose accuracy drop stays within ``bound`` (and
-    whose regression outputs beside class outputs, if any, within ``max_relative_error``).
+    whose regression outputs beside class outputs, if any, within ``max_relative_error``); the
+    fastest by its latency on ``device`` when given (among those that ran there), else on this
+    host.
 
     Only artifacts timed on the runtime they deploy with compete for fastest: the Edge TPU's
     int8 timed on the CPU before compilation says nothing about its speed on the Edge TPU.
@@ -283,17 +327,20 @@ def recommend(artifacts: list[dict[str, Any]], bound: float,
     eligible = [a for a in candidates
                 if not a.get("failed") and a["accuracy_drop"] <= bound + 1e-12
                 and within(a.get("regression_error"), max_relative_error)]
-    timed = [a for a in eligible if not a.get("latency_not_on_runtime")]
     smallest = min(eligible, key=lambda a: (a["size_bytes"], a["latency_ms"]), default=None)
-    fastest = min(timed, key=lambda a: (a["latency_ms"], a["size_bytes"]), default=None)
-    ties = sorted(a["path"] for a in timed
-                  if fastest is not None and a is not fastest and latencies_overlap(a, fastest))
+    timed = {a["path"]: timing for a in eligible if not a.get("latency_not_on_runtime")
+             and (timing := device_timing(a, device)) is not None}
+    fastest = min((a for a in eligible if a["path"] in timed),
+                  key=lambda a: (timed[a["path"]]["latency_ms"], a["size_bytes"]), default=None)
+    ties = sorted(a["path"] for a in eligible if fastest is not None and a is not fastest
+                  and a["path"] in timed and latencies_overlap(timed[a["path"]], timed[fastest["path"]]))
     note = None
     if fastest is not None and ties:
         note = (f"{fastest['path']} has the lowest median latency, but "
                 f"{', '.join(ties)} {'is' if len(ties) == 1 else 'are'} within its p10-p90 "
-                "spread: a tie on this host")
+                f"spread: a tie {'on this host' if device is None else f'on device {device}'}")
     return {
+        **({"latency_on": device} if device is not None else {}),
         "max_accuracy_drop": bound,
         "smallest": smallest["path"] if smallest else None,
         "fastest": fastest["path"] if fastest else None,
@@ -327,33 +374,56 @@ def _spread(entry: dict[str, Any]) -> str:
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Rows shared by report.md, report.html and the console summary (columns as HEADERS)."""
+    """Rows shared by report.md, report.html and the console summary (columns as
+    :func:`headers`: a column per device before the float ops)."""
     keras = report["reference"]
+    devices = report.get("devices", [])
+    none = ["-"] * len(devices)
     rows = [["Keras (reference)", "-", "-", percent(keras["accuracy"]), "-", "-", "-",
-             f"{keras['latency_ms']:.2f}", _spread(keras), "-"]]
+             f"{keras['latency_ms']:.2f}", _spread(keras), *none, "-"]]
     for a in report["artifacts"]:
         m = a["metrics"]
         float_ops = ", ".join(f"{o['op']}×{o['count']}" for o in a["float_ops"]) or "none"
+        on_devices = [device_cell(a, device) for device in devices]
         if a.get("failed"):
             rows.append([f"{a['target']} {a['variant']}", a["path"],
                          f"{a['size_bytes'] / 1024:.1f}", "failed", "-", "-", "-", "-", "-",
-                         float_ops])
+                         *on_devices, float_ops])
             continue
         rows.append([
             f"{a['target']} {a['variant']}", a["path"], f"{a['size_bytes'] / 1024:.1f}",
             percent(m["accuracy"]),
             "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.3f}",
             f"{m['cosine_similarity']:.5f}",
-            f"{m['max_abs_error']:.2e}", f"{a['latency_ms']:.2f}", _spread(a), float_ops,
+            f"{m['max_abs_error']:.2e}", f"{a['latency_ms']:.2f}", _spread(a), *on_devices, float_ops,
         ])
     rows += [[f"{n['target']} {n['variant']}", n["path"], "-",
-              "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", "-"]
-             for n in report.get("not_built", [])]
+              "failed" if n.get("failed") else "not built here", "-", "-", "-", "-", "-", *none,
+              "-"] for n in report.get("not_built", [])]
     return rows
+
+
+def device_cell(artifact: dict[str, Any], device: str) -> str:
+    """The artifact on ``device``: median latency and agreement with Keras (top-1, else
+    cosine), "failed", or "-" when it was not run there."""
+    entry = next((e for e in artifact.get("devices", []) if e["name"] == device), None)
+    if entry is None:
+        return "-"
+    if entry.get("failed"):
+        return "failed"
+    metrics = entry["metrics"]
+    agreement = (f"top-1 {metrics['top1_agreement']:.3f}" if metrics["top1_agreement"] is not None
+                 else f"cos {metrics['cosine_similarity']:.4f}")
+    return f"{entry['latency_ms']:.2f} ms, {agreement}"
 
 
 HEADERS = ["artifact", "path", "size KiB", "accuracy", "top-1 agree", "cosine", "max |err|",
            "latency ms", "p10-p90 ms", "float ops"]
+
+
+def headers(report: dict[str, Any]) -> list[str]:
+    """The table's columns: HEADERS with one column per device before the float ops."""
+    return [*HEADERS[:-1], *(f"on {device}" for device in report.get("devices", [])), HEADERS[-1]]
 
 
 def context_line(report: dict[str, Any]) -> str:
@@ -365,11 +435,16 @@ def context_line(report: dict[str, Any]) -> str:
 
 
 def latency_line(report: dict[str, Any]) -> str:
-    """How latency was measured: on this host, not on the target device."""
+    """How latency was measured: on this host (and, in their own columns, on the devices)."""
     keras = report["reference"]
     runs = keras.get("latency_runs")
+    devices = report.get("devices", [])
+    several = len(devices) > 1
+    where = (f"; the device column{'s' if several else ''} ({', '.join(devices)}) "
+             f"{'were' if several else 'was'} measured on the device{'s' if several else ''}"
+             if devices else ", not on the target device")
     return (f"Latency and validation ran on this build host ({cpu_names(report)}; "
-            f"{keras['threads']} thread(s)), not on the target device: median and p10-p90 of "
+            f"{keras['threads']} thread(s)){where}: median and p10-p90 of "
             f"{runs if runs is not None else 'the'} single-image runs.")
 
 
@@ -386,8 +461,9 @@ def recommendation_line(report: dict[str, Any]) -> str:
     rec = report["recommendation"]
     if rec.get("withheld"):
         return f"No recommendation: {rec['withheld']}."
+    where = f" on device {rec['latency_on']}" if rec.get("latency_on") else ""
     line = (f"Recommendation (accuracy drop at most {percent(rec['max_accuracy_drop'])}): "
-            f"smallest `{rec['smallest']}`, fastest {fastest_name(rec)}.")
+            f"smallest `{rec['smallest']}`, fastest{where} {fastest_name(rec)}.")
     if rec.get("note"):
         line += f" Note: {rec['note']}."
     return line
@@ -417,7 +493,30 @@ def text_lines(report: dict[str, Any]) -> list[str]:
               for a in report["artifacts"] if a.get("regression_error")]
     lines += [f"`{a['path']}` latency: {a['latency_not_on_runtime']}, so it does not compete for "
               "fastest." for a in report["artifacts"] if a.get("latency_not_on_runtime")]
-    return lines + client_lines(report) + output_lines(report)
+    return lines + device_lines(report) + client_lines(report) + output_lines(report)
+
+
+def device_lines(report: dict[str, Any]) -> list[str]:
+    """Where each device is and what it is, and why an artifact did not run on it (one line per
+    device and reason)."""
+    lines = []
+    for device in report.get("devices", []):
+        entries = [(a["path"], e) for a in report["artifacts"] for e in a.get("devices", [])
+                   if e["name"] == device]
+        ran = next((e for _, e in entries if not e.get("failed")), None)
+        if ran is not None:
+            lines.append(f"On device `{device}` ({ran['host']}: {ran['arch']}, {ran['os']}, Python "
+                         f"{ran['python']}, {ran['threads']} thread(s)), each artifact ran in the "
+                         "runtime its bundle installs: latency is the median and p10-p90 of "
+                         "single-sample runs after a warm-up, agreement with Keras is over "
+                         f"{ran['samples']} validation samples.")
+        reasons: dict[str, list[str]] = {}
+        for path, entry in entries:
+            if entry.get("failed"):
+                reasons.setdefault(entry["failed"], []).append(f"`{path}`")
+        lines += [f"Not measured on device `{device}` ({', '.join(paths)}): {reason}"
+                  for reason, paths in reasons.items()]
+    return lines
 
 
 def rejected_lines(report: dict[str, Any]) -> list[str]:
@@ -476,7 +575,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{context_line(report)} {latency_line(report)} {toolchain_line(report)}",
         "",
-        *md_table(HEADERS, table_rows(report)),
+        *md_table(headers(report), table_rows(report)),
         "",
         *text_lines(report),
     ]
@@ -653,15 +752,18 @@ def artifact_table_html(report: dict[str, Any]) -> str:
     for role in ("smallest", "fastest"):
         if rec.get(role):
             badges.setdefault(rec[role], []).append(role)
-    path_column = HEADERS.index("path")
-    shown = [i for i in range(len(HEADERS)) if i != path_column]
-    numeric = {i for i, h in enumerate(HEADERS) if h not in ("artifact", "path", "float ops")}
-    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(HEADERS[i])}</th>"
+    columns = headers(report)
+    path_column = columns.index("path")
+    shown = [i for i in range(len(columns)) if i != path_column]
+    # Device cells ("0.10 ms, top-1 1.000") may wrap: they are not aligned as numbers.
+    numeric = {i for i, h in enumerate(columns)
+               if h not in ("artifact", "path", "float ops") and not h.startswith("on ")}
+    header = "".join(f"<th{' class=num' if i in numeric else ''}>{escape(columns[i])}</th>"
                      for i in shown)
     body = []
     for row in table_rows(report):
         path = row[path_column]
-        state = ROW_STATES.get(row[HEADERS.index("accuracy")], "")
+        state = ROW_STATES.get(row[columns.index("accuracy")], "")
         marks = "".join(f'<span class="badge">{role}</span>' for role in badges.get(path, []))
         classes = " ".join(c for c in (state, "recommended" if marks else "") if c)
         cells = []
@@ -670,7 +772,7 @@ def artifact_table_html(report: dict[str, Any]) -> str:
                 where = "" if path == "-" else f'<small class="path">{escape(path)}</small>'
                 cells.append(f'<td class="name">{escape(row[i])}{marks}{where}</td>')
             else:
-                kind = " class=num" if i in numeric else " class=ops" if HEADERS[i] == "float ops" else ""
+                kind = " class=num" if i in numeric else " class=ops" if columns[i] == "float ops" else ""
                 cells.append(f"<td{kind}>{escape(row[i])}</td>")
         body.append(f"<tr{f' class={chr(34)}{classes}{chr(34)}' if classes else ''}>"
                     + "".join(cells) + "</tr>")

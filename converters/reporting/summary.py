@@ -31,19 +31,20 @@ def built_models(out: Path, name: str | None = None) -> list[Path]:
 DROPPED_WHEN_NARROW = ("cosine", "p10-p90 ms", "max |err|", "top-1 agree", "float ops")
 
 
-def summary_columns(rows: list[list[str]], width: int) -> list[int]:
-    """Indexes of report.HEADERS to show: every column but the path, minus the least important
+def summary_columns(rows: list[list[str]], width: int,
+                    headers: list[str] = report.HEADERS) -> list[int]:
+    """Indexes of ``headers`` to show: every column but the path, minus the least important
     ones until the table fits ``width`` characters (cell text plus 3 characters of rule)."""
-    shown = [i for i, header in enumerate(report.HEADERS) if header != "path"]
+    shown = [i for i, header in enumerate(headers) if header != "path"]
 
     def needed(columns: list[int]) -> int:
-        return 1 + sum(3 + max(len(str(row[i])) for row in [report.HEADERS, *rows])
+        return 1 + sum(3 + max(len(str(row[i])) for row in [headers, *rows])
                        for i in columns)
 
     for header in DROPPED_WHEN_NARROW:
         if needed(shown) <= width:
             break
-        shown.remove(report.HEADERS.index(header))
+        shown.remove(headers.index(header))
     return shown
 
 
@@ -56,14 +57,15 @@ def print_summary(build_dir: Path) -> None:
         ["-"] + [str(sum(o["count"] for o in a["float_ops"])) for a in data["artifacts"]]
         + ["-"] * len(data.get("not_built", [])),
         strict=True)]
-    shown = summary_columns(rows, console.console.width)
+    headers = report.headers(data)
+    shown = summary_columns(rows, console.console.width, headers)
     for i in shown:
-        table.add_column(report.HEADERS[i], justify="left" if i == 0 else "right",
+        table.add_column(headers[i], justify="left" if i == 0 else "right",
                          overflow="fold")
     for row in rows:
         table.add_row(*[row[i] for i in shown])
     console.console.print(table)
-    hidden = [h for i, h in enumerate(report.HEADERS) if i not in shown and h != "path"]
+    hidden = [h for i, h in enumerate(headers) if i not in shown and h != "path"]
     if hidden:
         console.info(f"(narrow terminal: {', '.join(hidden)} not shown; report.md has them)")
     for warning in data.get("warnings", []):
@@ -84,6 +86,8 @@ def print_summary(build_dir: Path) -> None:
     for needless in data.get("not_needed", []):
         console.info(f"not needed: {needless['target']} {needless['variant']}: {needless['reason']}")
     console.info(report.latency_line(data))
+    for line in report.device_lines(data):
+        console.info(line)
     for target, hooks in report.report_hooks():
         if data.get(target):
             for line in hooks.summary(data[target]):

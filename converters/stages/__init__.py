@@ -20,6 +20,7 @@ STAGE_MODULES = {
     "reference": "converters.stages.reference",
     "validate": "converters.stages.validate",
     "report": "converters.reporting.report",
+    "device-run": "converters.stages.device_run",
 }
 
 

@@ -138,6 +138,9 @@ class BundleHooks:
     select: Callable[[BundleRequest, dict[str, Any]], tuple[list[Path], dict[str, Any]]] | None = None
     readme: Callable[[BundleRequest, dict[str, Any]], list[str]] = lambda request, report: []
     facts: Callable[[dict[str, Any]], dict[str, Any]] = lambda report: {}  # extra bundle.json keys
+    # What a device needs beyond a CPU and Python to run it (an Edge TPU, an NVIDIA GPU): such an
+    # artifact is not measured on --device; None: any Linux device with Python 3 runs it.
+    device_needs: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,16 @@ from typing import Any
 from runner_support import Arrays, RunOne, fed_by_name  # ships beside this file
 
 
-def make_runner(bundle: dict[str, Any], artifact: Path, device: str | None) -> RunOne:
-    """onnxruntime on the CPU (``device`` is not used)."""
+def make_runner(bundle: dict[str, Any], artifact: Path, device: str | None,
+                threads: int | None = None) -> RunOne:
+    """onnxruntime on the CPU (``device`` is not used) with ``threads`` intra-op threads (None:
+    its default)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(artifact),
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(artifact), options,
                                            providers=["CPUExecutionProvider"])
     sources = {value.name: value for value in session.get_inputs()}
     dtypes = {name: {"tensor(float)": "float32", "tensor(double)": "float64"}.get(

@@ -14,9 +14,11 @@ from array_files import listed  # ships beside this file
 from runner_support import Arrays, InputError, RunOne  # ships beside this file
 
 
-def make_runner(bundle: dict[str, Any], artifact: Path, device: str | None) -> RunOne:
+def make_runner(bundle: dict[str, Any], artifact: Path, device: str | None,
+                threads: int | None = None) -> RunOne:
     """The engine, loaded once, run on one sample's inputs by name (TensorRT 10's name-based
-    API): every output by name. Not run on the project's machines (no GPU there)."""
+    API): every output by name (``threads`` does not apply to a GPU). Not run on the project's
+    machines (no GPU there)."""
     import tensorrt as trt
     from cuda.bindings import runtime as cudart
 

@@ -15,16 +15,17 @@ from runner_support import Arrays, RunOne, fed_by_name  # ships beside this file
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
-def make_runner(bundle: dict[str, Any], artifact: Path, device: str | None) -> RunOne:
+def make_runner(bundle: dict[str, Any], artifact: Path, device: str | None,
+                threads: int | None = None) -> RunOne:
     """One sample in (float32 by input name), every output out by signature name (tensor name
-    without a signature), dequantized."""
+    without a signature), dequantized; ``threads``: the interpreter's (None: its default)."""
     from ai_edge_litert.interpreter import Interpreter, load_delegate
 
     delegates = None
     if bundle["runtime"] == "litert-edgetpu":
         delegates = [load_delegate(EDGETPU_LIBRARY, {"device": device} if device else {})]
-    interpreter = Interpreter(model_path=str(artifact),
-                              experimental_delegates=delegates)
+    interpreter = Interpreter(model_path=str(artifact), experimental_delegates=delegates,
+                              num_threads=threads)
     interpreter.allocate_tensors()
     signatures = interpreter.get_signature_list()
     sources = {d["name"]: d for d in interpreter.get_input_details()}
