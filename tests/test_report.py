@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from converters.fsutil import read_json
 from converters.reporting.report import markdown, recommend, verdict
 from tests.conftest import quick_flags, run_invoke
 
@@ -202,6 +203,9 @@ def test_report_lists_every_valid_artifact_of_the_folder_not_only_the_last_targe
     # built tflite, then onnx: the table's order is the targets' and the modes', not the builds'
     assert rows(build_dir) == [("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")]
     assert "tflite/tiny_int8.tflite" in (build_dir / "report.md").read_text()
+    # report.json's stages are the folder's: the tflite stages of the first build too
+    stages = read_json(build_dir / "report.json")["stages"]
+    assert {"tflite-fp32", "tflite-int8", "validate-tflite-int8", "onnx-fp32"} <= set(stages)
     # An artifact changed by hand is no longer valid: the report drops it at the next build.
     (build_dir / "tflite" / "tiny_int8.tflite").write_bytes(b"changed")
     again = run_invoke("convert", "--model", str(tiny_h5),
@@ -209,6 +213,8 @@ def test_report_lists_every_valid_artifact_of_the_folder_not_only_the_last_targe
                        "--quant", "fp32", check=True)
     assert "report is up to date" not in again.stdout
     assert rows(build_dir) == [("tflite", "fp32"), ("onnx", "fp32")]
+    stages = read_json(build_dir / "report.json")["stages"]
+    assert "tflite-fp32" in stages and "validate-tflite-int8" not in stages
 
 
 def test_stage_output_has_no_tensorflow_or_litert_info_lines(

@@ -165,7 +165,8 @@ def plan_model(config: ConvertConfig, model_path: Path, runners: Mapping[str, St
 def with_earlier_records(report_spec: StageSpec, build_dir: Path, stages: list[StageSpec],
                          reference_key: str) -> StageSpec:
     """The report stage, also listing validation records that earlier builds of this folder
-    wrote for other targets and that are still valid (see stage_cache.still_valid).
+    wrote for other targets and that are still valid (see stage_cache.still_valid), and the
+    stages that made them.
 
     The report is of the build folder, not of the last command: after a build for another target
     the earlier rows stay. Each record's stage key is in the params, so the report's key (and
@@ -173,15 +174,30 @@ def with_earlier_records(report_spec: StageSpec, build_dir: Path, stages: list[S
     """
     planned = {spec.name for spec in stages}
     earlier: dict[str, str] = {}
+    upstream: set[str] = set()  # the earlier records' stages and the stages they were built from
+
+    def add_with_upstream(name: str) -> bool:
+        """Add stage ``name`` and its upstream when they all still hold their outputs."""
+        if name in planned or name in upstream:
+            return True
+        stamp = stage_cache.read_stamp(build_dir, name)
+        if stamp is None or not stage_cache.outputs_intact(build_dir, stamp) \
+                or not all([add_with_upstream(dep) for dep in stamp.get("deps", {})]):
+            return False
+        upstream.add(name)
+        return True
+
     for stamp_file in sorted((build_dir / stage_cache.STAMP_DIR).glob("validate-*.json")):
         if stamp_file.stem in planned:
             continue
         stamp = stage_cache.still_valid(build_dir, stamp_file.stem, reference_key)
         if stamp is not None and stamp.get("kind") == "validate":
             earlier |= dict.fromkeys(stamp["outputs"], stamp["key"])
+            add_with_upstream(stamp_file.stem)
     if not earlier:
         return report_spec
     params = report_spec.params
     assert isinstance(params, report.ReportParams)
     return replace(report_spec, params=replace(params, records=[*params.records, *sorted(earlier)],
-                                               earlier_records=earlier))
+                                               earlier_records=earlier,
+                                               earlier_stages=sorted(upstream)))

@@ -50,6 +50,7 @@ class ReportParams(StageParams):
     targets: dict[str, Any]  # target name → what its report section reads (ReportHooks.params)
     # Records of earlier builds of this folder for other targets, still valid: record → key.
     earlier_records: dict[str, str] = field(default_factory=dict)
+    earlier_stages: list[str] = field(default_factory=list)  # the stages that made them
     device_records: list[str] = field(default_factory=list)  # each artifact's run on a device
     devices: list[str] = field(default_factory=list)  # the --device names, in order
     recommend_on: str | None = None  # the device whose latency picks the fastest artifact
@@ -120,7 +121,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
         "not_needed": not_needed,
         "warnings": warnings,
         "recommendation": recommendation,
-        "stages": stage_provenance(build_dir, stages),
+        "stages": stage_provenance(build_dir, (*stages, *params.earlier_stages)),
         **target_sections(build_dir, params.targets, set(failures)),
     }
 
