@@ -70,7 +70,7 @@ def test_convert_report_and_infer_from_the_command_line(tmp_path: Path, tiny_ker
     result = run_invoke("convert", "--model", str(tiny_keras), *quick_flags(tiny_dataset, out))
     assert result.returncode == 0, result.stderr
     # The tiny model is untrained: its Keras accuracy is near chance, so nothing is recommended.
-    assert "no recommendation: the Keras reference itself is near chance" in result.stderr
+    assert "No recommendation: the Keras reference itself is near chance" in result.stderr
     report = json.loads((out / "tiny" / "report.json").read_text())
     assert [a["variant"] for a in report["artifacts"]] == ["fp32", "fp16", "dynamic", "int8"]
     again = run_invoke("report", "--out", str(out))

@@ -69,7 +69,7 @@ def test_explicit_wrong_preprocessing_warns_and_near_chance_withholds_the_recomm
     assert result.returncode == 0, result.stderr
     shown = result.stdout + result.stderr
     assert "--preprocessing 0..1 looks wrong for this model" in shown
-    assert "no recommendation: the Keras reference itself is near chance accuracy" in shown
+    assert "No recommendation: the Keras reference itself is near chance accuracy" in shown
     report = json.loads((out / "scaled" / "report.json").read_text())
     assert report["dataset"]["preprocessing"]["mode"] == "0..1"  # an explicit choice wins
     assert report["recommendation"]["smallest"] is None

@@ -240,6 +240,13 @@ def test_summary_fits_an_80_column_terminal_without_cutting_names(
     assert "not on the target device" in narrow
     wide = run_invoke("report", "--out", str(build_dir.parent), check=True).stdout
     assert "p10-p90 ms" in wide and "not shown" not in wide
+    # The console reads as the report does: the verdict first, then the table.
+    report = read_json(build_dir / "report.json")
+    first = verdict(report).replace("`", "")[:40]
+    shown = run_invoke("report", "--out", str(build_dir.parent), env={"COLUMNS": "100"},
+                       check=True)
+    both = shown.stdout + shown.stderr
+    assert first in " ".join(both.split()) and "┏" in shown.stdout
 
 
 # Injected into a copy of report.html: after the page loaded, write what a reader would see

@@ -706,13 +706,20 @@ def verdict(report: dict[str, Any]) -> str:
     line = (f"Within the {bound} accuracy-drop bound, `{smallest['path']}` is the smallest "
             f"({smallest['size_bytes'] / 1024:.1f} KiB, {name} "
             f"{percent(quality(smallest, labelled))}{keras})")
+    device = rec.get("latency_on")
+    where = f"on device {device}" if device else "on this host"
+
+    def latency(artifact: dict[str, Any]) -> str:
+        timing = device_timing(artifact, device)
+        return "not measured" if timing is None else f"{timing['latency_ms']:.3g} ms"
+
     if fastest is None:
         line += "; none was timed on the runtime it deploys with, so none is called fastest"
     elif fastest is smallest:
-        line += f" and the fastest ({fastest['latency_ms']:.3g} ms median on this host)"
+        line += f" and the fastest ({latency(fastest)} median {where})"
     else:
-        line += (f" and `{fastest['path']}` the fastest ({fastest['latency_ms']:.3g} ms median on "
-                 f"this host against {smallest['latency_ms']:.3g} ms")
+        line += (f" and `{fastest['path']}` the fastest ({latency(fastest)} median {where} "
+                 f"against {latency(smallest)}")
         line += ", a tie within the p10-p90 spread)" if rec.get("fastest_ties") else ")"
     return line + "."
 

@@ -64,21 +64,19 @@ def print_summary(build_dir: Path) -> None:
                          overflow="fold")
     for row in rows:
         table.add_row(*[row[i] for i in shown])
+    # As report.md and report.html: the warnings and the verdict first, then the table.
+    for warning in data.get("warnings", []):
+        console.warn(warning)
+    recommendation = data["recommendation"]
+    verdict = report.verdict(data).replace("`", "")
+    if recommendation.get("withheld") or recommendation.get("smallest") is None:
+        console.warn(verdict)
+    else:
+        console.info(verdict)
     console.console.print(table)
     hidden = [h for i, h in enumerate(headers) if i not in shown and h != "path"]
     if hidden:
         console.info(f"(narrow terminal: {', '.join(hidden)} not shown; report.md has them)")
-    for warning in data.get("warnings", []):
-        console.warn(warning)
-    recommendation = data["recommendation"]
-    if recommendation.get("withheld"):
-        console.warn(f"no recommendation: {recommendation['withheld']}")
-    else:
-        console.info(
-            f"recommended (accuracy drop ≤ {100 * recommendation['max_accuracy_drop']:.1f} %): "
-            f"smallest {recommendation['smallest']}, "
-            f"fastest {report.fastest_name(recommendation).replace('`', '')}"
-        )
     if recommendation.get("note"):
         console.info(f"note: {recommendation['note']}")
     for line in report.rejected_lines(data):
