@@ -223,7 +223,8 @@ def test_stage_output_has_no_tensorflow_or_litert_info_lines(
     output = "".join(run.stdout + run.stderr for run in runs)
     assert "▶ tiny: tflite-int8" in output  # the stages did run in this output
     for noise in ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
-                  "fully_quantize", "tf.lite.Interpreter is deprecated"):
+                  "fully_quantize", "tf.lite.Interpreter is deprecated",
+                  "convert_variables_to_constants", "is deprecated and will be removed"):
         assert noise not in output
 
 

@@ -84,20 +84,25 @@ def export_onnx(context: StageContext) -> None:
     """Stage ``onnx-export``: SavedModel → ONNX (fp32), dynamic batch axis named ``batch``."""
     tf2onnx = require("tf2onnx")
     onnx = require("onnx")
+    from tensorflow.python.util import deprecation
+
     params = ExportParams.of(context)
     model = context.model_path.name
     opset = params.opset
     started = time.perf_counter()
     with onnx_step(model, "loading the exported SavedModel", REBUILD_HINT):
         serve, _loaded = serving_function(context)  # _loaded keeps the variables alive
-    with onnx_step(model, "freezing the TensorFlow graph", REPORT_HINT):
+    # tf2onnx's freezing calls TF functions TF marks deprecated: their notice says nothing to a
+    # user of this tool (and TF's logging printed it twice).
+    with onnx_step(model, "freezing the TensorFlow graph", REPORT_HINT), deprecation.silence():
         graph_def, inputs, outputs = onnx_graph.freeze(serve.get_concrete_function())
     prepare_graph(graph_def)
     # Graph inputs and outputs take the model's signature names (Keras input and output layers).
     input_names = tuple(tensor.name for tensor in export.model_inputs(context.build_dir))
     names = signature_names(context, inputs, outputs)
     console.info(f"exporting ONNX (opset {opset}) with tf2onnx from the frozen graph")
-    with onnx_step(model, f"converting with tf2onnx (opset {opset})", OPSET_HINT):
+    with onnx_step(model, f"converting with tf2onnx (opset {opset})", OPSET_HINT), \
+            deprecation.silence():
         model_proto, _ = tf2onnx.convert.from_graph_def(
             graph_def, name=model, input_names=inputs, output_names=outputs, opset=opset,
             tensors_to_rename=names)
