@@ -125,7 +125,20 @@ def convert(config: ConvertConfig, command_line: list[str]) -> BuildResult:
         problems += failed_stages(plan)
         for target in planned(config.targets):
             problems += target.problems(plan.build_dir, config)
-    return BuildResult(plans, ran, skipped, tuple(problems), restored)
+    return BuildResult(plans, ran, skipped, tuple(across_models(problems, plans)), restored)
+
+
+def across_models(problems: list[str], plans: tuple[ModelPlan, ...]) -> list[str]:
+    """One line per problem for every model it hit ("a, b: ..."): seven models without the
+    Edge TPU compiler give one line that says how to get it, not seven."""
+    models: dict[str, list[str]] = {}
+    for problem in problems:
+        stem = next((plan.stem for plan in plans if problem.startswith(f"{plan.stem}: ")), None)
+        text = problem if stem is None else problem.removeprefix(f"{stem}: ")
+        models.setdefault(text, [])
+        if stem is not None:
+            models[text].append(stem)
+    return [f"{', '.join(stems)}: {text}" if stems else text for text, stems in models.items()]
 
 
 def failed_stages(plan: ModelPlan) -> list[str]:
