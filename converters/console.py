@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from converters.native_output import XNNPACK_NOTICE, lines_dropped
 
 T = TypeVar("T")
 
@@ -67,25 +68,11 @@ def flush() -> None:
 NATIVE_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on"
-    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    rf"|{XNNPACK_NOTICE}"
     r"|fully_quantize: \d+, inference_type: \d+")
 
 
-@contextmanager
-def native_noise_filtered() -> Iterator[None]:
-    """Capture what native code writes to stderr inside the block, then write it back without
-    the lines NATIVE_NOISE matches (warnings and errors still reach the user, after the block)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not NATIVE_NOISE.match(line)))
-            sys.stderr.flush()
+def native_noise_filtered() -> AbstractContextManager[None]:
+    """Native code's informational lines (NATIVE_NOISE) dropped from what the block writes to
+    stderr; warnings and errors still reach the user, after the block."""
+    return lines_dropped(NATIVE_NOISE)

@@ -94,11 +94,12 @@ def test_the_core_imports_no_target_package() -> None:
 
 
 # The ground floor: what every module may use, and which uses nothing above it.
-GROUND = {"converters.errors", "converters.fsutil", "converters.console", "converters.processes"}
+GROUND = {"converters.errors", "converters.fsutil", "converters.console", "converters.processes",
+          "converters.native_output"}
 # Files a deployment bundle ships alone (run.py and its helpers, verify.py): standard library and
 # numpy only, so they import nothing of converters.
 STANDALONE = {"converters.bundles.run", "converters.bundles.verify", "converters.bundles.runner_support",
-              "converters.inputs.array_files", "converters.inputs.imaging",
+              "converters.inputs.array_files", "converters.inputs.imaging", "converters.native_output",
               *(f"converters.targets.{name}.device_runner" for name in ("tflite", "onnx", "tensorrt"))}
 # The top: planning and running builds, and what Invoke tasks call. Only they reach them: the
 # distributed executor (it runs the pipeline's jobs), `python -m converters`, and the Invoke tasks

@@ -436,7 +436,9 @@ def test_verify_bundle_explains_a_folder_and_a_bad_key(built: tuple[Path, Path],
     key = run_invoke("verify-bundle", str(bundle_path), "--public-key", str(notes))
     assert key.returncode != 0 and "Traceback" not in key.stderr
     assert "is not a PEM key, expected an Ed25519 public key" in " ".join(key.stderr.split())
-    large = run_invoke("verify-bundle", str(bundle_path), "--public-key", str(ROOT / "README.md"))
+    document = tmp_path / "document.txt"
+    document.write_text("a document, not a key\n" * 1000)  # 22 KiB
+    large = run_invoke("verify-bundle", str(bundle_path), "--public-key", str(document))
     assert large.returncode != 0 and "Traceback" not in large.stderr
     assert "is larger than 16.0 KiB, which no PEM key is" in " ".join(large.stderr.split())
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from converters import console
+from converters import console, native_output
 from converters.bundles import verify
 from converters.bundles.archive import file_record, write_archive
 from converters.bundles.verify import BUNDLE_JSON, CHECKSUM_SUFFIX, SIGNATURE_SUFFIX, checksum_line
@@ -357,7 +357,8 @@ def shipped_code(device_runner: str) -> dict[str, Path]:
     target's module that runs its artifact (BundleHooks.device_runner)."""
     return {"run.py": DEVICE_RUNNER, "device_runner.py": module_file(device_runner),
             "runner_support.py": RUNNER_SUPPORT, "imaging.py": Path(imaging.__file__),
-            "array_files.py": Path(array_files.__file__), "verify.py": Path(verify.__file__)}
+            "array_files.py": Path(array_files.__file__), "verify.py": Path(verify.__file__),
+            "native_output.py": Path(native_output.__file__)}
 
 
 def check_signed(name: str) -> list[str]:

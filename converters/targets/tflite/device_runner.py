@@ -6,10 +6,12 @@ runtime in the bundle's ``requirements.txt`` only."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from native_output import XNNPACK_NOTICE, lines_dropped  # ships beside this file
 from runner_support import Arrays, RunOne, fed_by_name  # ships beside this file
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -24,9 +26,10 @@ def make_runner(bundle: dict[str, Any], artifact: Path, device: str | None,
     delegates = None
     if bundle["runtime"] == "litert-edgetpu":
         delegates = [load_delegate(EDGETPU_LIBRARY, {"device": device} if device else {})]
-    interpreter = Interpreter(model_path=str(artifact), experimental_delegates=delegates,
-                              num_threads=threads)
-    interpreter.allocate_tensors()
+    with lines_dropped(re.compile(XNNPACK_NOTICE)):  # the output is the model's, not LiteRT's
+        interpreter = Interpreter(model_path=str(artifact), experimental_delegates=delegates,
+                                  num_threads=threads)
+        interpreter.allocate_tensors()
     signatures = interpreter.get_signature_list()
     sources = {d["name"]: d for d in interpreter.get_input_details()}
     names = {}
