@@ -8,7 +8,7 @@ import pytest
 
 from converters.fsutil import read_json
 from converters.reporting.report import markdown, recommend, verdict
-from tests.conftest import quick_flags, run_invoke
+from tests.conftest import ROOT, quick_flags, run_invoke
 
 pytestmark = pytest.mark.quick  # part of `invoke test --quick`
 
@@ -297,3 +297,24 @@ def test_report_html_renders_in_headless_chromium_with_no_broken_element(
     assert [i["id"] for i in check["images"]] == ["tradeoff"]
     assert check["tables"] >= 1 and check["artifact_rows"] == 1 + 1 + len(rows(build_dir))
     assert check["page_width"] <= 1200  # nothing overflows the window sideways
+
+
+def test_report_json_has_exactly_the_documented_keys(
+        two_command_build: tuple[Path, list[subprocess.CompletedProcess[str]]]) -> None:
+    """Every key of a real report is in the schema the reference page is generated from, and
+    every key the schema says is always there is."""
+    from converters.reporting import schema
+
+    assert (ROOT / "docs" / "reference" / "report-json.md").read_text() == schema.render_markdown(), (
+        "regenerate docs/reference/report-json.md: python -c 'from converters.reporting.schema "
+        "import render_markdown; print(render_markdown(), end=\"\")' > docs/reference/report-json.md")
+    built = read_json(two_command_build[0] / "report.json")
+    sections = {"": built, "model": built["model"], "dataset": built["dataset"],
+                "reference": built["reference"], "recommendation": built["recommendation"],
+                **{f"artifacts[] {a['path']}": a for a in built["artifacts"]}}
+    extra = {"": set(schema.target_sections()), "artifacts[]": set(schema.client_keys())}
+    for where, found in sections.items():
+        keys = schema.SECTIONS[where.split(" ")[0]]
+        documented = {key.name for key in keys} | extra.get(where.split(" ")[0], set())
+        assert set(found) - documented == set(), where
+        assert {key.name for key in keys if key.always} - set(found) == set(), where

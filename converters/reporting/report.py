@@ -78,7 +78,6 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     unbuilt = [r for r in records if r.get("not_built")]
     not_built = [unbuilt_entry(r) for r in unbuilt if not r.get("not_needed")]
     not_needed = [unbuilt_entry(r) for r in unbuilt if r.get("not_needed")]
-    failures = stage_cache.read_failures(build_dir)
     not_built = sorted(not_built + failed_validations(failures, set(params.records) - set(written)),
                        key=table_order)
     bound = params.max_accuracy_drop
