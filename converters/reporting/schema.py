@@ -74,7 +74,7 @@ DATASET = (
     Key("validation_count", "held-out samples every artifact was compared on"),
     Key("preprocessing", "how pixels 0..255 became inputs: mode, mean, std (null for arrays)"),
     Key("preprocessing_choice", "why that preprocessing: requested, reason, scores"),
-    Key("seed", "the seed of the calibration/validation split"),
+    Key("seed", "--seed: what shuffled the calibration/validation split"),
 )
 
 REFERENCE = (
