@@ -280,7 +280,7 @@ def test_recommend_on_picks_the_fastest_on_the_device() -> None:
 
     artifacts = [artifact("fp32", 1.0, 9.0), artifact("int8", 2.0, 3.0), artifact("fp16", 0.5, None)]
     assert recommend(artifacts, 0.01)["fastest"] == "fp16"  # type: ignore[arg-type]
-    on_pi = recommend(artifacts, 0.01, "pi")  # type: ignore[arg-type]
+    on_pi = recommend(artifacts, 0.01, device="pi")  # type: ignore[arg-type]
     assert on_pi["fastest"] == "int8" and on_pi["latency_on"] == "pi"
 
 

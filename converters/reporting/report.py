@@ -83,7 +83,7 @@ def assemble(build_dir: Path, params: ReportParams, stages: tuple[str, ...]) -> 
     bound = params.max_accuracy_drop
     inputs = read_json(build_dir / stage_cache.STAMP_DIR / stage_cache.BUILD_INFO)["inputs"]
     warnings = result_warnings(dataset, keras)
-    recommendation = recommend(artifacts, bound, params.max_relative_error, params.recommend_on)
+    recommendation = recommend(artifacts, bound, params.max_relative_error, device=params.recommend_on)
     if near_chance(dataset, keras):
         recommendation |= {"smallest": None, "fastest": None,
                            "withheld": "the Keras reference itself is near chance accuracy"}
@@ -311,7 +311,7 @@ def with_layers(op_errors: list[dict[str, Any]] | None,
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float,
-              max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR,
+              max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR, *,
               device: str | None = None) -> dict[str, Any]:
     """The smallest and the fastest artifact whose accuracy drop stays within ``bound`` (and
     whose regression outputs beside class outputs, if any, within ``max_relative_error``); the
