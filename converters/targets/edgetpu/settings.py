@@ -13,18 +13,20 @@ from converters.targets.edgetpu.compiler import CompileOptions
 NAME = "edgetpu"
 SETTINGS = (
     Setting("min_runtime_version", WHOLE, None, "oldest Edge TPU runtime the model must run on "
-            "(compiler -m; default: the compiler's, 14)", targets=(NAME,), minimum=10,
+            "(the compiler's min_runtime_version; default: the compiler's, 14)", targets=(NAME,),
+            minimum=10,
             maximum=99),
     Setting("num_segments", WHOLE, 1, "split the model for pipelining across N Edge TPUs "
-            "(compiler -n)", targets=(NAME,), minimum=1, maximum=64),
+            "(the compiler's num_segments)", targets=(NAME,), minimum=1, maximum=64),
     Setting("search_delegate", SWITCH, False, "search for the largest graph prefix that compiles "
-            "(compiler -d)", targets=(NAME,)),
-    Setting("delegate_search_step", WHOLE, None, "op step of that search (compiler -k)",
+            "(the compiler's search_delegate)", targets=(NAME,)),
+    Setting("delegate_search_step", WHOLE, None, "op step of that search (the compiler's "
+            "delegate_search_step)",
             targets=(NAME,), minimum=1, maximum=100_000),
     Setting("compiler_timeout", WHOLE, 180, "compiler timeout in seconds", targets=(NAME,),
             minimum=1, maximum=86_400),
     Setting("intermediate_tensors", TEXT, "", "comma list of tensors to expose as outputs "
-            "(compiler -i)", targets=(NAME,)),
+            "(the compiler's intermediate_tensors)", targets=(NAME,)),
     Setting("min_tpu_ops", FRACTION, None, "fail the build when a smaller fraction of ops maps "
             "to the Edge TPU", targets=(NAME,), minimum=0, maximum=1),
     Setting("edgetpu_split", SWITCH, False, "also write the Edge TPU head and the CPU tail of a "
