@@ -344,7 +344,7 @@ QUICK_TESTS = "-m 'quick and not docker and not slow and not gpu'"
 
 @cli_task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\"",
                 "quick": "only the fast subset (tests marked quick, about 2 minutes); the whole "
-                         "suite takes about 17 minutes on a busy 2-core machine"})
+                         "suite takes about 36 minutes on a 2-core machine"})
 def test(c: Context, pytest_args: str = "", quick: bool = False) -> None:
     """Run the test suite (pytest)."""
     selection = QUICK_TESTS if quick else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def run_invoke(*args: str, cwd: Path = ROOT, timeout: float = 600, check: bool =
     if check and result.returncode != 0:
         raise AssertionError(f"invoke {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def terminal_ctrl_c() -> None:
+    """preexec_fn for a build a test presses Ctrl-C on: SIGINT as a terminal user has it. A shell
+    that starts a command in the background (``cmd &``) makes it ignore SIGINT, and every process
+    it starts inherits that, so a test run started that way would press a dead key."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def skip_or_fail(reason: str) -> None:

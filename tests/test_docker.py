@@ -21,7 +21,7 @@ from converters.fsutil import sha256_file
 from converters.runners import docker_cli
 from converters.runners.docker import DockerRunner
 from converters.runners.images import default_ca_bundle, image_definition
-from tests.conftest import ROOT, run_invoke, skip_or_fail
+from tests.conftest import ROOT, run_invoke, skip_or_fail, terminal_ctrl_c
 
 pytestmark = pytest.mark.docker
 TFLITE_TAG = image_definition("tflite").tag
@@ -125,7 +125,8 @@ def _start_docker_convert(out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert", *SAMPLE_FLAGS,
          "--out", str(out), "--runner", "docker"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=terminal_ctrl_c)
 
 
 def test_ctrl_c_stops_and_removes_the_container(tflite_image: str, tmp_path: Path) -> None:

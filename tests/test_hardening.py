@@ -18,7 +18,15 @@ import pytest
 from converters.cache import stage_cache
 from converters.config import model_stem
 from converters.errors import ConfigError
-from tests.conftest import ROOT, quick_flags, run_invoke, save_function_model, tiny_model, write_images
+from tests.conftest import (
+    ROOT,
+    quick_flags,
+    run_invoke,
+    save_function_model,
+    terminal_ctrl_c,
+    tiny_model,
+    write_images,
+)
 from tests.test_cli import assert_user_error
 
 
@@ -397,7 +405,8 @@ def test_ctrl_c_ends_the_stage_process_at_once_without_a_traceback(tmp_path: Pat
     process = subprocess.Popen(
         [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert", "--model",
          str(model), *quick_flags(tiny_dataset, tmp_path / "out"), "--quant", "int8"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=terminal_ctrl_c)
     assert process.stdout is not None
     seen = []
     for line in process.stdout:
