@@ -1,4 +1,4 @@
-"""--preprocessing auto, the near-chance guard and the bundled sample's pairing (issue #12)."""
+"""--preprocessing auto, the near-chance guard and the bundled sample's pairing."""
 
 from __future__ import annotations
 
@@ -76,6 +76,45 @@ def test_explicit_wrong_preprocessing_warns_and_near_chance_withholds_the_recomm
     assert any("near chance" in w and "class folders" in w for w in report["warnings"])
     assert "**Warning:**" in (out / "scaled" / "report.md").read_text()
     assert "near chance" in (out / "scaled" / "report.html").read_text()
+
+
+def test_auto_scores_the_classification_output_of_a_two_output_model(tmp_path: Path) -> None:
+    """A model whose first output is a linear 6-vector and whose second is the class scores,
+    trained on -1..1 pixels with no Rescaling layer: only Keras accuracy under each candidate,
+    measured on the class scores, can tell which range it wants."""
+    import keras
+    from PIL import Image
+
+    write_images(tmp_path / "train", {"a": 30, "b": 30, "c": 30}, seed=1)
+    write_images(tmp_path / "data", {"a": 10, "b": 10, "c": 10}, seed=2)
+    paths = sorted((tmp_path / "train").glob("*/*.png"))
+    images = np.stack([np.asarray(Image.open(p), dtype=np.float32) for p in paths]) / 127.5 - 1
+    labels = np.asarray(["abc".index(p.parent.name) for p in paths])
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    embedding = keras.layers.Dense(6, name="embedding")(x)
+    scores = keras.layers.Dense(3, activation="softmax", name="scores")(x)
+    model = keras.Model(inputs, [embedding, scores])
+    model.compile(optimizer=keras.optimizers.Adam(0.05),
+                  loss=["mse", "sparse_categorical_crossentropy"])
+    colours = images.mean(axis=(1, 2))
+    model.fit(images, [np.concatenate([colours, colours], axis=1), labels], epochs=30,
+              batch_size=16, verbose=0)
+    model.save(tmp_path / "two_heads.keras")
+    out = tmp_path / "out"
+    result = run_invoke("convert", "--model", str(tmp_path / "two_heads.keras"),
+                        *quick_flags(tmp_path / "data", out), "--quant", "fp32")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((out / "two_heads" / "report.json").read_text())
+    choice = report["dataset"]["preprocessing_choice"]
+    assert choice["scores"] is not None, choice["reason"]
+    assert choice["scores"]["-1..1"] > 0.9, choice
+    assert max(choice["scores"]["0..1"], choice["scores"]["0..255"]) < 0.6, choice
+    assert report["dataset"]["preprocessing"]["mode"] == "-1..1"
+    assert "Keras accuracy on 8 labelled calibration images" in choice["reason"]
+    assert report["reference"]["accuracy"] > 0.9
 
 
 @pytest.mark.parametrize("scale,offset,expected", [

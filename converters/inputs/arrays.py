@@ -81,6 +81,25 @@ def check(path: Path, max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> None:
         _scan(file, "sample", budget, batched=False)
 
 
+def sample_shapes(path: Path, max_array_mb: int = DEFAULT_MAX_ARRAY_MB
+                  ) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Each array's per-sample shape, by name, from the headers of the array dataset at
+    ``path`` (a ``.npz``'s arrays without their first axis; a sample folder's first file, a
+    ``.npy`` named by its file): the sizes a model input declared without one takes."""
+    budget = _budget(max_array_mb)
+    try:
+        if path.is_file():
+            members = array_files.scan(path, budget, "dataset", skip=(LABELS,))
+            return tuple((member.name, member.shape[1:]) for member in members if member.shape)
+        files = inside_sample_files(path)
+        if not files:
+            return ()
+        members = array_files.scan(files[0], budget, "sample", skip=SAMPLE_LABEL_KEYS)
+    except array_files.ArrayFileError as error:
+        raise _refused(error, path.is_file()) from None
+    return tuple((member.name or files[0].stem, member.shape) for member in members)
+
+
 def read(path: Path, inputs: tuple[TensorInfo, ...],
          max_array_mb: int = DEFAULT_MAX_ARRAY_MB) -> ArrayData:
     """Every sample of the dataset at ``path``, one array per input, checked against the shapes

@@ -58,6 +58,28 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class InputShapes:
+    """Where an input without a static size takes one: ``given`` (--input-shape, a one-input
+    model), else the array dataset's per-sample shape of the array named as the input (or its
+    only array, for a one-input model)."""
+
+    given: tuple[int, ...] | None = None
+    from_data: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (array name, per-sample shape)
+
+    def data_shape(self, name: str, one_input: bool) -> tuple[int, ...] | None:
+        found = dict(self.from_data)
+        if name not in found and one_input and len(found) == 1:
+            return next(iter(found.values()))
+        return found.get(name)
+
+    def taken_from_data(self, declared: list[TensorInfo]) -> tuple[str, ...]:
+        """The inputs of ``declared`` whose size the dataset gave (after a successful resolve)."""
+        if self.given is not None:
+            return ()
+        return tuple(tensor.name for tensor in declared if None in tensor.shape)
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """A model with named inputs and outputs (signature names, in a stable order), whatever
     file it came from."""
@@ -80,6 +102,8 @@ class LoadedModel:
     static_function: Callable[[int, bool], Any] | None = None
     # What the file says of each output beyond its shape (activation, saved loss), by name
     output_hints: dict[str, OutputHint] = field(default_factory=dict)
+    # Inputs without a static size in the file that took the array dataset's shape
+    shapes_from_data: tuple[str, ...] = ()
 
     def trace(self) -> None:
         """Trace the serving function (once per process; conversions and predictions reuse it)."""
@@ -118,6 +142,7 @@ class LoadedModel:
             "outputs": [tensor.as_dict() for tensor in self.outputs],
             "parameters": self.parameters,
             "input_preprocessing": self.input_preprocessing,
+            "input_shapes_from_dataset": list(self.shapes_from_data),
             "sample_bytes": sum(tensor_bytes(t.shape, t.dtype) for t in self.inputs),
             "largest_activation_bytes": self.largest_activation_bytes(),
             # Keras layers by name (nested models' included), for per-op error by layer;
@@ -182,10 +207,12 @@ def check_model_path(path: Path) -> str:
 
 
 def load(path: Path, unsafe: bool = False, input_shape: tuple[int, ...] | None = None,
-         custom_objects: tuple[CustomObjectsFile, ...] = ()) -> LoadedModel:
+         custom_objects: tuple[CustomObjectsFile, ...] = (),
+         data_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> LoadedModel:
     """Load and check a model: any number of named inputs with static per-sample shapes (after
-    ``input_shape`` for a single input), any number of named outputs. The ``custom_objects``
-    files (the user's layer classes) are imported first.
+    ``input_shape`` for a single input, else the array dataset's ``data_shapes`` by array name),
+    any number of named outputs. The ``custom_objects`` files (the user's layer classes) are
+    imported first.
 
     The last model loaded is kept for the next stage in this process (export, data and
     reference run one after the other in one stage process and each needs it: 1-2 s a load
@@ -193,7 +220,8 @@ def load(path: Path, unsafe: bool = False, input_shape: tuple[int, ...] | None =
     identity (inode, size, mtime; a SavedModel's saved_model.pb and variables index) is part of
     the key, so a model written again is loaded again."""
     check_model_path(path)
-    return _load_once(path, unsafe, input_shape, custom_objects, _identity(path))
+    return _load_once(path, unsafe, InputShapes(input_shape, data_shapes), custom_objects,
+                      _identity(path))
 
 
 def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
@@ -203,7 +231,7 @@ def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_once(path: Path, unsafe: bool, input_shape: tuple[int, ...] | None,
+def _load_once(path: Path, unsafe: bool, shapes: InputShapes,
                custom_objects: tuple[CustomObjectsFile, ...],
                identity: tuple[Any, ...]) -> LoadedModel:
     del identity  # part of the cache key only
@@ -212,12 +240,12 @@ def _load_once(path: Path, unsafe: bool, input_shape: tuple[int, ...] | None,
     if model_format == "saved_model":
         if not unsafe:  # before TensorFlow runs any of its functions
             check_saved_model(path)
-        return _load_saved_model(path, input_shape)
-    return _load_keras(path, model_format, unsafe, input_shape, objects)
+        return _load_saved_model(path, shapes)
+    return _load_keras(path, model_format, unsafe, shapes, objects)
 
 
 def _load_keras(path: Path, model_format: str, unsafe: bool,
-                input_shape: tuple[int, ...] | None, custom_objects: dict[str, Any]) -> LoadedModel:
+                shapes: InputShapes, custom_objects: dict[str, Any]) -> LoadedModel:
     import keras
     import tensorflow as tf
 
@@ -238,9 +266,9 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
             f"model {path} has several outputs from one layer ({listed(repeated)}), so they "
             "cannot be told apart by name: give each output its own layer, e.g. "
             "keras.layers.Identity(name='scores')(x), save the model and try again")
-    inputs = _resolve_inputs(path, [
-        TensorInfo(name, tuple(tensor.shape)[1:], _dtype_name(tensor.dtype))
-        for name, tensor in zip(input_names, model.inputs, strict=True)], input_shape)
+    declared = [TensorInfo(name, tuple(tensor.shape)[1:], _dtype_name(tensor.dtype))
+                for name, tensor in zip(input_names, model.inputs, strict=True)]
+    inputs = _resolve_inputs(path, declared, shapes)
     outputs = tuple(TensorInfo(name, tuple(tensor.shape)[1:])
                     for name, tensor in zip(output_names, model.outputs, strict=True))
     specs = input_specs(inputs)
@@ -277,6 +305,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
         static_function=functools.partial(_static_function, model, graph_function, output_names,
                                           inputs),
         output_hints=_output_hints(path, model_format, model, output_names),
+        shapes_from_data=shapes.taken_from_data(declared),
     )
 
 
@@ -473,7 +502,7 @@ def _keras_reason(text: str) -> str:
     return " ".join(line.strip() for line in reason.splitlines() if line.strip())[:500]
 
 
-def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+def _load_saved_model(path: Path, shapes: InputShapes) -> LoadedModel:
     """A SavedModel through its serving signature (Keras metadata or not): the TFLite converter
     takes the signature directly, so a plain TF SavedModel converts as well as a Keras export."""
     import tensorflow as tf
@@ -488,10 +517,9 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
             f"SavedModel {path} has no 'serving_default' signature: export it with "
             "model.export(dir) or tf.saved_model.save(..., signatures=...)"
         )
-    declared = signature.structured_input_signature[1]
-    inputs = _resolve_inputs(path, [
-        TensorInfo(name, tuple(spec.shape)[1:], spec.dtype.name)
-        for name, spec in declared.items()], input_shape)
+    declared = [TensorInfo(name, tuple(spec.shape)[1:], spec.dtype.name)
+                for name, spec in signature.structured_input_signature[1].items()]
+    inputs = _resolve_inputs(path, declared, shapes)
     outputs = tuple(TensorInfo(name, tuple(spec.shape)[1:])
                     for name, spec in signature.structured_outputs.items())
     names = [tensor.name for tensor in inputs]
@@ -523,20 +551,22 @@ def _load_saved_model(path: Path, input_shape: tuple[int, ...] | None) -> Loaded
 
 
 def _resolve_inputs(path: Path, declared: list[TensorInfo],
-                    override: tuple[int, ...] | None) -> tuple[TensorInfo, ...]:
-    """Every input with a static per-sample shape; ``override`` (--input-shape) sets the shape
-    of a single input."""
-    if override is not None and len(declared) != 1:
+                    shapes: InputShapes) -> tuple[TensorInfo, ...]:
+    """Every input with a static per-sample shape: ``shapes.given`` (--input-shape) sets the
+    shape of a single input; an input without a static size otherwise takes the dataset's."""
+    if shapes.given is not None and len(declared) != 1:
         raise ModelError(
             f"--input-shape applies to a model with one input; model {path} has {len(declared)} "
-            f"({listed(tensor.name for tensor in declared)}): give them static shapes")
-    return tuple(TensorInfo(tensor.name, _resolve_input_shape(path, tensor.name, tensor.shape,
-                                                              override), tensor.dtype)
-                 for tensor in declared)
+            f"({listed(tensor.name for tensor in declared)}): give them static shapes, or pass "
+            "an array dataset whose arrays (one per input name) give their sizes")
+    return tuple(TensorInfo(tensor.name, _resolve_input_shape(
+        path, tensor.name, tensor.shape, shapes.given,
+        shapes.data_shape(tensor.name, len(declared) == 1)), tensor.dtype) for tensor in declared)
 
 
 def _resolve_input_shape(path: Path, name: str, declared: tuple[int | None, ...],
-                         override: tuple[int, ...] | None) -> tuple[int, ...]:
+                         override: tuple[int, ...] | None,
+                         data: tuple[int, ...] | None) -> tuple[int, ...]:
     shown = _shape_text((None, *declared))
     if not declared:
         raise ModelError(f"model {path} input '{name}' has shape {shown}: one value per sample "
@@ -554,12 +584,18 @@ def _resolve_input_shape(path: Path, name: str, declared: tuple[int | None, ...]
                 )
         return tuple(override)
     if any(size is None for size in declared):
+        if data is not None and len(data) == len(declared) and all(
+                size is None or size == found for size, found in zip(declared, data, strict=True)):
+            return data
         example = "224,224,3" if len(declared) == 3 else ",".join(
             "16000" if size is None else str(size) for size in declared)
+        misfit = (f"; the dataset's array for it has per-sample shape {_shape_text(data)},"
+                  " which does not fit" if data is not None else "")
         raise ModelError(
-            f"model {path} input '{name}' has no static size {shown}: pass "
+            f"model {path} input '{name}' has no static size {shown}{misfit}: pass "
             f"--input-shape with its {len(declared)} dimension(s), batch excluded "
-            f"(for example --input-shape {example})"
+            f"(for example --input-shape {example}), or an array dataset (.npz) whose array "
+            f"'{name}' has the size every sample takes"
         )
     return tuple(int(size) for size in declared)  # type: ignore[arg-type]
 

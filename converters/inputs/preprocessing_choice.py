@@ -12,14 +12,10 @@ always wins, with a warning when another candidate scores clearly better.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from converters.config import Preprocessing, PreprocessingMode
-from converters.inputs import imaging
 
 # Pixel ranges of the candidates (mean-std joins them when --mean/--std are given).
 RANGES = {PreprocessingMode.UNIT: (0.0, 1.0), PreprocessingMode.SIGNED: (-1.0, 1.0),
@@ -35,9 +31,6 @@ CLEARLY_BETTER = 0.10
 def margin(floor: float, images: int) -> float:
     """``floor``, or the noise of an accuracy measured on ``images`` images when that is larger."""
     return max(floor, 1.0 / math.sqrt(max(images, 1)))
-
-
-Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -75,18 +68,6 @@ def layer_preference(layer: dict[str, Any] | None) -> PreprocessingMode | None:
         return abs(math.log((high - low) * abs(layer["scale"]) / 2.0))
 
     return min(RANGES, key=distance)
-
-
-def score(predict: Predict, pixels: np.ndarray, labels: np.ndarray,
-          options: list[Preprocessing]) -> dict[str, float]:
-    """Keras top-1 accuracy on ``pixels`` (uint8) under each preprocessing option."""
-    scores = {}
-    for option in options:
-        inputs = imaging.normalize(pixels, option.mode.value, option.mean, option.std)
-        outputs = predict(inputs)
-        predicted = outputs.reshape(len(outputs), -1).argmax(axis=1)
-        scores[option.mode.value] = float(np.mean(predicted == labels))
-    return scores
 
 
 def choose(requested: Preprocessing, layer: dict[str, Any] | None,

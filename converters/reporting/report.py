@@ -429,7 +429,9 @@ def headers(report: dict[str, Any]) -> list[str]:
 def context_line(report: dict[str, Any]) -> str:
     """What was converted and validated on what (markdown inline code for names)."""
     model, dataset = report["model"], report["dataset"]
-    return (f"Model `{model['path']}` ({model['format']}, input {model['input_shape']}); "
+    from_data = model.get("input_shapes_from_dataset")
+    sized = f", sizes of {', '.join(from_data)} from the dataset's samples" if from_data else ""
+    return (f"Model `{model['path']}` ({model['format']}, input {model['input_shape']}{sized}); "
             f"{dataset['validation_count']} validation and {dataset['calibration_count']} "
             f"calibration images from `{dataset['path']}`.")
 

@@ -50,6 +50,8 @@ MODEL = (
     Key("parameters", "the number of weights (null for a SavedModel)"),
     Key("input_preprocessing", "what the model's own leading Rescaling or Normalization layer "
                                "expects, or null"),
+    Key("input_shapes_from_dataset", "inputs declared without a static size that took the size "
+                                     "of the array dataset's samples"),
     Key("sample_bytes", "bytes of one sample of the inputs"),
     Key("largest_activation_bytes", "the largest tensor one sample makes in the traced graph"),
     Key("keras_name", "the Keras model's name (per-op errors name its layers)"),

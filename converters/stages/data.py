@@ -20,13 +20,14 @@ from converters import console
 from converters.config import Preprocessing
 from converters.errors import DatasetError, ModelError
 from converters.fsutil import file_identity, read_json, write_json_atomic
-from converters.inputs import arrays, dataset, preprocessing_choice
+from converters.inputs import arrays, dataset, imaging, preprocessing_choice
 from converters.inputs.array_files import listed
 from converters.inputs.host_memory import available_memory, check_fits
 from converters.inputs.model import Arrays, TensorInfo
 from converters.stages import export
 from converters.stages.base import StageContext
 from converters.stages.export import ExportParams
+from converters.validation import metrics
 
 CALIBRATION = "data/calibration.npz"
 VALIDATION = "data/validation.npz"
@@ -49,6 +50,7 @@ class DataParams(ExportParams):  # the model is loaded as export loads it, to sc
     max_array_mb: int  # what an array dataset's files may declare
     allow_class_mismatch: bool
     labels: list[str] | None  # --labels: class names (None: the class folder names)
+    task: str  # --task: which output the labels belong to, when scoring preprocessing
 
 
 def run(context: StageContext) -> None:
@@ -183,27 +185,39 @@ def decide_preprocessing(context: StageContext, calibration: np.ndarray,
     labels and a classifier's output, Keras accuracy under each candidate."""
     requested = Preprocessing.from_dict(DataParams.of(context).preprocessing)
     model_info = read_json(context.build_dir / export.MODEL_INFO)
-    scores = None
     subset = slice(0, preprocessing_choice.SUBSET)
-    if labels is not None and len(model_info["outputs"]) == 1 and len(model_info["output_shape"]) == 2:
-        predict = model_predict(context)
-        scores = preprocessing_choice.score(predict, calibration[subset], labels[subset],
-                                            preprocessing_choice.candidates(requested))
+    scores = (candidate_scores(context, calibration[subset], labels[subset],
+                               preprocessing_choice.candidates(requested))
+              if labels is not None else None)
     return preprocessing_choice.choose(requested, model_info.get("input_preprocessing"), scores,
                                        len(calibration[subset]))
 
 
-def model_predict(context: StageContext) -> preprocessing_choice.Predict:
-    """Batched float32 outputs of the model (one input, one output: the image classifiers
-    preprocessing is chosen for), loaded as export loaded it (the same process keeps it)."""
-    model = DataParams.of(context).load_model(context)
-    [tensor], [output] = model.inputs, model.outputs
+def candidate_scores(context: StageContext, pixels: np.ndarray, labels: np.ndarray,
+                     options: list[Preprocessing]) -> dict[str, float] | None:
+    """Keras accuracy under each candidate on the output the labels belong to (the class scores
+    of a model with several outputs, as validation scores them); None when no output is a
+    classifier's. The model is loaded as export loaded it (the same process keeps it)."""
+    params = DataParams.of(context)
+    model = params.load_model(context)
+    [tensor] = model.inputs  # an image folder feeds a model with one image input
 
-    def predict(inputs: np.ndarray) -> np.ndarray:
-        return np.concatenate([model.predict({tensor.name: inputs[i:i + SCORING_BATCH]})[output.name]
-                               for i in range(0, len(inputs), SCORING_BATCH)])
+    def predict(option: Preprocessing) -> Arrays:
+        inputs = imaging.normalize(pixels, option.mode.value, option.mean, option.std)
+        batches = [model.predict({tensor.name: inputs[i:i + SCORING_BATCH]})
+                   for i in range(0, len(inputs), SCORING_BATCH)]
+        return {output.name: np.concatenate([batch[output.name] for batch in batches])
+                for output in model.outputs}
 
-    return predict
+    outputs = {option.mode.value: predict(option) for option in options}
+    first = next(iter(outputs.values()))
+    shapes = {name: tuple(values.shape[1:]) for name, values in first.items()}
+    tasks = metrics.output_tasks(shapes, params.task, first, model.output_hints)
+    owner = metrics.label_owner(shapes, tasks, labels)
+    if owner is None or tasks[owner].task != "classification":
+        return None
+    return {mode: float(np.mean(metrics.classes(values[owner].reshape(len(labels), -1)) == labels))
+            for mode, values in outputs.items()}
 
 
 def class_names(context: StageContext, folders: tuple[str, ...]) -> list[str]:

@@ -31,6 +31,9 @@ MODEL_INFO = "export/model.json"
 class ExportParams(StageParams):
     unsafe: bool  # --unsafe: allow Lambda layers' code to be loaded
     input_shape: list[int] | None  # --input-shape: per-sample shape for a model without one
+    # An array dataset's per-sample shapes by array name: the sizes of inputs declared without
+    # one (when --input-shape is not given); [] for image folders
+    data_shapes: list[tuple[str, list[int]]]
     # --custom-objects: each file's path and text (the text travels with the job, into the key)
     custom_objects: list[dict[str, str]]
     # A per-channel --mean/--std folded into the model (its first input then takes pixels):
@@ -49,6 +52,7 @@ class ExportParams(StageParams):
         shape = self.input_shape
         return load(context.model_path, unsafe=self.unsafe,
                     input_shape=tuple(shape) if shape else None,
+                    data_shapes=tuple((name, tuple(sizes)) for name, sizes in self.data_shapes),
                     custom_objects=tuple(CustomObjectsFile.from_dict(file)
                                          for file in self.custom_objects))
 
@@ -62,6 +66,10 @@ def run(context: StageContext) -> None:
     model = params.load_model(context)
     shapes = listed(f"{tensor.name} {tensor.shape}" for tensor in model.inputs)
     console.info(f"tracing {context.model_path} (input {shapes})")
+    if model.shapes_from_data:
+        names = listed(f"'{name}'" for name in model.shapes_from_data)
+        console.info(f"input {names}: no static size in the model, the size of the dataset's "
+                     f"samples is used ({context.dataset_dir})")
     model.trace()  # a model that cannot run in a graph fails here, before the dataset is read
     info = model.info()
     if params.fold_normalization is not None:

@@ -7,6 +7,7 @@ functions are named as ``"module:function"`` strings and imported only when a st
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,13 +65,26 @@ class PlanContext:
 
     @property
     def model_loading(self) -> dict[str, Any]:
-        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``,
-        ``--custom-objects``, a folded per-channel normalization): the fields of
-        :class:`~converters.stages.export.ExportParams`, which their params extend."""
+        """How every stage that loads the model loads it (``--unsafe``, ``--input-shape``, an
+        array dataset's sample shapes, ``--custom-objects``, a folded per-channel
+        normalization): the fields of :class:`~converters.stages.export.ExportParams`, which
+        their params extend."""
         shape = self.config.input_shape
         return {"unsafe": self.config.unsafe, "input_shape": list(shape) if shape else None,
+                "data_shapes": self.data_shapes,
                 "custom_objects": [file.as_dict() for file in self.config.custom_objects],
                 "fold_normalization": self.config.folded_normalization()}
+
+    @functools.cached_property
+    def data_shapes(self) -> list[tuple[str, list[int]]]:
+        """An array dataset's per-sample shapes by array name (headers only); [] otherwise."""
+        from converters.inputs import arrays
+
+        dataset = self.config.dataset
+        if not arrays.is_array_dataset(dataset.path):
+            return []
+        return [(name, list(shape))
+                for name, shape in arrays.sample_shapes(dataset.path, dataset.max_array_mb)]
 
     def saved_model_stage(self, group: str) -> StageSpec:
         """Stage ``saved-model``: the model as a SavedModel (``export.SAVED_MODEL``), for a
