@@ -206,6 +206,10 @@ def test_two_input_model_is_fed_by_name(two_inputs: tuple[Path, Path], tmp_path:
     assert set(tflite["int8"]["metrics"]) == OLD_METRIC_KEYS
     # Per-op error of a two-input model: both inputs fed by name to the fp32 and int8 models.
     assert tflite["int8"]["op_errors"] and all(row["value"] > 0 for row in tflite["int8"]["op_errors"])
+    # The automatic int8-mixed searches models with one input: here it is not needed, and says why
+    reasons = {(n["target"], n["variant"]): n["reason"] for n in report["not_needed"]}
+    assert ("the accuracy-aware search handles models with one input; this model has 2 "
+            "(image, vector)") in reasons["tflite", "int8-mixed"]
 
 
 def test_image_folder_for_a_two_input_model_is_refused(two_inputs: tuple[Path, Path],

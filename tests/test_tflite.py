@@ -257,6 +257,9 @@ def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(
     search = mixed["mixed_precision"]
     assert search["within_bound"] and search["score_basis"] == "accuracy"
     assert search["accuracy_recovered"] > 0.2
+    if Quantization.INT8_MIXED not in asked:  # judged against the int8 the report shows
+        assert search["int8_score"] == pytest.approx(int8["metrics"]["accuracy"])
+    assert 0.0 <= search["search_start_score"] < search["score"]
     assert search["score"] == pytest.approx(mixed["metrics"]["accuracy"])
     kept = {row["tensor"] for row in search["kept_float"]}
     fp32_ops = sum(read_json(tmp_path / "out" / "outlier" / "tflite" / "outlier_fp32.json")
@@ -269,6 +272,17 @@ def test_int8_mixed_keeps_the_outlier_layer_float_and_meets_the_bound(
     assert math.isfinite(search["latency_cost_ms"])
     assert "Accuracy-aware int8 kept" in (tmp_path / "out" / "outlier" / "report.md").read_text()
     assert {op["op"] for op in mixed["float_ops"]} >= {"FULLY_CONNECTED"}
+
+
+def test_a_search_no_better_than_the_shown_int8_is_not_an_artifact() -> None:
+    from converters.targets.tflite.quantize import no_better_than_int8
+
+    worse = no_better_than_int8(0.646, 3, 0.75, "accuracy")
+    assert worse is not None and "64.6 %" in worse and "75.0 %" in worse
+    assert "plain int8 stands" in worse
+    assert no_better_than_int8(0.75, 3, 0.75, "accuracy") is not None  # a tie is no better
+    assert no_better_than_int8(0.80, 3, 0.75, "accuracy") is None
+    assert no_better_than_int8(0.50, 3, None, "accuracy") is None  # --quant int8-mixed
 
 
 def test_automatic_int8_mixed_is_not_needed_within_the_bound(tiny_h5: Path, tiny_dataset: Path,
