@@ -337,3 +337,42 @@ def test_a_model_returning_a_dict_is_validated_per_key(tmp_path: Path) -> None:
     reference = report["reference"]["outputs"]
     assert reference["probs"]["accuracy"] > 0.9, reference
     assert "accuracy" not in reference["embedding"], reference
+
+
+# --- tabular: features of very different ranges, ONNX int8 --------------------------------
+
+def test_onnx_int8_keeps_an_input_float_whose_features_span_very_different_ranges(
+        tmp_path: Path) -> None:
+    """An income-like feature up to 70000 beside 0..1 features the class depends on (a
+    Normalization layer first, as tabular models have): one int8 scale for the input would
+    round the small features to one value; the input stays float and int8 keeps the accuracy."""
+    import keras
+
+    def records(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        features = rng.uniform(0, 1, (count, 4)).astype(np.float32)
+        features[:, 0] *= 70000
+        return features, (features[:, 1] + 0.5 * features[:, 2] > 0.75).astype(np.int64)
+
+    train_x, train_y = records(2000, seed=0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,), name="record")
+    normalization = keras.layers.Normalization()
+    normalization.adapt(train_x)
+    x = keras.layers.Dense(16, activation="relu")(normalization(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="approved")(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(train_x, train_y, epochs=10, batch_size=32, verbose=0)
+    model.save(tmp_path / "tabular.keras")
+    values, labels = records(120, seed=1)
+    np.savez(tmp_path / "records.npz", record=values, labels=labels)
+    report = convert(tmp_path / "tabular.keras", tmp_path / "records.npz", tmp_path / "out",
+                     "--target", "onnx")
+    assert report["reference"]["accuracy"] > 0.9
+    onnx = by_variant(report, "onnx")
+    (kept,) = onnx["int8"]["inputs_kept_float"]
+    assert kept["input"] == "record" and kept["feature_range_ratio"] > 1e4
+    assert "one int8 scale for all would round the narrow ones away" in kept["reason"]
+    assert onnx["int8"]["metrics"]["accuracy"] > 0.9
+    assert onnx["int8"]["metrics"]["top1_agreement"] > 0.95
+    assert "inputs_kept_float" not in onnx["fp32"]

@@ -286,6 +286,9 @@ def artifact_entry(build_dir: Path, record: dict[str, Any], keras: dict[str, Any
         "engine": conversion.get("engine"),
         "op_errors": with_layers(conversion.get("op_errors"), model),
         "mixed_precision": conversion.get("mixed_precision"),
+        # Inputs an int8 model keeps float (features of too different ranges for one scale)
+        **({"inputs_kept_float": conversion["inputs_kept_float"]}
+           if conversion.get("inputs_kept_float") else {}),
         # How a recurrent model's loop was converted (absent: the model has none)
         **({"recurrence": conversion["recurrence"]} if conversion.get("recurrence") else {}),
         # The regression outputs' largest relative error, bounded on its own (absent: no

@@ -121,6 +121,9 @@ ARTIFACT = (
     Key("mixed_precision", "int8-mixed: the ops kept in float and what they cost and recover, "
                            "or null"),
     Key("recurrence", "how a recurrent layer's loop was converted", always=False),
+    Key("inputs_kept_float", "ONNX int8: inputs kept float because their features' ranges "
+                             "differ too much for one int8 scale: input, feature_range_ratio, "
+                             "reason", always=False),
     Key("failed", "why its validation failed, or null"),
     Key("stand_in_for", "the runtime this model stands in for (validated here, never "
                         "recommended), or null"),

@@ -50,6 +50,13 @@ RUNTIME_KEY = "intended_runtime"
 QUANTIZATION_KEY = "quantization"
 ONNXRUNTIME_SESSION_KEY = "onnxruntime_session"
 REFERENCE_SESSION = "graph_optimization_level=ORT_DISABLE_ALL"
+# An input is quantized with one scale for all its features; a feature whose calibrated range is
+# under this share of the widest feature's gets at most 255 / 64 ≈ 4 steps of that scale (a
+# 0..1 feature beside a 0..70000 one rounds to a single value): such an input stays float.
+FEATURE_RANGE_RATIO = 64.0
+AFFINE_OPS = frozenset({"Sub", "Add", "Mul", "Div"})  # with one constant operand: per feature
+RESCALING_OPS = frozenset({"Mul", "Div"})
+IMAGE_CHANNELS = (1, 3, 4)
 
 
 class Int8Scheme(str, Enum):
@@ -115,10 +122,14 @@ def quantize_onnx(context: StageContext) -> None:
                                                        skip_symbolic_shape=True)
     console.info(f"calibrating ONNX int8 for {scheme.value} on "
                  f"{data.sample_count(calibration)} samples ({params.method})")
+    kept_float = inputs_kept_float(calibration)
+    for kept in kept_float:
+        console.info(f"ONNX int8: input '{kept['input']}' stays float: {kept['reason']}")
     with onnx_step(model, "calibrating and quantizing (onnxruntime quantize_static)",
                    QUANTIZE_HINT, INT8):
         quantize_static(quantization, str(prepared), str(target),
-                        _CalibrationReader(calibration), params.method, scheme)
+                        _CalibrationReader(calibration), params.method, scheme,
+                        float_nodes(onnx.load(str(prepared)), [k["input"] for k in kept_float]))
     prepared.unlink()
     with onnx_step(model, "checking the int8 model (onnx.checker)", QUANTIZE_HINT, INT8):
         model_proto = onnx.load(str(target))
@@ -131,17 +142,67 @@ def quantize_onnx(context: StageContext) -> None:
         "scheme": scheme.value, "symmetric": scheme is Int8Scheme.TENSORRT, "scales": ranges})
     write_json_atomic(context.write(params.info), model_info(
         model_proto, time.perf_counter() - started,
-        {"quantization": DESCRIPTIONS[scheme], "scheme": scheme.value, "method": params.method}))
+        {"quantization": DESCRIPTIONS[scheme], "scheme": scheme.value, "method": params.method,
+         "inputs_kept_float": kept_float}))
     console.info(f"ONNX int8 (Q/DQ, {scheme.value}): {target.stat().st_size / 1024:.1f} KiB")
 
 
+def inputs_kept_float(calibration: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The float inputs whose features (last axis) span ranges too different for one int8
+    scale (:data:`FEATURE_RANGE_RATIO`), with the numbers; images (batch × height × width ×
+    1, 3 or 4 channels of one pixel range) never are."""
+    kept = []
+    for name, values in calibration.items():
+        if not np.issubdtype(values.dtype, np.floating) or values.ndim < 2 or values.shape[-1] < 2:
+            continue
+        if values.ndim == 4 and values.shape[-1] in IMAGE_CHANNELS:
+            continue  # pixels: every channel has the range of the preprocessing
+        spans = np.abs(values.reshape(-1, values.shape[-1])).max(axis=0)
+        used = spans[spans > 0]
+        if used.size < 2 or used.max() / used.min() <= FEATURE_RANGE_RATIO:
+            continue
+        widest, narrowest = int(spans.argmax()), int(np.flatnonzero(spans == used.min())[0])
+        kept.append({"input": name, "feature_range_ratio": float(used.max() / used.min()),
+                     "reason": (f"its features' calibrated ranges differ {used.max() / used.min():.3g}-fold "
+                                f"(feature {widest} up to {spans[widest]:.4g}, feature {narrowest} "
+                                f"up to {spans[narrowest]:.4g}): one int8 scale for all would "
+                                "round the narrow ones away, so the ops reading it compute in float")})
+    return kept
+
+
+def float_nodes(model_proto: Any, inputs: list[str]) -> list[str]:
+    """The nodes to keep float so that ``inputs`` reach int8 only once their features share a
+    range: the per-feature affine ops that follow each input (Sub, Add, Mul, Div by a constant:
+    a Normalization layer), and the first other op unless such an op rescaled every feature."""
+    initializers = {init.name: init for init in model_proto.graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in model_proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    kept: list[str] = []
+    pending = [(name, False) for name in inputs]  # (tensor, rescaled per feature on the way)
+    while pending:
+        tensor, rescaled = pending.pop()
+        for node in readers.get(tensor, []):
+            constants = [initializers[name] for name in node.input if name in initializers]
+            affine = node.op_type in AFFINE_OPS and len(constants) == 1
+            if node.name in kept or (not affine and rescaled):
+                continue
+            kept.append(node.name)
+            if affine:
+                per_feature = node.op_type in RESCALING_OPS and np.prod(constants[0].dims) > 1
+                pending.extend((output, rescaled or per_feature) for output in node.output)
+    return kept
+
+
 def quantize_static(quantization: Any, source: str, target: str, reader: Any, method: str,
-                    scheme: Int8Scheme) -> None:
+                    scheme: Int8Scheme, float_nodes: list[str]) -> None:
     """onnxruntime's static quantization (QDQ format, per-channel weights, float biases) with
-    the scheme's activation type, symmetry and weight width."""
+    the scheme's activation type, symmetry and weight width; ``float_nodes`` stay float."""
     for_tensorrt = scheme is Int8Scheme.TENSORRT
     quantization.quantize_static(
         source, target, reader,
+        nodes_to_exclude=float_nodes,
         quant_format=quantization.QuantFormat.QDQ,
         activation_type=(quantization.QuantType.QInt8 if for_tensorrt
                          else quantization.QuantType.QUInt8),
