@@ -84,6 +84,36 @@ def test_labels_reach_every_artifact_and_infer_reads_them_alone(tiny_h5: Path, t
         assert [p.score for p in outside[0].top] == pytest.approx([p.score for p in inside[0].top])
 
 
+def test_a_tensorrt_engine_keeps_the_onnx_labels_in_its_sidecar(tiny_h5: Path, tiny_dataset: Path,
+                                                                tmp_path: Path) -> None:
+    """An engine cannot carry metadata: the sidecar JSON beside it keeps what the ONNX model it
+    is built from says (the engine build itself needs TensorRT and a GPU, absent here), and
+    infer reads the class names and normalization from that sidecar."""
+    from converters.targets import describe_artifact
+    from converters.targets.tensorrt.engine import sidecar
+    from converters.targets.tensorrt.io_plan import ProfileShapes, onnx_io, onnx_metadata
+
+    config = make_config(tiny_h5, tiny_dataset, tmp_path / "build", targets=("onnx",),
+                         quantizations=(Quantization.FP32,))
+    config = dataclasses.replace(config, dataset=DatasetConfig(
+        tiny_dataset, calibration_size=8, validation_size=12, labels=LABELS))
+    build.convert(config, ["test"])
+    source = tmp_path / "build" / "tiny" / "onnx" / "tiny_fp32.onnx"
+    io = onnx_io(source)
+    built = {"tensorrt_version": "10.8.0", "gpu": "GPU name", "strongly_typed": False}
+    profile = {io[0][0].name: ProfileShapes((1, 16, 16, 3), (1, 16, 16, 3), (1, 16, 16, 3))}
+    facts = sidecar(built, "fp16", io, profile, 1 << 30, onnx_metadata(source))
+    assert facts["labels"] == list(LABELS) and len(facts["labelled_outputs"]) == 1
+    engine = tmp_path / "engines" / "tiny_fp16.engine"
+    engine.parent.mkdir()
+    engine.write_bytes(b"")  # stands for the engine file; only its sidecar is read
+    engine.with_suffix(".json").write_text(json.dumps(facts))
+    described = describe_artifact(engine)
+    assert described is not None and described.class_names == LABELS
+    preprocessing = facts["preprocessing"]
+    assert described.normalization == (tuple(preprocessing["mean"]), tuple(preprocessing["std"]))
+
+
 def test_preprocessing_of_inverts_the_fixed_ranges() -> None:
     for mode, (mean, std) in FIXED.items():
         assert preprocessing_of(mean, std)["mode"] == mode

@@ -218,13 +218,14 @@ def test_sidecar_names_every_input_output_and_profile(fusion2: Path) -> None:
     built = {"tensorrt_version": "10.8.0", "cuda_runtime_version": 12080,
              "cuda_driver_version": 12080, "gpu": "GPU name", "compute_capability": "8.9",
              "strongly_typed": True}
-    facts = sidecar(built, "int8", io, {"image": IMAGE, "vector": VECTOR}, 1 << 30)
+    facts = sidecar(built, "int8", io, {"image": IMAGE, "vector": VECTOR}, 1 << 30, {})
     onnx_info = json.loads((fusion2 / "onnx" / "fusion2_int8-tensorrt.json").read_text())
     assert (facts["input"], facts["output"]) == (onnx_info["input"], onnx_info["output"])
     assert [i["name"] for i in facts["inputs"]] == ["image", "vector"]
     assert [o["shape"] for o in facts["outputs"]] == [["batch", 3], ["batch", 3, 1]]
     assert facts["profile"]["vector"]["max"] == [8, 4] and facts["strongly_typed"]
     assert facts["compute_capability"] == "8.9"
+    assert facts["labels"] == [] and facts["preprocessing"] is None  # arrays: no class names
     json.dumps(facts)  # a JSON sidecar, never bytes prepended to the engine
 
 

@@ -77,7 +77,12 @@ def read_description(artifact: Path) -> ArtifactDescription | None:
     """The class names and image normalization an .onnx file's metadata_props carry."""
     import onnx
 
-    found = read(onnx.load(str(artifact), load_external_data=False))
+    return description_of(read(onnx.load(str(artifact), load_external_data=False)))
+
+
+def description_of(found: dict[str, Any]) -> ArtifactDescription | None:
+    """The class names and image normalization of what :func:`read` returns (or a TensorRT
+    engine's sidecar, which keeps the same keys)."""
     if not found:
         return None
     preprocessing = found.get(PREPROCESSING_KEY)

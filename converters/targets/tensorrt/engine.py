@@ -131,14 +131,19 @@ def build_engine(onnx_path: Path, precision: str, profile: Mapping[str, ProfileS
 
 def sidecar(built: dict[str, Any], precision: str, io: tuple[Sequence[TensorSpec],
                                                              Sequence[TensorSpec]],
-            profile: Mapping[str, ProfileShapes], workspace_bytes: int) -> dict[str, Any]:
+            profile: Mapping[str, ProfileShapes], workspace_bytes: int,
+            described: Mapping[str, Any]) -> dict[str, Any]:
     """What an engine is tied to, kept beside it (never inside it): ``built`` (TensorRT and CUDA
     versions, GPU, strongly typed) and the engine's inputs, outputs and profile by name;
     ``input``/``output`` (the first of each) have the keys of the other artifacts' info files, so
-    the report reads every artifact the same way."""
+    the report reads every artifact the same way. ``described``: what the source ONNX model's
+    metadata says (labels, labelled_outputs, preprocessing), which an engine cannot carry."""
     inputs, outputs = io
     return {
         **built,
+        "labels": list(described.get("labels", [])),
+        "labelled_outputs": list(described.get("labelled_outputs", [])),
+        "preprocessing": described.get("preprocessing"),
         "precision": precision,
         "input": inputs[0].describe(),
         "output": outputs[0].describe(),

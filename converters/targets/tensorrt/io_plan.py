@@ -87,6 +87,16 @@ def onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
     return tuple(spec(v) for v in graph.input), tuple(spec(v) for v in graph.output)
 
 
+def onnx_metadata(path: Path) -> dict[str, Any]:
+    """What the ONNX model at ``path`` says of itself (labels, labelled outputs, preprocessing:
+    :mod:`converters.targets.onnx.metadata`), for the engine's sidecar."""
+    import onnx
+
+    from converters.targets.onnx import metadata
+
+    return metadata.read(onnx.load(str(path), load_external_data=False))
+
+
 @dataclass(frozen=True)
 class ProfileShapes:
     """An input's shapes in the optimization profile (batch axis included)."""

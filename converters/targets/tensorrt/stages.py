@@ -70,7 +70,8 @@ def run(context: StageContext) -> None:
     started = time.perf_counter()
     engine_bytes, built = build_engine(source, params.precision, profile, params.workspace_bytes,
                                        context.build_dir / TIMING_CACHE)
-    facts = sidecar(built, params.precision, io, profile, params.workspace_bytes)
+    facts = sidecar(built, params.precision, io, profile, params.workspace_bytes,
+                    io_plan.onnx_metadata(source))
     facts["conversion_seconds"] = round(time.perf_counter() - started, 2)
     engine_path = engine_dir / Path(params.engine).name
     write_bytes_atomic(engine_path, engine_bytes)

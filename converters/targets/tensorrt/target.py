@@ -10,9 +10,19 @@ from typing import Any
 
 from converters.config import Quantization
 from converters.errors import BundleError, ToolMissingError
+from converters.fsutil import read_json
 from converters.image_definition import ImageDefinition
 from converters.stages.base import StageSpec
-from converters.targets.base import CORE_IMAGE, BundleHooks, BundleRequest, PlanContext, ReportHooks, Target
+from converters.targets.base import (
+    CORE_IMAGE,
+    ArtifactDescription,
+    BundleHooks,
+    BundleRequest,
+    PlanContext,
+    ReportHooks,
+    Target,
+)
+from converters.targets.onnx import metadata
 from converters.targets.onnx.export import onnx_artifact
 from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
 from converters.targets.onnx.target import ONNX_TOOLS, ONNXRUNTIME_TOOLS
@@ -102,6 +112,12 @@ def readme(request: BundleRequest, built: dict[str, Any]) -> list[str]:
             "named in `artifacts/*.json`."]
 
 
+def describe(path: Path) -> ArtifactDescription | None:
+    """The class names and image normalization an engine's sidecar JSON keeps for it."""
+    sidecar = path.with_suffix(".json")
+    return metadata.description_of(read_json(sidecar)) if sidecar.is_file() else None
+
+
 def open_runtime(path: Path, threads: int, device: str | None) -> Runtime:
     from converters.targets.tensorrt.engine import EngineRuntime, tensorrt_problem
 
@@ -131,6 +147,7 @@ TARGET = Target(
                        device_needs="an NVIDIA GPU with TensorRT"),
     artifact_suffixes=(".engine",),
     runtime=open_runtime,
+    describe=describe,
     settings=settings.SETTINGS,
     config_section=settings.section,
 )
