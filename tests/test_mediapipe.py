@@ -1,5 +1,6 @@
-"""The real-client check: every TFLite artifact through MediaPipe Tasks' ImageClassifier (for
-real; skipped saying so without mediapipe, a failure under REQUIRE_MEDIAPIPE=1)."""
+"""The real-client check: every TFLite artifact through MediaPipe Tasks' ImageClassifier, and a
+segmenter's through its ImageSegmenter (for real; skipped saying so without mediapipe, a failure
+under REQUIRE_MEDIAPIPE=1)."""
 
 import dataclasses
 import json
@@ -43,6 +44,7 @@ def test_every_artifact_classifies_in_mediapipe_with_names(tiny_h5: Path, tiny_d
         assert entry["ran"] is True, (mode, entry)
         assert entry["samples"] == 12 and entry["source"] == "image files"
         assert entry["names_returned"] is True, mode
+        assert artifact["metadata"]["written_for"] == "MediaPipe ImageClassifier"
         assert entry["agrees_with_litert"] is True, (mode, entry)
         assert abs(entry["top1_agreement"] - artifact["metrics"]["top1_agreement"]) <= 0.01
         assert entry["accuracy"] == pytest.approx(artifact["metrics"]["accuracy"], abs=0.01)
@@ -177,3 +179,77 @@ def test_without_mediapipe_the_record_says_how_to_install(tiny_h5: Path, tiny_da
     assert artifact["mediapipe"] == {"ran": False, "reason": mediapipe_check.NOT_INSTALLED}
     assert f"MediaPipe ImageClassifier (real client): {mediapipe_check.NOT_INSTALLED}." in \
         (tmp_path / "out" / "tiny" / "report.md").read_text()
+
+
+def _segmentation_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """32×32 RGB images: a dark background, a red and a blue rectangle (classes 0, 1, 2)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((count, 32, 32), np.int64)
+    for n in range(count):
+        for label in (1, 2):
+            top, left = rng.integers(0, 20, 2)
+            height, width = rng.integers(6, 12, 2)
+            labels[n, top:top + height, left:left + width] = label
+    colours = np.array([[30, 30, 30], [200, 40, 40], [40, 40, 200]], np.float32)
+    noisy = colours[labels] + rng.normal(0, 10, (*labels.shape, 3))
+    return np.clip(noisy, 0, 255).astype(np.uint8), labels
+
+
+def test_a_segmenter_loads_in_mediapipe_image_segmenter_with_its_labels(tmp_path: Path) -> None:
+    """A segmenter trained 8 epochs, its images in a folder and its class names from --labels:
+    each TFLite artifact is written for MediaPipe's ImageSegmenter, which loads it with no extra
+    arguments, returns the labels, and gives category masks that agree with LiteRT's."""
+    require_mediapipe()
+    import keras
+    import mediapipe as mp
+    from ai_edge_litert.interpreter import Interpreter
+    from mediapipe.tasks.python import BaseOptions, vision
+    from PIL import Image
+
+    from tests.conftest import run_invoke
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax", name="mask")(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    images, labels = _segmentation_images(600, seed=0)
+    history = model.fit(images.astype(np.float32), labels, epochs=8, batch_size=32, verbose=0)
+    assert history.history["accuracy"][-1] > 0.95
+    model.save(tmp_path / "segmenter.keras")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, image in enumerate(_segmentation_images(20, seed=1)[0]):
+        Image.fromarray(image).save(folder / f"{index:03d}.png")
+    (tmp_path / "labels.txt").write_text("background\nred\nblue\n")
+    out = tmp_path / "out"
+    result = run_invoke("convert", "--model", str(tmp_path / "segmenter.keras"), "--dataset",
+                        str(folder), "--labels", str(tmp_path / "labels.txt"), "--out", str(out),
+                        "--quant", "fp32,int8", "--runner", "local", "--threads", "1",
+                        "--latency-runs", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = read_json(out / "segmenter" / "report.json")
+    for variant in ("fp32", "int8"):
+        [artifact] = [a for a in report["artifacts"] if a["variant"] == variant]
+        assert artifact["metadata"]["written_for"] == "MediaPipe ImageSegmenter"
+        assert artifact["metadata"]["labels"] == 3
+        path = out / "segmenter" / artifact["path"]
+        options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                               output_category_mask=True)
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        [detail], [output] = interpreter.get_input_details(), interpreter.get_output_details()
+        agreement = []
+        with vision.ImageSegmenter.create_from_options(options) as segmenter:
+            assert segmenter.labels == ["background", "red", "blue"]
+            for file in sorted(folder.iterdir()):
+                mask = segmenter.segment(mp.Image.create_from_file(str(file))).category_mask
+                pixels = np.asarray(Image.open(file))[None]
+                interpreter.set_tensor(detail["index"], pixels.astype(detail["dtype"]))
+                interpreter.invoke()
+                litert = interpreter.get_tensor(output["index"])[0].argmax(-1)
+                agreement.append(np.mean(mask.numpy_view().reshape(litert.shape) == litert))
+        assert np.mean(agreement) > 0.98, (variant, np.mean(agreement))

@@ -115,6 +115,8 @@ def test_auto_scores_the_classification_output_of_a_two_output_model(tmp_path: P
     assert report["dataset"]["preprocessing"]["mode"] == "-1..1"
     assert "Keras accuracy on 8 labelled calibration images" in choice["reason"]
     assert report["reference"]["accuracy"] > 0.9
+    [artifact] = report["artifacts"]  # two outputs of its own: generic metadata, and why
+    assert artifact["metadata"]["written_for"].startswith("generic: MediaPipe's ObjectDetector")
 
 
 @pytest.mark.parametrize("scale,offset,expected", [

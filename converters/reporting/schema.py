@@ -114,7 +114,8 @@ ARTIFACT = (
     Key("io", "its input and output types, shapes and quantization"),
     Key("conversion_seconds", "how long the conversion took"),
     Key("engine", "who made it (e.g. the TF converter or ai-edge-quantizer, with versions)"),
-    Key("metadata", "what its embedded metadata says (name, version, labels, normalization), "
+    Key("metadata", "what its embedded metadata says (name, version, labels, normalization, "
+                    "written_for: the MediaPipe Tasks API it is written for, or why generic), "
                     "or null"),
     Key("op_errors", "quantized TFLite: the ops adding the most error, each with the Keras "
                      "layer that made it, or null"),

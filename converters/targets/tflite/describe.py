@@ -39,15 +39,35 @@ def description(context: StageContext, graph: tflite_inspect.TFLiteGraph,
     info = read_json(context.read(data.DATASET_INFO))
     image = _image_input(graph.inputs[0], info) if graph.inputs else None
     labels = tuple(str(name) for name in info["class_names"])
+    segmentation = tuple(position for position, tensor in enumerate(graph.outputs)
+                         if image is not None and len(tensor.shape) == 4)
     labelled = tuple(position for position, tensor in enumerate(graph.outputs)
-                     if labels and len(tensor.shape) == 2 and tensor.shape[-1] == len(labels))
+                     if labels and len(tensor.shape) in (2, 4) and tensor.shape[-1] == len(labels)
+                     and (len(tensor.shape) == 2 or position in segmentation))
     model = context.model_path.name
     return metadata.Description(
         name=context.model_path.stem,
         version=hashlib.sha256(flatbuffer).hexdigest()[:VERSION_DIGITS],
         description=(f"{model} converted to TFLite {params.mode} by {AUTHOR}; "
-                     + (f"classifies {len(labels)} classes" if labelled else "no class labels")),
-        author=AUTHOR, image_input=image, labels=labels, labelled_outputs=labelled)
+                     + (f"{'segments' if segmentation else 'classifies'} {len(labels)} classes"
+                        if labelled else "no class labels")),
+        author=AUTHOR, image_input=image, labels=labels, labelled_outputs=labelled,
+        segmentation_outputs=segmentation)
+
+
+def written_for(described: metadata.Description, graph: tflite_inspect.TFLiteGraph) -> str:
+    """Which MediaPipe Tasks API the metadata is written for, or why it is generic."""
+    if described.image_input is None:
+        return "generic: the model's first input is not an image from an image folder"
+    if len(graph.outputs) != 1:
+        return ("generic: MediaPipe's ObjectDetector takes a post-processed detector's four "
+                "outputs (locations, classes, scores, count); this model has "
+                f"{len(graph.outputs)} outputs of its own")
+    if described.segmentation_outputs:
+        return "MediaPipe ImageSegmenter"
+    if len(graph.outputs[0].shape) == 2:
+        return "MediaPipe ImageClassifier"
+    return "generic: the output is neither class scores nor a class map"
 
 
 def _image_input(tensor: tflite_inspect.TensorInfo, info: dict[str, Any]) -> metadata.ImageInput | None:
@@ -73,6 +93,7 @@ def attach(context: StageContext, flatbuffer: bytes,
         "name": described.name, "version": described.version,
         "description": described.description,
         "labels": len(described.labels) if described.labelled_outputs else 0,
+        "written_for": written_for(described, graph),
         "color_space": image.color_space if image else None,
         "normalization": {"mean": list(norm.mean), "std": list(norm.std)} if norm else None,
         "per_channel": bool(norm and norm.per_channel),

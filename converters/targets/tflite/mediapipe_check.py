@@ -74,8 +74,9 @@ def why_not(context: StageContext, artifact: Path) -> str | None:
         return "not possible: the artifact has no normalization metadata"
     if tensor.type in FLOAT_INPUTS and found is not None and found.normalization is not None \
             and found.normalization.per_channel:
-        return ("not possible: the preprocessing is a per-channel mean/std and MediaPipe accepts "
-                "one mean/std value (folding it into the graph is not done yet)")
+        return ("not possible: the preprocessing is a per-channel mean/std kept outside the "
+                "model (--keep-per-channel-normalization) and MediaPipe accepts one mean/std "
+                "value; without that flag it is folded into the model")
     return None
 
 

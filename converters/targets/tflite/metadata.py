@@ -32,6 +32,9 @@ LABELS_FILE = "labels.txt"
 # vectors at their element alignment (1).
 BUFFER_ALIGNMENT = 16
 COLOR_SPACES = {1: "GRAYSCALE", 3: "RGB"}  # image channels → ColorSpaceType
+# A mask's content dimensions (height and width of batch × height × width × classes), as
+# MediaPipe's SegmentationMaskMd writes them
+SEGMENTATION_CONTENT_DIMS = (1, 2)
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
 
@@ -71,6 +74,9 @@ class Description:
     image_input: ImageInput | None  # None: the first input is not an image
     labels: tuple[str, ...]
     labelled_outputs: tuple[int, ...]  # positions of the outputs that are class scores
+    # positions of the outputs that are class maps (batch × height × width × classes): written
+    # as MediaPipe's ImageSegmenter reads a segmentation mask
+    segmentation_outputs: tuple[int, ...] = ()
 
 
 def metadata_buffer(description: Description, graph: tflite_inspect.TFLiteGraph) -> bytes:
@@ -78,7 +84,8 @@ def metadata_buffer(description: Description, graph: tflite_inspect.TFLiteGraph)
     inputs = [_input_metadata(tensor, description.image_input if position == 0 else None)
               for position, tensor in enumerate(graph.inputs)]
     outputs = [_output_metadata(tensor, description.labels
-                                if position in description.labelled_outputs else ())
+                                if position in description.labelled_outputs else (),
+                                position in description.segmentation_outputs)
                for position, tensor in enumerate(graph.outputs)]
     subgraph = schema.SubGraphMetadataT()
     subgraph.inputTensorMetadata = inputs
@@ -118,16 +125,28 @@ def _input_metadata(tensor: tflite_inspect.TensorInfo, image: ImageInput | None)
     return metadata
 
 
-def _output_metadata(tensor: tflite_inspect.TensorInfo, labels: tuple[str, ...]) -> Any:
+def _output_metadata(tensor: tflite_inspect.TensorInfo, labels: tuple[str, ...],
+                     segmentation: bool) -> Any:
     metadata = schema.TensorMetadataT()
     metadata.name = tensor.name
+    if segmentation:  # as MediaPipe's image segmenter writer describes a mask
+        metadata.description = "Masks over the labels, one per class, for every pixel"
+        properties = schema.ImagePropertiesT()
+        properties.colorSpace = schema.ColorSpaceType.GRAYSCALE
+        content = schema.ContentT()
+        content.contentPropertiesType = schema.ContentProperties.ImageProperties
+        content.contentProperties = properties
+        content.range = schema.ValueRangeT()
+        content.range.min, content.range.max = SEGMENTATION_CONTENT_DIMS
+        metadata.content = content
     if not labels:
         return metadata
-    metadata.description = "Probabilities of the labels respectively"
-    content = schema.ContentT()
-    content.contentPropertiesType = schema.ContentProperties.FeatureProperties
-    content.contentProperties = schema.FeaturePropertiesT()
-    metadata.content = content
+    if not segmentation:
+        metadata.description = "Probabilities of the labels respectively"
+        content = schema.ContentT()
+        content.contentPropertiesType = schema.ContentProperties.FeatureProperties
+        content.contentProperties = schema.FeaturePropertiesT()
+        metadata.content = content
     labels_file = schema.AssociatedFileT()
     labels_file.name = LABELS_FILE
     labels_file.description = "Labels for categories that the model can recognize"
