@@ -70,6 +70,34 @@ def test_convert_writes_a_validated_head_and_tail(split_build: tuple[Path, Any])
     assert "Edge TPU split: head edgetpu/split/leaky_int8_head.tflite" in markdown
 
 
+def test_head_and_tail_carry_the_metadata_of_their_ends(split_build: tuple[Path, Any]) -> None:
+    """The head keeps the image input's metadata, the tail the labelled output's: each with its
+    own tensors' entries and version."""
+    from converters.targets.tflite import metadata
+
+    build_dir, _ = split_build
+    folder = build_dir / "edgetpu" / "split"
+    whole = (build_dir / "edgetpu" / "leaky_int8.tflite").read_bytes()
+    head, tail = ((folder / f"leaky_int8_{part}.tflite").read_bytes() for part in ("head", "tail"))
+    described = {name: metadata.read(data) for name, data in
+                 (("whole", whole), ("head", head), ("tail", tail))}
+    assert all(found is not None for found in described.values())
+    assert described["tail"].labels == tuple(sorted(CLASSES)) and described["head"].labels == ()
+    assert described["head"].normalization == described["whole"].normalization
+    assert "the Edge TPU head of a split" in described["head"].description
+    assert "the CPU tail of a split" in described["tail"].description
+    assert len({found.version for found in described.values()}) == 3  # each its own content
+    for data in (head, tail):  # one entry per tensor of the piece
+        buffer, files = metadata.packed(data)
+        schema = metadata.schema.ModelMetadataT.InitFromPackedBuf(bytearray(buffer), 0)
+        graph = metadata.tflite_inspect.parse(data)
+        subgraph = schema.subgraphMetadata[0]
+        assert len(subgraph.inputTensorMetadata) == len(graph.inputs)
+        assert len(subgraph.outputTensorMetadata) == len(graph.outputs)
+    assert set(metadata.packed(tail)[1]) == {metadata.LABELS_FILE}
+    assert metadata.packed(head)[1] == {}
+
+
 def test_infer_runs_the_pair_like_the_whole_model(split_build: tuple[Path, Any]) -> None:
     build_dir, _ = split_build
     image = next((build_dir.parent.parent / "dataset" / "light").iterdir())

@@ -24,6 +24,7 @@ from converters.errors import ConversionError, ModelError, ToolMissingError
 from converters.fsutil import read_json, write_json_atomic
 from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.tflite import flatbuffer as tflite_inspect
+from converters.targets.tflite import metadata
 from converters.validation.compare import caller_tensor, dequantize, match_inputs, quantize
 from converters.validation.latency import Latency, measure_latency
 
@@ -98,6 +99,10 @@ def sub_model(data: bytes, operators: tuple[int, ...], inputs: tuple[int, ...],
     graph.operators = [copy.deepcopy(graph.operators[i]) for i in operators]
     graph.inputs, graph.outputs = list(inputs), list(outputs)
     model.signatureDefs = []  # they name the whole model's inputs and outputs
+    # The whole model's TFLite metadata describes its inputs and outputs: metadata.for_part
+    # writes the piece's own
+    model.metadata = [entry for entry in model.metadata or []
+                      if not metadata.is_metadata_entry(entry)]
     _empty_unused_buffers(model)
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=FLATBUFFER_IDENTIFIER)
@@ -115,6 +120,7 @@ def _empty_unused_buffers(model: Any) -> None:
                     if i >= 0)
     needed = {tensor.buffer for index, tensor in enumerate(graph.tensors) if index in used}
     needed |= {tensor.buffer for other in model.subgraphs[1:] for tensor in other.tensors}
+    needed |= {entry.buffer for entry in model.metadata or []}  # e.g. min_runtime_version
     for index, buffer in enumerate(model.buffers):
         if index not in needed:
             buffer.data = None
@@ -261,8 +267,10 @@ def split_model(model: Path, out_dir: Path | None = None) -> dict[str, Any]:
         return record
     data = model.read_bytes()
     head, tail = folder / f"{model.stem}{HEAD_SUFFIX}", folder / f"{model.stem}{TAIL_SUFFIX}"
-    head.write_bytes(sub_model(data, plan.head_ops, plan.head_inputs, plan.head_outputs))
-    tail.write_bytes(sub_model(data, plan.tail_ops, plan.tail_inputs, plan.tail_outputs))
+    head.write_bytes(metadata.for_part(
+        data, sub_model(data, plan.head_ops, plan.head_inputs, plan.head_outputs), "Edge TPU head"))
+    tail.write_bytes(metadata.for_part(
+        data, sub_model(data, plan.tail_ops, plan.tail_inputs, plan.tail_outputs), "CPU tail"))
     head_check = edgetpu_check.check_file(head)
     names = {t.index: t.name for op in graph.operators for t in (*op.inputs, *op.outputs)}
     record = {

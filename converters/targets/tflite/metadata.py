@@ -10,6 +10,7 @@ buffer list change: every tensor, operator and weight buffer is packed again as 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from dataclasses import dataclass
@@ -279,6 +280,11 @@ def packed(model: bytes) -> tuple[bytes, dict[str, bytes]] | None:
     return None
 
 
+def is_metadata_entry(entry: Any) -> bool:
+    """Whether an entry of a model's ``metadata`` list (object API) is its TFLite metadata."""
+    return _text(entry.name) == METADATA_NAME
+
+
 def carried(source: bytes, compiled: bytes) -> bytes | None:
     """``compiled`` (a compiler's output of ``source``) with the metadata of ``source`` when the
     compiler dropped it; None when there is nothing to carry (it kept it, or there was none)."""
@@ -286,6 +292,45 @@ def carried(source: bytes, compiled: bytes) -> bytes | None:
     if found is None or read(compiled) is not None:
         return None
     return populate(compiled, *found)
+
+
+def for_part(model: bytes, part: bytes, role: str) -> bytes:
+    """``part`` (a piece of ``model``'s main subgraph, e.g. the head or tail of a split) with the
+    metadata of ``model`` as it applies to the piece: each input or output the piece shares with
+    the model keeps its tensor metadata (an image input's normalization, an output's labels),
+    the others get their name only; the version is the piece's own content hash. ``part``
+    unchanged when ``model`` has no metadata."""
+    found = packed(model)
+    if found is None:
+        return part
+    buffer, files = found
+    described = schema.ModelMetadataT.InitFromPackedBuf(bytearray(buffer), 0)
+    whole, piece = tflite_inspect.parse(model), tflite_inspect.parse(part)
+    subgraph = described.subgraphMetadata[0]
+    # (another writer's metadata may describe fewer tensors than the model has)
+    shared = {tensor.index: entry for tensor, entry in
+              [*zip(whole.inputs, subgraph.inputTensorMetadata or [], strict=False),
+               *zip(whole.outputs, subgraph.outputTensorMetadata or [], strict=False)]}
+
+    def entry(tensor: tflite_inspect.TensorInfo) -> Any:
+        if tensor.index in shared:
+            return shared[tensor.index]
+        plain = schema.TensorMetadataT()
+        plain.name = tensor.name
+        return plain
+
+    kept = schema.SubGraphMetadataT()
+    kept.inputTensorMetadata = [entry(tensor) for tensor in piece.inputs]
+    kept.outputTensorMetadata = [entry(tensor) for tensor in piece.outputs]
+    described.subgraphMetadata = [kept]
+    described.version = hashlib.sha256(part).hexdigest()[:len(_text(described.version)) or 16]
+    described.description = f"{_text(described.description)}; the {role} of a split of it"
+    named = {_text(file.name) for tensor in [*kept.inputTensorMetadata, *kept.outputTensorMetadata]
+             for file in tensor.associatedFiles or []}
+    builder = flatbuffers.Builder(0)
+    builder.Finish(described.Pack(builder), METADATA_IDENTIFIER)
+    return populate(part, bytes(builder.Output()),
+                    {name: data for name, data in files.items() if name in named})
 
 
 def _normalization(found: Any) -> Normalization | None:
