@@ -376,3 +376,49 @@ def test_onnx_int8_keeps_an_input_float_whose_features_span_very_different_range
     assert onnx["int8"]["metrics"]["accuracy"] > 0.9
     assert onnx["int8"]["metrics"]["top1_agreement"] > 0.95
     assert "inputs_kept_float" not in onnx["fp32"]
+
+
+# --- TimeDistributed: one copy of the inner layer's ops, not one per time step -------------
+
+def test_time_distributed_runs_its_layer_once_over_all_steps(tmp_path: Path) -> None:
+    """Keras 3 runs TimeDistributed(Dense) once per time step when the time axis is static: 188
+    MatMuls, an ONNX int8 file three times the fp32 one. Loaded here, it runs over the merged
+    batch and time axes: the same outputs as Keras's own model, one MatMul, int8 smaller."""
+    import keras
+
+    from converters.inputs.model import load
+
+    steps = 188
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    values = rng.normal(size=(400, steps, 32)).astype(np.float32)
+    values[:, :, 0] += np.where(labels == 1, 0.5, -0.5)[:, None]  # the class shifts one feature
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((steps, 32), name="frames")
+    x = keras.layers.TimeDistributed(keras.layers.Dense(128, activation="relu"), name="per_frame")(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="label")(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(values, labels, epochs=5, batch_size=32, verbose=0)
+    path = tmp_path / "frames.keras"
+    model.save(path)
+    np.savez(tmp_path / "frames.npz", frames=values[:80], labels=labels[:80])
+
+    plain = keras.models.load_model(path).predict(values[:16], verbose=0)
+    loaded = load(path)
+    assert loaded.time_steps_merged == ("per_frame",)
+    merged = loaded.predict({"frames": values[:16]})["label"]
+    assert np.abs(merged - plain).max() < 1e-5
+
+    report = convert(path, tmp_path / "frames.npz", tmp_path / "out", "--target", "tflite,onnx")
+    assert report["model"]["time_distributed_merged"] == ["per_frame"]
+    assert report["reference"]["accuracy"] > 0.9
+    folder = tmp_path / "out" / "frames"
+    onnx_fp32 = json.loads((folder / "onnx" / "frames_fp32.json").read_text())["op_counts"]
+    assert onnx_fp32.get("MatMul", 0) + onnx_fp32.get("Gemm", 0) <= 2, onnx_fp32
+    sizes = {path.name: path.stat().st_size for path in (folder / "onnx").glob("*.onnx")}
+    assert sizes["frames_int8.onnx"] < sizes["frames_fp32.onnx"], sizes
+    for target in ("tflite", "onnx"):
+        fp32 = by_variant(report, target)["fp32"]["metrics"]
+        assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_error"] < 1e-4
+        assert by_variant(report, target)["int8"]["metrics"]["accuracy"] > 0.85

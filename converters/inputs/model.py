@@ -23,6 +23,7 @@ from converters.inputs.array_files import listed
 from converters.inputs.custom_objects import FLAG as CUSTOM_OBJECTS_FLAG
 from converters.inputs.custom_objects import CustomObjectsFile, imported
 from converters.inputs.saved_model_safety import check_saved_model
+from converters.inputs.time_distributed import merge_time_steps
 from converters.validation.metrics import OutputHint
 
 Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
@@ -104,6 +105,9 @@ class LoadedModel:
     output_hints: dict[str, OutputHint] = field(default_factory=dict)
     # Inputs without a static size in the file that took the array dataset's shape
     shapes_from_data: tuple[str, ...] = ()
+    # TimeDistributed layers that call their inner layer once over all time steps
+    # (converters.inputs.time_distributed), by name
+    time_steps_merged: tuple[str, ...] = ()
 
     def trace(self) -> None:
         """Trace the serving function (once per process; conversions and predictions reuse it)."""
@@ -143,6 +147,7 @@ class LoadedModel:
             "parameters": self.parameters,
             "input_preprocessing": self.input_preprocessing,
             "input_shapes_from_dataset": list(self.shapes_from_data),
+            "time_distributed_merged": list(self.time_steps_merged),
             "sample_bytes": sum(tensor_bytes(t.shape, t.dtype) for t in self.inputs),
             "largest_activation_bytes": self.largest_activation_bytes(),
             # Keras layers by name (nested models' included), for per-op error by layer;
@@ -254,6 +259,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
                                         compile=False, safe_mode=not unsafe)
     except Exception as error:  # Keras raises many types for bad files; all mean "cannot load"
         raise _load_error(path, error) from None
+    merged_time_steps = merge_time_steps(model)
     # Keras tensors are called keras_tensor_N; their input layers and output layers have the
     # names users gave (or Keras chose) and that the exported signature uses (a Functional
     # model's output_names; a Sequential model has none, its last layer names its output). A
@@ -306,6 +312,7 @@ def _load_keras(path: Path, model_format: str, unsafe: bool,
                                           inputs),
         output_hints=_output_hints(path, model_format, model, output_names),
         shapes_from_data=shapes.taken_from_data(declared),
+        time_steps_merged=merged_time_steps,
     )
 
 

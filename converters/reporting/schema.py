@@ -52,6 +52,8 @@ MODEL = (
                                "expects, or null"),
     Key("input_shapes_from_dataset", "inputs declared without a static size that took the size "
                                      "of the array dataset's samples"),
+    Key("time_distributed_merged", "TimeDistributed layers that run their inner layer once over "
+                                   "all time steps (merged with the batch axis), not once per step"),
     Key("sample_bytes", "bytes of one sample of the inputs"),
     Key("largest_activation_bytes", "the largest tensor one sample makes in the traced graph"),
     Key("keras_name", "the Keras model's name (per-op errors name its layers)"),
