@@ -1,5 +1,6 @@
 # TFLite toolchain image: Python 3.11 (Debian bookworm), pinned tensorflow-cpu, ai-edge-litert, the
-# ONNX export tools (tf2onnx, onnx, onnxruntime) and this project's package. Built by
+# ONNX export tools (tf2onnx, onnx, onnxruntime), MediaPipe (the real-client check of each TFLite
+# artifact runs in the validation stages) and this project's package. Built by
 # `invoke images --target tflite`.
 #
 # BASE is a build argument so the same file builds on a pulled image or on a base bootstrapped
@@ -23,7 +24,7 @@ RUN mkdir -p converters/stages converters/runners \
  && touch converters/__init__.py converters/stages/__init__.py converters/runners/__init__.py
 RUN --mount=type=secret,id=ca_bundle \
     if [ -f /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
- && pip install --no-cache-dir -c constraints.txt '.[tflite]' \
+ && pip install --no-cache-dir -c constraints.txt '.[tflite,mediapipe]' \
  && rm -rf build converters ./*.egg-info
 COPY converters ./converters
 RUN --mount=type=secret,id=ca_bundle \
@@ -31,8 +32,13 @@ RUN --mount=type=secret,id=ca_bundle \
  && pip install --no-cache-dir --no-deps --force-reinstall .
 
 FROM ${BASE} AS runtime
+# MediaPipe imports OpenCV (opencv-contrib-python, its dependency), which links X11, GL and GLib
+# libraries a slim Debian lacks, and its task runtime loads EGL and GLES when it starts; nothing here
+# draws on a screen.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3=3.11.* \
+    libgl1=1.6.* libegl1=1.6.* libgles2=1.6.* libglib2.0-0=2.74.* libsm6=2:1.2.* \
+    libxext6=2:1.3.* \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --user-group converter
 COPY --from=builder /opt/venv /opt/venv

@@ -77,6 +77,12 @@ def test_sample_converts_in_the_image_like_the_local_runner(tflite_image: str,
     assert report["stages"]["tflite-int8"]["image_id"] == tflite_image
     assert tflite_image[:19] in (in_docker / "sample" / "report.md").read_text()
     assert report["artifacts"][3]["metrics"]["accuracy"] >= 0.95
+    # MediaPipe's ImageClassifier ran in the image, as it does on the host
+    local_report = json.loads((local / "sample" / "report.json").read_text())
+    for in_image, on_host in zip(report["artifacts"], local_report["artifacts"], strict=True):
+        assert in_image["mediapipe"]["ran"] is True, in_image["mediapipe"]
+        assert in_image["mediapipe"]["names_returned"] is True
+        assert in_image["mediapipe"]["top1_agreement"] == on_host["mediapipe"]["top1_agreement"]
 
     # Artifacts belong to the caller, not to the image's user (uid 10001).
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in (in_docker / "sample").rglob("*")}

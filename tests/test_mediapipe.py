@@ -181,6 +181,26 @@ def test_without_mediapipe_the_record_says_how_to_install(tiny_h5: Path, tiny_da
         (tmp_path / "out" / "tiny" / "report.md").read_text()
 
 
+def test_a_missing_system_library_is_a_reason_not_a_failed_build(
+        tiny_h5: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MediaPipe links system libraries (OpenCV's X11/GL, EGL when its runtime starts) that a
+    slim host may lack: the check says which and how to get it; validation still passes."""
+    blocker = tmp_path / "blocker" / "mediapipe"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(
+        "raise OSError('libEGL.so.1: cannot open shared object file: No such file or directory')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(blocker.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    config = make_config(tiny_h5, tiny_dataset, tmp_path / "out", targets=("tflite",),
+                         quantizations=(Quantization.FP32,))
+    assert not build.convert(config, ["test"]).problems
+    [artifact] = read_json(tmp_path / "out" / "tiny" / "report.json")["artifacts"]
+    assert artifact["mediapipe"]["ran"] is False and not artifact.get("failed")
+    reason = artifact["mediapipe"]["reason"]
+    assert reason.startswith("not run: MediaPipe's runtime cannot start on this machine")
+    assert "libEGL.so.1" in reason and "libegl1" in reason
+
+
 def _segmentation_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """32×32 RGB images: a dark background, a red and a blue rectangle (classes 0, 1, 2)."""
     rng = np.random.default_rng(seed)

@@ -26,6 +26,7 @@ from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import metadata
 
 NOT_INSTALLED = "not run: pip install '.[mediapipe]'"
+SHARED_LIBRARY_MISSING = "cannot open shared object file"
 # Agreement further than this from LiteRT's on the same artifact is flagged.
 LITERT_TOLERANCE = 0.01
 FLOAT_INPUTS = frozenset({"FLOAT32"})
@@ -39,22 +40,30 @@ def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict
         return {"ran": False, "reason": reason}
     try:
         from mediapipe.tasks.python import BaseOptions, vision
-    except ImportError:
-        return {"ran": False, "reason": NOT_INSTALLED}
-    options = vision.ImageClassifierOptions(
-        base_options=BaseOptions(model_asset_path=str(artifact)), max_results=1)
-    images, source = _images(context)
+    except (ImportError, OSError) as error:  # not installed, or a system library it links is missing
+        reason = _cannot_start(error) if SHARED_LIBRARY_MISSING in str(error) else NOT_INSTALLED
+        return {"ran": False, "reason": reason}
     try:
+        images, source = _images(context)  # MediaPipe's images load its native library
         with console.native_noise_filtered():  # its LiteRT announces the XNNPACK delegate
+            options = vision.ImageClassifierOptions(
+                base_options=BaseOptions(model_asset_path=str(artifact)), max_results=1)
             classifier = vision.ImageClassifier.create_from_options(options)
             first = classifier.classify(images[0]).classifications[0].categories[0]
     except (RuntimeError, ValueError) as error:  # MediaPipe refuses the model as it is
         return {"ran": False, "reason": f"MediaPipe refused the model: {_first_line(error)}"}
+    except OSError as error:  # its runtime loads system libraries (EGL, GL) when it starts
+        return {"ran": False, "reason": _cannot_start(error)}
     with classifier:
         top = [first, *(classifier.classify(image).classifications[0].categories[0]
                         for image in console.progress(images[1:], f"MediaPipe {artifact.name}",
                                                       total=len(images) - 1))]
     return _record(context, top, source, litert)
+
+
+def _cannot_start(error: Exception) -> str:
+    return (f"not run: MediaPipe's runtime cannot start on this machine ({_first_line(error)}); "
+            "install the system library it names (Debian: libegl1, libgles2, libgl1, libglib2.0-0)")
 
 
 def why_not(context: StageContext, artifact: Path) -> str | None:
