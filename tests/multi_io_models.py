@@ -42,6 +42,19 @@ def model_name(model: Path) -> str:
     return model.name if model.is_dir() else model.stem
 
 
+def rectangle_maps(count: int, size: int, seed: int) -> np.ndarray:
+    """Class maps (count × size × size) holding a rectangle of class 1 and one of class 2 on
+    class 0, at seeded places and sizes (segmentation tests draw their images from them)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((count, size, size), np.int64)
+    for n in range(count):
+        for label in (1, 2):
+            top, left = rng.integers(0, size * 5 // 8, 2)
+            height, width = rng.integers(size * 3 // 16, size * 7 // 16, 2)
+            labels[n, top:top + height, left:left + width] = label
+    return labels
+
+
 # --- detector: class logits (anchors × classes) and boxes (anchors × 4) --------------------
 
 def detection_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -203,15 +203,12 @@ def test_a_missing_system_library_is_a_reason_not_a_failed_build(
 
 def _segmentation_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """32×32 RGB images: a dark background, a red and a blue rectangle (classes 0, 1, 2)."""
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((count, 32, 32), np.int64)
-    for n in range(count):
-        for label in (1, 2):
-            top, left = rng.integers(0, 20, 2)
-            height, width = rng.integers(6, 12, 2)
-            labels[n, top:top + height, left:left + width] = label
+    from tests.multi_io_models import rectangle_maps
+
+    labels = rectangle_maps(count, 32, seed)
     colours = np.array([[30, 30, 30], [200, 40, 40], [40, 40, 200]], np.float32)
-    noisy = colours[labels] + rng.normal(0, 10, (*labels.shape, 3))
+    noise = np.random.default_rng(seed + 1000).normal(0, 10, (*labels.shape, 3))
+    noisy = colours[labels] + noise
     return np.clip(noisy, 0, 255).astype(np.uint8), labels
 
 

@@ -19,6 +19,7 @@ from tests.multi_io_models import (
     detection_samples,
     detector_model,
     fusion_model,
+    rectangle_maps,
     train,
 )
 
@@ -138,14 +139,9 @@ def test_detector_edgetpu_split_and_infer_print_both_heads(detector: tuple[Path,
 
 def segmentation_samples(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """16×16×1 images with a rectangle of class 1 (grey) and one of class 2 (white)."""
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((count, 16, 16), np.int64)
-    for n in range(count):
-        for label in (1, 2):
-            top, left = rng.integers(0, 10, 2)
-            height, width = rng.integers(3, 7, 2)
-            labels[n, top:top + height, left:left + width] = label
-    images = (labels * 0.45 + rng.normal(0, 0.05, labels.shape))[..., None].astype(np.float32)
+    labels = rectangle_maps(count, 16, seed)
+    noise = np.random.default_rng(seed + 1000).normal(0, 0.05, labels.shape)
+    images = (labels * 0.45 + noise)[..., None].astype(np.float32)
     return images, labels
 
 
