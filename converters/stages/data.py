@@ -216,7 +216,7 @@ def candidate_scores(context: StageContext, pixels: np.ndarray, labels: np.ndarr
     owner = metrics.label_owner(shapes, tasks, labels)
     if owner is None or tasks[owner].task != "classification":
         return None
-    return {mode: float(np.mean(metrics.classes(values[owner].reshape(len(labels), -1)) == labels))
+    return {mode: metrics.labelled_accuracy(values[owner], labels)
             for mode, values in outputs.items()}
 
 

@@ -282,8 +282,12 @@ def relative_error(ref: np.ndarray, out: np.ndarray) -> float:
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray | None,
              like: np.ndarray | None = None) -> float | None:
-    if labels is None:
-        return None
+    return None if labels is None else labelled_accuracy(outputs, labels, like)
+
+
+def labelled_accuracy(outputs: np.ndarray, labels: np.ndarray,
+                      like: np.ndarray | None = None) -> float:
+    """Top-1 accuracy of class scores against class indices (see :func:`classes`)."""
     flat = outputs.reshape(len(outputs), -1)
     return float(np.mean(classes(flat, None if like is None else like.reshape(flat.shape))
                          == labels))

@@ -129,7 +129,8 @@ def quantize_onnx(context: StageContext) -> None:
                    QUANTIZE_HINT, INT8):
         quantize_static(quantization, str(prepared), str(target),
                         _CalibrationReader(calibration), params.method, scheme,
-                        float_nodes(onnx.load(str(prepared)), [k["input"] for k in kept_float]))
+                        float_nodes(onnx.load(str(prepared)), [k["input"] for k in kept_float])
+                        if kept_float else [])
     prepared.unlink()
     with onnx_step(model, "checking the int8 model (onnx.checker)", QUANTIZE_HINT, INT8):
         model_proto = onnx.load(str(target))

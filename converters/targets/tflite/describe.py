@@ -7,7 +7,6 @@ artifact (:mod:`converters.targets.tflite.metadata`) and returns what the info J
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from converters.targets.tflite import metadata
 from converters.targets.tflite.params import ModeParams
 
 AUTHOR = "Tensor Edge Converter"
-VERSION_DIGITS = 16  # of the sha256 of the artifact before its metadata
 INTEGER_INPUTS = frozenset({"UINT8", "INT8"})
 
 
@@ -42,12 +40,12 @@ def description(context: StageContext, graph: tflite_inspect.TFLiteGraph,
     segmentation = tuple(position for position, tensor in enumerate(graph.outputs)
                          if image is not None and len(tensor.shape) == 4)
     labelled = tuple(position for position, tensor in enumerate(graph.outputs)
-                     if labels and len(tensor.shape) in (2, 4) and tensor.shape[-1] == len(labels)
-                     and (len(tensor.shape) == 2 or position in segmentation))
+                     if labels and (len(tensor.shape) == 2 or position in segmentation)
+                     and tensor.shape[-1] == len(labels))
     model = context.model_path.name
     return metadata.Description(
         name=context.model_path.stem,
-        version=hashlib.sha256(flatbuffer).hexdigest()[:VERSION_DIGITS],
+        version=metadata.content_version(flatbuffer),
         description=(f"{model} converted to TFLite {params.mode} by {AUTHOR}; "
                      + (f"{'segments' if segmentation else 'classifies'} {len(labels)} classes"
                         if labelled else "no class labels")),

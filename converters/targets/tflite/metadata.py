@@ -29,6 +29,7 @@ METADATA_IDENTIFIER = b"M001"
 # additions: tokenizers, tensor groups, audio, custom metadata).
 MIN_PARSER_VERSION = "1.0.0"
 LABELS_FILE = "labels.txt"
+VERSION_DIGITS = 16  # hex digits of the sha256 a model's metadata version is
 # The TFLite schema declares Buffer.data force_align 16; the generated object API packs byte
 # vectors at their element alignment (1).
 BUFFER_ALIGNMENT = 16
@@ -98,9 +99,20 @@ def metadata_buffer(description: Description, graph: tflite_inspect.TFLiteGraph)
     model.author = description.author
     model.subgraphMetadata = [subgraph]
     model.minParserVersion = MIN_PARSER_VERSION
+    return _packed_metadata(model)
+
+
+def _packed_metadata(model: Any) -> bytes:
+    """A ``ModelMetadataT`` as the metadata flatbuffer (file identifier ``M001``)."""
     builder = flatbuffers.Builder(0)
     builder.Finish(model.Pack(builder), METADATA_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def content_version(flatbuffer: bytes) -> str:
+    """The version metadata gives a model: the start of the sha256 of its bytes (before any
+    metadata is added)."""
+    return hashlib.sha256(flatbuffer).hexdigest()[:VERSION_DIGITS]
 
 
 def _input_metadata(tensor: tflite_inspect.TensorInfo, image: ImageInput | None) -> Any:
@@ -323,13 +335,11 @@ def for_part(model: bytes, part: bytes, role: str) -> bytes:
     kept.inputTensorMetadata = [entry(tensor) for tensor in piece.inputs]
     kept.outputTensorMetadata = [entry(tensor) for tensor in piece.outputs]
     described.subgraphMetadata = [kept]
-    described.version = hashlib.sha256(part).hexdigest()[:len(_text(described.version)) or 16]
+    described.version = content_version(part)
     described.description = f"{_text(described.description)}; the {role} of a split of it"
     named = {_text(file.name) for tensor in [*kept.inputTensorMetadata, *kept.outputTensorMetadata]
              for file in tensor.associatedFiles or []}
-    builder = flatbuffers.Builder(0)
-    builder.Finish(described.Pack(builder), METADATA_IDENTIFIER)
-    return populate(part, bytes(builder.Output()),
+    return populate(part, _packed_metadata(described),
                     {name: data for name, data in files.items() if name in named})
 
 

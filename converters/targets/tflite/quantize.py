@@ -23,7 +23,7 @@ from converters.config import Quantization
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.inputs.array_files import listed
-from converters.stages import data, reference
+from converters.stages import data, export, reference
 from converters.stages.base import StageContext, StageNotNeeded
 from converters.targets.tflite import describe, quantizer_engine, record
 from converters.targets.tflite import flatbuffer as tflite_inspect
@@ -82,7 +82,7 @@ def _why_mixed_is_not_needed(context: StageContext) -> str | None:
     params = MixedParams.of(context)
     if params.over_bound_of is None:
         return None  # --quant int8-mixed: always made
-    inputs = [tensor["name"] for tensor in read_json(context.read(data.DATASET_INFO))["inputs"]]
+    inputs = [tensor.name for tensor in export.model_inputs(context.build_dir)]
     if len(inputs) != 1:
         return (f"the accuracy-aware search handles models with one input; this model has "
                 f"{len(inputs)} ({listed(inputs)}): plain int8 stands")
