@@ -14,9 +14,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from converters.defaults import MAX_ARRAY_MB
 from converters.errors import ConfigError, shown
-from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.inputs.custom_objects import CustomObjectsFile
+from converters.inputs.tensor_info import IMAGE_CHANNELS
 
 
 class Quantization(str, Enum):
@@ -67,8 +68,6 @@ class PreprocessingMode(str, Enum):
 
 # Keras 2 and 3 write HDF5 as .h5 or .hdf5 (the same format); .keras is the zip format.
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
-# What images are read as (imaging.CHANNEL_MODES): grey, RGB, RGBA.
-IMAGE_CHANNELS = (1, 3, 4)
 # A sample's size for --input-shape: 2^28 values is 1 GiB of float32 per sample.
 MAX_SAMPLE_VALUES = 1 << 28
 # tf2onnx 1.17 writes opsets up to 18; onnxruntime's Q/DQ per-channel needs 13 or newer.
@@ -201,7 +200,7 @@ class DatasetConfig:
     calibration_size: int = 100
     validation_size: int = 200
     seed: int = 0
-    max_array_mb: int = DEFAULT_MAX_ARRAY_MB  # what an array dataset's files may declare
+    max_array_mb: int = MAX_ARRAY_MB  # what an array dataset's files may declare
     labels: tuple[str, ...] = ()  # --labels: class names (empty: the class folder names)
 
     def __post_init__(self) -> None:
@@ -291,7 +290,7 @@ class ConvertConfig:
             raise ConfigError(
                 f"--max-accuracy-drop is a fraction between 0 and 1, got {self.max_accuracy_drop}"
             )
-        from converters.validation.metrics import parse_task_request
+        from converters.validation.task_request import parse_task_request
 
         parse_task_request(self.task)  # refuses an unknown task
         if self.jobs < 1:

@@ -7,12 +7,13 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import TypeVar
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from functools import cache
+from typing import TYPE_CHECKING, TypeVar
 
 from converters.native_output import XNNPACK_NOTICE, lines_dropped
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 T = TypeVar("T")
 
@@ -20,39 +21,55 @@ T = TypeVar("T")
 # variable when it is on a terminal, so the stage's progress bars still animate.
 FORCE_TERMINAL = "CONVERTERS_FORCE_TERMINAL"
 _forced = bool(os.environ.get(FORCE_TERMINAL))
-# Off a terminal (CI logs, pipes) rich would assume 80 columns; tables need more, unless
-# COLUMNS says how wide the output is.
-console = Console(stderr=False, highlight=False, soft_wrap=True,
-                  force_terminal=True if _forced else None,
-                  width=None if sys.stdout.isatty() or _forced or os.environ.get("COLUMNS")
-                  else 120)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# rich is imported when the first line is printed, not when a command starts (listing the
+# tasks or deciding that nothing changed prints through print() alone).
+@cache
+def standard() -> Console:
+    """The console on stdout. Off a terminal (CI logs, pipes) rich would assume 80 columns;
+    tables need more, unless COLUMNS says how wide the output is."""
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False, soft_wrap=True,
+                   force_terminal=True if _forced else None,
+                   width=None if sys.stdout.isatty() or _forced or os.environ.get("COLUMNS")
+                   else 120)
+
+
+@cache
+def errors() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
-    console.print(message, markup=False)
+    standard().print(message, markup=False)
 
 
 def warn(message: str) -> None:
-    error_console.print(f"warning: {message}", style="yellow", markup=False)
+    errors().print(f"warning: {message}", style="yellow", markup=False)
 
 
 def error(message: str) -> None:
-    error_console.print(f"error: {message}", style="bold red", markup=False)
+    errors().print(f"error: {message}", style="bold red", markup=False)
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate with a progress bar (plain, non-animated output when not on a terminal)."""
-    if not console.is_terminal:
+    if not standard().is_terminal:
         yield from items
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    with Progress(*columns, console=standard(), transient=True) as bar:
         yield from bar.track(items, description=description, total=total)
 
 

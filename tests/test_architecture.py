@@ -95,6 +95,7 @@ def test_the_core_imports_no_target_package() -> None:
 
 # The ground floor: what every module may use, and which uses nothing above it.
 GROUND = {"converters.errors", "converters.fsutil", "converters.console", "converters.processes",
+          "converters.defaults",
           "converters.native_output"}
 # Files a deployment bundle ships alone (run.py and its helpers, verify.py): standard library and
 # numpy only, so they import nothing of converters.

@@ -135,3 +135,11 @@ def test_the_array_budget_counts_a_whole_sample_folder_and_skips_labels_unread(
     with pytest.raises(DatasetError, match=r"cannot read input file .*raw.npz as a .npz file of "
                                            "arrays: the magic string is not correct"):
         arrays.read_inputs(tmp_path / "raw.npz", AUDIO)
+
+
+def test_the_bundled_reader_bound_is_the_settings_default() -> None:
+    """array_files.py ships alone in bundles with its own copy of the default bound."""
+    from converters import defaults
+    from converters.inputs import array_files
+
+    assert array_files.DEFAULT_MAX_ARRAY_MB == defaults.MAX_ARRAY_MB

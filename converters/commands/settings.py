@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from converters import targets
+from converters.defaults import MAX_ARRAY_MB, MAX_RELATIVE_ERROR
 from converters.errors import ConfigError, shown
-from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB
 from converters.setting_kinds import FRACTION, JOBS, PATHS, SWITCH, TEXT, WHOLE, Setting, parse
-from converters.validation.metrics import DEFAULT_MAX_RELATIVE_ERROR
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
@@ -71,7 +70,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             maximum=100_000),
     Setting("seed", WHOLE, 0, "seed of the calibration/validation split", minimum=0,
             maximum=2**32 - 1),
-    Setting("max_array_mb", WHOLE, DEFAULT_MAX_ARRAY_MB, "array datasets and infer --arrays: "
+    Setting("max_array_mb", WHOLE, MAX_ARRAY_MB, "array datasets and infer --arrays: "
             "the most MiB a .npy/.npz file's arrays may declare (checked on their headers, "
             "before they are read)", minimum=1, maximum=1 << 20),
     Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores, of "
@@ -81,7 +80,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
             maximum=10_000),
     Setting("max_accuracy_drop", FRACTION, 0.01, "recommendation bound, a fraction", minimum=0,
             maximum=1),
-    Setting("max_relative_error", FRACTION, DEFAULT_MAX_RELATIVE_ERROR, "recommendation bound "
+    Setting("max_relative_error", FRACTION, MAX_RELATIVE_ERROR, "recommendation bound "
             "on the relative error of regression outputs beside class outputs (a detector's "
             "boxes beside its scores), a fraction", minimum=0, maximum=1),
     Setting("task", TEXT, "auto", "how outputs are validated: auto (each output's activation, "

@@ -18,9 +18,10 @@ import zipfile
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where arrays are read: the helpers above it need none
+    import numpy as np
 
 MIB = 1 << 20
 DEFAULT_MAX_ARRAY_MB = 2048  # a dataset of 3,000 float32 224x224x3 images is 1.7 GiB
@@ -28,8 +29,7 @@ SHOWN = 10  # names a message lists before "... and N more"
 SHOWN_NAME_CHARS = 60  # a name longer than this is cut in messages
 NPY_SUFFIX = ".npy"
 ZIP_MAGIC = b"PK\x03\x04"
-HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                  (2, 0): np.lib.format.read_array_header_2_0}
+HEADER_READERS = {(1, 0): "read_array_header_1_0", (2, 0): "read_array_header_2_0"}  # numpy.lib.format
 # What numpy and zipfile raise for a file that is not a readable archive of plain arrays (a
 # truncated or foreign zip, object arrays that would need pickle, a header that lies)
 UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -98,6 +98,8 @@ def load(path: Path, budget: Budget, what: str = "", skip: Collection[str] = ()
     """Every array of the ``.npy`` (named "") or ``.npz`` file ``path`` (by member name, without
     ``skip``), each admitted to ``budget`` from its header before any is read. ``what`` (e.g.
     "dataset") prefixes the file's name in messages."""
+    import numpy as np
+
     members = scan(path, budget, what, skip)
     named = f"{what} {path}" if what else str(path)
     try:
@@ -155,12 +157,14 @@ def _unreadable(named: str, path: Path, error: Exception) -> UnreadableArrayFile
 
 def _header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     """The shape and dtype a .npy header declares (ValueError when it is not one numpy reads)."""
+    import numpy as np
+
     version = np.lib.format.read_magic(handle)
-    reader = HEADER_READERS.get(version)
-    if reader is None:
+    reader_name = HEADER_READERS.get(version)
+    if reader_name is None:
         raise ValueError(f".npy format version {version[0]}.{version[1]} (only 1.0 and 2.0 "
                          "hold plain arrays)")
-    shape, _, dtype = reader(handle)
+    shape, _, dtype = getattr(np.lib.format, reader_name)(handle)
     return tuple(shape), dtype
 
 
@@ -173,6 +177,8 @@ def check_values(array: np.ndarray, dtype: str | np.dtype, where: str) -> None:
     """Refuse values that casting to a model input's ``dtype`` would silently change: complex
     numbers, NaN and infinities, values outside the dtype's range, fractions for an integer
     input. ``where``: what the array is (e.g. "array 'x' in data.npz")."""
+    import numpy as np
+
     target = np.dtype(dtype)
     if array.dtype.kind == "c":
         raise ArrayFileError(f"{where} holds complex numbers ({array.dtype}); the model input "

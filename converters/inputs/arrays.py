@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from converters.errors import DatasetError
 from converters.inputs import array_files
 from converters.inputs.array_files import DEFAULT_MAX_ARRAY_MB, listed
 from converters.inputs.dataset_files import check_inside, is_image_file
-from converters.inputs.model import Arrays, TensorInfo
+from converters.inputs.tensor_info import TensorInfo
+
+if TYPE_CHECKING:  # checking a dataset reads headers only: numpy is imported to read arrays
+    import numpy as np
+
+    from converters.inputs.model import Arrays
 
 LABELS = "labels"
 SAMPLE_LABEL_KEYS = (LABELS, "label")  # a sample file's label, under either name
@@ -142,6 +146,8 @@ def read_inputs(path: Path, inputs: tuple[TensorInfo, ...],
 
 def _read_samples(root: Path, inputs: tuple[TensorInfo, ...], budget: array_files.Budget
                   ) -> tuple[dict[str, np.ndarray], np.ndarray | None, tuple[str, ...]]:
+    import numpy as np
+
     per_input: dict[str, list[np.ndarray]] = {tensor.name: [] for tensor in inputs}
     labels: list[np.ndarray] = []
     files = inside_sample_files(root)
@@ -215,6 +221,8 @@ def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: 
     """One array per input, by name (a single-input model also takes a file's only array).
     ``batched``: every array has samples on its first axis (True), is one sample (False), or
     either, array by array (None: an inference file; the result has a first axis of samples)."""
+    import numpy as np
+
     matched: dict[str, np.ndarray] = {}
     for tensor in inputs:
         key = tensor.name
@@ -253,6 +261,8 @@ def _match(found: dict[str, np.ndarray], inputs: tuple[TensorInfo, ...], where: 
 
 
 def _check_labels(labels: np.ndarray, count: int, where: str) -> np.ndarray:
+    import numpy as np
+
     if len(labels) != count or not np.issubdtype(labels.dtype, np.integer):
         raise DatasetError(
             f"the labels in {where} ({labels.dtype}, shape {labels.shape}) must be integers "

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from converters import console
 from converters.config import Preprocessing
 from converters.errors import DatasetError
-from converters.inputs import imaging
 from converters.inputs.dataset_files import IMAGE_SUFFIXES, check_inside, is_image_file
+
+if TYPE_CHECKING:  # finding and checking the images needs neither: reading them does
+    import numpy as np
 
 NO_LABEL = -1
 
@@ -117,6 +117,8 @@ def split(entries: tuple[Sample, ...], calibration_size: int, validation_size: i
             f"the dataset has {total} usable {what}s, fewer than the {wanted} asked for: "
             f"using {calibration_size} to calibrate and {validation_size} to validate"
         )
+    import numpy as np
+
     order = np.random.default_rng(seed).permutation(total)
     validation = tuple(entries[i] for i in order[:validation_size])
     calibration = tuple(entries[i] for i in order[validation_size:validation_size + calibration_size])
@@ -125,6 +127,8 @@ def split(entries: tuple[Sample, ...], calibration_size: int, validation_size: i
 
 def load_image(path: Path, height: int, width: int, channels: int) -> np.ndarray:
     """Read one image as uint8 HxWxC, resized (bilinear) and converted to ``channels``."""
+    from converters.inputs import imaging
+
     if channels not in imaging.CHANNEL_MODES:
         raise DatasetError(
             f"the model expects {channels} input channels; images can be read as 1, 3 or 4 channels"
@@ -135,6 +139,8 @@ def load_image(path: Path, height: int, width: int, channels: int) -> np.ndarray
 def load_images(entries: tuple[ImageEntry, ...], shape: tuple[int, int, int],
                 description: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load entries into (uint8 N×H×W×C, labels, unreadable paths). Unreadable ones are skipped."""
+    import numpy as np
+
     height, width, channels = shape
     images: list[np.ndarray] = []
     labels: list[int] = []
@@ -156,6 +162,8 @@ def load_images(entries: tuple[ImageEntry, ...], shape: tuple[int, int, int],
 
 def preprocess(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """uint8 pixels (…×C) → float32 model inputs."""
+    from converters.inputs import imaging
+
     try:
         return imaging.normalize(pixels, preprocessing.mode.value, preprocessing.mean,
                                  preprocessing.std)

@@ -16,46 +16,25 @@ from typing import Any
 
 import numpy as np
 
-from converters.config import MODEL_SUFFIXES
 from converters.errors import ModelError
 from converters.fsutil import file_identity
 from converters.inputs.array_files import listed
 from converters.inputs.custom_objects import FLAG as CUSTOM_OBJECTS_FLAG
 from converters.inputs.custom_objects import CustomObjectsFile, imported
+from converters.inputs.model_files import check_model_path
 from converters.inputs.saved_model_safety import check_saved_model
+from converters.inputs.tensor_info import TensorInfo
 from converters.inputs.time_distributed import merge_time_steps
 from converters.validation.metrics import OutputHint
 
 Arrays = dict[str, np.ndarray]  # one array per input or output name, first axis = samples
 Predict = Callable[[Arrays], Arrays]
-IMAGE_CHANNELS = (1, 3, 4)
 # Keras' words for a class or function the model file names and this process does not define
 UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '[^']+'"
                            r"|Unknown (?:layer|object|loss|metric|activation)[^:]*: '[^']+'")
 WRAPPED_REASON = "Exception encountered:"
 LOOP_OPS = ("While", "StatelessWhile")  # tf.while_loop's graph ops
 CONFIG_DUMPS = ("Full object config:", "config={")
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One model input or output: its signature name and per-sample shape (batch excluded)."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str = "float32"
-
-    @property
-    def is_image(self) -> bool:
-        """Height × width × 1, 3 or 4 channels: an image folder can feed it."""
-        return len(self.shape) == 3 and self.shape[-1] in IMAGE_CHANNELS
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @staticmethod
-    def from_dict(data: dict[str, Any]) -> TensorInfo:
-        return TensorInfo(data["name"], tuple(data["shape"]), data.get("dtype", "float32"))
 
 
 @dataclass(frozen=True)
@@ -179,36 +158,6 @@ def keras_layer_names(model: Any) -> list[str]:
 def tensor_bytes(shape: tuple[int | None, ...], dtype: str) -> int:
     """Bytes of one sample of a tensor (a dimension of unknown size counts as 1)."""
     return int(np.prod([size or 1 for size in shape], dtype=object)) * np.dtype(dtype).itemsize
-
-
-def tensors(model_info: dict[str, Any], kind: str) -> tuple[TensorInfo, ...]:
-    """The ``"inputs"`` or ``"outputs"`` of an export stage's model.json."""
-    return tuple(TensorInfo.from_dict(item) for item in model_info[kind])
-
-
-def check_model_path(path: Path) -> str:
-    """Validate the path without loading anything; return the model format."""
-    if not path.exists():
-        raise ModelError(
-            f"model {path} does not exist: pass --model with a .h5 or .keras file or a "
-            "SavedModel directory"
-        )
-    if path.is_dir():
-        if not (path / "saved_model.pb").exists():
-            raise ModelError(
-                f"model {path} is a folder but not a SavedModel (no saved_model.pb in it): pass a "
-                ".h5 or .keras file or a SavedModel directory"
-            )
-        return "saved_model"
-    if not path.is_file():  # a FIFO or a device: loading it would block or never end
-        raise ModelError(f"model {path} is not a regular file: pass a .h5 or .keras file or a "
-                         "SavedModel directory")
-    if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise ModelError(
-            f"model {path} has the unsupported extension '{path.suffix}': expected .h5, .hdf5, "
-            ".keras or a SavedModel directory"
-        )
-    return "keras" if path.suffix.lower() == ".keras" else "h5"
 
 
 def load(path: Path, unsafe: bool = False, input_shape: tuple[int, ...] | None = None,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from converters import console
 from converters.errors import ConfigError
 from converters.fsutil import atomic_path
+
+if TYPE_CHECKING:  # settings read the sample's paths: numpy loads when images are drawn
+    import numpy as np
 
 # The bundled sample in a checkout: model/sample.h5 and dataset/ beside this package.
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -29,6 +31,8 @@ MAX_PER_CLASS = 10_000  # held-out images per class: 40,000 PNGs at most
 
 def draw(kind: str, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
     """One RGB uint8 image of ``kind`` with random colours, placement and noise."""
+    import numpy as np
+
     background = rng.integers(0, 256, 3)
     foreground = (background + rng.integers(80, 176, 3)) % 256
     image = np.empty((size, size, 3), np.float64)
@@ -58,6 +62,8 @@ def draw(kind: str, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndar
 
 
 def generate(count_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for _ in range(count_per_class):
@@ -145,6 +151,7 @@ def build_model(width: float = 1.0) -> object:
 def train_model(path: Path, count_per_class: int = 400, epochs: int = 8) -> float:
     """Train the sample model on fresh (unshipped) images; save it as .h5; return train accuracy."""
     import keras
+    import numpy as np
     import tensorflow as tf
 
     keras.utils.set_random_seed(TRAIN_SEED)

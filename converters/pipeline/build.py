@@ -20,7 +20,7 @@ from converters.config import ConvertConfig, Executor
 from converters.errors import ConfigError, ConverterError
 from converters.fsutil import read_json, remove, remove_stale_temporaries, sha256_tree
 from converters.inputs.dataset import check_source
-from converters.inputs.model import check_model_path
+from converters.inputs.model_files import check_model_path
 from converters.pipeline.executor import STAGING, record_failure, run_stage
 from converters.pipeline.plan import HOST, ModelPlan, plan_model, stage_images
 from converters.pipeline.shared_cache import SharedCache, open_shared_cache

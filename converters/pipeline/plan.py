@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 from converters.cache import stage_cache
 from converters.config import ConvertConfig, model_stem
 from converters.fsutil import sha256_tree
-from converters.reporting import report
+from converters.reporting import report_params as report
 from converters.runners import StageRunner
-from converters.stages import data, export, reference
+from converters.stages import data_params as data
+from converters.stages import export
+from converters.stages import reference_params as reference
 from converters.stages.base import StageSpec
-from converters.stages.device_run import DEVICE_RECORD, DeviceRunParams, device_slug
+from converters.stages.device_run_params import DEVICE_RECORD, DeviceRunParams, device_slug
 from converters.targets import CORE_IMAGE, PlanContext, planned
 from converters.targets import get as get_target
 from converters.targets.base import TF_TOOLS, ValidateParams

@@ -67,7 +67,7 @@ def run_job_document(document: dict[str, Any], job_path: Path, runner: StageRunn
     job_path.write_text(json.dumps(document, indent=2))
     argv = runner.command(job_path, document)
     env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
-    if console.console.is_terminal:
+    if console.standard().is_terminal:
         env[console.FORCE_TERMINAL] = "1"
     try:
         exit_code, tail = run_streaming(argv, env=env)

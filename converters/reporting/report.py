@@ -9,12 +9,12 @@ import base64
 import html
 import io
 import platform
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from converters.cache import stage_cache
 from converters.config import Quantization
+from converters.defaults import MAX_RELATIVE_ERROR
 from converters.fsutil import (
     read_json,
     sha256_tree,
@@ -25,35 +25,16 @@ from converters.fsutil import (
 from converters.reporting import quantization_report
 from converters.reporting.markup import inline_html, md_table, percent
 from converters.reporting.op_layers import layer_of
-from converters.stages import data, export, reference
-from converters.stages.base import StageContext, StageParams
+from converters.reporting.report_params import REPORT_HTML, REPORT_JSON, REPORT_MD, ReportParams
+from converters.stages import data_params as data
+from converters.stages import export
+from converters.stages import reference_params as reference
+from converters.stages.base import StageContext
 from converters.targets import ReportHooks, all_targets, client_checks
-from converters.validation.metrics import (
-    DEFAULT_MAX_RELATIVE_ERROR,
-    accuracy_drop,
-    single_classifier,
-)
+from converters.validation.drops import accuracy_drop, single_classifier
 
 SCHEMA_VERSION = 1
 NEAR_CHANCE_FACTOR = 1.5  # reference accuracy below this many times chance is a warning
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-OUTPUTS = (REPORT_JSON, REPORT_MD, REPORT_HTML)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReportParams(StageParams):
-    records: list[str]  # the validation records to report, relative to the build folder
-    max_accuracy_drop: float
-    max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR  # regression outputs' own bound
-    targets: dict[str, Any]  # target name → what its report section reads (ReportHooks.params)
-    # Records of earlier builds of this folder for other targets, still valid: record → key.
-    earlier_records: dict[str, str] = field(default_factory=dict)
-    earlier_stages: list[str] = field(default_factory=list)  # the stages that made them
-    device_records: list[str] = field(default_factory=list)  # each artifact's run on a device
-    devices: list[str] = field(default_factory=list)  # the --device names, in order
-    recommend_on: str | None = None  # the device whose latency picks the fastest artifact
 
 
 def run(context: StageContext) -> None:
@@ -314,7 +295,7 @@ def with_layers(op_errors: list[dict[str, Any]] | None,
 
 
 def recommend(artifacts: list[dict[str, Any]], bound: float,
-              max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR, *,
+              max_relative_error: float = MAX_RELATIVE_ERROR, *,
               device: str | None = None) -> dict[str, Any]:
     """The smallest and the fastest artifact whose accuracy drop stays within ``bound`` (and
     whose regression outputs beside class outputs, if any, within ``max_relative_error``); the

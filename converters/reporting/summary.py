@@ -58,7 +58,7 @@ def print_summary(build_dir: Path) -> None:
         + ["-"] * len(data.get("not_built", [])),
         strict=True)]
     headers = report.headers(data)
-    shown = summary_columns(rows, console.console.width, headers)
+    shown = summary_columns(rows, console.standard().width, headers)
     for i in shown:
         table.add_column(headers[i], justify="left" if i == 0 else "right",
                          overflow="fold")
@@ -73,7 +73,7 @@ def print_summary(build_dir: Path) -> None:
         console.warn(verdict)
     else:
         console.info(verdict)
-    console.console.print(table)
+    console.standard().print(table)
     hidden = [h for i, h in enumerate(headers) if i not in shown and h != "path"]
     if hidden:
         console.info(f"(narrow terminal: {', '.join(hidden)} not shown; report.md has them)")

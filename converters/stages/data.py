@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +25,21 @@ from converters.inputs.host_memory import available_memory, check_fits
 from converters.inputs.model import Arrays, TensorInfo
 from converters.stages import export
 from converters.stages.base import StageContext
-from converters.stages.export import ExportParams
+from converters.stages.data_params import (
+    ARRAYS,
+    CALIBRATION,
+    DATASET_INFO,
+    IMAGES,
+    VALIDATION,
+    VALIDATION_LABELS,
+    DataParams,
+)
 from converters.validation import metrics
 
-CALIBRATION = "data/calibration.npz"
-VALIDATION = "data/validation.npz"
-VALIDATION_LABELS = "data/validation_labels.npy"
-DATASET_INFO = "data/dataset.json"
-OUTPUTS = (CALIBRATION, VALIDATION, VALIDATION_LABELS, DATASET_INFO)
 # Images per call when scoring preprocessing candidates: activations of a batch of 32 at 224x224
 # held +400 MiB more than batches of 8, which the stage process never gives back
 # (benchmarks/memory_notes.md).
 SCORING_BATCH = 8
-IMAGES, ARRAYS = "images", "arrays"  # dataset.json "kind"
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataParams(ExportParams):  # the model is loaded as export loads it, to score preprocessing
-    preprocessing: dict[str, Any]  # Preprocessing.as_dict(): a mode, or auto
-    calibration_size: int
-    validation_size: int
-    seed: int
-    max_array_mb: int  # what an array dataset's files may declare
-    allow_class_mismatch: bool
-    labels: list[str] | None  # --labels: class names (None: the class folder names)
-    task: str  # --task: which output the labels belong to, when scoring preprocessing
 
 
 def run(context: StageContext) -> None:

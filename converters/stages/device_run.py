@@ -9,11 +9,8 @@ with nothing changed does not run it again.
 
 from __future__ import annotations
 
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,35 +23,12 @@ from converters.errors import DeviceError
 from converters.fsutil import read_json, write_json_atomic
 from converters.reporting import report
 from converters.stages import data, reference
-from converters.stages.base import StageContext, StageNotNeeded, StageParams, StageSkipped
+from converters.stages.base import StageContext, StageNotNeeded, StageSkipped
+from converters.stages.device_run_params import DeviceRunParams
 from converters.validation import metrics
 from converters.validation.latency import WARMUP_RUNS
 
-DEVICE_RECORD = "devices/{device}/{target}_{variant}.json"
 CONSTRAINTS = stage_cache.PACKAGE_DIR.parent / "constraints.txt"  # the checkout's pins
-
-
-def device_slug(name: str) -> str:
-    """A device name as a folder and stage name (``pi@10.0.0.2:22`` → ``pi_10.0.0.2_22``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "device"
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeviceRunParams(StageParams):
-    device: str  # the name as the user gave it
-    # What the device was when probed for this build (DeviceFacts.identity): a different host
-    # key, machine, system or Python is a different key. None when it could not be probed.
-    identity: dict[str, Any] | None
-    unavailable: str | None  # why the probe failed
-    target: str
-    variant: str
-    artifact: str  # relative to the build folder
-    validation_record: str  # the host validation of the same artifact
-    output: str
-    threads: int
-    runs: int
-    timeout: int
-    cache_folder: str
 
 
 def run(context: StageContext) -> None:

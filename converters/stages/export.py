@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converters import console
 from converters.errors import ModelError
@@ -19,9 +19,11 @@ from converters.fsutil import read_json, write_json_atomic
 from converters.inputs.array_files import listed
 from converters.inputs.custom_objects import CustomObjectsFile
 from converters.inputs.host_memory import available_memory, check_fits
-from converters.inputs.model import LoadedModel, TensorInfo, load, tensors
-from converters.inputs.normalization_fold import check, folded
+from converters.inputs.tensor_info import TensorInfo, tensors
 from converters.stages.base import StageContext, StageParams
+
+if TYPE_CHECKING:  # loading needs TensorFlow: imported by the stages that load the model
+    from converters.inputs.model import LoadedModel
 
 SAVED_MODEL = "export/saved_model"
 MODEL_INFO = "export/model.json"
@@ -42,6 +44,8 @@ class ExportParams(StageParams):
 
     def load_model(self, context: StageContext) -> LoadedModel:
         """The stage's model, loaded as every stage loads it (once per stage process)."""
+        from converters.inputs.normalization_fold import folded
+
         model = self.unfolded_model(context)
         if self.fold_normalization is None:
             return model
@@ -49,6 +53,8 @@ class ExportParams(StageParams):
 
     def unfolded_model(self, context: StageContext) -> LoadedModel:
         """The model file's model, without a folded normalization."""
+        from converters.inputs.model import load
+
         shape = self.input_shape
         return load(context.model_path, unsafe=self.unsafe,
                     input_shape=tuple(shape) if shape else None,
@@ -81,6 +87,8 @@ def run(context: StageContext) -> None:
 
 def fold_record(context: StageContext, params: ExportParams, model: LoadedModel) -> dict[str, Any]:
     """Check the folded model against the model on normalized inputs, and say so."""
+    from converters.inputs.normalization_fold import check
+
     mean, std = params.normalization_values()
     if not model.inputs[0].is_image or model.inputs[0].shape[-1] not in (len(mean), len(std)):
         raise ModelError(f"--mean/--std give {len(mean)} values per channel but model "

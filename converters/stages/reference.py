@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,13 @@ from converters.inputs.array_files import listed
 from converters.inputs.model import Arrays
 from converters.stages import data, export
 from converters.stages.base import StageContext
-from converters.stages.export import ExportParams
+from converters.stages.reference_params import OUTPUTS, SUMMARY, ReferenceParams
 from converters.validation import metrics
 from converters.validation.latency import measure_latency
 
-OUTPUTS = "reference/outputs.npz"  # one array per output name
-SUMMARY = "reference/reference.json"
 # Images per Keras call: the activations of a batch of 32 at 224x224 held ~+300 MiB more than 8,
 # which the stage process keeps for the rest of a -j 1 build (benchmarks/memory_notes.md).
 BATCH = 8
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReferenceParams(ExportParams):
-    threads: int  # applied through TF_NUM_INTRAOP_THREADS by the executor
-    latency_runs: int
-    task: str  # --task: auto, what every output is, and/or NAME=TASK per output
 
 
 def run(context: StageContext) -> None:

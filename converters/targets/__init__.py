@@ -24,10 +24,10 @@ from converters.targets.base import (
     ReportHooks,
     Target,
 )
-from converters.validation.runtime import Runtime
 
 if TYPE_CHECKING:
     from converters.config import ConvertConfig
+    from converters.validation.runtime import Runtime
 
 # Packages under converters/targets/, in the order their stages and report rows appear.
 BUILT_IN = ("tflite", "edgetpu", "onnx", "tensorrt")

@@ -25,15 +25,12 @@ import numpy as np
 
 from converters.errors import ConfigError, ValidationError
 from converters.inputs.array_files import listed
+from converters.validation.task_request import parse_task_request
 
-TASKS = ("auto", "classification", "detection", "segmentation", "regression", "embedding")
 CLASS_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
 CLASS_LOSSES = ("crossentropy", "hinge", "focal", "kl_divergence", "kld")
 REGRESSION_LOSSES = ("squared", "absolute", "huber", "log_cosh", "logcosh", "mse", "mae",
                      "mape", "msle", "poisson")
-# The bound on regression outputs' relative error (||artifact - Keras|| / ||Keras||) when the
-# model also has class outputs, which --max-accuracy-drop bounds
-DEFAULT_MAX_RELATIVE_ERROR = 0.05
 BOX_COORDINATES = 4
 SNR_CAP_DB = 200.0  # identical outputs: no noise at all; a finite number keeps JSON plain
 
@@ -102,23 +99,6 @@ class OutputHint:
 
     def as_dict(self) -> dict[str, str | None]:
         return {"activation": self.activation, "loss": self.loss}
-
-
-def parse_task_request(text: str) -> tuple[str, dict[str, str]]:
-    """``--task``: one task for every output (``auto``, ``classification``, ...) and/or
-    ``NAME=TASK`` per output, comma-separated (a repeated flag is joined with commas): the task
-    of the outputs not named, and the named ones'."""
-    default, named = "auto", {}
-    for item in (part.strip() for part in text.split(",") if part.strip()):
-        name, _, task = item.rpartition("=")
-        if task not in TASKS:
-            raise ConfigError(f"unknown --task '{task}' in '{item}': expected one of "
-                              f"{', '.join(TASKS)}, or NAME=TASK for one output")
-        if name:
-            named[name] = task
-        else:
-            default = task
-    return default, named
 
 
 def output_tasks(shapes: dict[str, tuple[int | None, ...]], request: str,
@@ -379,23 +359,3 @@ def summary(per_output: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
-def single_classifier(outputs: dict[str, Any]) -> bool:
-    """One classification output: the drop is accuracy (or top-1 agreement), as it always was."""
-    return len(outputs) == 1 and next(iter(outputs.values()))["task"] == "classification"
-
-
-def accuracy_drop(record: dict[str, Any], keras: dict[str, Any]) -> tuple[float | None, str | None]:
-    """An artifact's drop against Keras and what it is measured on, from its validation record
-    and the reference summary: the task's headline metric (several or non-classification
-    outputs), else accuracy with labels, else 1 - top-1 agreement; (None, None) when it failed."""
-    if record.get("failed"):
-        return None, None  # no metrics to compare: listed as failed, never recommended
-    metrics, outputs = record["metrics"], record.get("outputs")
-    if outputs and not single_classifier(outputs):
-        headline = record["headline"]
-        basis = (headline["metric"] if len(outputs) == 1
-                 else f"{headline['output']}: {headline['metric']}")
-        return float(headline["drop"]), basis
-    if metrics["accuracy"] is not None and keras["accuracy"] is not None:
-        return float(keras["accuracy"] - metrics["accuracy"]), "accuracy"
-    return float(1.0 - metrics["top1_agreement"]), "top1_agreement"

@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from converters import console
 from converters.fsutil import read_json
 from converters.reporting.markup import inline_html, md_table
@@ -128,12 +126,14 @@ def print_precheck(result: dict[str, Any], as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(result, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"Edge TPU pre-check: {result['model']}", title_justify="left")
     for header in ("operator", "count", "status"):
         table.add_column(header, justify="right" if header == "count" else "left")
     for row in result["table"]:
         table.add_row(row["operator"], str(row["count"]), row["status"])
-    console.console.print(table)
+    console.standard().print(table)
     for problem in result["blocking"]:
         console.warn(f"will not compile: {problem}")
     for note in result.get("notes", []):

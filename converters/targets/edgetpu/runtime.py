@@ -6,10 +6,12 @@ from __future__ import annotations
 import ctypes
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converters.errors import ConfigError, ToolMissingError
-from converters.validation.runtime import Runtime
+
+if TYPE_CHECKING:
+    from converters.validation.runtime import Runtime
 
 EDGETPU_SUFFIX = "_edgetpu.tflite"
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",

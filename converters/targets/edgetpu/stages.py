@@ -20,14 +20,12 @@ from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
 from converters.stages.base import StageContext, StageParams, StageSkipped, StageSpec
 from converters.targets.base import CORE_IMAGE
-from converters.targets.edgetpu import check as edgetpu_check
 from converters.targets.edgetpu.compiler import (
     COMPILER,
     CompileOptions,
     parse_output,
     runtime_version_needed,
 )
-from converters.targets.tflite import metadata
 
 COMPILER_TOOL = COMPILER
 COMPILED_DIR = "edgetpu/compiled"
@@ -74,6 +72,8 @@ def precheck_record(stem: str) -> str:
 
 def precheck(context: StageContext) -> None:
     """Stage ``edgetpu-check``: the predicted op mapping of the int8 model, no compiler needed."""
+    from converters.targets.edgetpu import check as edgetpu_check
+
     params = CheckParams.of(context)
     artifact = context.read(params.artifact)
     result = edgetpu_check.check_file(artifact)
@@ -121,6 +121,8 @@ def compile_model(context: StageContext) -> None:
 def carry_metadata(source: Path, out_dir: Path) -> None:
     """Give the compiled model the int8 model's metadata (name, normalization, labels) where
     the compiler did not keep it; its ops and tensors stay as the compiler wrote them."""
+    from converters.targets.tflite import metadata
+
     for compiled in out_dir.glob(source.stem + "_edgetpu.tflite"):
         with_metadata = metadata.carried(source.read_bytes(), compiled.read_bytes())
         if with_metadata is not None:

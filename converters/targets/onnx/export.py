@@ -17,26 +17,19 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from converters import console
 from converters.errors import ConversionError, ConverterError, ToolMissingError
 from converters.fsutil import write_json_atomic
 from converters.stages import export
-from converters.stages.base import StageContext, StageParams
+from converters.stages.base import StageContext
 from converters.targets.onnx import graph as onnx_graph
-from converters.targets.onnx import metadata
+from converters.targets.onnx.params import ExportParams
 
 BATCH_AXIS = "batch"
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-
-
-def onnx_artifact(stem: str, variant: str) -> str:
-    return f"onnx/{stem}_{variant}.onnx"
 
 
 REBUILD_HINT = ("rebuild the SavedModel: delete the model's export/ folder in the build folder "
@@ -73,13 +66,6 @@ def require(module: str) -> Any:
                                "'.[onnx]' (or use the tflite image: invoke images)") from None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExportParams(StageParams):
-    opset: int
-    artifact: str
-    info: str
-
-
 def export_onnx(context: StageContext) -> None:
     """Stage ``onnx-export``: SavedModel → ONNX (fp32), dynamic batch axis named ``batch``."""
     tf2onnx = require("tf2onnx")
@@ -107,6 +93,8 @@ def export_onnx(context: StageContext) -> None:
             graph_def, name=model, input_names=inputs, output_names=outputs, opset=opset,
             tensors_to_rename=names)
     finish_model(model_proto, model, opset, input_names)
+    from converters.targets.onnx import metadata
+
     metadata.write(model_proto, metadata.entries(context))
     path = context.write(params.artifact)
     with onnx_step(model, f"saving {path.name}", REPORT_HINT):
@@ -187,6 +175,7 @@ def finish_model(model_proto: Any, model: str, opset: int,
 def trial_run(path: Path, model_proto: Any) -> None:
     """Load the saved model in onnxruntime and run one zero image, so a model that cannot run
     fails here, in the export stage, with a message rather than in validation."""
+    import numpy as np
     import onnxruntime
     from onnx.helper import tensor_dtype_to_np_dtype
 

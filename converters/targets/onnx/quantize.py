@@ -29,18 +29,18 @@ calibration ranges are kept next to the model (``*_calibration.json``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import numpy as np
 
 from converters import console
 from converters.fsutil import write_json_atomic
+from converters.inputs.tensor_info import IMAGE_CHANNELS
 from converters.stages import data
-from converters.stages.base import StageContext, StageParams
+from converters.stages.base import StageContext
 from converters.targets.onnx import metadata
 from converters.targets.onnx.export import model_info, onnx_step, require
+from converters.targets.onnx.params import Int8Scheme, QuantizeParams
 
 INT8 = "int8 quantization"
 QUANTIZE_HINT = ("The fp32 ONNX model is built: ask for --quant fp32 to keep it without the int8 "
@@ -56,14 +56,6 @@ REFERENCE_SESSION = "graph_optimization_level=ORT_DISABLE_ALL"
 FEATURE_RANGE_RATIO = 64.0
 AFFINE_OPS = frozenset({"Sub", "Add", "Mul", "Div"})  # with one constant operand: per feature
 RESCALING_OPS = frozenset({"Mul", "Div"})
-IMAGE_CHANNELS = (1, 3, 4)
-
-
-class Int8Scheme(str, Enum):
-    """Which runtime a Q/DQ int8 model is made for (see the module docstring)."""
-
-    ONNXRUNTIME = "onnxruntime"
-    TENSORRT = "tensorrt"
 
 
 DESCRIPTIONS = {
@@ -72,22 +64,6 @@ DESCRIPTIONS = {
     Int8Scheme.TENSORRT: ("QDQ int8 for TensorRT explicit quantization: int8 symmetric "
                           "activations, 8-bit symmetric per-channel weights, float biases"),
 }
-
-
-def calibration_record(artifact: str) -> str:
-    """The calibration ranges' file beside an int8 model (``x_int8.onnx`` →
-    ``x_int8_calibration.json``)."""
-    return artifact.removesuffix(".onnx") + "_calibration.json"
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuantizeParams(StageParams):
-    source: str  # the fp32 ONNX model
-    artifact: str
-    info: str
-    calibration: str  # the calibration record (ranges)
-    method: str  # onnxruntime's calibration method
-    scheme: str  # an Int8Scheme value (a job file carries it as text)
 
 
 class _CalibrationReader:

@@ -6,16 +6,24 @@ for onnxruntime on any CPU (onnxruntime static quantization), each validated wit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converters.config import Quantization
 from converters.errors import ConfigError
 from converters.stages.base import StageSpec
 from converters.targets.base import CORE_IMAGE, ArtifactDescription, BundleHooks, PlanContext, Target
 from converters.targets.onnx import settings
-from converters.targets.onnx.export import ExportParams, onnx_artifact
-from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
+from converters.targets.onnx.params import (
+    ExportParams,
+    Int8Scheme,
+    QuantizeParams,
+    calibration_record,
+    onnx_artifact,
+)
 from converters.targets.onnx.settings import OnnxConfig
-from converters.validation.runtime import Runtime
+
+if TYPE_CHECKING:
+    from converters.validation.runtime import Runtime
 
 ONNX_TOOLS = ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "numpy")
 ONNXRUNTIME_TOOLS = ("onnxruntime", "numpy")
@@ -84,3 +92,4 @@ TARGET = Target(
     settings=settings.SETTINGS,
     config_section=settings.section,
 )
+

@@ -8,7 +8,35 @@ from typing import Any
 
 from converters.errors import ConfigError
 from converters.setting_kinds import TEXT, WHOLE, Setting
-from converters.targets.tensorrt.io_plan import BatchProfile
+
+MAX_BATCH = 4096  # samples per engine call: the profile's largest batch
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The optimization profile of the dynamic batch dimension: ``--batch min,opt,max``."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max <= MAX_BATCH:
+            raise ConfigError(f"--batch must be min,opt,max with 1 <= min <= opt <= max <= "
+                              f"{MAX_BATCH}, got {self.min},{self.opt},{self.max}")
+
+    @classmethod
+    def parse(cls, text: str) -> BatchProfile:
+        try:
+            low, opt, high = (int(part) for part in text.split(","))
+        except ValueError:
+            raise ConfigError(f"--batch must be three integers min,opt,max (e.g. 1,8,32), "
+                              f"got '{text}'") from None
+        return cls(low, opt, high)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
 
 NAME = "tensorrt"
 SETTINGS = (

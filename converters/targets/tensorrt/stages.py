@@ -10,41 +10,19 @@ non-zero after the report, the ONNX artifacts being built and validated all the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from converters.fsutil import write_bytes_atomic, write_json_atomic
 from converters.stages import data
-from converters.stages.base import StageContext, StageParams, StageSkipped
+from converters.stages.base import StageContext, StageSkipped
 from converters.targets.tensorrt import io_plan
 from converters.targets.tensorrt.engine import NOT_RUN_HELP, tensorrt_problem
+from converters.targets.tensorrt.params import EngineParams
 from converters.validation.latency import median_latency_ms
 
 TIMING_CACHE = "tensorrt/timing.cache"
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineParams(StageParams):
-    precision: str  # fp32, fp16 or int8
-    source: str  # the ONNX model (the Q/DQ one for int8)
-    engine: str
-    engine_dir: str  # the engine's folder (the declared output)
-    record: str  # the engine record: built facts, or why not built
-    validation: str  # the validation record of this engine
-    batch: dict[str, int]  # io_plan.BatchProfile.as_dict(): the batch axis of every input
-    workspace_bytes: int
-    latency_runs: int
-
-
-def engine_artifact(stem: str, precision: str) -> str:
-    """The engine and its sidecar JSON live in their own folder (the stage's declared output)."""
-    return f"tensorrt/{precision}/{stem}_{precision}.engine"
-
-
-def engine_record(stem: str, precision: str) -> str:
-    return f"tensorrt/{stem}_{precision}.json"
 
 
 def run(context: StageContext) -> None:

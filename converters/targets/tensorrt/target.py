@@ -6,7 +6,7 @@ and validated in onnxruntime with TensorRT's arithmetic (graph optimizations off
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converters.config import Quantization
 from converters.errors import BundleError, ToolMissingError
@@ -22,13 +22,18 @@ from converters.targets.base import (
     ReportHooks,
     Target,
 )
-from converters.targets.onnx import metadata
-from converters.targets.onnx.export import onnx_artifact
-from converters.targets.onnx.quantize import Int8Scheme, QuantizeParams, calibration_record
+from converters.targets.onnx.params import (
+    Int8Scheme,
+    QuantizeParams,
+    calibration_record,
+    onnx_artifact,
+)
 from converters.targets.onnx.target import ONNX_TOOLS, ONNXRUNTIME_TOOLS
-from converters.targets.tensorrt import report, settings, stages
+from converters.targets.tensorrt import params, report, settings
 from converters.targets.tensorrt.settings import TensorRTConfig
-from converters.validation.runtime import Runtime
+
+if TYPE_CHECKING:
+    from converters.validation.runtime import Runtime
 
 IMAGE = "tensorrt"
 RUNTIME = "tensorrt"
@@ -69,15 +74,15 @@ def plan(context: PlanContext) -> list[StageSpec]:
             continue  # no TensorRT counterpart of TFLite's hybrid kernels or per-op mix
         source = QDQ_VARIANT if mode is Quantization.INT8 else "fp32"  # the Q/DQ model for int8
         name = f"tensorrt-{mode.value}"
-        engine = stages.engine_artifact(stem, mode.value)
+        engine = params.engine_artifact(stem, mode.value)
         engine_dir = engine.rsplit("/", 1)[0]
-        record = stages.engine_record(stem, mode.value)
+        record = params.engine_record(stem, mode.value)
         validation = context.validation_stage(name, "tensorrt", mode.value, engine, RUNTIME,
                                               ("tensorrt", "cuda-python", "numpy"), name,
                                               image=IMAGE)
         planned += [
             StageSpec(name, "tensorrt-engine", IMAGE,
-                      stages.EngineParams(
+                      params.EngineParams(
                           precision=mode.value, source=onnx_artifact(stem, source),
                           engine=engine, engine_dir=engine_dir, record=record,
                           validation=validation.outputs[0], batch=section.batch.as_dict(),
@@ -91,7 +96,7 @@ def plan(context: PlanContext) -> list[StageSpec]:
 
 
 def report_params(context: PlanContext, planned: list[StageSpec]) -> list[str]:
-    return [spec.params.record for spec in planned if isinstance(spec.params, stages.EngineParams)]
+    return [spec.params.record for spec in planned if isinstance(spec.params, params.EngineParams)]
 
 
 def select(request: BundleRequest, built: dict[str, Any]) -> tuple[list[Path], dict[str, Any]]:
@@ -114,6 +119,8 @@ def readme(request: BundleRequest, built: dict[str, Any]) -> list[str]:
 
 def describe(path: Path) -> ArtifactDescription | None:
     """The class names and image normalization an engine's sidecar JSON keeps for it."""
+    from converters.targets.onnx import metadata
+
     sidecar = path.with_suffix(".json")
     return metadata.description_of(read_json(sidecar)) if sidecar.is_file() else None
 
@@ -151,3 +158,4 @@ TARGET = Target(
     settings=settings.SETTINGS,
     config_section=settings.section,
 )
+

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 
 from converters.config import IODType, QuantEngine, Quantization
 from converters.errors import ConfigError
-from converters.targets.tflite import quantizer_engine
 
 TF_CONVERTER = "tf.lite.TFLiteConverter"
-QUANTIZER = quantizer_engine.ENGINE
+QUANTIZER = "ai-edge-quantizer"  # the engine's name in report.json (with its version)
 
 
 @dataclass(frozen=True)

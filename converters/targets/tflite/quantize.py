@@ -29,7 +29,7 @@ from converters.targets.tflite import describe, quantizer_engine, record
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite.int8_from_fp32 import LOOP_OP
 from converters.targets.tflite.params import MixedParams, QuantizeParams
-from converters.validation import metrics
+from converters.validation.drops import accuracy_drop
 from converters.validation.latency import median_latency_ms
 
 SEARCH_BASES = ("accuracy", "top1_agreement")  # what accuracy_aware_int8 scores
@@ -87,7 +87,7 @@ def _why_mixed_is_not_needed(context: StageContext) -> str | None:
         return (f"the accuracy-aware search handles models with one input; this model has "
                 f"{len(inputs)} ({listed(inputs)}): plain int8 stands")
     record = read_json(context.read(params.over_bound_of))
-    drop, basis = metrics.accuracy_drop(record, read_json(context.read(reference.SUMMARY)))
+    drop, basis = accuracy_drop(record, read_json(context.read(reference.SUMMARY)))
     if drop is None:
         return None  # plain int8 failed validation: the search may give a usable model
     if basis not in SEARCH_BASES:

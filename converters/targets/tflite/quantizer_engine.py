@@ -29,7 +29,6 @@ import numpy as np
 
 from converters.errors import ToolMissingError
 
-ENGINE = "ai-edge-quantizer"  # the engine's name in report.json (with its version)
 IOType = Literal["float32", "int8"]
 # A channel's fp32 mean square counts as at least this fraction of the median channel's.
 _CHANNEL_FLOOR = 0.01

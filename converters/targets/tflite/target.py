@@ -5,7 +5,7 @@ with LiteRT."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converters.config import ConvertConfig, IODType, QuantEngine, Quantization
 from converters.errors import ConfigError
@@ -22,7 +22,9 @@ from converters.targets.base import (
 )
 from converters.targets.tflite import engine_choice
 from converters.targets.tflite.params import MixedParams, ModeParams, QuantizeParams
-from converters.validation.runtime import Runtime
+
+if TYPE_CHECKING:
+    from converters.validation.runtime import Runtime
 
 LITERT_TOOLS = ("ai-edge-litert", "numpy")
 QUANTIZER_TOOLS = ("ai-edge-quantizer", "ai-edge-litert", "numpy")
@@ -199,3 +201,4 @@ TARGET = Target(
     client_check=ClientCheck(key="mediapipe", title="MediaPipe ImageClassifier (real client)",
                              run=mediapipe_check),
 )
+
