@@ -344,11 +344,19 @@ QUICK_TESTS = "-m 'quick and not docker and not slow and not gpu'"
 
 @cli_task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\"",
                 "quick": "only the fast subset (tests marked quick, about 2 minutes); the whole "
-                         "suite takes about 36 minutes on a 2-core machine"})
-def test(c: Context, pytest_args: str = "", quick: bool = False) -> None:
-    """Run the test suite (pytest)."""
+                         "suite takes about 20 minutes on a 2-core machine",
+                "workers": "test processes running test files side by side (pytest-xdist): "
+                           "auto (one per core) or a number; 0 runs every test in this process"})
+def test(c: Context, pytest_args: str = "", quick: bool = False, workers: str = "auto") -> None:
+    """Run the test suite (pytest), one test file per worker process at a time."""
+    with user_errors():
+        if workers != "auto" and not workers.isdigit():
+            raise ConfigError(f"--workers takes auto or a number, got '{workers}'")
     selection = QUICK_TESTS if quick else ""
-    c.run(f"{sys.executable} -m pytest {selection} {pytest_args}", pty=False)
+    # A file's tests share its module fixtures (models trained once per file): files, not single
+    # tests, are what the workers share out.
+    parallel = "" if workers == "0" else f"-n {workers} --dist loadfile"
+    c.run(f"{sys.executable} -m pytest {parallel} {selection} {pytest_args}", pty=False)
 
 
 # Every task above, and the tasks each target's package brings.

@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from converters.cpu import usable_cores
 from converters.defaults import MAX_ARRAY_MB
 from converters.errors import ConfigError, shown
 from converters.inputs.custom_objects import CustomObjectsFile
@@ -231,7 +232,7 @@ class ConvertConfig:
     volume: str | None = None  # docker runner: a named volume instead of a bind mount
     # Each target's own section (its package's settings), by target name: see section().
     sections: Mapping[str, Any] = field(default_factory=dict)
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=usable_cores)
     latency_runs: int = 30
     max_accuracy_drop: float = 0.01
     # the bound on regression outputs beside class outputs (metrics.regression_error)
@@ -297,6 +298,12 @@ class ConvertConfig:
             raise ConfigError(f"-j/--jobs must be at least 1, got {self.jobs}")
         if self.input_shape is not None and len(self.input_shape) == 3:
             self.dataset.preprocessing.check_channels(self.input_shape[-1])
+
+    def stage_threads(self) -> int:
+        """Threads of each stage process's TensorFlow pools: --threads shared out among the
+        --jobs processes that run at once, so that together they do not oversubscribe the
+        cores (interpreters still time latency on --threads)."""
+        return max(1, self.threads // self.jobs)
 
     def folded_normalization(self) -> dict[str, list[float]] | None:
         """The per-channel --mean/--std every stage folds into the model (its first input then

@@ -10,6 +10,7 @@ name is known, and the record says so.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,3 +76,12 @@ def this_cpu() -> CpuInfo:
     except OSError:  # not Linux
         return CpuInfo(arch=arch, model=platform.processor(), features=(), int8_dot_product=None)
     return parse_cpuinfo(text, arch)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset),
+    else the machine's count. What --threads and --jobs auto default to."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this system (macOS, Windows)
+        return os.cpu_count() or 1

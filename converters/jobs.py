@@ -13,8 +13,7 @@ gains. Hence the rule, a pure function of cores and available memory:
 
 from __future__ import annotations
 
-import os
-
+from converters.cpu import usable_cores
 from converters.errors import ConfigError, shown
 from converters.inputs.host_memory import available_memory
 
@@ -40,7 +39,7 @@ def parse_jobs(value: str) -> int:
     """``auto`` (the rule above, on this machine) or a whole number of at least 1."""
     text = str(value).strip()
     if text == AUTO:
-        return auto_jobs(os.cpu_count() or 1, available_memory())
+        return auto_jobs(usable_cores(), available_memory())
     try:
         jobs = int(text)
     except ValueError:

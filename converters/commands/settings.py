@@ -14,13 +14,13 @@ place (:func:`resolve`); a ``null`` in invoke.yaml means the default.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from converters import targets
+from converters.cpu import usable_cores
 from converters.defaults import MAX_ARRAY_MB, MAX_RELATIVE_ERROR
 from converters.errors import ConfigError, shown
 from converters.setting_kinds import FRACTION, JOBS, PATHS, SWITCH, TEXT, WHOLE, Setting, parse
@@ -289,7 +289,7 @@ def convert_config(flags: Mapping[str, Any], configured: Mapping[str, Any]) -> C
         out=Path(get("out")),
         runner=parse_enum(Runner, get("runner"), "--runner"),
         volume=get("volume") or None,
-        threads=os.cpu_count() or 1 if threads is None else threads,  # none: every core
+        threads=usable_cores() if threads is None else threads,  # none: every usable core
         latency_runs=get("latency_runs"),
         max_accuracy_drop=get("max_accuracy_drop"),
         max_relative_error=get("max_relative_error"),

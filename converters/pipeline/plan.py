@@ -39,7 +39,7 @@ class ModelPlan:
     keys: dict[str, str]
     environments: dict[str, dict[str, str]]
     input_hashes: dict[str, str]
-    threads: int
+    threads: int  # each stage process's TensorFlow threads (ConvertConfig.stage_threads)
 
     def stage(self, name: str) -> StageSpec:
         return next(spec for spec in self.stages if spec.name == name)
@@ -162,7 +162,7 @@ def plan_model(config: ConvertConfig, model_path: Path, runners: Mapping[str, St
         environments[spec.name] = runners[spec.image].environment(spec)
         keys[spec.name] = stage_cache.stage_key(spec, input_hashes, keys, environments[spec.name])
     return ModelPlan(stem, model_path, config.dataset.path, build_dir, tuple(stages), keys,
-                     environments, input_hashes, config.threads)
+                     environments, input_hashes, config.stage_threads())
 
 
 def with_earlier_records(report_spec: StageSpec, build_dir: Path, stages: list[StageSpec],

@@ -21,6 +21,7 @@ import numpy as np
 
 from converters import console
 from converters.config import IODType, Quantization
+from converters.cpu import usable_cores
 from converters.errors import ConversionError
 from converters.fsutil import read_json, write_bytes_atomic, write_json_atomic
 from converters.inputs.model import Arrays
@@ -119,7 +120,7 @@ def _calibrating(params: ModeParams) -> Iterator[litert_calibration.Outcome]:
     if not params.litert_calibration:
         yield litert_calibration.Outcome()
         return
-    threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or os.cpu_count() or 1)  # --threads
+    threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS") or usable_cores())  # --threads
     with litert_calibration.calibrating_with_litert(threads) as outcome:
         yield outcome
 
