@@ -4,7 +4,7 @@ which is what the rule for larger machines rests on.
 
 Each build is a real ``invoke convert`` of two models (the bundled sample and MobileNetV2 alpha
 0.35 96x96, keras.applications, weights=None) into a fresh folder with the local runner: with
-``--jobs 2`` the models, and each model's TFLite modes, run in parallel stage processes.
+``--jobs 2`` the two models run in parallel stage processes, one each.
 
     python benchmarks/jobs_auto.py [--rounds 2]
 
@@ -36,7 +36,7 @@ def build(cores: str, jobs: str, models: list[Path], out: Path) -> tuple[float, 
     """Wall seconds and CPU seconds (user + system, every process) of one build."""
     command = ["taskset", "-c", cores, "/usr/bin/time", "-f", "%U %S", sys.executable, "-m",
                "invoke", "convert", *[f"--model={model}" for model in models], "--out", str(out),
-               "--runner", "local", "--jobs", jobs]
+               "--dataset", "dataset", "--runner", "local", "--jobs", jobs]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

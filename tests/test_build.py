@@ -232,6 +232,21 @@ def test_several_models_in_parallel_and_models_list_in_config(
         assert [a["variant"] for a in report["artifacts"]] == ["fp32", "int8"]
 
 
+def test_models_fill_the_job_slots_before_variants_are_split(
+        workspace: tuple[Path, Path, Path]) -> None:
+    """Every stage process imports TensorFlow: locally, -j N runs N models in one process each,
+    and splits a model's variants into processes of their own only when slots are left."""
+    from converters.config import Executor
+
+    model, dataset, out = workspace
+    assert not build.split_per_variant(make_config(model, dataset, out, jobs=1), models=1)
+    assert build.split_per_variant(make_config(model, dataset, out, jobs=2), models=1)
+    assert not build.split_per_variant(make_config(model, dataset, out, jobs=2), models=2)
+    assert build.split_per_variant(make_config(model, dataset, out, jobs=4), models=3)
+    on_ray = make_config(model, dataset, out, jobs=2, executor=Executor.RAY)
+    assert build.split_per_variant(on_ray, models=2)  # variants spread a model over the nodes
+
+
 def test_clean_dry_run_lists_and_clean_removes(workspace: tuple[Path, Path, Path]) -> None:
     model, dataset, out = workspace
     shutil.rmtree(out, ignore_errors=True)

@@ -73,8 +73,9 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     Setting("max_array_mb", WHOLE, MAX_ARRAY_MB, "array datasets and infer --arrays: "
             "the most MiB a .npy/.npz file's arrays may declare (checked on their headers, "
             "before they are read)", minimum=1, maximum=1 << 20),
-    Setting("threads", WHOLE, None, "interpreter threads for latency (default: all cores, of "
-            "this host and of each device)",
+    Setting("threads", WHOLE, None, "interpreter threads for latency (default: every core this "
+            "process may use, on this host and on each device); -j N stage processes share them "
+            "out for TensorFlow's own work",
             minimum=1, maximum=1024),
     Setting("latency_runs", WHOLE, 30, "timed runs per latency figure", minimum=1,
             maximum=10_000),
