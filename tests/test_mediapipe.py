@@ -270,3 +270,46 @@ def test_a_segmenter_loads_in_mediapipe_image_segmenter_with_its_labels(tmp_path
                 litert = interpreter.get_tensor(output["index"])[0].argmax(-1)
                 agreement.append(np.mean(mask.numpy_view().reshape(litert.shape) == litert))
         assert np.mean(agreement) > 0.98, (variant, np.mean(agreement))
+
+
+def test_classifiers_side_by_side_give_what_one_classifier_gives(tiny_h5: Path, tiny_dataset: Path,
+                                                                 tmp_path: Path) -> None:
+    """The check shares the images out between classifiers (one per validation thread): every
+    image gets the category and score one classifier alone gives it, in the images' order."""
+    require_mediapipe()
+    import time
+
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    config = make_config(tiny_h5, tiny_dataset, tmp_path, targets=("tflite",),
+                         quantizations=(Quantization.FP32,), threads=2)
+    build.convert(config, ["test"])
+    folder = tmp_path / "tiny"
+    entry = read_json(folder / "validation" / "tflite_fp32.json")["mediapipe"]
+    assert entry["ran"] is True and entry["samples"] == 12 and entry["agrees_with_litert"] is True
+    names = read_json(folder / "data" / "dataset.json")["validation"]["files"]
+    images = [mp.Image.create_from_file(str(tiny_dataset / name)) for name in names]
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(folder / "tflite" / "tiny_fp32.tflite")),
+        max_results=1)
+    with vision.ImageClassifier.create_from_options(options) as alone:
+        expected = [(top.index, top.score) for top in
+                    (mediapipe_check._top(alone, image) for image in images)]
+    assert len({score for _, score in expected}) > 1  # the comparison tells the images apart
+    classifiers = [vision.ImageClassifier.create_from_options(options) for _ in range(3)]
+    used: set[int] = set()
+
+    def classify(classifier: object, image: object) -> tuple[int, float]:
+        used.add(id(classifier))
+        time.sleep(0.01)  # each classifier stays busy long enough for the others to start
+        top = mediapipe_check._top(classifier, image)
+        return top.index, top.score
+
+    try:
+        side_by_side = mediapipe_check.classify_side_by_side(classifiers, images, classify, "test")
+    finally:
+        for classifier in classifiers:
+            classifier.close()
+    assert side_by_side == expected
+    assert len(used) == 3

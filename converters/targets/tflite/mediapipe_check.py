@@ -8,10 +8,17 @@ back, and whether the agreement is within one point of LiteRT's (a normalization
 that does not match the build's preprocessing shows up there). ``mediapipe`` is optional
 (``pip install '.[mediapipe]'``); without it, and for models MediaPipe's classifier cannot take,
 the record says why it did not run.
+
+A MediaPipe task graph runs on one core: the images are shared out between as many classifiers
+as the validation's threads, side by side (each image's result does not depend on which
+classifier ran it).
 """
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata as distributions
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ from converters import console
 from converters.fsutil import read_json
 from converters.stages import data, reference
 from converters.stages.base import StageContext
+from converters.targets.base import ValidateParams
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import metadata
 
@@ -43,22 +51,53 @@ def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict
     except (ImportError, OSError) as error:  # not installed, or a system library it links is missing
         reason = _cannot_start(error) if SHARED_LIBRARY_MISSING in str(error) else NOT_INSTALLED
         return {"ran": False, "reason": reason}
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(artifact)), max_results=1)
+
+    def create() -> Any:
+        with console.native_noise_filtered():  # its LiteRT announces the XNNPACK delegate
+            return vision.ImageClassifier.create_from_options(options)
+
     try:
         images, source = _images(context)  # MediaPipe's images load its native library
-        with console.native_noise_filtered():  # its LiteRT announces the XNNPACK delegate
-            options = vision.ImageClassifierOptions(
-                base_options=BaseOptions(model_asset_path=str(artifact)), max_results=1)
-            classifier = vision.ImageClassifier.create_from_options(options)
-            first = classifier.classify(images[0]).classifications[0].categories[0]
+        classifiers = [create()]
+        first = _top(classifiers[0], images[0])
     except (RuntimeError, ValueError) as error:  # MediaPipe refuses the model as it is
         return {"ran": False, "reason": f"MediaPipe refused the model: {_first_line(error)}"}
     except OSError as error:  # its runtime loads system libraries (EGL, GL) when it starts
         return {"ran": False, "reason": _cannot_start(error)}
-    with classifier:
-        top = [first, *(classifier.classify(image).classifications[0].categories[0]
-                        for image in console.progress(images[1:], f"MediaPipe {artifact.name}",
-                                                      total=len(images) - 1))]
+    try:
+        side_by_side = min(ValidateParams.of(context).threads, len(images) - 1)
+        classifiers += [create() for _ in range(1, side_by_side)]
+        top = [first, *classify_side_by_side(classifiers, images[1:], _top,
+                                             f"MediaPipe {artifact.name}")]
+    finally:
+        for classifier in classifiers:
+            classifier.close()
     return _record(context, top, source, litert)
+
+
+def _top(classifier: Any, image: Any) -> Any:
+    return classifier.classify(image).classifications[0].categories[0]
+
+
+def classify_side_by_side(classifiers: list[Any], images: list[Any],
+                          classify: Callable[[Any, Any], Any], description: str) -> list[Any]:
+    """``classify(classifier, image)`` for every image, in the images' order, each classifier
+    in a thread of its own taking the next image when it is free."""
+    idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for classifier in classifiers:
+        idle.put(classifier)
+
+    def one(image: Any) -> Any:
+        classifier = idle.get()
+        try:
+            return classify(classifier, image)
+        finally:
+            idle.put(classifier)
+
+    with ThreadPoolExecutor(max(1, len(classifiers))) as pool:
+        return list(console.progress(pool.map(one, images), description, total=len(images)))
 
 
 def _cannot_start(error: Exception) -> str:
