@@ -31,9 +31,10 @@ def require_mediapipe() -> None:
 
 def test_every_artifact_classifies_in_mediapipe_with_names(tiny_h5: Path, tiny_dataset: Path,
                                                            tmp_path: Path) -> None:
+    """Two validation threads: each check shares the images out between two classifiers."""
     require_mediapipe()
     config = make_config(tiny_h5, tiny_dataset, tmp_path, targets=("tflite",),
-                         quantizations=tuple(Quantization(mode) for mode in MODES))
+                         quantizations=tuple(Quantization(mode) for mode in MODES), threads=2)
     build.convert(config, ["test"])
     folder = tmp_path / "tiny"
     report = read_json(folder / "report.json")
@@ -51,6 +52,42 @@ def test_every_artifact_classifies_in_mediapipe_with_names(tiny_h5: Path, tiny_d
         assert read_json(folder / "validation" / f"tflite_{mode}.json")["mediapipe"] == entry
     assert "MediaPipe ImageClassifier (real client): fp32 top-1 agreement" in \
         (folder / "report.md").read_text()
+    names = read_json(folder / "data" / "dataset.json")["validation"]["files"]
+    _assert_side_by_side_gives_what_one_gives(folder / "tflite" / "tiny_fp32.tflite",
+                                              [tiny_dataset / name for name in names])
+
+
+def _assert_side_by_side_gives_what_one_gives(artifact: Path, files: list[Path]) -> None:
+    """Every image gets from classifiers side by side the category and score one classifier
+    alone gives it, in the images' order."""
+    import time
+
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    images = [mp.Image.create_from_file(str(path)) for path in files]
+    options = vision.ImageClassifierOptions(
+        base_options=BaseOptions(model_asset_path=str(artifact)), max_results=1)
+    with vision.ImageClassifier.create_from_options(options) as alone:
+        expected = [(top.index, top.score) for top in
+                    (mediapipe_check._top(alone, image) for image in images)]
+    assert len({score for _, score in expected}) > 1  # the comparison tells the images apart
+    classifiers = [vision.ImageClassifier.create_from_options(options) for _ in range(3)]
+    used: set[int] = set()
+
+    def classify(classifier: object, image: object) -> tuple[int, float]:
+        used.add(id(classifier))
+        time.sleep(0.01)  # each classifier stays busy long enough for the others to start
+        top = mediapipe_check._top(classifier, image)
+        return top.index, top.score
+
+    try:
+        side_by_side = mediapipe_check.classify_side_by_side(classifiers, images, classify, "test")
+    finally:
+        for classifier in classifiers:
+            classifier.close()
+    assert side_by_side == expected
+    assert len(used) == 3
 
 
 MEAN, STD = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
@@ -271,45 +308,3 @@ def test_a_segmenter_loads_in_mediapipe_image_segmenter_with_its_labels(tmp_path
                 agreement.append(np.mean(mask.numpy_view().reshape(litert.shape) == litert))
         assert np.mean(agreement) > 0.98, (variant, np.mean(agreement))
 
-
-def test_classifiers_side_by_side_give_what_one_classifier_gives(tiny_h5: Path, tiny_dataset: Path,
-                                                                 tmp_path: Path) -> None:
-    """The check shares the images out between classifiers (one per validation thread): every
-    image gets the category and score one classifier alone gives it, in the images' order."""
-    require_mediapipe()
-    import time
-
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
-
-    config = make_config(tiny_h5, tiny_dataset, tmp_path, targets=("tflite",),
-                         quantizations=(Quantization.FP32,), threads=2)
-    build.convert(config, ["test"])
-    folder = tmp_path / "tiny"
-    entry = read_json(folder / "validation" / "tflite_fp32.json")["mediapipe"]
-    assert entry["ran"] is True and entry["samples"] == 12 and entry["agrees_with_litert"] is True
-    names = read_json(folder / "data" / "dataset.json")["validation"]["files"]
-    images = [mp.Image.create_from_file(str(tiny_dataset / name)) for name in names]
-    options = vision.ImageClassifierOptions(
-        base_options=BaseOptions(model_asset_path=str(folder / "tflite" / "tiny_fp32.tflite")),
-        max_results=1)
-    with vision.ImageClassifier.create_from_options(options) as alone:
-        expected = [(top.index, top.score) for top in
-                    (mediapipe_check._top(alone, image) for image in images)]
-    assert len({score for _, score in expected}) > 1  # the comparison tells the images apart
-    classifiers = [vision.ImageClassifier.create_from_options(options) for _ in range(3)]
-    used: set[int] = set()
-
-    def classify(classifier: object, image: object) -> tuple[int, float]:
-        used.add(id(classifier))
-        time.sleep(0.01)  # each classifier stays busy long enough for the others to start
-        top = mediapipe_check._top(classifier, image)
-        return top.index, top.score
-
-    try:
-        side_by_side = mediapipe_check.classify_side_by_side(classifiers, images, classify, "test")
-    finally:
-        for classifier in classifiers:
-            classifier.close()
-    assert side_by_side == expected
-    assert len(used) == 3
