@@ -1,7 +1,8 @@
-"""Stage entry point: ``python -m converters run-job JOB.json``.
+"""Stage entry point: ``python -m converters run-job JOB.json [JOB.json ...]``.
 
-The local runner starts it as a child process; the docker runner starts it inside a stage's
-image. Both run exactly this code.
+The local runner starts it as a child process (with every job of a one-at-a-time build, so
+TensorFlow is imported once); the docker runner starts it inside a stage's image, one job at a
+time. Both run exactly this code.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
-USAGE = "usage: python -m converters run-job JOB.json"
+USAGE = "usage: python -m converters run-job JOB.json [JOB.json ...]"
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "run-job":
+    if len(argv) < 2 or argv[0] != "run-job":
         print(USAGE, file=sys.stderr)
         return 2
     # Ctrl-C (the parent build forwards SIGINT) ends a stage process at once, even inside a
@@ -27,9 +28,9 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     try:
-        from converters.pipeline.executor import run_job_file
+        from converters.pipeline.executor import run_job_files
 
-        return run_job_file(Path(argv[1]))
+        return run_job_files([Path(arg) for arg in argv[1:]])
     except KeyboardInterrupt:  # the parent build reports the interruption
         return 130
 

@@ -232,6 +232,51 @@ def test_several_models_in_parallel_and_models_list_in_config(
         assert [a["variant"] for a in report["artifacts"]] == ["fp32", "int8"]
 
 
+def test_one_at_a_time_the_models_share_one_stage_process(
+        workspace: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """-j 1 on the local runner: every model's job runs in one stage process (TensorFlow is
+    imported once), and its artifacts are byte for byte those of a process per model (-j 2)."""
+    import numpy as np
+
+    from converters.pipeline import stage_jobs
+
+    model, dataset, _ = workspace
+    other = tmp_path / "other.keras"
+    tiny_model(seed=3).save(other)  # type: ignore[attr-defined]
+    broken = tmp_path / "broken.keras"
+    nan_weights = tiny_model(seed=4)
+    nan_weights.set_weights([np.full_like(w, np.nan) for w in nan_weights.get_weights()])  # type: ignore[attr-defined]
+    nan_weights.save(broken)  # type: ignore[attr-defined]
+    started: list[list[str]] = []
+    real = stage_jobs.run_streaming
+
+    def counted(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+        started.append(argv)
+        return real(argv, env=env)
+
+    monkeypatch.setattr(stage_jobs, "run_streaming", counted)
+    modes = (Quantization.FP32, Quantization.INT8)
+    build.convert(make_config([model, other], dataset, tmp_path / "together", jobs=1,
+                              quantizations=modes), ["test"])
+    assert len(started) == 1 and sum(arg.endswith(".json") for arg in started[0]) == 2
+    build.convert(make_config([model, other], dataset, tmp_path / "apart", jobs=2,
+                              quantizations=modes), ["test"])
+    assert len(started) == 3  # a process per model
+    for stem in ("m", "other"):
+        names = sorted(p.name for p in (tmp_path / "together" / stem / "tflite").glob("*.tflite"))
+        assert names == [f"{stem}_fp32.tflite", f"{stem}_int8.tflite"]
+        for name in names:
+            assert sha256_file(tmp_path / "together" / stem / "tflite" / name) == \
+                sha256_file(tmp_path / "apart" / stem / "tflite" / name), name
+    # The first model fails: the process stops there, as separate processes would, and the
+    # error names it; the next model's job does not run.
+    with pytest.raises(Exception, match=r"broken\.keras.*non-finite") as failure:
+        build.convert(make_config([broken, other], dataset, tmp_path / "failing", jobs=1,
+                                  quantizations=modes), ["test"])
+    assert type(failure.value).__name__ == "ModelError"
+    assert len(started) == 4 and not (tmp_path / "failing" / "other" / "report.json").exists()
+
+
 def test_models_fill_the_job_slots_before_variants_are_split(
         workspace: tuple[Path, Path, Path]) -> None:
     """Every stage process imports TensorFlow: locally, -j N runs N models in one process each,

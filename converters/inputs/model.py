@@ -178,6 +178,11 @@ def load(path: Path, unsafe: bool = False, input_shape: tuple[int, ...] | None =
                       _identity(path))
 
 
+def forget_loaded() -> None:
+    """Drop the model kept for the next stage (a stage process moving on to another job)."""
+    _load_once.cache_clear()
+
+
 def _identity(path: Path) -> tuple[tuple[int, int, int], ...]:
     files = [path] if path.is_file() else [path / "saved_model.pb",
                                             path / "variables" / "variables.index"]

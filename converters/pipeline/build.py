@@ -24,7 +24,13 @@ from converters.inputs.model_files import check_model_path
 from converters.pipeline.executor import STAGING, record_failure, run_stage
 from converters.pipeline.plan import HOST, ModelPlan, plan_model, stage_images
 from converters.pipeline.shared_cache import SharedCache, open_shared_cache
-from converters.pipeline.stage_jobs import JOBS_DIR, Job, job_document, run_job_process
+from converters.pipeline.stage_jobs import (
+    JOBS_DIR,
+    Job,
+    job_document,
+    run_job_process,
+    run_jobs_in_one_process,
+)
 from converters.processes import stop_running_processes
 from converters.reporting import report
 from converters.runners import StageRunner
@@ -346,6 +352,9 @@ def group_jobs(plan: ModelPlan, stale: list[StageSpec], split_groups: bool) -> l
 
 def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) -> None:
     """Run jobs as their needs finish, at most ``parallel`` at once; stop starting on a failure."""
+    if parallel == 1:
+        run_jobs_one_at_a_time(jobs, runners)
+        return
     done: set[Job] = set()
     pending = list(jobs)
     running: dict[Future[None], Job] = {}
@@ -375,3 +384,39 @@ def run_jobs(jobs: list[Job], runners: dict[str, StageRunner], parallel: int) ->
         console.error(str(failure))
     if failures:
         raise failures[0]
+
+
+def run_jobs_one_at_a_time(jobs: list[Job], runners: dict[str, StageRunner]) -> None:
+    """Run jobs in an order that meets their needs, stopping at the first failure; jobs that
+    follow one another on the local runner share one stage process (each stage process
+    imports TensorFlow: about 3 s of CPU a process on a 2-core EPYC)."""
+    for runner, batch in consecutive_by_runner(in_order_of_needs(jobs), runners):
+        if isinstance(runner, LocalRunner):
+            run_jobs_in_one_process(batch, runner)
+        else:
+            for job in batch:
+                run_job_process(job, runner)
+
+
+def in_order_of_needs(jobs: list[Job]) -> list[Job]:
+    """``jobs`` in their order, each moved after the jobs it needs."""
+    ordered: list[Job] = []
+    pending = list(jobs)
+    while pending:
+        job = next(j for j in pending if all(n in ordered for n in j.needs))
+        pending.remove(job)
+        ordered.append(job)
+    return ordered
+
+
+def consecutive_by_runner(jobs: list[Job], runners: dict[str, StageRunner],
+                          ) -> list[tuple[StageRunner, list[Job]]]:
+    """Runs of consecutive jobs that the same runner runs."""
+    batches: list[tuple[StageRunner, list[Job]]] = []
+    for job in jobs:
+        runner = runners[job.image]
+        if batches and batches[-1][0] is runner:
+            batches[-1][1].append(job)
+        else:
+            batches.append((runner, [job]))
+    return batches

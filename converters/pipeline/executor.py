@@ -38,6 +38,30 @@ def error_file(job_path: Path) -> Path:
     return job_path.with_suffix(".error.json")
 
 
+def run_job_files(job_paths: list[Path]) -> int:
+    """Run job files one after the other in this process (TensorFlow is imported once for all
+    of them); stop at the first that fails and return its exit code."""
+    for index, job_path in enumerate(job_paths):
+        if index:
+            forget_previous_job()
+        if (exit_code := run_job_file(job_path)) != 0:
+            return exit_code
+    return 0
+
+
+def forget_previous_job() -> None:
+    """Let go of what the previous job's stages kept for the next stage (its loaded model and
+    splits), so that the process holds one model's data at a time."""
+    import gc
+
+    from converters.inputs import model
+    from converters.stages import data
+
+    model.forget_loaded()
+    data.forget_splits()
+    gc.collect()
+
+
 def run_job_file(job_path: Path) -> int:
     job = json.loads(job_path.read_text())
     try:

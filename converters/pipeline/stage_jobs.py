@@ -20,6 +20,7 @@ from converters.pipeline.executor import PARENT_SHOWS_ERRORS, error_file
 from converters.pipeline.plan import ModelPlan
 from converters.processes import run_streaming
 from converters.runners import StageRunner
+from converters.runners.local import LocalRunner
 from converters.stages.base import StageSpec
 
 JOBS_DIR = ".jobs"
@@ -58,24 +59,71 @@ def job_document(plan: ModelPlan, image: str, runner: StageRunner,
 def run_job_process(job: Job, runner: StageRunner) -> None:
     """Run ``job`` in its stage process (local or docker) from its job file in the build folder."""
     document = job_document(job.plan, job.image, runner, job.specs)
-    run_job_document(document, job.plan.build_dir / JOBS_DIR / f"{job.name}.json", runner)
+    run_job_document(document, job_file(job), runner)
+
+
+def run_jobs_in_one_process(jobs: list[Job], runner: LocalRunner) -> None:
+    """Run ``jobs`` one after the other in one local stage process (TensorFlow imported once),
+    as one-at-a-time separate processes would: it stops at the first that fails, whose error
+    is raised."""
+    if len(jobs) == 1:
+        run_job_process(jobs[0], runner)
+        return
+    documents = [job_document(job.plan, job.image, runner, job.specs) for job in jobs]
+    paths = [job_file(job) for job in jobs]
+    for document, path in zip(documents, paths, strict=True):
+        write_job_file(document, path)
+    exit_code, tail = start_stage_process(runner.command_for_jobs(paths))
+    for document, path in zip(documents, paths, strict=True):
+        runner.finish(path, document)
+    if exit_code == 0:
+        for path in paths:
+            remove(path)
+        return
+    for document, path in zip(documents, paths, strict=True):
+        if error_file(path).exists():
+            raise_job_error(document, path, exit_code, runner.command_for_jobs(paths), tail)
+        remove(path)  # it ran to its end, before the one that failed
+    models = ", ".join(dict.fromkeys(str(document["model_name"]) for document in documents))
+    raise_job_error({**documents[0], "model_name": models}, paths[0], exit_code,
+                    runner.command_for_jobs(paths), tail)
+
+
+def job_file(job: Job) -> Path:
+    return job.plan.build_dir / JOBS_DIR / f"{job.name}.json"
+
+
+def write_job_file(document: dict[str, Any], job_path: Path) -> None:
+    job_path.parent.mkdir(parents=True, exist_ok=True)
+    job_path.write_text(json.dumps(document, indent=2))
+
+
+def start_stage_process(argv: list[str]) -> tuple[int, list[str]]:
+    """Run a stage process to its end, streaming its output: (exit code, last lines)."""
+    env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
+    if console.standard().is_terminal:
+        env[console.FORCE_TERMINAL] = "1"
+    return run_streaming(argv, env=env)
 
 
 def run_job_document(document: dict[str, Any], job_path: Path, runner: StageRunner) -> None:
     """Write the job file, run it in its stage process, raise its error."""
-    job_path.parent.mkdir(parents=True, exist_ok=True)
-    job_path.write_text(json.dumps(document, indent=2))
+    write_job_file(document, job_path)
     argv = runner.command(job_path, document)
-    env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
-    if console.standard().is_terminal:
-        env[console.FORCE_TERMINAL] = "1"
     try:
-        exit_code, tail = run_streaming(argv, env=env)
+        exit_code, tail = start_stage_process(argv)
     finally:
         runner.finish(job_path, document)
     if exit_code == 0:
         remove(job_path)
         return
+    raise_job_error(document, job_path, exit_code, argv, tail)
+
+
+def raise_job_error(document: dict[str, Any], job_path: Path, exit_code: int, argv: list[str],
+                    tail: list[str]) -> None:
+    """The error of the job that failed: the user error its stage process left, else what the
+    process printed last."""
     failure = error_file(job_path)
     if failure.exists():
         detail = read_json(failure)

@@ -20,7 +20,11 @@ class LocalRunner:
         """Nothing to prepare: the stage process is a child of this one."""
 
     def command(self, job_path: Path, job: dict[str, Any]) -> list[str]:
-        return [sys.executable, "-m", "converters", "run-job", str(job_path)]
+        return self.command_for_jobs([job_path])
+
+    def command_for_jobs(self, job_paths: list[Path]) -> list[str]:
+        """One stage process that runs the job files in order (one TensorFlow import)."""
+        return [sys.executable, "-m", "converters", "run-job", *(str(path) for path in job_paths)]
 
     def finish(self, job_path: Path, job: dict[str, Any]) -> None:
         """Nothing outlives the child process (run_streaming stops its process group)."""

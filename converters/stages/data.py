@@ -257,6 +257,11 @@ def load_inputs(build_dir: Path, relative: str) -> Arrays:
     return _read_inputs(build_dir, relative, tuple(file_identity(path) for path in files))
 
 
+def forget_splits() -> None:
+    """Drop the splits kept for the next stage (a stage process moving on to another job)."""
+    _read_inputs.cache_clear()
+
+
 @functools.lru_cache(maxsize=2)  # the calibration and the validation split
 def _read_inputs(build_dir: Path, relative: str, identities: tuple[Any, ...]) -> Arrays:
     del identities  # part of the cache key only
