@@ -1,0 +1,88 @@
+"""``--jobs 1`` builds of several models: this checkout (the jobs share one stage process, one
+TensorFlow import) against an earlier commit of the project (``--before``, a git ref: a stage
+process per model), alternated in one run.
+
+Two model sets, each built into a fresh folder with the local runner and the default modes:
+four copies of the bundled sample (small models, where the import dominates) and the sample
+with MobileNetV2 alpha 0.35 96x96 (keras.applications, weights=None).
+
+    python benchmarks/one_stage_process.py --before <ref> [--rounds 3]
+
+The earlier commit runs from a temporary ``git worktree`` with this interpreter (its own
+``converters`` package comes first on the path: the command runs in its folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build(checkout: Path, models: list[Path], out: Path) -> float:
+    """Wall seconds of one ``invoke convert --jobs 1`` run from ``checkout``."""
+    command = [sys.executable, "-m", "invoke", "convert", *[f"--model={m}" for m in models],
+               "--out", str(out), "--dataset", str(ROOT / "dataset"), "--runner", "local",
+               "--jobs", "1"]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=checkout, check=True, capture_output=True,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(checkout)})
+    wall = time.perf_counter() - start
+    shutil.rmtree(out)
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="git ref of the earlier commit")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        earlier = work / "earlier"
+        subprocess.run(["git", "worktree", "add", "--detach", str(earlier), args.before],
+                       cwd=ROOT, check=True, capture_output=True)
+        try:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            import keras
+
+            keras.utils.set_random_seed(0)
+            mobilenet = work / "mobilenetv2_96.keras"
+            keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
+                                           classes=4).save(mobilenet)
+            copies = []
+            for index in range(4):
+                copies.append(work / f"sample{index}.h5")
+                shutil.copy(ROOT / "model" / "sample.h5", copies[-1])
+            sets = {"four sample models": copies,
+                    "sample + MobileNetV2 0.35 96x96": [ROOT / "model" / "sample.h5", mobilenet]}
+            walls: dict[tuple[str, str], list[float]] = {}
+            for _ in range(args.rounds):
+                for name, models in sets.items():
+                    for label, checkout in (("before", earlier), ("now", ROOT)):  # alternated
+                        walls.setdefault((name, label), []).append(
+                            build(checkout, models, work / "build"))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(earlier)], cwd=ROOT,
+                           check=False, capture_output=True)
+    print(f"--jobs 1, local runner, {os.cpu_count()} cores; median of {args.rounds} alternated "
+          f"rounds; before: {args.before}\n")
+    print("| models | a stage process per model s | one stage process s | ratio | rounds now/before |")
+    print("|---|---|---|---|---|")
+    for name in sets:
+        before, now = walls[(name, "before")], walls[(name, "now")]
+        rounds = ", ".join(f"{n / b:.2f}" for b, n in zip(before, now, strict=True))
+        print(f"| {name} | {statistics.median(before):.1f} | {statistics.median(now):.1f} | "
+              f"{statistics.median(now) / statistics.median(before):.2f} | {rounds} |")
+
+
+if __name__ == "__main__":
+    main()
