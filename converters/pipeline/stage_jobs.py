@@ -2,7 +2,9 @@
 
 The build (converters/pipeline/build.py) groups stale stages into jobs and runs them here or hands them
 to an executor (converters/distributed/): both write the same job document and run it in a
-stage process (local or in a toolchain image) through :func:`run_job_document`.
+stage process (local or in a toolchain image) through :func:`run_job_document`. One job at a
+time on the local runner, consecutive jobs share one stage process
+(:func:`run_jobs_in_one_process`).
 """
 
 from __future__ import annotations
@@ -73,9 +75,11 @@ def run_jobs_in_one_process(jobs: list[Job], runner: LocalRunner) -> None:
     paths = [job_file(job) for job in jobs]
     for document, path in zip(documents, paths, strict=True):
         write_job_file(document, path)
-    exit_code, tail = start_stage_process(runner.command_for_jobs(paths))
-    for document, path in zip(documents, paths, strict=True):
-        runner.finish(path, document)
+    try:
+        exit_code, tail = start_stage_process(runner.command_for_jobs(paths))
+    finally:
+        for document, path in zip(documents, paths, strict=True):
+            runner.finish(path, document)
     if exit_code == 0:
         for path in paths:
             remove(path)
