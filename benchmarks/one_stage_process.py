@@ -24,7 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import checkouts  # noqa: E402
+
+ROOT = checkouts.ROOT
 
 
 def build(checkout: Path, models: list[Path], out: Path) -> float:
@@ -47,10 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        earlier = work / "earlier"
-        subprocess.run(["git", "worktree", "add", "--detach", str(earlier), args.before],
-                       cwd=ROOT, check=True, capture_output=True)
-        try:
+        with checkouts.earlier_commit(args.before, work / "earlier") as earlier:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             import keras
 
@@ -70,9 +70,6 @@ def main() -> None:
                     for label, checkout in (("before", earlier), ("now", ROOT)):  # alternated
                         walls.setdefault((name, label), []).append(
                             build(checkout, models, work / "build"))
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(earlier)], cwd=ROOT,
-                           check=False, capture_output=True)
     print(f"--jobs 1, local runner, {os.cpu_count()} cores; median of {args.rounds} alternated "
           f"rounds; before: {args.before}\n")
     print("| models | a stage process per model s | one stage process s | ratio | rounds now/before |")

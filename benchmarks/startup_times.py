@@ -27,7 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import checkouts  # noqa: E402
+
+ROOT = checkouts.ROOT
 GOALS = {"invoke --list": 0.3, "no-op rebuild": 0.5, "first build": 8.0}
 
 
@@ -71,20 +74,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        baseline = work / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline],
-                       cwd=ROOT, check=True, capture_output=True)
-        try:
-            checkouts = {"baseline": measurements(baseline, work), "now": measurements(ROOT, work)}
+        with checkouts.earlier_commit(args.baseline, work / "baseline") as baseline:
+            measured = {"baseline": measurements(baseline, work), "now": measurements(ROOT, work)}
             times: dict[tuple[str, str], list[float]] = {}
             for round_number in range(args.rounds):
                 for name in GOALS:
                     for which in ("baseline", "now"):  # alternated: both see the same machine
-                        took = checkouts[which][name](round_number)
+                        took = measured[which][name](round_number)
                         times.setdefault((which, name), []).append(took)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT,
-                           check=False, capture_output=True)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, PYTHONDONTWRITEBYTECODE="
           f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '') or 'unset'}; baseline {args.baseline}; "
