@@ -269,12 +269,15 @@ def test_one_at_a_time_the_models_share_one_stage_process(
             assert sha256_file(tmp_path / "together" / stem / "tflite" / name) == \
                 sha256_file(tmp_path / "apart" / stem / "tflite" / name), name
     # The first model fails: the process stops there, as separate processes would, and the
-    # error names it; the next model's job does not run.
+    # error names it; the next model's (forced) job does not run, and no job file stays.
+    stamp = stage_cache.read_stamp(tmp_path / "together" / "other", "tflite-fp32")
     with pytest.raises(Exception, match=r"broken\.keras.*non-finite") as failure:
-        build.convert(make_config([broken, other], dataset, tmp_path / "failing", jobs=1,
-                                  quantizations=modes), ["test"])
+        build.convert(make_config([broken, other], dataset, tmp_path / "together", jobs=1,
+                                  quantizations=modes, force=True), ["test"])
     assert type(failure.value).__name__ == "ModelError"
-    assert len(started) == 4 and not (tmp_path / "failing" / "other" / "report.json").exists()
+    assert len(started) == 4
+    assert stage_cache.read_stamp(tmp_path / "together" / "other", "tflite-fp32") == stamp
+    assert not list((tmp_path / "together" / "other").glob(".jobs/*.json"))
 
 
 def test_models_fill_the_job_slots_before_variants_are_split(
