@@ -84,10 +84,9 @@ def run_jobs_in_one_process(jobs: list[Job], runner: LocalRunner) -> None:
         for path in paths:
             remove(path)
         return
-    for document, path in zip(documents, paths, strict=True):
+    for document, path in zip(documents, paths, strict=True):  # the build then drops the files
         if error_file(path).exists():
             raise_job_error(document, path, exit_code, runner.command_for_jobs(paths), tail)
-        remove(path)  # it ran to its end, before the one that failed
     models = ", ".join(dict.fromkeys(str(document["model_name"]) for document in documents))
     raise_job_error({**documents[0], "model_name": models}, paths[0], exit_code,
                     runner.command_for_jobs(paths), tail)
