@@ -68,59 +68,45 @@ def run_jobs_in_one_process(jobs: list[Job], runner: LocalRunner) -> None:
     """Run ``jobs`` one after the other in one local stage process (TensorFlow imported once),
     as one-at-a-time separate processes would: it stops at the first that fails, whose error
     is raised."""
-    if len(jobs) == 1:
-        run_job_process(jobs[0], runner)
-        return
     documents = [job_document(job.plan, job.image, runner, job.specs) for job in jobs]
     paths = [job_file(job) for job in jobs]
-    for document, path in zip(documents, paths, strict=True):
-        write_job_file(document, path)
-    try:
-        exit_code, tail = start_stage_process(runner.command_for_jobs(paths))
-    finally:
-        for document, path in zip(documents, paths, strict=True):
-            runner.finish(path, document)
-    if exit_code == 0:
-        for path in paths:
-            remove(path)
-        return
-    for document, path in zip(documents, paths, strict=True):  # the build then drops the files
-        if error_file(path).exists():
-            raise_job_error(document, path, exit_code, runner.command_for_jobs(paths), tail)
-    models = ", ".join(dict.fromkeys(str(document["model_name"]) for document in documents))
-    raise_job_error({**documents[0], "model_name": models}, paths[0], exit_code,
-                    runner.command_for_jobs(paths), tail)
+    run_job_documents(documents, paths, runner.command_for_jobs(paths), runner)
 
 
 def job_file(job: Job) -> Path:
     return job.plan.build_dir / JOBS_DIR / f"{job.name}.json"
 
 
-def write_job_file(document: dict[str, Any], job_path: Path) -> None:
-    job_path.parent.mkdir(parents=True, exist_ok=True)
-    job_path.write_text(json.dumps(document, indent=2))
+def run_job_document(document: dict[str, Any], job_path: Path, runner: StageRunner) -> None:
+    """Write the job file, run it in its stage process, raise its error."""
+    run_job_documents([document], [job_path], runner.command(job_path, document), runner)
 
 
-def start_stage_process(argv: list[str]) -> tuple[int, list[str]]:
-    """Run a stage process to its end, streaming its output: (exit code, last lines)."""
+def run_job_documents(documents: list[dict[str, Any]], job_paths: list[Path], argv: list[str],
+                      runner: StageRunner) -> None:
+    """Write the job files, run the stage process ``argv`` that runs them in order, raise the
+    error of the one that failed (after a failure the build drops every job file)."""
+    for document, job_path in zip(documents, job_paths, strict=True):
+        job_path.parent.mkdir(parents=True, exist_ok=True)
+        job_path.write_text(json.dumps(document, indent=2))
     env = {**os.environ, PARENT_SHOWS_ERRORS: "1"}
     if console.standard().is_terminal:
         env[console.FORCE_TERMINAL] = "1"
-    return run_streaming(argv, env=env)
-
-
-def run_job_document(document: dict[str, Any], job_path: Path, runner: StageRunner) -> None:
-    """Write the job file, run it in its stage process, raise its error."""
-    write_job_file(document, job_path)
-    argv = runner.command(job_path, document)
     try:
-        exit_code, tail = start_stage_process(argv)
+        exit_code, tail = run_streaming(argv, env=env)
     finally:
-        runner.finish(job_path, document)
+        for document, job_path in zip(documents, job_paths, strict=True):
+            runner.finish(job_path, document)
     if exit_code == 0:
-        remove(job_path)
+        for job_path in job_paths:
+            remove(job_path)
         return
-    raise_job_error(document, job_path, exit_code, argv, tail)
+    failed = next((index for index, job_path in enumerate(job_paths)
+                   if error_file(job_path).exists()), None)
+    if failed is not None:
+        raise_job_error(documents[failed], job_paths[failed], exit_code, argv, tail)
+    models = ", ".join(dict.fromkeys(str(document["model_name"]) for document in documents))
+    raise_job_error({**documents[0], "model_name": models}, job_paths[0], exit_code, argv, tail)
 
 
 def raise_job_error(document: dict[str, Any], job_path: Path, exit_code: int, argv: list[str],

@@ -158,4 +158,3 @@ TARGET = Target(
     settings=settings.SETTINGS,
     config_section=settings.section,
 )
-
