@@ -344,19 +344,18 @@ QUICK_TESTS = "-m 'quick and not docker and not slow and not gpu'"
 
 @cli_task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\"",
                 "quick": "only the fast subset (tests marked quick, about 1 minute); the whole "
-                         "suite takes about 15 minutes on a 2-core machine",
-                "workers": "test processes running tests side by side (pytest-xdist): auto (one "
-                           "per core) or a number; 0 runs every test in this process"})
+                         "suite takes 15 to 16 minutes on a 2-core machine",
+                "workers": "test processes running test files side by side (pytest-xdist): auto "
+                           "(one per core) or a number; 0 runs every test in this process"})
 def test(c: Context, pytest_args: str = "", quick: bool = False, workers: str = "auto") -> None:
-    """Run the test suite (pytest), tests side by side in worker processes."""
+    """Run the test suite (pytest), test files side by side in worker processes."""
     with user_errors():
         if workers != "auto" and not workers.isdigit():
             raise ConfigError(f"--workers takes auto or a number, got '{workers}'")
     selection = QUICK_TESTS if quick else ""
-    # Each worker starts with a contiguous half of the tests (a file's tests mostly stay
-    # together, so its module fixtures are built about once) and takes tests from the other when
-    # it runs out: no worker idles while a long file finishes (14:37 against 16:04 per file).
-    parallel = "" if workers == "0" else f"-n {workers} --dist worksteal"
+    # A file's tests stay in one worker, so its module fixtures are built once: a Ray cluster
+    # fixture built twice in one process meets the token Ray read when it was first imported.
+    parallel = "" if workers == "0" else f"-n {workers} --dist loadfile"
     c.run(f"{sys.executable} -m pytest {parallel} {selection} {pytest_args}", pty=False)
 
 
