@@ -353,9 +353,9 @@ def test(c: Context, pytest_args: str = "", quick: bool = False, workers: str = 
         if workers != "auto" and not workers.isdigit():
             raise ConfigError(f"--workers takes auto or a number, got '{workers}'")
     selection = QUICK_TESTS if quick else ""
-    # A file's tests stay in one worker, so its module fixtures are built once: a Ray cluster
-    # fixture built twice in one process meets the token Ray read when it was first imported.
-    parallel = "" if workers == "0" else f"-n {workers} --dist loadfile"
+    # Work stealing: an idle worker takes tests queued for a busy one, so both cores stay busy to
+    # the end; a module fixture may then be built once more in a worker that runs that file again.
+    parallel = "" if workers == "0" else f"-n {workers} --dist worksteal"
     c.run(f"{sys.executable} -m pytest {parallel} {selection} {pytest_args}", pty=False)
 
 

@@ -1,9 +1,12 @@
 """A real Ray cluster of several nodes on this machine, for tests and benchmarks.
 
 Each node is ``ray start --block`` in its own session, temp dir and environment (a node may get
-its own PATH), all sharing a token made for this cluster (Ray 2.60 turns token authentication on
-by default). Stopping goes by pid: SIGTERM to each ``ray start``, then SIGKILL to whatever is
-still running below them (found in /proc), so no other Ray on the machine is touched.
+its own PATH), all sharing this process's token (Ray 2.60 turns token authentication on by
+default). One token per process, not per cluster: a driver reads it once, when Ray is first
+imported, so a process that builds a second cluster (a test module run again after another, as
+pytest-xdist's work stealing does) must give it the same token. Stopping goes by pid: SIGTERM
+to each ``ray start``, then SIGKILL to whatever is still running below them (found in /proc), so
+no other Ray on the machine is touched.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 RAY = Path(sys.executable).parent / "ray"
+TOKEN = secrets.token_hex(16)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def loopback_cluster(specs: list[NodeSpec], pythonpath: Path) -> Iterator[Cluste
     """Start a head node (``specs[0]``) and the other nodes joining it; stop them all at the end."""
     port = free_port()
     address = f"127.0.0.1:{port}"
-    join = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    join = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
     base = {**os.environ, **join, "PYTHONPATH": str(pythonpath)}
     temp_dirs: list[Path] = []
     processes: list[subprocess.Popen[bytes]] = []
