@@ -361,18 +361,27 @@ def test_library_failures_become_conversion_errors() -> None:
         raise ModelError("as it was")
 
 
-def test_onnx_export_and_int8_are_byte_deterministic(tmp_path: Path) -> None:
-    """tf2onnx's generated name counters depend on its optimizer's run order; renumbered in order
-    of appearance, two exports in separate processes give the same bytes (they did not before)."""
+def test_onnx_export_and_int8_are_byte_deterministic(
+        onnx_build: tuple[Path, Path, build.BuildResult], tmp_path: Path) -> None:
+    """Two exports in separate processes give the same bytes: tf2onnx's generated name counters
+    depend on its optimizer's run order (renumbered in order of appearance), and of duplicated
+    constants it kept whichever came first in a node order that differs between processes
+    (MobileNetV2's ReLU6 bounds; the smallest name is kept). The MobileNetV2 here is built after
+    the sample in one stage process, the module's build gave it a process of its own."""
     from converters.fsutil import sha256_file
 
+    built, dataset, _ = onnx_build
+    mobilenet = built.parent / "mobilenet.keras"
     hashes = []
     for run in ("one", "two"):
         out = tmp_path / run
-        result = run_invoke("convert", "--model", str(ROOT / "model" / "sample.h5"), "--dataset",
-                            str(ROOT / "dataset"), "--target", "onnx", "--quant", "fp32,int8",
-                            "--out", str(out), "--runner", "local", "--calibration-size", "16",
-                            "--validation-size", "16", "--latency-runs", "1")
+        result = run_invoke("convert", "--model", str(ROOT / "model" / "sample.h5"), "--model",
+                            str(mobilenet), "--dataset", str(dataset), "--target", "onnx",
+                            "--quant", "fp32,int8", "--out", str(out), "--runner", "local",
+                            "--jobs", "1", "--calibration-size", "16", "--validation-size", "16",
+                            "--latency-runs", "1")
         assert result.returncode == 0, result.stderr
-        hashes.append([sha256_file(p) for p in sorted((out / "sample" / "onnx").glob("*.onnx"))])
-    assert len(hashes[0]) == 2 and hashes[0] == hashes[1]
+        hashes.append({p.name: sha256_file(p) for p in sorted(out.glob("*/onnx/*.onnx"))})
+    assert len(hashes[0]) == 4 and hashes[0] == hashes[1]
+    assert hashes[0]["mobilenet_fp32.onnx"] == sha256_file(built / "mobilenet" / "onnx" /
+                                                           "mobilenet_fp32.onnx")

@@ -88,7 +88,7 @@ def export_onnx(context: StageContext) -> None:
     names = signature_names(context, inputs, outputs)
     console.info(f"exporting ONNX (opset {opset}) with tf2onnx from the frozen graph")
     with onnx_step(model, f"converting with tf2onnx (opset {opset})", OPSET_HINT), \
-            deprecation.silence():
+            deprecation.silence(), onnx_graph.duplicates_merged_by_name():
         model_proto, _ = tf2onnx.convert.from_graph_def(
             graph_def, name=model, input_names=inputs, output_names=outputs, opset=opset,
             tensors_to_rename=names)

@@ -25,6 +25,7 @@ After (ONNX ModelProto):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import Counter
@@ -178,6 +179,28 @@ def name_constants_by_content(model_proto: Any) -> int:
     graph.ClearField("initializer")
     graph.initializer.extend(ordered)
     return len(renamed)
+
+
+@contextlib.contextmanager
+def duplicates_merged_by_name() -> Iterator[None]:
+    """While tf2onnx runs, of nodes it merges as duplicates (equal constants: a ReLU6's 0 and 6,
+    batch-norm factors of untrained layers) keep the one with the smallest name, not the first
+    in its node list, whose order differs between processes: without this MobileNetV2 exported
+    to a different byte string in each process (the same operators and values, other names)."""
+    from tf2onnx.optimizer.merge_duplicated_nodes_optimizer import (
+        MergeDuplicatedNodesOptimizer as Merge,
+    )
+
+    merge = Merge._merge_nodes_that_are_duplicated
+
+    def by_name(self: Any, nodes: list[Any], graph: Any) -> None:
+        merge(self, sorted(nodes, key=lambda node: node.name), graph)  # its sort is stable
+
+    Merge._merge_nodes_that_are_duplicated = by_name
+    try:
+        yield
+    finally:
+        Merge._merge_nodes_that_are_duplicated = merge
 
 
 def _graphs(graph: Any) -> Iterator[Any]:
