@@ -315,6 +315,33 @@ def test_convnexttiny_exports_and_matches_keras(tmp_path: Path) -> None:
     assert_onnx_matches_keras(result, out, "convnexttiny", 1e-5)
 
 
+def test_generated_counters_do_not_decide_the_bytes() -> None:
+    """Two exports of one model whose only difference is tf2onnx's run-dependent counters
+    (``w__10``/``w__9`` in one process, ``w__4``/``w__3`` in another) end as the same bytes:
+    renumbered in order of appearance, then the initializers listed by their final names."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converters.targets.onnx import graph as onnx_graph
+
+    def exported(first: str, second: str) -> bytes:
+        weights = [numpy_helper.from_array(np.full((2,), value, np.float32), name)
+                   for value, name in ((1.0, first), (2.0, second))]
+        model = helper.make_model(helper.make_graph(
+            [helper.make_node("Add", ["x", first], ["y"]),
+             helper.make_node("Mul", ["y", second], ["z"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])],
+            sorted(weights, key=lambda tensor: tensor.name)))
+        onnx_graph.name_constants_by_content(model)
+        onnx_graph.renumber_generated_names(model)
+        onnx_graph.sort_initializers(model)
+        onnx.checker.check_model(model)
+        return model.SerializeToString(deterministic=True)
+
+    assert exported("w__10", "w__9") == exported("w__4", "w__3")
+
+
 def test_unused_graph_inputs_are_dropped(tmp_path: Path) -> None:
     """An input nothing reads goes; one read only inside an If branch stays; the checker
     passes and onnxruntime runs with the image alone."""

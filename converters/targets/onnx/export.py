@@ -168,6 +168,7 @@ def finish_model(model_proto: Any, model: str, opset: int,
     name_batch_axis(model_proto)
     onnx_graph.name_constants_by_content(model_proto)  # the same model, the same bytes
     onnx_graph.renumber_generated_names(model_proto)
+    onnx_graph.sort_initializers(model_proto)
     with onnx_step(model, "onnx.checker", OPSET_HINT):
         onnx.checker.check_model(model_proto)
 

@@ -158,11 +158,11 @@ MADE_UP_CONSTANT = re.compile(r"^const_[a-z_]+__\d+$")  # tf2onnx's names: const
 
 
 def name_constants_by_content(model_proto: Any) -> int:
-    """Name each constant tf2onnx made up after its content, and sort the initializers by name.
+    """Name each constant tf2onnx made up after its content.
 
     tf2onnx merges identical constants (a Slice's ``starts`` and ``axes``, both ``[0]``) and
-    keeps either name, and lists initializers, in an order that differs between runs; without
-    this the same model exported to one of two byte strings. Returns how many were renamed."""
+    keeps either name; without this the same model exported to one of two byte strings.
+    Returns how many were renamed."""
     graph = model_proto.graph
     renamed: dict[str, str] = {}
     for initializer in graph.initializer:
@@ -175,10 +175,17 @@ def name_constants_by_content(model_proto: Any) -> int:
     for each in _graphs(graph):
         for node in each.node:
             node.input[:] = [renamed.get(name, name) for name in node.input]
+    return len(renamed)
+
+
+def sort_initializers(model_proto: Any) -> None:
+    """List the initializers by name: tf2onnx lists them in an order that differs between runs.
+    After the last renaming (sorted before it, the order followed the names' run-dependent
+    counters: EfficientNetB0 exported to a different byte string in each process)."""
+    graph = model_proto.graph
     ordered = sorted(graph.initializer, key=lambda tensor: tensor.name)
     graph.ClearField("initializer")
     graph.initializer.extend(ordered)
-    return len(renamed)
 
 
 @contextlib.contextmanager
