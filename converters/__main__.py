@@ -7,10 +7,13 @@ time. Both run exactly this code.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 USAGE = "usage: python -m converters run-job JOB.json [JOB.json ...]"
 
@@ -35,5 +38,18 @@ def main(argv: list[str]) -> int:
         return 130
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown: with TensorFlow, LiteRT and MediaPipe
+    loaded it took 1.1 s on a 2-core x86-64 machine (finalizing their modules and threads), once
+    every job had already written its outputs, stamps or error file. What the libraries
+    registered to run at exit still runs (TensorFlow's autograph removes its generated files
+    from the temporary folder), and output is flushed."""
+    atexit._run_exitfuncs()  # the handlers Python's own exit runs first (CPython's function)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))
