@@ -344,7 +344,7 @@ QUICK_TESTS = "-m 'quick and not docker and not slow and not gpu'"
 
 @cli_task(help={"pytest_args": "extra arguments for pytest, e.g. \"-m 'not slow'\"",
                 "quick": "only the fast subset (tests marked quick, about 1 minute); the whole "
-                         "suite takes 15 to 16 minutes on a 2-core machine",
+                         "suite takes 14 to 15 minutes on a 2-core machine",
                 "workers": "test processes running test files side by side (pytest-xdist): auto "
                            "(one per core) or a number; 0 runs every test in this process"})
 def test(c: Context, pytest_args: str = "", quick: bool = False, workers: str = "auto") -> None:
