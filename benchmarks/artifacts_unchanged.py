@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import checkouts  # noqa: E402
+from benchmarks.models import efficientnet_64, mobilenet_96  # noqa: E402
 
 ROOT = checkouts.ROOT
 ARTIFACTS = (".tflite", ".onnx")
@@ -35,31 +36,9 @@ ARTIFACTS = (".tflite", ".onnx")
 
 def build(checkout: Path, models: list[Path], out: Path) -> dict[str, str]:
     """SHA-256 of every artifact one ``invoke convert`` run from ``checkout`` writes."""
-    command = [sys.executable, "-m", "invoke", "convert", *[f"--model={m}" for m in models],
-               "--out", str(out), "--dataset", str(ROOT / "dataset"), "--runner", "local",
-               "--target", "tflite,onnx"]
-    run = subprocess.run(command, cwd=checkout, capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(checkout)})
-    if run.returncode:
-        raise SystemExit(f"the build from {checkout} failed (exit {run.returncode}):\n"
-                         f"{(run.stdout + run.stderr)[-3000:]}")
+    checkouts.convert_from(checkout, models, out, "--target", "tflite,onnx")
     return {path.relative_to(out).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(out.rglob("*")) if path.suffix in ARTIFACTS}
-
-
-def applications(folder: Path) -> list[Path]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-
-    saved = []
-    for name, make in (("mobilenetv2_96", lambda: keras.applications.MobileNetV2(
-                            input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=4)),
-                       ("efficientnetb0_64", lambda: keras.applications.EfficientNetB0(
-                            input_shape=(64, 64, 3), weights=None, classes=4))):
-        keras.utils.set_random_seed(0)
-        saved.append(folder / f"{name}.keras")
-        make().save(saved[-1])
-    return saved
 
 
 def main() -> int:
@@ -70,12 +49,12 @@ def main() -> int:
         work = Path(folder)
         sample = work / "sample.h5"
         shutil.copy(ROOT / "model" / "sample.h5", sample)
-        models = [sample, *applications(work)]
+        built = [sample, mobilenet_96(work), efficientnet_64(work)]
         with checkouts.earlier_commit(args.before, work / "earlier") as earlier:
-            before = build(earlier, models, work / "before")
-            again = build(earlier, models, work / "before-again")
-        now = build(ROOT, models, work / "now")
-        now_again = build(ROOT, models, work / "now-again")
+            before = build(earlier, built, work / "before")
+            again = build(earlier, built, work / "before-again")
+        now = build(ROOT, built, work / "now")
+        now_again = build(ROOT, built, work / "now-again")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout.strip()
     print(f"## Artifacts of {head} against {args.before}\n")

@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.models import mobilenet_96  # noqa: E402
+
 JOBS = ("1", "auto", "2")
 
 
@@ -55,14 +58,7 @@ def main() -> None:
     settings = {f"{len(every)} cores": ",".join(map(str, every)), "1 core": str(every[0])}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import keras
-
-        keras.utils.set_random_seed(0)
-        mobilenet = work / "mobilenetv2_96.keras"
-        keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
-                                       classes=4).save(mobilenet)
-        models = [ROOT / "model" / "sample.h5", mobilenet]
+        models = [ROOT / "model" / "sample.h5", mobilenet_96(work)]
         walls: dict[tuple[str, str], list[float]] = {}
         cpu: dict[str, list[float]] = {}
         for _ in range(args.rounds):

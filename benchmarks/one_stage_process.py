@@ -18,7 +18,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,18 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import checkouts  # noqa: E402
+from benchmarks.models import mobilenet_96  # noqa: E402
 
 ROOT = checkouts.ROOT
 
 
 def build(checkout: Path, models: list[Path], out: Path) -> float:
     """Wall seconds of one ``invoke convert --jobs 1`` run from ``checkout``."""
-    command = [sys.executable, "-m", "invoke", "convert", *[f"--model={m}" for m in models],
-               "--out", str(out), "--dataset", str(ROOT / "dataset"), "--runner", "local",
-               "--jobs", "1"]
     start = time.perf_counter()
-    subprocess.run(command, cwd=checkout, check=True, capture_output=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(checkout)})
+    checkouts.convert_from(checkout, models, out, "--jobs", "1")
     wall = time.perf_counter() - start
     shutil.rmtree(out)
     return wall
@@ -51,13 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         with checkouts.earlier_commit(args.before, work / "earlier") as earlier:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            import keras
-
-            keras.utils.set_random_seed(0)
-            mobilenet = work / "mobilenetv2_96.keras"
-            keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
-                                           classes=4).save(mobilenet)
+            mobilenet = mobilenet_96(work)
             copies = []
             for index in range(4):
                 copies.append(work / f"sample{index}.h5")
