@@ -8,7 +8,6 @@ time. Both run exactly this code.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import signal
 import sys
@@ -43,9 +42,8 @@ def exit_now(code: int) -> NoReturn:
     loaded it took 1.1 s on a 2-core x86-64 machine (finalizing their modules and threads), once
     every job had already written its outputs, stamps or error file. What the libraries
     registered to run at exit still runs (TensorFlow's autograph removes its generated files
-    from the temporary folder), and output is flushed."""
+    from the temporary folder; logging flushes its handlers), and output is flushed."""
     atexit._run_exitfuncs()  # the handlers Python's own exit runs first (CPython's function)
-    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
