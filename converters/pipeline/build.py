@@ -7,7 +7,9 @@ in this process. The build directory is locked for the whole build.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -210,6 +212,8 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
     split = split_per_variant(config, sum(1 for specs in stage_process_work.values() if specs))
     for plan in plans:
         jobs += group_jobs(plan, stage_process_work[plan.stem], split)
+    if jobs and any("matplotlib" in s.tools for specs in host_stages.values() for s in specs):
+        threading.Thread(target=preload_plotting, name="preload-plotting").start()
     try:
         if config.executor is Executor.RAY:
             from converters.distributed.ray_executor import run_jobs_on_ray
@@ -228,6 +232,14 @@ def _build(config: ConvertConfig, runners: dict[str, StageRunner], command_line:
         if shared is not None:
             shared.store_build(plan)
     return plans, ran, skipped, restored
+
+
+def preload_plotting() -> None:
+    """Import the report's plotting library while the stage processes run (a stage process
+    leaves the second core mostly idle), so the report stage does not wait for it. A failed
+    import is the report stage's to report: it imports again and meets the same error."""
+    with contextlib.suppress(Exception):
+        report.import_plotting()
 
 
 def run_host_stages(plan: ModelPlan, specs: list[StageSpec], runner: StageRunner) -> None:
