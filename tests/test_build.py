@@ -365,6 +365,12 @@ def test_jobs_split_per_mode_with_parallelism(workspace: tuple[Path, Path, Path]
     tf_stages = [s for s in plan.stages if s.image != "host"]
     single = build.group_jobs(plan, tf_stages, split_groups=False)
     assert [(j.name, len(j.specs), j.needs) for j in single] == [("tflite", 13, [])]
+    # one process converts every mode before it validates any (a validation's runtimes stay
+    # loaded), and the automatic int8-mixed still follows the int8 validation it reads
+    assert [s.name for s in single[0].specs] == [
+        "export", "data", "reference", "tflite-fp32", "tflite-fp16", "tflite-dynamic",
+        "tflite-int8", "validate-tflite-fp32", "validate-tflite-fp16", "validate-tflite-dynamic",
+        "validate-tflite-int8", "tflite-int8-mixed", "validate-tflite-int8-mixed"]
     split = build.group_jobs(plan, tf_stages, split_groups=True)
     prepare, *modes, mixed = split
     assert [s.name for s in prepare.specs] == ["export", "data", "reference"]
