@@ -143,13 +143,16 @@ def follow_stages(state: Sampling, log_path: Path, job_rss_kib: int, now: float)
         state.stages[-1].peak_kib = max(state.stages[-1].peak_kib, job_rss_kib)
 
 
-def run(command: list[str], interval: float, log_path: Path) -> tuple[Sampling, float, int]:
-    """Run ``command`` (output to ``log_path``) and sample its process tree until it exits."""
+def run(command: list[str], interval: float, log_path: Path,
+        checkout: Path = ROOT) -> tuple[Sampling, float, int]:
+    """Run ``command`` (output to ``log_path``) in ``checkout`` (its own ``converters`` first on
+    the path) and sample its process tree until it exits."""
     state = Sampling()
     started = time.perf_counter()
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        process = subprocess.Popen(command, cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                        "PYTHONPATH": str(checkout)})
         while process.poll() is None:
             now = time.perf_counter() - started
             job_rss = sample_once(process.pid, state, now)
