@@ -124,9 +124,10 @@ def release_freed_memory() -> None:
     """Hand the heap memory the last stage freed back to the system (glibc's ``malloc_trim``).
     glibc keeps freed memory for the process's later allocations, so each stage's transient
     arrays, graphs and interpreters would stay in the stage process's resident memory for the
-    rest of the job, and the next stage's own peak would come on top (default build of
-    MobileNetV2 224x224: peak 1495 -> 1368 MiB, ``benchmarks/default_vs_converter_runs.py``).
-    Nothing happens on a C library without ``malloc_trim`` (musl, macOS)."""
+    rest of the job, and the next stage's own peak would come on top (with the job's other
+    memory measures, a default build of MobileNetV2 224x224 peaks at 1339 MiB instead of 1549:
+    ``benchmarks/default_vs_converter_runs.out.md``). Nothing happens on a C library without
+    ``malloc_trim`` (musl, macOS)."""
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)
