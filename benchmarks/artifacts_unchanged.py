@@ -8,7 +8,8 @@ Models: the bundled sample, and keras.applications MobileNetV2 alpha 0.35 at 96x
 EfficientNetB0 at 64x64 (weights=None, seeded, 4 classes, saved once and given to both);
 targets tflite (the four default modes, with int8-mixed when the build adds it) and onnx.
 
-    python benchmarks/artifacts_unchanged.py --before <ref> > benchmarks/artifacts_unchanged.out.md
+    python benchmarks/artifacts_unchanged.py --before <ref> [--keep DIR] \
+        > benchmarks/artifacts_unchanged.out.md
 
 The earlier commit runs from a temporary ``git worktree`` with this interpreter. Exits non-zero
 when a file differs or is missing on one side.
@@ -44,6 +45,8 @@ def build(checkout: Path, models: list[Path], out: Path) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="git ref of the earlier commit")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="copy the builds of this checkout here when they differ, to diff them")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -55,6 +58,10 @@ def main() -> int:
             again = build(earlier, built, work / "before-again")
         now = build(ROOT, built, work / "now")
         now_again = build(ROOT, built, work / "now-again")
+        if args.keep is not None and now != now_again:
+            for side in ("now", "now-again"):
+                shutil.copytree(work / side, args.keep / side, dirs_exist_ok=True)
+            print(f"this checkout's two builds differ: both kept in {args.keep}", file=sys.stderr)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout.strip()
     print(f"## Artifacts of {head} against {args.before}\n")
