@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import checkouts, stage_memory  # noqa: E402
+from benchmarks.models import mobilenet  # noqa: E402
 
 ROOT = stage_memory.ROOT
 MODELS = ((96, 0.35), (224, 1.0))
@@ -79,7 +80,7 @@ def measure(size: int, alpha: float, work: Path, interval: float, rounds: int,
     """``rounds`` alternating runs (independent runs, the build from ``before`` when given, then
     the build) of one model; medians and each round's ratio, so the machine's drift between
     runs shows."""
-    model = stage_memory.mobilenet(size, alpha, work)
+    model = mobilenet(size, alpha, work)
     runs: dict[str, tuple[list[str], Path]] = {
         "independent": ([sys.executable, __file__, "--independent-runs", str(model),
                          str(work / "baseline")], ROOT)}

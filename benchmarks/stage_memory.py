@@ -4,7 +4,7 @@ Runs one real ``invoke convert`` command line (local runner) and polls every pro
 tree every --interval seconds: each stage process (``python -m converters run-job NAME.json``)
 is named by its job file; the invoke process is ``invoke``. Prints per-stage max RSS and
 wall time, the peak of the summed RSS of the whole tree, and the build's wall time. Linux only
-(reads /proc); no dependency beyond the standard library.
+(reads /proc); no dependency beyond the standard library (Keras for --mobilenet).
 
     python benchmarks/stage_memory.py --model M.keras --dataset dataset --quant int8
     python benchmarks/stage_memory.py --mobilenet 224 --dataset dataset --quant fp32,fp16,dynamic,int8
@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.models import mobilenet  # noqa: E402
+
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -110,7 +113,9 @@ def sample_once(root: int, state: Sampling, now: float) -> int:
         rss = rss_kib(pid)
         if rss == 0:
             continue
-        seen = state.processes.setdefault(pid, Seen(label(pid), first=now))
+        seen = state.processes.setdefault(pid, Seen("", first=now))
+        # read each time: a child caught between fork and exec still shows its parent's command
+        seen.label = label(pid)
         seen.max_rss_kib = max(seen.max_rss_kib, rss)
         seen.last = now
         total += rss
@@ -159,16 +164,6 @@ def run(command: list[str], interval: float, log_path: Path,
             follow_stages(state, log_path, job_rss, now)
             time.sleep(interval)
     return state, time.perf_counter() - started, process.returncode
-
-
-def mobilenet(size: int, alpha: float, folder: Path) -> Path:
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, weights=None)
-    path = folder / f"mobilenetv2_{size}_{alpha}.keras"
-    model.save(path)
-    return path
 
 
 def report(state: Sampling, seconds: float, code: int, title: str) -> str:
