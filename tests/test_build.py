@@ -140,10 +140,10 @@ def _wait_for(process: subprocess.Popen[str], text: str, seen: list[str]) -> Non
     raise AssertionError(f"timed out waiting for {text!r}")
 
 
-def _start_convert(model: Path, dataset: Path, out: Path) -> subprocess.Popen[str]:
+def _start_convert(model: Path, dataset: Path, out: Path, *flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "convert", "--model",
-         str(model), *quick_flags(dataset, out)],
+         str(model), *quick_flags(dataset, out), *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -176,7 +176,8 @@ def test_sigkill_mid_stage_leaves_no_partial_artifact_and_next_run_completes(
         workspace: tuple[Path, Path, Path]) -> None:
     _, dataset, out = workspace
     model = _resnet(out.parent / "mobile.keras")
-    process = _start_convert(model, dataset, out)
+    fp32_only = ("--quant", "fp32")  # the stage killed; the other modes would only add time
+    process = _start_convert(model, dataset, out, *fp32_only)
     seen: list[str] = []
     _wait_for(process, "▶ mobile: tflite-fp32", seen)
     time.sleep(1.5)  # inside the fp32 conversion
@@ -194,7 +195,7 @@ def test_sigkill_mid_stage_leaves_no_partial_artifact_and_next_run_completes(
     time.sleep(0.5)
     assert _processes_mentioning(str(folder / ".jobs")) == [], "a stage process outlived the build"
 
-    rerun = run_invoke("convert", "--model", str(model), *quick_flags(dataset, out))
+    rerun = run_invoke("convert", "--model", str(model), *quick_flags(dataset, out), *fp32_only)
     assert rerun.returncode == 0, rerun.stderr
     assert "export is up to date" in rerun.stdout  # finished stages were kept
     assert not (folder / ".staging").exists()
