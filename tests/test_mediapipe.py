@@ -14,6 +14,7 @@ from converters.config import DatasetConfig, Preprocessing, PreprocessingMode, Q
 from converters.fsutil import read_json
 from converters.pipeline import build
 from converters.targets.tflite import mediapipe_check
+from converters.validation.side_by_side import run_side_by_side
 from tests.conftest import make_config, tiny_model
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int8-mixed")
@@ -82,7 +83,7 @@ def _assert_side_by_side_gives_what_one_gives(artifact: Path, files: list[Path])
         return top.index, top.score
 
     try:
-        side_by_side = mediapipe_check.classify_side_by_side(classifiers, images, classify, "test")
+        side_by_side = run_side_by_side(classifiers, images, classify, "test")
     finally:
         for classifier in classifiers:
             classifier.close()

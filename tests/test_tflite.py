@@ -2,6 +2,7 @@
 
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,37 @@ def test_four_modes_convert_load_and_report(tiny_h5: Path, tiny_dataset: Path,
     assert fp32["metrics"]["max_abs_error"] < 1e-5 and fp32["metrics"]["top1_agreement"] == 1.0
     assert (folder / "report.md").read_text().count("| tflite ") == 4
     assert "data:image/png;base64," in (folder / "report.html").read_text()
+    for mode in ("fp32", "fp16", "dynamic", "int8"):
+        _assert_side_by_side_predicts_as_one(folder / "tflite" / f"tiny_{mode}.tflite")
+
+
+def _assert_side_by_side_predicts_as_one(artifact: Path) -> None:
+    """Three threads: three single-threaded interpreters share out the samples, and every sample
+    gets the outputs one interpreter gives it, in order."""
+    from converters.validation.compare import TFLiteRuntime
+
+    one, three = TFLiteRuntime(artifact, threads=1), TFLiteRuntime(artifact, threads=3)
+    [tensor] = one.input_tensors
+    samples = np.random.default_rng(0).random((40, *tensor.shape), np.float32)
+    expected = one.predict_named({tensor.name: samples})
+    assert len({float(v) for v in next(iter(expected.values())).ravel()}) > 40  # they differ
+    assert one.side_by_side(40) == [one.interpreter]
+    interpreters = three.side_by_side(40)
+    assert len({id(i) for i in interpreters}) == 3 and three.interpreter not in interpreters
+    assert three.side_by_side(1) == [three.interpreter]
+    used: set[int] = set()
+    invoke = three.invoke_raw
+
+    def recorded(one_sample: Any, interpreter: Any = None) -> Any:
+        used.add(id(interpreter))
+        time.sleep(0.005)  # busy long enough for the other interpreters to take samples
+        return invoke(one_sample, interpreter)
+
+    three.invoke_raw = recorded  # type: ignore[method-assign]
+    got = three.predict_named({tensor.name: samples})
+    assert used == {id(i) for i in interpreters}
+    assert got.keys() == expected.keys()
+    assert all(np.array_equal(got[name], expected[name]) for name in expected), artifact.name
 
 
 @pytest.mark.parametrize("io_dtype,expected", [(IODType.INT8, "INT8"),

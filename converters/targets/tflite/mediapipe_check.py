@@ -16,9 +16,6 @@ classifier ran it).
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata as distributions
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from converters.stages.base import StageContext
 from converters.targets.base import ValidateParams
 from converters.targets.tflite import flatbuffer as tflite_inspect
 from converters.targets.tflite import metadata
+from converters.validation.side_by_side import run_side_by_side
 
 NOT_INSTALLED = "not run: pip install '.[mediapipe]'"
 SHARED_LIBRARY_MISSING = "cannot open shared object file"
@@ -69,8 +67,8 @@ def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict
     try:
         side_by_side = min(ValidateParams.of(context).threads, len(images) - 1)
         classifiers += [create() for _ in range(1, side_by_side)]
-        top = [first, *classify_side_by_side(classifiers, images[1:], _top,
-                                             f"MediaPipe {artifact.name}")]
+        top = [first, *run_side_by_side(classifiers, images[1:], _top,
+                                        f"MediaPipe {artifact.name}", len(images) - 1)]
     finally:
         for classifier in classifiers:
             classifier.close()
@@ -79,25 +77,6 @@ def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict
 
 def _top(classifier: Any, image: Any) -> Any:
     return classifier.classify(image).classifications[0].categories[0]
-
-
-def classify_side_by_side(classifiers: list[Any], images: list[Any],
-                          classify: Callable[[Any, Any], Any], description: str) -> list[Any]:
-    """``classify(classifier, image)`` for every image, in the images' order, each classifier
-    in a thread of its own taking the next image when it is free."""
-    idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    for classifier in classifiers:
-        idle.put(classifier)
-
-    def one(image: Any) -> Any:
-        classifier = idle.get()
-        try:
-            return classify(classifier, image)
-        finally:
-            idle.put(classifier)
-
-    with ThreadPoolExecutor(max(1, len(classifiers))) as pool:
-        return list(console.progress(pool.map(one, images), description, total=len(images)))
 
 
 def _cannot_start(error: Exception) -> str:
