@@ -5,6 +5,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -56,6 +57,7 @@ def test_four_modes_convert_load_and_report(tiny_h5: Path, tiny_dataset: Path,
 def _assert_side_by_side_predicts_as_one(artifact: Path) -> None:
     """Three threads: three single-threaded interpreters share out the samples, and every sample
     gets the outputs one interpreter gives it, in order."""
+    from converters.validation import compare
     from converters.validation.compare import TFLiteRuntime
 
     one, three = TFLiteRuntime(artifact, threads=1), TFLiteRuntime(artifact, threads=3)
@@ -67,6 +69,13 @@ def _assert_side_by_side_predicts_as_one(artifact: Path) -> None:
     interpreters = three.side_by_side(40)
     assert len({id(i) for i in interpreters}) == 3 and three.interpreter not in interpreters
     assert three.side_by_side(1) == [three.interpreter]
+    many = TFLiteRuntime(artifact, threads=8)
+    assert len(many.side_by_side(40)) == 4  # a sample per core gains little past a few
+    size = artifact.stat().st_size
+    with mock.patch.object(compare, "available_memory", return_value=2 * 3 * size * 2):
+        assert len(many.side_by_side(40)) == 2  # each holds about three artifact sizes
+    with mock.patch.object(compare, "available_memory", return_value=size):
+        assert many.side_by_side(40) == [many.interpreter]
     used: set[int] = set()
     invoke = three.invoke_raw
 

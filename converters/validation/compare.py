@@ -10,6 +10,7 @@ import numpy as np
 from converters import console
 from converters.errors import ToolMissingError, ValidationError
 from converters.inputs.array_files import listed
+from converters.inputs.host_memory import available_memory
 from converters.inputs.model import Arrays, TensorInfo
 from converters.validation import metrics
 from converters.validation.latency import Latency, measure_latency
@@ -52,15 +53,24 @@ def latency_named(runtime: Runtime, inputs: Arrays, runs: int) -> Latency:
     return runtime.latency_named({n: a[0] for n, a in inputs.items()}, runs)
 
 
+# Interpreters a split is shared out between, at most: each holds its own copy of the weights
+# (XNNPACK packs them; fp16 ones unpacked to float32), and past a few, one sample per core gains
+# little over a sample's own threads. An interpreter's memory, in artifact sizes (weights twice,
+# activations).
+MOST_SIDE_BY_SIDE = 4
+INTERPRETER_COPIES = 3
+
+
 class TFLiteRuntime:
     """One LiteRT interpreter, fed and read by signature name (the Keras input layers' and output
     layers' names); quantized inputs and outputs go through their scale/zero point.
 
     Latency is the interpreter's with ``threads`` threads, as an app that asks for them runs it.
-    A split is run by ``threads`` single-threaded interpreters side by side (without delegates),
-    each taking the next sample: 0.46-0.97x the time of the one interpreter on 200 images of
-    MobileNetV2 (``benchmarks/side_by_side.out.md``), with the very same outputs (a sample's
-    outputs depend neither on which interpreter ran it nor on its thread count: tested)."""
+    A split is run by single-threaded interpreters side by side, one per thread (without
+    delegates; :meth:`side_by_side`), each taking the next sample: 0.46-0.97x the time of the
+    one interpreter on 200 images of MobileNetV2 (``benchmarks/side_by_side.out.md``), with the
+    very same outputs (a sample's outputs depend neither on which interpreter ran it nor on its
+    thread count: tested)."""
 
     def __init__(self, path: Path, threads: int, delegates: list[Any] | None = None) -> None:
         self.path, self.threads, self.delegates = path, threads, delegates
@@ -95,14 +105,24 @@ class TFLiteRuntime:
         return interpreter
 
     def side_by_side(self, samples: int) -> list[Any]:
-        """The interpreters that run ``samples`` samples: single-threaded ones, ``threads`` of
-        them, when there are threads to share out, more than one sample and no delegate (a
-        delegate's device serves one interpreter); else the one interpreter."""
-        if self.threads < 2 or samples < 2 or self.delegates:
+        """The interpreters that run ``samples`` samples: single-threaded ones, one per thread
+        (at most MOST_SIDE_BY_SIDE, and as many as fit in memory), when there are threads to
+        share out, more than one sample and no delegate (a delegate's device serves one
+        interpreter); else the one interpreter."""
+        count = min(self.threads, samples, MOST_SIDE_BY_SIDE, self._fitting())
+        if count < 2 or self.delegates:
             return [self.interpreter]
-        if not self._side_by_side:
-            self._side_by_side = [self._load(1) for _ in range(self.threads)]
+        if len(self._side_by_side) != count:
+            self._side_by_side = [self._load(1) for _ in range(count)]
         return self._side_by_side
+
+    def _fitting(self) -> int:
+        """How many more interpreters fit in half the available memory, at INTERPRETER_COPIES
+        times the artifact's size each (unknown memory: no limit)."""
+        available = available_memory()
+        if available is None:
+            return MOST_SIDE_BY_SIDE
+        return available // 2 // max(1, INTERPRETER_COPIES * self.path.stat().st_size)
 
     def _signature(self, kind: str) -> dict[str, int]:
         """Signature name → tensor index of the serving signature (empty without one)."""
