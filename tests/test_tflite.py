@@ -361,3 +361,24 @@ def test_edgetpu_int8_reports_per_op_sensitivity_and_stays_integer(tiny_h5: Path
     fp32_ops = tflite_inspect.read(tmp_path / "tiny" / "tflite" / "tiny_fp32.tflite").operators
     assert edgetpu["op_errors"] and all(fp32_ops[row["index"]].name == row["op"]
                                         for row in edgetpu["op_errors"])
+
+
+def test_side_by_side_stops_at_the_first_error_without_running_the_rest() -> None:
+    """An error (or Ctrl-C) in one item is raised once the items already running finish: the
+    queued ones never start (a validation of a slow model stops at once)."""
+    from converters.validation.side_by_side import run_side_by_side
+
+    ran: list[int] = []
+
+    def run(worker: str, item: int) -> int:
+        ran.append(item)
+        time.sleep(0.02)  # the 200 items would take 2 s on the two workers
+        if item == 3:
+            raise ValueError(f"sample {item} failed")
+        return item
+
+    assert run_side_by_side(["a", "b"], range(10), lambda w, i: i * 2, "test", 10) == [
+        i * 2 for i in range(10)]
+    with pytest.raises(ValueError, match="sample 3 failed"):
+        run_side_by_side(["a", "b"], range(200), run, "test", 200)
+    assert 3 in ran and len(ran) < 60  # a margin for a loaded machine's scheduling

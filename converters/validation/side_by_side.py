@@ -24,7 +24,8 @@ R = TypeVar("R")
 def run_side_by_side(workers: list[W], items: Iterable[I], run: Callable[[W, I], R],
                      description: str, total: int | None = None) -> list[R]:
     """``run(worker, item)`` for every item, in the items' order, each worker in a thread of
-    its own taking the next item when it is free (one worker: this thread, in order)."""
+    its own taking the next item when it is free (one worker: this thread, in order). The first
+    error (or Ctrl-C) is raised once the items then running are done; the rest never start."""
     if len(workers) == 1:
         [worker] = workers
         return [run(worker, item) for item in console.progress(items, description, total)]
@@ -39,5 +40,5 @@ def run_side_by_side(workers: list[W], items: Iterable[I], run: Callable[[W, I],
         finally:
             idle.put(worker)
 
-    with ThreadPoolExecutor(len(workers)) as pool:
+    with ThreadPoolExecutor(len(workers)) as pool:  # map cancels what has not started on an error
         return list(console.progress(pool.map(one, items), description, total=total))
