@@ -55,8 +55,10 @@ def test_four_modes_convert_load_and_report(tiny_h5: Path, tiny_dataset: Path,
 
 
 def _assert_side_by_side_predicts_as_one(artifact: Path) -> None:
-    """Three threads: three single-threaded interpreters share out the samples, and every sample
-    gets the outputs one interpreter gives it, in order."""
+    """Three threads: three single-threaded interpreters share out the samples, running at the
+    same time, and every sample gets the outputs one interpreter gives it, in order."""
+    import threading
+
     from converters.validation import compare
     from converters.validation.compare import TFLiteRuntime
 
@@ -69,24 +71,40 @@ def _assert_side_by_side_predicts_as_one(artifact: Path) -> None:
     interpreters = three.side_by_side(40)
     assert len({id(i) for i in interpreters}) == 3 and three.interpreter not in interpreters
     assert three.side_by_side(1) == [three.interpreter]
+
     many = TFLiteRuntime(artifact, threads=8)
     assert len(many.side_by_side(40)) == 4  # a sample per core gains little past a few
-    size = artifact.stat().st_size
-    with mock.patch.object(compare, "available_memory", return_value=2 * 3 * size * 2):
-        assert len(many.side_by_side(40)) == 2  # each holds about three artifact sizes
-    with mock.patch.object(compare, "available_memory", return_value=size):
+    # Memory for two: each counts the artifact twice and every tensor of the loaded interpreter
+    tensors = sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
+                  for d in many.interpreter.get_tensor_details())
+    each = 2 * artifact.stat().st_size + tensors
+    with mock.patch.object(compare, "available_memory", return_value=2 * 2 * each), \
+            mock.patch.object(many, "_load", wraps=many._load) as load:
+        assert len(many.side_by_side(40)) == 2
+    assert [c.args for c in load.call_args_list] == [(4,), (4,)]  # the 8 threads shared out
+    with mock.patch.object(compare, "available_memory", return_value=each):
         assert many.side_by_side(40) == [many.interpreter]
+
     used: set[int] = set()
+    running, most = [0], [0]
+    lock = threading.Lock()
     invoke = three.invoke_raw
 
     def recorded(one_sample: Any, interpreter: Any = None) -> Any:
-        used.add(id(interpreter))
+        with lock:
+            used.add(id(interpreter))
+            running[0] += 1
+            most[0] = max(most[0], running[0])
         time.sleep(0.005)  # busy long enough for the other interpreters to take samples
-        return invoke(one_sample, interpreter)
+        try:
+            return invoke(one_sample, interpreter)
+        finally:
+            with lock:
+                running[0] -= 1
 
     three.invoke_raw = recorded  # type: ignore[method-assign]
     got = three.predict_named({tensor.name: samples})
-    assert used == {id(i) for i in interpreters}
+    assert used == {id(i) for i in interpreters} and most[0] >= 2
     assert got.keys() == expected.keys()
     assert all(np.array_equal(got[name], expected[name]) for name in expected), artifact.name
 

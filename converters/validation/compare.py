@@ -54,11 +54,9 @@ def latency_named(runtime: Runtime, inputs: Arrays, runs: int) -> Latency:
 
 
 # Interpreters a split is shared out between, at most: each holds its own copy of the weights
-# (XNNPACK packs them; fp16 ones unpacked to float32), and past a few, one sample per core gains
-# little over a sample's own threads. An interpreter's memory, in artifact sizes (weights twice,
-# activations).
+# (XNNPACK packs them; fp16 ones unpacked to float32) and activations, and past a few, a sample
+# per core gains little over a sample's own threads.
 MOST_SIDE_BY_SIDE = 4
-INTERPRETER_COPIES = 3
 
 
 class TFLiteRuntime:
@@ -66,7 +64,7 @@ class TFLiteRuntime:
     layers' names); quantized inputs and outputs go through their scale/zero point.
 
     Latency is the interpreter's with ``threads`` threads, as an app that asks for them runs it.
-    A split is run by single-threaded interpreters side by side, one per thread (without
+    A split is run by interpreters side by side that share the threads out, one each (without
     delegates; :meth:`side_by_side`), each taking the next sample: 0.46-0.97x the time of the
     one interpreter on 200 images of MobileNetV2 (``benchmarks/side_by_side.out.md``), with the
     very same outputs (a sample's outputs depend neither on which interpreter ran it nor on its
@@ -105,24 +103,29 @@ class TFLiteRuntime:
         return interpreter
 
     def side_by_side(self, samples: int) -> list[Any]:
-        """The interpreters that run ``samples`` samples: single-threaded ones, one per thread
-        (at most MOST_SIDE_BY_SIDE, and as many as fit in memory), when there are threads to
-        share out, more than one sample and no delegate (a delegate's device serves one
+        """The interpreters that run ``samples`` samples side by side, sharing the ``threads``
+        out (one thread each, or more when fewer interpreters than threads fit: at most
+        MOST_SIDE_BY_SIDE, as many as fit in half the available memory), when there are
+        threads to share, more than one sample and no delegate (a delegate's device serves one
         interpreter); else the one interpreter."""
         count = min(self.threads, samples, MOST_SIDE_BY_SIDE, self._fitting())
         if count < 2 or self.delegates:
             return [self.interpreter]
         if len(self._side_by_side) != count:
-            self._side_by_side = [self._load(1) for _ in range(count)]
+            self._side_by_side = [self._load(self.threads // count) for _ in range(count)]
         return self._side_by_side
 
     def _fitting(self) -> int:
-        """How many more interpreters fit in half the available memory, at INTERPRETER_COPIES
-        times the artifact's size each (unknown memory: no limit)."""
+        """How many interpreters fit in half the available memory (unknown memory: no limit),
+        each counted as the artifact twice (its weights, packed again by XNNPACK) and every
+        tensor the loaded interpreter has (weights again, and activations as if none shared
+        memory: an upper bound)."""
         available = available_memory()
         if available is None:
             return MOST_SIDE_BY_SIDE
-        return available // 2 // max(1, INTERPRETER_COPIES * self.path.stat().st_size)
+        tensors = sum(int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize
+                      for detail in self.interpreter.get_tensor_details())
+        return available // 2 // max(1, 2 * self.path.stat().st_size + tensors)
 
     def _signature(self, kind: str) -> dict[str, int]:
         """Signature name → tensor index of the serving signature (empty without one)."""
