@@ -108,8 +108,10 @@ class TFLiteRuntime:
         MOST_SIDE_BY_SIDE, as many as fit in half the available memory), when there are
         threads to share, more than one sample and no delegate (a delegate's device serves one
         interpreter); else the one interpreter."""
+        if self.threads < 2 or samples < 2 or self.delegates:
+            return [self.interpreter]
         count = min(self.threads, samples, MOST_SIDE_BY_SIDE, self._fitting())
-        if count < 2 or self.delegates:
+        if count < 2:
             return [self.interpreter]
         if len(self._side_by_side) != count:
             self._side_by_side = [self._load(self.threads // count) for _ in range(count)]
@@ -142,7 +144,7 @@ class TFLiteRuntime:
 
     def invoke_raw(self, quantized_one: Arrays, interpreter: Any = None) -> Arrays:
         """One sample through ``interpreter`` (default: the ``threads``-thread one)."""
-        interpreter = interpreter or self.interpreter
+        interpreter = self.interpreter if interpreter is None else interpreter
         for name, detail in self.inputs.items():
             interpreter.set_tensor(detail["index"], quantized_one[name])
         interpreter.invoke()

@@ -1,8 +1,8 @@
-"""Run many independent items through a few single-threaded workers side by side.
+"""Run many independent items through a few workers side by side.
 
 Validation runs one sample at a time, and a small model's single-sample call keeps two cores
-busy only part of the time: workers that each run a whole sample on one core, taking the next
-sample when free, get through a split sooner (LiteRT interpreters, MediaPipe classifiers;
+busy only part of the time: workers that each run a whole sample on their share of the cores,
+taking the next sample when free, get through a split sooner (LiteRT interpreters, MediaPipe classifiers;
 ``benchmarks/side_by_side.py``). Each item's result depends only on the item, not on the worker
 that ran it, so the results are those of one worker, in the items' order.
 """
