@@ -5,6 +5,8 @@ under REQUIRE_MEDIAPIPE=1)."""
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from converters.fsutil import read_json
 from converters.pipeline import build
 from converters.targets.tflite import mediapipe_check
 from converters.validation.side_by_side import run_side_by_side
-from tests.conftest import make_config, tiny_model
+from tests.conftest import ROOT, make_config, tiny_model
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int8-mixed")
 
@@ -199,6 +201,22 @@ def test_per_channel_normalization_kept_outside_is_not_checked_and_says_why(
     assert artifact["metadata"]["per_channel"] is True
     assert artifact["mediapipe"]["ran"] is False
     assert "per-channel mean/std" in artifact["mediapipe"]["reason"]
+
+
+def test_mediapipe_loads_without_tensorflow_in_a_process_that_only_validates() -> None:
+    """MediaPipe Tasks imports TensorFlow, when installed, for a documentation decorator: a
+    stage process that only validates (a rebuild after --latency-runs changed) must not pay
+    that import (3 s) nor print TensorFlow's start-up lines; TensorFlow still imports after."""
+    require_mediapipe()
+    probe = ("import sys\n"
+             "from converters.targets.tflite import mediapipe_check\n"
+             "BaseOptions, vision = mediapipe_check._import_tasks()\n"
+             "print('tensorflow' in sys.modules, vision.ImageClassifier.__name__)\n"
+             "import tensorflow\n"
+             "print(tensorflow.__name__)\n")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, cwd=ROOT)
+    assert ran.stdout.split() == ["False", "ImageClassifier", "tensorflow"]
 
 
 def test_without_mediapipe_the_record_says_how_to_install(tiny_h5: Path, tiny_dataset: Path,

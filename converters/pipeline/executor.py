@@ -11,14 +11,13 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import sys
 import time
 import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
-from converters import console
+from converters import console, imports
 from converters.cache import stage_cache
 from converters.errors import (
     BuildError,
@@ -163,15 +162,8 @@ def import_tensorflow_quietly() -> None:
     works as usual."""
     warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated",
                             category=UserWarning)
-    hide = "matplotlib" not in sys.modules
-    if hide:
-        sys.modules["matplotlib"] = None  # type: ignore[assignment]  # import refused: ImportError
-    try:
-        with console.native_noise_filtered():
-            import tensorflow  # noqa: F401
-    finally:
-        if hide:
-            del sys.modules["matplotlib"]
+    with imports.refused("matplotlib"), console.native_noise_filtered():
+        import tensorflow  # noqa: F401
 
 
 def upstream_skip(build_dir: Path, spec: StageSpec) -> tuple[str | None, bool]:

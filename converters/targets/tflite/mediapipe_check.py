@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from converters import console
+from converters import console, imports
 from converters.fsutil import read_json
 from converters.stages import data, reference
 from converters.stages.base import StageContext
@@ -45,7 +45,7 @@ def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict
     if reason is not None:
         return {"ran": False, "reason": reason}
     try:
-        from mediapipe.tasks.python import BaseOptions, vision
+        BaseOptions, vision = _import_tasks()
     except (ImportError, OSError) as error:  # not installed, or a system library it links is missing
         reason = _cannot_start(error) if SHARED_LIBRARY_MISSING in str(error) else NOT_INSTALLED
         return {"ran": False, "reason": reason}
@@ -73,6 +73,17 @@ def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict
         for classifier in classifiers:
             classifier.close()
     return _record(context, top, source, litert)
+
+
+def _import_tasks() -> tuple[Any, Any]:
+    """MediaPipe Tasks' ``BaseOptions`` and ``vision``. Importing them imports TensorFlow, when
+    installed, for a documentation decorator alone (``mediapipe.tasks.python.core.
+    optional_dependencies``, which goes on without it): in a stage process that has not loaded
+    TensorFlow (one that only validates) that took 3 s and printed TensorFlow's start-up lines,
+    so TensorFlow is refused during the import."""
+    with imports.refused("tensorflow"):
+        from mediapipe.tasks.python import BaseOptions, vision
+    return BaseOptions, vision
 
 
 def _top(classifier: Any, image: Any) -> Any:
