@@ -27,6 +27,13 @@ def run_invoke(*args: str, cwd: Path = ROOT, timeout: float = 600, check: bool =
     return result
 
 
+# What TensorFlow's, LiteRT's and the converters' own code print that is not the user's to act
+# on: no build shows any of it.
+INFO_NOISE = ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
+              "fully_quantize", "tf.lite.Interpreter is deprecated",
+              "convert_variables_to_constants", "is deprecated and will be removed")
+
+
 def terminal_ctrl_c() -> None:
     """preexec_fn for a build a test presses Ctrl-C on: SIGINT as a terminal user has it. A shell
     that starts a command in the background (``cmd &``) makes it ignore SIGINT, and every process

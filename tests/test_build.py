@@ -16,7 +16,15 @@ from converters.cache import stage_cache
 from converters.config import DEFAULT_QUANTIZATIONS, Quantization
 from converters.fsutil import read_json, sha256_file
 from converters.pipeline import build
-from tests.conftest import ROOT, make_config, quick_flags, run_invoke, tiny_model, write_images
+from tests.conftest import (
+    INFO_NOISE,
+    ROOT,
+    make_config,
+    quick_flags,
+    run_invoke,
+    tiny_model,
+    write_images,
+)
 
 ALL_STAGES = ["export", "data", "reference", "tflite-fp32", "validate-tflite-fp32",
               "tflite-fp16", "validate-tflite-fp16", "tflite-dynamic", "validate-tflite-dynamic",
@@ -87,6 +95,19 @@ def test_listing_the_tasks_imports_no_library_beyond_invoke() -> None:
     imported, probe = imported_modules("--list")
     assert "convert" in probe.stdout and "converters.commands.settings" in imported
     assert not {name for name in imported if name.split(".")[0] in (*HEAVY, "rich")}
+
+
+def test_default_build_output_has_no_native_info_lines(
+        workspace: tuple[Path, Path, Path]) -> None:
+    """The default modes print only the build's own lines: fp16 and dynamic are made by
+    ai-edge-quantizer, whose LiteRT interpreters announce their XNNPACK delegate through
+    LiteRT's own logger, which TF_CPP_MIN_LOG_LEVEL does not quieten."""
+    model, dataset, out = workspace
+    result = run_invoke("convert", "--model", str(model), *quick_flags(dataset, out), check=True)
+    output = result.stdout + result.stderr
+    assert "▶ m: tflite-fp16" in output and "▶ m: tflite-dynamic" in output
+    for noise in INFO_NOISE:
+        assert noise not in output
 
 
 def test_manifest_records_provenance_and_verify_names_a_changed_file(

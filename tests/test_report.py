@@ -8,7 +8,7 @@ import pytest
 
 from converters.fsutil import read_json
 from converters.reporting.report import markdown, recommend, verdict
-from tests.conftest import ROOT, quick_flags, run_invoke
+from tests.conftest import INFO_NOISE, ROOT, quick_flags, run_invoke
 
 pytestmark = pytest.mark.quick  # part of `invoke test --quick`
 
@@ -222,9 +222,7 @@ def test_stage_output_has_no_tensorflow_or_litert_info_lines(
     _, runs = two_command_build
     output = "".join(run.stdout + run.stderr for run in runs)
     assert "▶ tiny: tflite-int8" in output  # the stages did run in this output
-    for noise in ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
-                  "fully_quantize", "tf.lite.Interpreter is deprecated",
-                  "convert_variables_to_constants", "is deprecated and will be removed"):
+    for noise in INFO_NOISE:
         assert noise not in output
 
 

@@ -51,18 +51,8 @@ def run(context: StageContext) -> None:
         raise ConversionError(f"ai-edge-quantizer cannot calibrate {params.source}: it runs a "
                               f"loop (recurrent layers, a {LOOP_OP}). Use --quant int8 (the TF "
                               "converter unrolls the loop for int8)")
-    mixed: dict[str, Any] | None = None
-    if mode is Quantization.FP16:
-        model = quantizer_engine.quantize_fp16(fp32)
-    elif mode is Quantization.DYNAMIC:
-        model = quantizer_engine.quantize_dynamic(fp32)
-    elif mode is Quantization.INT8:
-        calibration = data.load_split(context.build_dir, data.CALIBRATION,
-                                      "int8 by ai-edge-quantizer")
-        model = quantizer_engine.quantize_int8(fp32, calibration, io_type=params.io_type,
-                                               threads=params.threads)
-    else:
-        model, mixed = _mixed(context, fp32)
+    with console.native_noise_filtered():  # LiteRT announces its XNNPACK delegate
+        model, mixed = _quantized(context, params, mode, fp32)
     graph = tflite_inspect.parse(model.flatbuffer)
     if mode is Quantization.INT8 and not params.allow_float_fallback:
         record.require_full_integer(context, graph)
@@ -74,6 +64,22 @@ def run(context: StageContext) -> None:
     write_bytes_atomic(context.write(params.artifact), flatbuffer)
     write_json_atomic(context.write(params.info), info)
     console.info(f"TFLite {mode.value}: {model.size / 1024:.1f} KiB in {model.seconds:.1f} s")
+
+
+def _quantized(context: StageContext, params: QuantizeParams, mode: Quantization, fp32: bytes
+               ) -> tuple[quantizer_engine.QuantizedModel, dict[str, Any] | None]:
+    """The artifact of ``mode`` made by the quantizer from ``fp32``, and the record of the
+    accuracy-aware search when ``mode`` is int8-mixed."""
+    if mode is Quantization.FP16:
+        return quantizer_engine.quantize_fp16(fp32), None
+    if mode is Quantization.DYNAMIC:
+        return quantizer_engine.quantize_dynamic(fp32), None
+    if mode is Quantization.INT8:
+        calibration = data.load_split(context.build_dir, data.CALIBRATION,
+                                      "int8 by ai-edge-quantizer")
+        return quantizer_engine.quantize_int8(fp32, calibration, io_type=params.io_type,
+                                              threads=params.threads), None
+    return _mixed(context, fp32)
 
 
 def _why_mixed_is_not_needed(context: StageContext) -> str | None:

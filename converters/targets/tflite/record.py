@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+from converters import console
 from converters.errors import ConversionError
 from converters.stages import data
 from converters.stages.base import StageContext
@@ -76,8 +77,9 @@ def op_errors(context: StageContext, flatbuffer: bytes) -> list[dict[str, Any]] 
     fp32 = context.read(against).read_bytes()
     samples = {name: array[:OP_ERROR_SAMPLES] for name, array in
                data.load_inputs(context.build_dir, data.CALIBRATION).items()}
-    errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=None,
-                                             batch=OP_ERROR_BATCH)
+    with console.native_noise_filtered():  # LiteRT announces its XNNPACK delegate
+        errors = quantizer_engine.op_sensitivity(fp32, flatbuffer, samples, top=None,
+                                                 batch=OP_ERROR_BATCH)
     return [op_error_row(error) for error in errors
             if error.added_nmse > 0 and error.op not in LAYOUT_OPS][:TOP_OP_ERRORS]
 
