@@ -76,12 +76,17 @@ def check(context: StageContext, artifact: Path, litert: dict[str, Any]) -> dict
 
 
 def _import_tasks() -> tuple[Any, Any]:
-    """MediaPipe Tasks' ``BaseOptions`` and ``vision``. Importing them imports TensorFlow, when
-    installed, for a documentation decorator alone (``mediapipe.tasks.python.core.
-    optional_dependencies``, which goes on without it): in a stage process that has not loaded
-    TensorFlow (one that only validates) that took 3 s and printed TensorFlow's start-up lines,
-    so TensorFlow is refused during the import."""
-    with imports.refused("tensorflow"):
+    """MediaPipe Tasks' ``BaseOptions`` and ``vision``, without what their import pulls in for
+    nothing the check runs:
+
+    * TensorFlow, when installed, for a documentation decorator alone (``mediapipe.tasks.python.
+      core.optional_dependencies``, which goes on without it): in a stage process that has not
+      loaded TensorFlow (one that only validates) that took 3 s and printed TensorFlow's
+      start-up lines, so TensorFlow is refused;
+    * matplotlib.pyplot, which ``vision.drawing_utils`` imports at its top for its landmark
+      plots (0.26 s of MediaPipe's 0.31 s import on a 2-core EPYC): it gets an empty stand-in,
+      and a later ``import matplotlib`` imports the real one."""
+    with imports.refused("tensorflow"), imports.stood_in("matplotlib", "matplotlib.pyplot"):
         from mediapipe.tasks.python import BaseOptions, vision
     return BaseOptions, vision
 
