@@ -81,12 +81,16 @@ def flush() -> None:
 # Informational lines that TensorFlow's and LiteRT's C++ code writes straight to file
 # descriptor 2. TF_CPP_MIN_LOG_LEVEL does not reach them: TensorFlow 2.21 logs the oneDNN line
 # through absl before absl::InitializeLog() runs (absl then writes every message to stderr), and
-# LiteRT prints the XNNPACK line with its own logger. Nothing else is dropped.
+# LiteRT prints the XNNPACK line with its own logger. Also ai-edge-quantizer's progress bars
+# (tqdm: pieces of line ending in a carriage return), which it shows for a model of 100 tensors
+# or more even when asked not to. Nothing else is dropped.
 NATIVE_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on"
     rf"|{XNNPACK_NOTICE}"
-    r"|fully_quantize: \d+, inference_type: \d+")
+    r"|fully_quantize: \d+, inference_type: \d+"
+    r"|(Applying Transformations to tensors|Running Calibration):: "
+    r"|\s*\r$")
 
 
 def native_noise_filtered() -> AbstractContextManager[None]:

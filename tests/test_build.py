@@ -101,12 +101,21 @@ def test_default_build_output_has_no_native_info_lines(
         workspace: tuple[Path, Path, Path]) -> None:
     """The default modes print only the build's own lines: fp16 and dynamic are made by
     ai-edge-quantizer, whose LiteRT interpreters announce their XNNPACK delegate through
-    LiteRT's own logger, which TF_CPP_MIN_LOG_LEVEL does not quieten."""
-    model, dataset, out = workspace
+    LiteRT's own logger (TF_CPP_MIN_LOG_LEVEL does not quieten it), and which shows progress
+    bars for 100 tensors or more to quantize even when asked not to."""
+    import keras
+
+    _, dataset, out = workspace
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Flatten()(inputs)
+    for _ in range(110):  # a weight tensor each to quantize
+        x = keras.layers.Dense(4, activation="relu")(x)
+    model = out.parent / "deep.keras"
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(model)
     result = run_invoke("convert", "--model", str(model), *quick_flags(dataset, out), check=True)
     output = result.stdout + result.stderr
-    assert "▶ m: tflite-fp16" in output and "▶ m: tflite-dynamic" in output
-    for noise in INFO_NOISE:
+    assert "▶ deep: tflite-fp16" in output and "▶ deep: tflite-dynamic" in output
+    for noise in (*INFO_NOISE, "Applying Transformations", "Running Calibration", "it/s]"):
         assert noise not in output
 
 
