@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 
 class ConverterError(Exception):
@@ -114,6 +115,13 @@ def shown(value: object, quoted: bool = False, limit: int = 40) -> str:
     text, a number 400 digits), with ``quoted`` as its repr."""
     text = repr(value) if quoted else str(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def runtime_message(error: Exception) -> str:
+    """A runtime's error text for a message: without a trailing period, and with a phrase the
+    runtime repeated back to back said once (LiteRT writes "failed to create XNNPACK runtime"
+    once per attempt, all in one line)."""
+    return re.sub(r"([A-Za-z][A-Za-z ]{11,}?)\1+", r"\1", str(error).strip()).rstrip(".")
 
 
 def error_class(name: str) -> type[ConverterError]:

@@ -31,7 +31,8 @@ def run_invoke(*args: str, cwd: Path = ROOT, timeout: float = 600, check: bool =
 # on: no build shows any of it.
 INFO_NOISE = ("oneDNN custom operations", "absl::InitializeLog", "XNNPACK delegate",
               "fully_quantize", "tf.lite.Interpreter is deprecated",
-              "convert_variables_to_constants", "is deprecated and will be removed")
+              "convert_variables_to_constants", "is deprecated and will be removed",
+              "experimental_preserve_all_tensors")
 
 
 def terminal_ctrl_c() -> None:

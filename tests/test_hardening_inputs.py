@@ -405,3 +405,54 @@ def test_messages_about_many_models_or_outputs_list_ten(tmp_path: Path) -> None:
         metrics.compare(reference, {"other": np.zeros((1, 2))}, {}, None)
     assert "no output named out0, out1, out2, out3, out4, out5, out6, out7, out8, out9, ... and " \
         "990 more (it has other)" in str(refused.value)
+
+
+def _model_with_a_layer_of_zeros(path: Path) -> Path:
+    """A layer whose output is 0 for every input (zero weights), then layers fed by it."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Dense(4, kernel_initializer="zeros")(keras.layers.Flatten()(inputs))
+    x = keras.layers.Dense(4, activation="tanh")(keras.layers.Dense(4, activation="tanh")(x))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(path)
+    return path
+
+
+def test_an_int8_model_litert_cannot_run_fails_its_variant_with_the_reason(
+        tmp_path: Path, tiny_dataset: Path) -> None:
+    """A layer of zeros quantizes (by TF's converter or ai-edge-quantizer) to int8 tensors
+    that XNNPACK, LiteRT's default CPU kernels, refuses to prepare: the int8 variants fail
+    with LiteRT's reason and a hint, no traceback; fp32 is still built and validated."""
+    model = _model_with_a_layer_of_zeros(tmp_path / "zeros.keras")
+    result = run_invoke("convert", "--model", str(model), *quick_flags(tiny_dataset, tmp_path),
+                        "--quant", "fp32,int8,int8-mixed")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    for variant in ("int8", "int8-mixed"):
+        assert f"zeros: tflite-{variant} failed: LiteRT cannot run the quantized model: " \
+               "failed to create XNNPACK runtimeNode" in output, output
+    assert "outputs only zeros on the calibration samples" in output
+    report = json.loads((tmp_path / "zeros" / "report.json").read_text())
+    assert [a["variant"] for a in report["artifacts"] if not a.get("failed")] == ["fp32"]
+
+
+def test_validating_an_artifact_litert_cannot_run_names_it_and_why(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from converters.errors import ValidationError
+    from converters.validation.compare import TFLiteRuntime
+
+    model = tf.keras.models.load_model(_model_with_a_layer_of_zeros(tmp_path / "zeros.keras"))
+    samples = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    artifact = tmp_path / "zeros_int8.tflite"
+    artifact.write_bytes(converter.convert())
+    runtime = TFLiteRuntime(artifact, threads=1)
+    with pytest.raises(ValidationError, match=r"LiteRT cannot run .*zeros_int8\.tflite: failed "
+                                              r"to create XNNPACK runtimeNode .* only zeros"):
+        runtime.predict_named({runtime.input_tensors[0].name: samples})

@@ -245,3 +245,33 @@ def test_a_delegate_that_disagrees_switches_to_the_reference_kernels(
     assert outcome.calibrated_by == litert_calibration.CALIBRATED_BY_LITERT
     for ours, theirs in zip(ranges["outputs"], expected["outputs"], strict=True):
         np.testing.assert_allclose(ours["range"], theirs["range"], rtol=1e-5)
+
+
+def _vanishing_converter() -> Any:
+    """A tensor of zeros (a ReLU that never fires) and tensors of negative numbers only."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def vanishing(x: Any) -> Any:
+        dead = tf.nn.relu(tf.matmul(x, tf.ones([8, 8])) - 100.0)
+        negative = tf.matmul(x, -tf.ones([8, 8])) - 1.0
+        return tf.matmul(dead, tf.ones([8, 4])) + tf.matmul(negative, tf.ones([8, 4]))
+
+    return tf.lite.TFLiteConverter.from_concrete_functions([vanishing.get_concrete_function()],
+                                                           vanishing)
+
+
+def test_a_tensor_of_zeros_or_negatives_gets_tfs_max_of_flt_min() -> None:
+    """TF's calibrator starts each max at FLT_MIN: a tensor of zeros or of negative numbers
+    gets a max of FLT_MIN, not 0 or below, and so do LiteRT's ranges."""
+    samples = np.random.default_rng(6).uniform(0.0, 1.0, (6, 8)).astype(np.float32)
+    _, tf_ranges = _int8(_vanishing_converter(), samples)
+    with litert_calibration.calibrating_with_litert(2) as outcome:
+        _, ranges = _int8(_vanishing_converter(), samples)
+    assert outcome.calibrated_by == litert_calibration.CALIBRATED_BY_LITERT
+    highs = [o["range"][1][0] for o in ranges["outputs"]]
+    assert highs == [o["range"][1][0] for o in tf_ranges["outputs"]]
+    assert highs.count(float(np.finfo(np.float32).tiny)) >= 3, ranges  # zeros, negatives
+    for ours, theirs in zip(ranges["outputs"], tf_ranges["outputs"], strict=True):
+        (low,), (high,) = ours["range"]  # within TF's (which widens in-place inputs, see above)
+        (tf_low,), (tf_high,) = theirs["range"]
+        assert tf_low - 1e-5 * abs(tf_low) <= low <= high <= tf_high, (ours, theirs)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from converters import console
-from converters.errors import ToolMissingError, ValidationError
+from converters.errors import ToolMissingError, ValidationError, runtime_message
 from converters.inputs.array_files import listed
 from converters.inputs.host_memory import available_memory
 from converters.inputs.model import Arrays, TensorInfo
@@ -147,7 +147,12 @@ class TFLiteRuntime:
         interpreter = self.interpreter if interpreter is None else interpreter
         for name, detail in self.inputs.items():
             interpreter.set_tensor(detail["index"], quantized_one[name])
-        interpreter.invoke()
+        try:
+            interpreter.invoke()
+        except RuntimeError as error:  # e.g. XNNPACK refuses the model when it first runs
+            raise ValidationError(f"LiteRT cannot run {self.path}: {runtime_message(error)}. "
+                                  "A layer that outputs only zeros can cause this: check the "
+                                  "model's activations") from None
         return {name: interpreter.get_tensor(detail["index"])
                 for name, detail in self.outputs.items()}
 

@@ -13,11 +13,12 @@ conversion:
 2. runs every sample through LiteRT and sets each of those tensors' min/max to what LiteRT saw;
 3. quantizes as it always does (same quantizer, same options).
 
-The ranges are the true min/max of every tensor, with one known difference from TF's
-calibrator: TF logs an op's inputs after the op ran, so the input of an in-place op (a residual
-ADD writing its sum into the buffer of the convolution feeding it) is recorded with the range of
-the sum as well. LiteRT's ranges are the convolution's own, narrower ones (MobileNetV2: the
-6-10 "project" convolutions that feed residual ADDs; the rest agree within float rounding).
+The ranges are the true min/max of every tensor (a max of at least FLT_MIN, as TF's
+calibrator records it), with one known difference from TF's calibrator: TF logs an op's
+inputs after the op ran, so the input of an in-place op (a residual ADD writing its sum into
+the buffer of the convolution feeding it) is recorded with the range of the sum as well.
+LiteRT's ranges are the convolution's own, narrower ones (MobileNetV2: the 6-10 "project"
+convolutions that feed residual ADDs; the rest agree within float rounding).
 benchmarks/litert_calibration.py compares the two on trained models (agreement with Keras,
 accuracy). ``--quant-engine tflite-converter`` keeps TF's own calibrator.
 
@@ -172,6 +173,10 @@ def litert_ranges(float_model: bytes, calibrated: bytes, samples: Iterable[Sampl
         seen = _extremes(interpreter, tensors)
         extremes[:, 0] = np.minimum(extremes[:, 0], seen[:, 0])
         extremes[:, 1] = np.maximum(extremes[:, 1], seen[:, 1])
+    # TF's calibrator starts each max at FLT_MIN (the smallest positive float), so a tensor
+    # of zeros (or of negative numbers) gets a max of FLT_MIN, never 0: the same here, so that
+    # the quantizer gets the ranges TF's calibrator would give it.
+    extremes[:, 1] = np.maximum(extremes[:, 1], np.finfo(np.float32).tiny)
     graph = model.subgraphs[0]
     if not np.isfinite(extremes).all():
         index = tensors[int(np.flatnonzero(~np.isfinite(extremes).all(axis=1))[0])]

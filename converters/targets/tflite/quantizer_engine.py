@@ -18,16 +18,17 @@ only numpy. Every function is deterministic for the same inputs (same bytes twic
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from converters.errors import ToolMissingError
+from converters.errors import ConversionError, ToolMissingError, runtime_message
 
 IOType = Literal["float32", "int8"]
 # A channel's fp32 mean square counts as at least this fraction of the median channel's.
@@ -230,6 +231,16 @@ def resolve_scopes(fp32: bytes, keep_float: Iterable[int | str]) -> tuple[str, .
     return tuple(sorted(scopes))
 
 
+@contextlib.contextmanager
+def _preserving_all_tensors() -> Iterator[None]:
+    """Without LiteRT's warning that an interpreter keeping every intermediate tensor is
+    "intended for debugging": calibration and the op comparison keep them on purpose (the
+    quantizer's calibration creates such interpreters itself)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`")
+        yield
+
+
 def calibrate(fp32: bytes, calibration: np.ndarray, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     """Min/max of every tensor of the fp32 model on the calibration samples (the quantizer's QSVs).
 
@@ -238,7 +249,9 @@ def calibrate(fp32: bytes, calibration: np.ndarray, threads: int = DEFAULT_THREA
     """
     quantizer, recipe, _ = _quantizer_modules()
     engine = quantizer.Quantizer(bytearray(fp32), recipe.static_wi8_ai8())
-    result: dict[str, Any] = engine.calibrate(signature_data(fp32, calibration), num_threads=threads)
+    with _preserving_all_tensors():
+        result: dict[str, Any] = engine.calibrate(signature_data(fp32, calibration),
+                                                  num_threads=threads)
     return result
 
 
@@ -320,12 +333,14 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray | None = None,
     started = time.perf_counter()
     scopes = resolve_scopes(fp32, keep_float)
     engine = quantizer.Quantizer(bytearray(fp32), int8_recipe(scopes, io_type))
-    if calibration_result is None:
-        if calibration is None:
-            raise ValueError("static int8 needs calibration samples or a calibration result")
-        calibration_result = engine.calibrate(signature_data(fp32, calibration), num_threads=threads)
-    result = engine.quantize(calibration_result, enable_progress_bar=False,
-                             enable_progress_report=False)
+    with _preserving_all_tensors():  # calibrating, and checking a calibration, make them
+        if calibration_result is None:
+            if calibration is None:
+                raise ValueError("static int8 needs calibration samples or a calibration result")
+            calibration_result = engine.calibrate(signature_data(fp32, calibration),
+                                                  num_threads=threads)
+        result = engine.quantize(calibration_result, enable_progress_bar=False,
+                                 enable_progress_report=False)
     seconds = time.perf_counter() - started
     flatbuffer = bytes(result.quantized_model)
     return QuantizedModel("int8-mixed" if scopes else "int8", flatbuffer, seconds,
@@ -348,9 +363,21 @@ def predict(flatbuffer: bytes, images: np.ndarray, threads: int = DEFAULT_THREAD
     outputs = []
     for image in images:
         interpreter.set_tensor(source["index"], to_input(image[None], source))
-        interpreter.invoke()
+        invoke(interpreter)
         outputs.append(_from_output(interpreter.get_tensor(target["index"]), target)[0])
     return np.stack(outputs)
+
+
+def invoke(interpreter: Any) -> None:
+    """Run ``interpreter`` once; a model LiteRT cannot run is a ConversionError that says why
+    (XNNPACK, LiteRT's default CPU kernels, refuses some quantized models when they first run,
+    e.g. a layer whose calibrated range is empty because it outputs only zeros)."""
+    try:
+        interpreter.invoke()
+    except RuntimeError as error:
+        raise ConversionError(f"LiteRT cannot run the quantized model: {runtime_message(error)}. "
+                              "A layer that outputs only zeros on the calibration samples "
+                              "can cause this: check the model's activations") from None
 
 
 def to_input(batch: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -461,8 +488,7 @@ class _Preserving:
     def __init__(self, flatbuffer: bytes, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        with warnings.catch_warnings():  # "intended for debugging": keeping them is the point
-            warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`")
+        with _preserving_all_tensors():
             self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads,
                                            experimental_preserve_all_tensors=True)
         self.inputs = _signature_inputs(self.interpreter)
@@ -488,7 +514,7 @@ class _Preserving:
             self.batch = count
         for name, detail in self.inputs.items():
             self.interpreter.set_tensor(detail["index"], to_input(chunk[name], detail))
-        self.interpreter.invoke()
+        invoke(self.interpreter)
         values = {}
         for name in names:
             tensor = self.by_name.get(name)
