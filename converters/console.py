@@ -82,14 +82,16 @@ def flush() -> None:
 # descriptor 2. TF_CPP_MIN_LOG_LEVEL does not reach them: TensorFlow 2.21 logs the oneDNN line
 # through absl before absl::InitializeLog() runs (absl then writes every message to stderr), and
 # LiteRT prints the XNNPACK line with its own logger. Also ai-edge-quantizer's progress bars
-# (tqdm: pieces of line ending in a carriage return), which it shows for a model of 100 tensors
-# or more even when asked not to. Nothing else is dropped.
+# (tqdm: whole bars, each ending in a carriage return; text written onto a bar's line is kept),
+# which it shows for 100 tensors or more to quantize even when asked not to. Nothing else is
+# dropped.
 NATIVE_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on"
     rf"|{XNNPACK_NOTICE}"
     r"|fully_quantize: \d+, inference_type: \d+"
-    r"|(Applying Transformations to tensors|Running Calibration):: "
+    r"|(Applying Transformations to tensors|Running Calibration):: +\d+%\|[^|\r\n]*\| *\d+/\d+ "
+    r"\[[^\]\r\n]*\]\s*$"
     r"|\s*\r$")
 
 

@@ -118,10 +118,20 @@ def shown(value: object, quoted: bool = False, limit: int = 40) -> str:
 
 
 def runtime_message(error: Exception) -> str:
-    """A runtime's error text for a message: without a trailing period, and with a phrase the
-    runtime repeated back to back said once (LiteRT writes "failed to create XNNPACK runtime"
-    once per attempt, all in one line)."""
-    return re.sub(r"([A-Za-z][A-Za-z ]{11,}?)\1+", r"\1", str(error).strip()).rstrip(".")
+    """A runtime's error text for a message: without a trailing period, and with a phrase of
+    several words the runtime repeated back to back said once (LiteRT writes "failed to create
+    XNNPACK runtime" once per attempt, all in one line)."""
+    return re.sub(r"\b([A-Za-z]+(?: [A-Za-z]+)+)\1+", r"\1", str(error).strip()).rstrip(".")
+
+
+def xnnpack_refusal(error: Exception) -> str | None:
+    """What to tell a user when LiteRT's default CPU kernels (XNNPACK) refused to prepare a
+    model as it first ran, or None for any other runtime error."""
+    text = runtime_message(error)
+    if "XNNPACK" not in text or "failed to prepare" not in text:
+        return None
+    return (f"{text}. A layer that outputs only zeros on the calibration samples can cause "
+            "this: check the model's activations")
 
 
 def error_class(name: str) -> type[ConverterError]:

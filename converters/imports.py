@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import sys
 import types
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ def stood_in(*names: str) -> Iterator[None]:
     missing = [name for name in names if name not in sys.modules]
     for name in missing:
         stand_in = types.ModuleType(name, "an empty stand-in (converters.imports.stood_in)")
+        stand_in.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
         stand_in.__path__ = []  # a package, so that its submodules' stand-ins import
         sys.modules[name] = stand_in
     try:

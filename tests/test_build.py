@@ -121,6 +121,21 @@ def test_build_output_has_no_native_info_lines(workspace: tuple[Path, Path, Path
         assert noise not in output
 
 
+def test_text_written_onto_a_progress_bars_line_is_kept(capfd: pytest.CaptureFixture[str]) -> None:
+    """ai-edge-quantizer's progress bars are dropped whole; a warning that lands on a bar's
+    line (the bar has no line end yet) still reaches the user."""
+    from converters import console
+
+    bar = "Applying Transformations to tensors:: {:3d}%|#   | {}/132 [00:00<?, ?it/s]"
+    with console.native_noise_filtered():
+        os.write(2, ("\r" + bar.format(0, 0) + "\r" + bar.format(10, 13)).encode())
+        os.write(2, b"WARNING:absl:Quantized data for tensor t is overriding\n")
+        os.write(2, ("\r" + bar.format(100, 132) + "\n").encode())
+    err = capfd.readouterr().err
+    assert "WARNING:absl:Quantized data for tensor t is overriding" in err
+    assert bar.format(0, 0) not in err and bar.format(100, 132) not in err
+
+
 def test_manifest_records_provenance_and_verify_names_a_changed_file(
         workspace: tuple[Path, Path, Path]) -> None:
     model, dataset, out = workspace

@@ -456,3 +456,15 @@ def test_validating_an_artifact_litert_cannot_run_names_it_and_why(tmp_path: Pat
     with pytest.raises(ValidationError, match=r"LiteRT cannot run .*zeros_int8\.tflite: failed "
                                               r"to create XNNPACK runtimeNode .* only zeros"):
         runtime.predict_named({runtime.input_tensors[0].name: samples})
+
+
+def test_litert_messages_are_said_once_and_only_xnnpack_refusals_get_the_hint() -> None:
+    from converters.errors import runtime_message, xnnpack_refusal
+
+    refused = RuntimeError("failed to create XNNPACK runtimefailed to create XNNPACK runtime"
+                           "Node number 16 (TfLiteXNNPackDelegate) failed to prepare.")
+    assert runtime_message(refused) == ("failed to create XNNPACK runtimeNode number 16 "
+                                        "(TfLiteXNNPackDelegate) failed to prepare")
+    assert (xnnpack_refusal(refused) or "").endswith("check the model's activations")
+    assert xnnpack_refusal(RuntimeError("There is at least 1 reference to internal data")) is None
+    assert runtime_message(RuntimeError("a" * 32 + " 0000000000000000.")) == "a" * 32 + " " + "0" * 16

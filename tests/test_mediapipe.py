@@ -225,6 +225,30 @@ def test_mediapipe_loads_without_tensorflow_or_matplotlib_which_still_import_aft
     assert ran.stdout.split() == ["False", "False", "ImageClassifier", "Figure", "tensorflow"]
 
 
+def test_a_mediapipe_that_needs_matplotlib_at_import_is_imported_as_it_is() -> None:
+    """Should a MediaPipe release use matplotlib while it imports (a stand-in has nothing),
+    the check imports it again with matplotlib, rather than calling it not installed."""
+    require_mediapipe()
+    probe = ("import contextlib, sys\n"
+             "from converters import imports\n"
+             "plain = imports.stood_in\n"
+             "@contextlib.contextmanager\n"
+             "def breaking(*names):\n"
+             "    with plain(*names):\n"  # and its drawing utilities fail half-way through
+             "        sys.modules['mediapipe.tasks.python.vision.drawing_utils'] = None\n"
+             "        try:\n"
+             "            yield\n"
+             "        finally:\n"
+             "            del sys.modules['mediapipe.tasks.python.vision.drawing_utils']\n"
+             "imports.stood_in = breaking\n"
+             "from converters.targets.tflite import mediapipe_check\n"
+             "BaseOptions, vision = mediapipe_check._import_tasks()\n"
+             "print(vision.ImageClassifier.__name__, 'matplotlib.pyplot' in sys.modules)\n")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert ran.stdout.split() == ["ImageClassifier", "True"]
+
+
 def test_without_mediapipe_the_record_says_how_to_install(tiny_h5: Path, tiny_dataset: Path,
                                                           tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:

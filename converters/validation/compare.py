@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from converters import console
-from converters.errors import ToolMissingError, ValidationError, runtime_message
+from converters.errors import ToolMissingError, ValidationError, xnnpack_refusal
 from converters.inputs.array_files import listed
 from converters.inputs.host_memory import available_memory
 from converters.inputs.model import Arrays, TensorInfo
@@ -149,10 +149,10 @@ class TFLiteRuntime:
             interpreter.set_tensor(detail["index"], quantized_one[name])
         try:
             interpreter.invoke()
-        except RuntimeError as error:  # e.g. XNNPACK refuses the model when it first runs
-            raise ValidationError(f"LiteRT cannot run {self.path}: {runtime_message(error)}. "
-                                  "A layer that outputs only zeros can cause this: check the "
-                                  "model's activations") from None
+        except RuntimeError as error:  # XNNPACK may refuse the model when it first runs
+            if (refusal := xnnpack_refusal(error)) is None:
+                raise
+            raise ValidationError(f"LiteRT cannot run {self.path}: {refusal}") from None
         return {name: interpreter.get_tensor(detail["index"])
                 for name, detail in self.outputs.items()}
 

@@ -173,16 +173,16 @@ def litert_ranges(float_model: bytes, calibrated: bytes, samples: Iterable[Sampl
         seen = _extremes(interpreter, tensors)
         extremes[:, 0] = np.minimum(extremes[:, 0], seen[:, 0])
         extremes[:, 1] = np.maximum(extremes[:, 1], seen[:, 1])
-    # TF's calibrator starts each max at FLT_MIN (the smallest positive float), so a tensor
-    # of zeros (or of negative numbers) gets a max of FLT_MIN, never 0: the same here, so that
-    # the quantizer gets the ranges TF's calibrator would give it.
-    extremes[:, 1] = np.maximum(extremes[:, 1], np.finfo(np.float32).tiny)
     graph = model.subgraphs[0]
     if not np.isfinite(extremes).all():
         index = tensors[int(np.flatnonzero(~np.isfinite(extremes).all(axis=1))[0])]
         name = graph.tensors[index].name.decode(errors="replace")
         raise LiteRTCannotCalibrate(f"tensor {name!r} has no finite range on the calibration "
                                     "samples")
+    # TF's calibrator starts each max at FLT_MIN (the smallest positive float), so a tensor
+    # of zeros (or of negative numbers) gets a max of FLT_MIN, never 0: the same here, so that
+    # the quantizer gets the ranges TF's calibrator would give it.
+    extremes[:, 1] = np.maximum(extremes[:, 1], np.finfo(np.float32).tiny)
     for index, (low, high) in zip(tensors, extremes, strict=True):
         quantization = graph.tensors[index].quantization
         quantization.min = np.asarray([low], dtype=np.float32)

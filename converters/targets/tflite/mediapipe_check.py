@@ -16,6 +16,7 @@ classifier ran it).
 
 from __future__ import annotations
 
+import sys
 from importlib import metadata as distributions
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,15 @@ def _import_tasks() -> tuple[Any, Any]:
       start-up lines, so TensorFlow is refused;
     * matplotlib.pyplot, which ``vision.drawing_utils`` imports at its top for its landmark
       plots (0.26 s of MediaPipe's 0.31 s import on a 2-core EPYC): it gets an empty stand-in,
-      and a later ``import matplotlib`` imports the real one."""
-    with imports.refused("tensorflow"), imports.stood_in("matplotlib", "matplotlib.pyplot"):
+      and a later ``import matplotlib`` imports the real one.
+
+    A MediaPipe that needs either at its import is imported again as it is."""
+    try:
+        with imports.refused("tensorflow"), imports.stood_in("matplotlib", "matplotlib.pyplot"):
+            from mediapipe.tasks.python import BaseOptions, vision
+    except Exception:  # whatever it raised without them: import it with them
+        for name in [name for name in sys.modules if name.split(".")[0] == "mediapipe"]:
+            del sys.modules[name]
         from mediapipe.tasks.python import BaseOptions, vision
     return BaseOptions, vision
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from converters.errors import ConversionError, ToolMissingError, runtime_message
+from converters.errors import ConversionError, ToolMissingError, xnnpack_refusal
 
 IOType = Literal["float32", "int8"]
 # A channel's fp32 mean square counts as at least this fraction of the median channel's.
@@ -355,7 +355,8 @@ def _plain_recipe(engine: Any) -> list[dict[str, Any]]:
     return list(plan)
 
 
-def predict(flatbuffer: bytes, images: np.ndarray, threads: int = DEFAULT_THREADS) -> np.ndarray:
+def predict(flatbuffer: bytes, images: np.ndarray, threads: int = DEFAULT_THREADS,
+            what: str = "the quantized model") -> np.ndarray:
     """Float outputs of a model on float32 inputs, one sample at a time (quantized I/O handled)."""
     interpreter = litert_interpreter(flatbuffer, threads)
     source = interpreter.get_input_details()[0]
@@ -363,21 +364,21 @@ def predict(flatbuffer: bytes, images: np.ndarray, threads: int = DEFAULT_THREAD
     outputs = []
     for image in images:
         interpreter.set_tensor(source["index"], to_input(image[None], source))
-        invoke(interpreter)
+        invoke(interpreter, what)
         outputs.append(_from_output(interpreter.get_tensor(target["index"]), target)[0])
     return np.stack(outputs)
 
 
-def invoke(interpreter: Any) -> None:
-    """Run ``interpreter`` once; a model LiteRT cannot run is a ConversionError that says why
-    (XNNPACK, LiteRT's default CPU kernels, refuses some quantized models when they first run,
-    e.g. a layer whose calibrated range is empty because it outputs only zeros)."""
+def invoke(interpreter: Any, what: str) -> None:
+    """Run ``interpreter`` (of ``what``: "the quantized model") once. XNNPACK, LiteRT's default
+    CPU kernels, refuses some quantized models when they first run: a ConversionError that
+    says so; any other error is raised as it is."""
     try:
         interpreter.invoke()
     except RuntimeError as error:
-        raise ConversionError(f"LiteRT cannot run the quantized model: {runtime_message(error)}. "
-                              "A layer that outputs only zeros on the calibration samples "
-                              "can cause this: check the model's activations") from None
+        if (refusal := xnnpack_refusal(error)) is None:
+            raise
+        raise ConversionError(f"LiteRT cannot run {what}: {refusal}") from None
 
 
 def to_input(batch: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -464,8 +465,8 @@ def tensor_errors(fp32: bytes, quantized: bytes, samples: Samples, names: set[st
     ``compare_model``, which feeds both models the same arrays and so cannot run a model with
     uint8 or int8 input. ``samples`` is one array (a one-input model) or one per input name.
     """
-    reference = _Preserving(fp32, threads)
-    target = _Preserving(quantized, threads)
+    reference = _Preserving(fp32, threads, "the fp32 model")
+    target = _Preserving(quantized, threads, "the quantized model")
     named = reference.named(samples)
     size = min(batch, reference.max_batch, target.max_batch)
     totals: dict[str, list[float]] = {}
@@ -485,9 +486,10 @@ def tensor_errors(fp32: bytes, quantized: bytes, samples: Samples, names: set[st
 class _Preserving:
     """A LiteRT interpreter keeping every intermediate tensor, fed float32 batches."""
 
-    def __init__(self, flatbuffer: bytes, threads: int) -> None:
+    def __init__(self, flatbuffer: bytes, threads: int, what: str) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        self.what = what
         with _preserving_all_tensors():
             self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads,
                                            experimental_preserve_all_tensors=True)
@@ -514,7 +516,7 @@ class _Preserving:
             self.batch = count
         for name, detail in self.inputs.items():
             self.interpreter.set_tensor(detail["index"], to_input(chunk[name], detail))
-        invoke(self.interpreter)
+        invoke(self.interpreter, self.what)
         values = {}
         for name in names:
             tensor = self.by_name.get(name)
@@ -583,7 +585,7 @@ def accuracy_aware_int8(fp32: bytes, calibration: np.ndarray, validation: np.nda
     calibration runs once.
     """
     calibration_result = calibrate(fp32, calibration, threads)
-    fp32_score = score(predict(fp32, validation, threads), labels, reference)
+    fp32_score = score(predict(fp32, validation, threads, "the fp32 model"), labels, reference)
     probe = calibration[:sensitivity_samples]
     limit = max_float_ops if max_float_ops is not None else len(list_ops(fp32))
     kept: list[OpError] = []
@@ -607,7 +609,11 @@ def accuracy_aware_int8(fp32: bytes, calibration: np.ndarray, validation: np.nda
             trial = [e for e in kept if e is not candidate]
             retry = quantize_int8(fp32, keep_float=[e.scope for e in trial],
                                   calibration_result=calibration_result, threads=threads)
-            trial_score = score(predict(retry.flatbuffer, validation, threads), labels, reference)
+            try:
+                trial_score = score(predict(retry.flatbuffer, validation, threads), labels,
+                                    reference)
+            except ConversionError:  # LiteRT cannot run it: the op stays in float
+                continue
             steps.append(SearchStep(retry.kept_float, trial_score, fp32_score - trial_score,
                                     retry.size))
             if fp32_score - trial_score <= max_drop:
